@@ -1,0 +1,373 @@
+//! The task that owns a connection's socket.
+//!
+//! One task per connection does all the I/O in a single poll loop, with no lock and no second
+//! task: it takes every command waiting in the queue and encodes them into one write buffer
+//! (commands that arrive while a write is in flight go out together in the next write), writes,
+//! reads, splits frames, and hands each reply to the oldest command still owed one (RESP replies
+//! come back in the order commands were sent). Push frames never take a command's place: they go
+//! to the push subscribers, except the confirmations of a `SUBSCRIBE`-family command, which are
+//! that command's answer.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use redis_protocol::resp3::types::BytesFrame;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::command::{Command, SubscriptionKind};
+use crate::connection::codec::{FrameScanner, Limits};
+use crate::connection::Shared;
+use crate::error::Error;
+use crate::reply::{self, Reply};
+
+/// A command on its way to the I/O task, with the channel its answer goes back on.
+pub(crate) struct Request {
+    pub(crate) command: Command,
+    pub(crate) reply: oneshot::Sender<Result<Reply, Error>>,
+}
+
+/// A command written (or being written) whose answer has not come back yet.
+struct Pending {
+    reply: oneshot::Sender<Result<Reply, Error>>,
+    /// Where the command's bytes end in the stream of everything encoded; it has reached the
+    /// socket once `written` passes this.
+    end: u64,
+    expect: Expect,
+}
+
+enum Expect {
+    /// One reply frame.
+    Reply,
+    /// Confirmations pushed by the server for a subscription change.
+    Confirmations {
+        kind: SubscriptionKind,
+        /// None until the first confirmation comes, for an unsubscribe from "all".
+        remaining: Option<usize>,
+        named: usize,
+        got: Vec<BytesFrame>,
+    },
+}
+
+// Stop taking commands once this much is waiting to be written.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+pub(crate) struct IoTask<S> {
+    stream: S,
+    requests: mpsc::Receiver<Request>,
+    requests_closed: bool,
+    pending: VecDeque<Pending>,
+    max_in_flight: usize,
+    wbuf: BytesMut,
+    encoded: u64,
+    written: u64,
+    need_flush: bool,
+    rbuf: BytesMut,
+    scanner: FrameScanner,
+    pushes: broadcast::Sender<BytesFrame>,
+    shared: Arc<Shared>,
+    channels: HashSet<Bytes>,
+    patterns: HashSet<Bytes>,
+    shard_channels: HashSet<Bytes>,
+}
+
+impl<S> IoTask<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    pub(crate) fn new(
+        stream: S,
+        requests: mpsc::Receiver<Request>,
+        pushes: broadcast::Sender<BytesFrame>,
+        shared: Arc<Shared>,
+        limits: Limits,
+        max_in_flight: usize,
+    ) -> Self {
+        IoTask {
+            stream,
+            requests,
+            requests_closed: false,
+            pending: VecDeque::new(),
+            max_in_flight: max_in_flight.max(1),
+            wbuf: BytesMut::with_capacity(8 * 1024),
+            encoded: 0,
+            written: 0,
+            need_flush: false,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            scanner: FrameScanner::new(limits),
+            pushes,
+            shared,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            shard_channels: HashSet::new(),
+        }
+    }
+
+    /// Runs until every handle is gone and every answer delivered, or the connection fails.
+    pub(crate) async fn run(mut self) {
+        let outcome = poll_fn(|cx| self.poll_io(cx)).await;
+        let reason: Arc<str> = match &outcome {
+            Ok(()) => "the connection was closed by the client".into(),
+            Err(e) => e.to_string().into(),
+        };
+        match &outcome {
+            Ok(()) => tracing::debug!(endpoint = %self.shared.endpoint, "connection closed"),
+            Err(e) => {
+                tracing::debug!(endpoint = %self.shared.endpoint, error = %e, "connection failed")
+            }
+        }
+        self.shared.mark_closed(reason.clone());
+        let written = self.written;
+        for p in self.pending.drain(..) {
+            let err = if p.end <= written {
+                match &outcome {
+                    Err(Error::Protocol { .. }) => outcome.clone().err(),
+                    _ => None,
+                }
+                .unwrap_or(Error::ConnectionLost {
+                    reason: reason.clone(),
+                })
+            } else {
+                Error::NotSent {
+                    reason: reason.clone(),
+                }
+            };
+            let _ = p.reply.send(Err(err));
+        }
+        self.shared.set_in_flight(0);
+        // Close the socket now, then answer whatever is still queued or sent by a handle that
+        // had reserved a slot.
+        drop(self.stream);
+        self.requests.close();
+        while let Some(req) = self.requests.recv().await {
+            let _ = req.reply.send(Err(Error::NotSent {
+                reason: reason.clone(),
+            }));
+        }
+    }
+
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        loop {
+            let mut progress = false;
+
+            // Take waiting commands while there is room.
+            while !self.requests_closed
+                && self.wbuf.len() < WRITE_HIGH_WATER
+                && self.pending.len() < self.max_in_flight
+            {
+                match self.requests.poll_recv(cx) {
+                    Poll::Ready(Some(req)) => {
+                        self.enqueue(req);
+                        progress = true;
+                    }
+                    Poll::Ready(None) => self.requests_closed = true,
+                    Poll::Pending => break,
+                }
+            }
+
+            if !self.wbuf.is_empty() {
+                match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io_lost("the socket accepted no more bytes")))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.wbuf.advance(n);
+                        self.written += n as u64;
+                        self.need_flush = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(io_lost(&e.to_string()))),
+                    Poll::Pending => {}
+                }
+            }
+            if self.need_flush && self.wbuf.is_empty() {
+                match Pin::new(&mut self.stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.need_flush = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(io_lost(&e.to_string()))),
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io_lost("the server closed the connection")))
+                }
+                Poll::Ready(Ok(_)) => {
+                    self.process_frames()?;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(io_lost(&e.to_string()))),
+                Poll::Pending => {}
+            }
+
+            if self.requests_closed && self.wbuf.is_empty() {
+                // Every handle is gone: finish once nobody is owed an answer any more.
+                if self.pending.iter().all(|p| p.reply.is_closed()) {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn enqueue(&mut self, req: Request) {
+        let expect = match req.command.subscription() {
+            Some(sub) => Expect::Confirmations {
+                kind: sub.kind,
+                remaining: (sub.channels > 0).then_some(sub.channels),
+                named: sub.channels,
+                got: Vec::new(),
+            },
+            None => Expect::Reply,
+        };
+        let before = self.wbuf.len();
+        req.command.encode(&mut self.wbuf);
+        self.encoded += (self.wbuf.len() - before) as u64;
+        self.pending.push_back(Pending {
+            reply: req.reply,
+            end: self.encoded,
+            expect,
+        });
+        self.shared.set_in_flight(self.pending.len());
+    }
+
+    fn process_frames(&mut self) -> Result<(), Error> {
+        while let Some(frame) = self.scanner.next_frame(&mut self.rbuf)? {
+            if let BytesFrame::Push { data, .. } = &frame {
+                if self.confirms_front(data) {
+                    self.take_confirmation(frame);
+                } else {
+                    self.track_subscription(data);
+                    self.publish_push(frame);
+                }
+                continue;
+            }
+            let Some(p) = self.pending.pop_front() else {
+                return Err(Error::protocol(format!(
+                    "the server sent a reply nobody asked for: {:?}",
+                    frame
+                )));
+            };
+            self.shared.set_in_flight(self.pending.len());
+            let _ = p.reply.send(reply::from_frame(frame));
+        }
+        Ok(())
+    }
+
+    /// Whether this push confirms the subscription change at the front of the queue.
+    fn confirms_front(&self, data: &[BytesFrame]) -> bool {
+        let Some(Pending {
+            expect: Expect::Confirmations { kind, .. },
+            ..
+        }) = self.pending.front()
+        else {
+            return false;
+        };
+        data.first()
+            .and_then(frame_bytes)
+            .is_some_and(|name| name.eq_ignore_ascii_case(kind.push_name().as_bytes()))
+    }
+
+    fn take_confirmation(&mut self, frame: BytesFrame) {
+        if let BytesFrame::Push { data, .. } = &frame {
+            self.track_subscription(data);
+        }
+        let set_sizes = [
+            self.channels.len(),
+            self.patterns.len(),
+            self.shard_channels.len(),
+        ];
+        let Some(front) = self.pending.front_mut() else {
+            return;
+        };
+        let Expect::Confirmations {
+            kind,
+            remaining,
+            named,
+            got,
+        } = &mut front.expect
+        else {
+            return;
+        };
+        if remaining.is_none() {
+            // "Unsubscribe from all": one confirmation per subscription that existed before this
+            // one was processed (the sets were just updated for it), or one if there were none.
+            let before = match kind {
+                SubscriptionKind::Unsubscribe => set_sizes[0],
+                SubscriptionKind::PUnsubscribe => set_sizes[1],
+                _ => set_sizes[2],
+            } + 1;
+            *remaining = Some(before.max(1));
+            let _ = named;
+        }
+        got.push(frame.clone());
+        let left = remaining.map_or(0, |r| r.saturating_sub(1));
+        *remaining = Some(left);
+        // Subscribers see confirmations too: a Pub/Sub listener learns what it is subscribed to.
+        self.publish_push(frame);
+        if left == 0 {
+            if let Some(p) = self.pending.pop_front() {
+                self.shared.set_in_flight(self.pending.len());
+                if let Expect::Confirmations { got, .. } = p.expect {
+                    let _ = p.reply.send(Ok(Reply::from(BytesFrame::Array {
+                        data: got,
+                        attributes: None,
+                    })));
+                }
+            }
+        }
+    }
+
+    /// Keeps the sets of subscribed channels and patterns current from confirmations.
+    fn track_subscription(&mut self, data: &[BytesFrame]) {
+        let (Some(name), Some(channel)) = (data.first().and_then(frame_bytes), data.get(1)) else {
+            return;
+        };
+        let Some(kind) = SubscriptionKind::from_command(name) else {
+            return;
+        };
+        let set = match kind {
+            SubscriptionKind::Subscribe | SubscriptionKind::Unsubscribe => &mut self.channels,
+            SubscriptionKind::PSubscribe | SubscriptionKind::PUnsubscribe => &mut self.patterns,
+            SubscriptionKind::SSubscribe | SubscriptionKind::SUnsubscribe => {
+                &mut self.shard_channels
+            }
+        };
+        match frame_bytes(channel) {
+            Some(ch) if kind.is_unsubscribe() => {
+                set.remove(ch);
+            }
+            Some(ch) => {
+                set.insert(ch.clone());
+            }
+            None => {}
+        }
+    }
+
+    fn publish_push(&self, frame: BytesFrame) {
+        if self.pushes.send(frame).is_err() {
+            self.shared.count_unheard_push();
+        }
+    }
+}
+
+fn frame_bytes(frame: &BytesFrame) -> Option<&Bytes> {
+    match frame {
+        BytesFrame::BlobString { data, .. } | BytesFrame::SimpleString { data, .. } => Some(data),
+        _ => None,
+    }
+}
+
+fn io_lost(why: &str) -> Error {
+    Error::ConnectionLost { reason: why.into() }
+}

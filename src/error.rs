@@ -1,0 +1,356 @@
+//! The crate's one error type.
+//!
+//! Every layer returns [`Error`]. Each variant says what happened and carries what a caller needs
+//! to act: whether a command may have run ([`Error::may_have_executed`]), whether it is safe to send
+//! again, whether it counts as a connection failure ([`Error::class`]). The layers decide
+//! "retry?" and "does this open the circuit?" through [`ErrorClass`], in one place, rather than
+//! each matching on variants.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::endpoint::Endpoint;
+
+/// What went wrong. Cheap to clone: sources are shared.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered the command with an error reply (`-ERR ...`, `-WRONGTYPE ...`).
+    /// The command reached the server; the connection is fine.
+    Server(ServerError),
+
+    /// The command was written to the connection, but the connection closed or failed before its
+    /// reply came back. It **may have been executed**: send it again only if running it twice is
+    /// harmless.
+    ConnectionLost {
+        /// Why the connection ended.
+        reason: Arc<str>,
+    },
+
+    /// The command was never written: the connection closed, failed or was shut down first.
+    /// It certainly did not run, so sending it again is always safe.
+    NotSent {
+        /// Why the connection ended.
+        reason: Arc<str>,
+    },
+
+    /// A TCP connection to the endpoint could not be made.
+    Connect {
+        /// Where we tried to connect.
+        endpoint: Endpoint,
+        /// The operating system's error.
+        source: Arc<std::io::Error>,
+    },
+
+    /// Connecting (dial, TLS and handshake) took longer than the connect timeout.
+    ConnectTimeout {
+        /// Where we tried to connect.
+        endpoint: Endpoint,
+        /// The timeout that expired.
+        after: Duration,
+    },
+
+    /// The TLS handshake failed or the TLS configuration is unusable.
+    Tls {
+        /// What failed, from rustls or from the certificate loading.
+        message: Arc<str>,
+    },
+
+    /// The connection handshake (`HELLO 3`, `SELECT`, ...) was refused by the server.
+    Handshake {
+        /// The step that failed, such as `HELLO` or `SELECT`.
+        step: &'static str,
+        /// The server's answer.
+        message: Arc<str>,
+    },
+
+    /// The server does not speak RESP3 (it refused `HELLO 3`); this crate needs Redis 6 or newer.
+    Resp3Unsupported {
+        /// The server's answer to `HELLO 3`.
+        message: Arc<str>,
+    },
+
+    /// Authentication failed: wrong user name or password, or the user is disabled.
+    Auth {
+        /// The server's answer.
+        message: Arc<str>,
+    },
+
+    /// The server sent bytes that are not valid RESP3, or a frame over the configured limits.
+    /// The connection has been closed.
+    Protocol {
+        /// What was wrong with the bytes.
+        message: Arc<str>,
+    },
+
+    /// The command did not get a reply in time. It may have been executed.
+    Timeout {
+        /// How long the command waited.
+        after: Duration,
+        /// Whether the timeout in force was the relaxed one (the endpoint was in maintenance).
+        relaxed: bool,
+    },
+
+    /// The circuit breaker for the endpoint is open; the command was not sent.
+    CircuitOpen {
+        /// The endpoint whose circuit is open.
+        endpoint: Endpoint,
+        /// Why it opened.
+        reason: Arc<str>,
+    },
+
+    /// The configuration or a user-supplied argument is invalid (a bad URL, an empty command).
+    Config {
+        /// What is wrong and how to fix it.
+        message: Arc<str>,
+    },
+
+    /// The reply could not be converted to the requested type.
+    Conversion {
+        /// Why the conversion failed.
+        message: Arc<str>,
+    },
+
+    /// Maintenance notifications were required (`mode = Enabled`) but the server refused them.
+    MaintenanceUnsupported {
+        /// The endpoint that refused.
+        endpoint: Endpoint,
+        /// The server's answer to `CLIENT MAINT_NOTIFICATIONS`.
+        message: Arc<str>,
+    },
+
+    /// A handoff to a new endpoint failed after every attempt.
+    HandoffFailed {
+        /// The endpoint the handoff was moving to.
+        endpoint: Endpoint,
+        /// The last attempt's failure.
+        reason: Arc<str>,
+    },
+}
+
+/// An error reply from the server, split into its code and message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerError {
+    text: Arc<str>,
+}
+
+impl ServerError {
+    /// Builds one from the text of an error reply (`"WRONGTYPE Operation against ..."`).
+    pub fn new(text: impl Into<Arc<str>>) -> Self {
+        ServerError { text: text.into() }
+    }
+
+    /// The error code: the first word, such as `ERR`, `WRONGTYPE`, `MOVED`, `NOAUTH`.
+    pub fn code(&self) -> &str {
+        self.text.split(' ').next().unwrap_or("")
+    }
+
+    /// The whole text of the error reply.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServerError({:?})", self.text)
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The families of failure that retry, circuit-breaker and metrics decisions are made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The server answered with an error reply. The connection is healthy: never counts
+    /// against a circuit breaker, never retried.
+    Server,
+    /// The connection failed or could not be made. Counts against a circuit breaker.
+    Connection,
+    /// No reply in time. Counts against a circuit breaker.
+    Timeout,
+    /// The circuit was open; nothing was sent.
+    CircuitOpen,
+    /// The caller's input or configuration is wrong. Retrying will not help.
+    Usage,
+}
+
+impl Error {
+    /// The family of this failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Server(_) | Error::Conversion { .. } => ErrorClass::Server,
+            Error::Timeout { .. } => ErrorClass::Timeout,
+            Error::CircuitOpen { .. } => ErrorClass::CircuitOpen,
+            Error::Config { .. } => ErrorClass::Usage,
+            Error::ConnectionLost { .. }
+            | Error::NotSent { .. }
+            | Error::Connect { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::Tls { .. }
+            | Error::Handshake { .. }
+            | Error::Resp3Unsupported { .. }
+            | Error::Auth { .. }
+            | Error::Protocol { .. }
+            | Error::MaintenanceUnsupported { .. }
+            | Error::HandoffFailed { .. } => ErrorClass::Connection,
+        }
+    }
+
+    /// Whether the command may have run on the server even though no reply came back.
+    ///
+    /// True for [`Error::ConnectionLost`] and [`Error::Timeout`]; such a command must only be sent
+    /// again when running it twice is harmless.
+    pub fn may_have_executed(&self) -> bool {
+        matches!(
+            self,
+            Error::ConnectionLost { .. } | Error::Timeout { .. } | Error::Protocol { .. }
+        )
+    }
+
+    /// Whether the command certainly did not run, so that sending it again is always safe.
+    pub fn certainly_not_executed(&self) -> bool {
+        matches!(
+            self,
+            Error::NotSent { .. }
+                | Error::Connect { .. }
+                | Error::ConnectTimeout { .. }
+                | Error::Tls { .. }
+                | Error::Handshake { .. }
+                | Error::Resp3Unsupported { .. }
+                | Error::Auth { .. }
+                | Error::CircuitOpen { .. }
+                | Error::MaintenanceUnsupported { .. }
+                | Error::HandoffFailed { .. }
+        )
+    }
+
+    /// The server's error reply, when this is one.
+    pub fn server_error(&self) -> Option<&ServerError> {
+        match self {
+            Error::Server(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<Arc<str>>) -> Self {
+        Error::Config {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn protocol(message: impl Into<Arc<str>>) -> Self {
+        Error::Protocol {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Server(e) => write!(f, "server error: {e}"),
+            Error::ConnectionLost { reason } => write!(
+                f,
+                "connection lost after the command was sent ({reason}); it may have been executed, \
+                 so only send it again if running it twice is harmless"
+            ),
+            Error::NotSent { reason } => write!(
+                f,
+                "command not sent: the connection is closed ({reason}); it did not run and is safe to send again"
+            ),
+            Error::Connect { endpoint, source } => {
+                write!(f, "could not connect to {endpoint}: {source}")
+            }
+            Error::ConnectTimeout { endpoint, after } => write!(
+                f,
+                "connecting to {endpoint} took longer than {after:?} (dial, TLS and handshake); \
+                 check the address or raise the connect timeout"
+            ),
+            Error::Tls { message } => write!(f, "TLS failed: {message}"),
+            Error::Handshake { step, message } => {
+                write!(f, "the server refused {step} during the connection handshake: {message}")
+            }
+            Error::Resp3Unsupported { message } => write!(
+                f,
+                "the server does not speak RESP3 (HELLO 3 answered {message:?}); redis-handoff needs Redis 6 or newer"
+            ),
+            Error::Auth { message } => write!(
+                f,
+                "authentication failed: {message}; check the user name and password"
+            ),
+            Error::Protocol { message } => write!(
+                f,
+                "protocol error, connection closed: {message}"
+            ),
+            Error::Timeout { after, relaxed } => {
+                if *relaxed {
+                    write!(f, "no reply within the relaxed timeout of {after:?} (the endpoint is in maintenance); the command may have been executed")
+                } else {
+                    write!(f, "no reply within {after:?}; the command may have been executed")
+                }
+            }
+            Error::CircuitOpen { endpoint, reason } => write!(
+                f,
+                "circuit open for {endpoint} ({reason}); the command was not sent"
+            ),
+            Error::Config { message } => write!(f, "invalid configuration: {message}"),
+            Error::Conversion { message } => write!(f, "cannot convert the reply: {message}"),
+            Error::MaintenanceUnsupported { endpoint, message } => write!(
+                f,
+                "{endpoint} refused maintenance notifications ({message}); use mode Auto to carry on without them"
+            ),
+            Error::HandoffFailed { endpoint, reason } => {
+                write!(f, "handoff to {endpoint} failed: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect { source, .. } => Some(&**source),
+            Error::Server(_) => None,
+            _ => None,
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_split_code_and_message() {
+        let e =
+            ServerError::new("WRONGTYPE Operation against a key holding the wrong kind of value");
+        assert_eq!(e.code(), "WRONGTYPE");
+        let err = Error::Server(e);
+        assert_eq!(err.class(), ErrorClass::Server);
+        assert!(!err.may_have_executed());
+        assert!(!err.certainly_not_executed());
+    }
+
+    #[test]
+    fn lost_and_unsent_are_told_apart() {
+        let lost = Error::ConnectionLost {
+            reason: "reset".into(),
+        };
+        let unsent = Error::NotSent {
+            reason: "closed".into(),
+        };
+        assert!(lost.may_have_executed() && !lost.certainly_not_executed());
+        assert!(unsent.certainly_not_executed() && !unsent.may_have_executed());
+        assert!(lost.to_string().contains("may have been executed"));
+        assert!(unsent.to_string().contains("safe to send again"));
+    }
+}

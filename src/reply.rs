@@ -1,0 +1,138 @@
+//! Replies: the response type of every service in the crate.
+//!
+//! A [`Reply`] is one RESP3 frame from the server, as redis-protocol's [`BytesFrame`] (the same
+//! type fred calls `Resp3Frame`), so every byte string in it shares the connection's read buffer
+//! instead of being copied. Error replies never become a `Reply`: the connection turns them into
+//! [`Error::Server`](crate::Error::Server).
+//!
+//! With the `fred` feature (on by default) a reply converts to anything fred's `FromValue`
+//! supports: `String`, integers, `Option<T>`, `Vec<T>`, `HashMap<K, V>` and more.
+//!
+//! ```
+//! # #[cfg(feature = "fred")] {
+//! use redis_handoff::Reply;
+//! use redis_handoff::frame::BytesFrame;
+//!
+//! let reply = Reply::from(BytesFrame::Number { data: 42, attributes: None });
+//! assert_eq!(reply.as_i64(), Some(42));
+//! let n: u32 = reply.convert().unwrap();
+//! assert_eq!(n, 42);
+//! # }
+//! ```
+
+use std::fmt;
+
+use bytes::Bytes;
+use redis_protocol::resp3::types::BytesFrame;
+
+use crate::error::Error;
+
+/// One reply from the server.
+#[derive(Clone, PartialEq)]
+pub struct Reply {
+    frame: BytesFrame,
+}
+
+impl Reply {
+    /// The frame as decoded.
+    pub fn frame(&self) -> &BytesFrame {
+        &self.frame
+    }
+
+    /// The frame, by value.
+    pub fn into_frame(self) -> BytesFrame {
+        self.frame
+    }
+
+    /// Whether the reply is RESP3 null (a missing key, a timed-out blocking pop).
+    pub fn is_null(&self) -> bool {
+        matches!(self.frame, BytesFrame::Null)
+    }
+
+    /// Whether the reply is the simple string `OK`.
+    pub fn is_ok(&self) -> bool {
+        matches!(&self.frame, BytesFrame::SimpleString { data, .. } if &data[..] == b"OK")
+    }
+
+    /// The bytes of a string reply (simple, bulk or verbatim).
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        match &self.frame {
+            BytesFrame::BlobString { data, .. }
+            | BytesFrame::SimpleString { data, .. }
+            | BytesFrame::VerbatimString { data, .. }
+            | BytesFrame::BigNumber { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// A string reply as UTF-8 text.
+    pub fn as_str(&self) -> Option<&str> {
+        self.as_bytes().and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// An integer reply, or a string reply that holds an integer (`GET` of a counter).
+    pub fn as_i64(&self) -> Option<i64> {
+        match &self.frame {
+            BytesFrame::Number { data, .. } => Some(*data),
+            _ => self.as_str().and_then(|s| s.parse().ok()),
+        }
+    }
+
+    /// The elements of an array, set or push reply.
+    pub fn as_array(&self) -> Option<&[BytesFrame]> {
+        match &self.frame {
+            BytesFrame::Array { data, .. } | BytesFrame::Push { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// Converts to fred's [`Value`](fred::types::Value).
+    #[cfg(feature = "fred")]
+    pub fn into_value(self) -> Result<fred::types::Value, Error> {
+        fred::types::Value::try_from(self.frame).map_err(|e| Error::Conversion {
+            message: e.details().into(),
+        })
+    }
+
+    /// Converts to any type fred's [`FromValue`](fred::types::FromValue) supports.
+    #[cfg(feature = "fred")]
+    pub fn convert<T: fred::types::FromValue>(self) -> Result<T, Error> {
+        self.into_value()?.convert().map_err(|e| Error::Conversion {
+            message: e.details().into(),
+        })
+    }
+}
+
+impl From<BytesFrame> for Reply {
+    fn from(frame: BytesFrame) -> Self {
+        Reply { frame }
+    }
+}
+
+impl From<Reply> for BytesFrame {
+    fn from(reply: Reply) -> Self {
+        reply.frame
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_str() {
+            Some(s) => write!(f, "Reply({s:?})"),
+            None => write!(f, "Reply({:?})", self.frame),
+        }
+    }
+}
+
+/// Splits a decoded frame into a reply or the server's error.
+pub(crate) fn from_frame(frame: BytesFrame) -> Result<Reply, Error> {
+    match frame {
+        BytesFrame::SimpleError { data, .. } => {
+            Err(Error::Server(crate::error::ServerError::new(&*data)))
+        }
+        BytesFrame::BlobError { data, .. } => Err(Error::Server(crate::error::ServerError::new(
+            String::from_utf8_lossy(&data).into_owned(),
+        ))),
+        frame => Ok(Reply { frame }),
+    }
+}
