@@ -48,7 +48,6 @@ enum Expect {
         kind: SubscriptionKind,
         /// None until the first confirmation comes, for an unsubscribe from "all".
         remaining: Option<usize>,
-        named: usize,
         got: Vec<BytesFrame>,
     },
 }
@@ -225,7 +224,6 @@ where
             Some(sub) => Expect::Confirmations {
                 kind: sub.kind,
                 remaining: (sub.channels > 0).then_some(sub.channels),
-                named: sub.channels,
                 got: Vec::new(),
             },
             None => Expect::Reply,
@@ -293,7 +291,6 @@ where
         let Expect::Confirmations {
             kind,
             remaining,
-            named,
             got,
         } = &mut front.expect
         else {
@@ -308,7 +305,6 @@ where
                 _ => set_sizes[2],
             } + 1;
             *remaining = Some(before.max(1));
-            let _ = named;
         }
         got.push(frame.clone());
         let left = remaining.map_or(0, |r| r.saturating_sub(1));
