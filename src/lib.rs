@@ -33,6 +33,7 @@ pub mod command;
 pub mod connection;
 pub mod endpoint;
 pub mod error;
+pub mod handoff;
 pub mod reply;
 
 pub use command::{Command, ToArg};

@@ -188,7 +188,11 @@ impl Connector {
         let mut answers = Vec::with_capacity(steps.len());
         for (step, command) in steps {
             let (tx, rx) = oneshot::channel();
-            if req_tx.send(Request { command, reply: tx }).await.is_err() {
+            if req_tx
+                .send(Request::Command { command, reply: tx })
+                .await
+                .is_err()
+            {
                 return Err(Error::NotSent {
                     reason: "the connection closed during the handshake".into(),
                 });
@@ -199,11 +203,12 @@ impl Connector {
 
         let mut setup_replies = Vec::with_capacity(extra);
         for (step, rx) in answers {
-            let answer = rx.await.unwrap_or_else(|_| {
-                Err(Error::ConnectionLost {
+            let answer = match rx.await {
+                Ok(answer) => answer.map_err(|f| f.error),
+                Err(_) => Err(Error::ConnectionLost {
                     reason: "the connection closed during the handshake".into(),
-                })
-            });
+                }),
+            };
             match (step, answer) {
                 ("HELLO", Ok(reply)) => {
                     let info = server_info(reply.frame());

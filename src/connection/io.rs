@@ -25,15 +25,41 @@ use crate::connection::Shared;
 use crate::error::Error;
 use crate::reply::{self, Reply};
 
-/// A command on its way to the I/O task, with the channel its answer goes back on.
-pub(crate) struct Request {
-    pub(crate) command: Command,
-    pub(crate) reply: oneshot::Sender<Result<Reply, Error>>,
+/// What the I/O task is asked to do.
+pub(crate) enum Request {
+    /// Send a command; its answer goes back on `reply`.
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Answer>,
+    },
+    /// Take no more commands; close once every command taken so far is answered.
+    Drain,
+}
+
+/// A command's answer. A command that failed because the connection ended comes back with it,
+/// so a layer above can send it again elsewhere without having kept a copy.
+pub(crate) type Answer = Result<Reply, Failed>;
+
+/// A failed command and, when the connection ended under it, the command itself.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: Error,
+    pub(crate) command: Option<Command>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Failed {
+            error,
+            command: None,
+        }
+    }
 }
 
 /// A command written (or being written) whose answer has not come back yet.
 struct Pending {
-    reply: oneshot::Sender<Result<Reply, Error>>,
+    reply: oneshot::Sender<Answer>,
+    command: Command,
     /// Where the command's bytes end in the stream of everything encoded; it has reached the
     /// socket once `written` passes this.
     end: u64,
@@ -60,6 +86,7 @@ pub(crate) struct IoTask<S> {
     stream: S,
     requests: mpsc::Receiver<Request>,
     requests_closed: bool,
+    draining: bool,
     pending: VecDeque<Pending>,
     max_in_flight: usize,
     wbuf: BytesMut,
@@ -91,6 +118,7 @@ where
             stream,
             requests,
             requests_closed: false,
+            draining: false,
             pending: VecDeque::new(),
             max_in_flight: max_in_flight.max(1),
             wbuf: BytesMut::with_capacity(8 * 1024),
@@ -111,6 +139,7 @@ where
     pub(crate) async fn run(mut self) {
         let outcome = poll_fn(|cx| self.poll_io(cx)).await;
         let reason: Arc<str> = match &outcome {
+            Ok(()) if self.draining => "the connection was drained and closed by the client".into(),
             Ok(()) => "the connection was closed by the client".into(),
             Err(e) => e.to_string().into(),
         };
@@ -136,7 +165,10 @@ where
                     reason: reason.clone(),
                 }
             };
-            let _ = p.reply.send(Err(err));
+            let _ = p.reply.send(Err(Failed {
+                error: err,
+                command: Some(p.command),
+            }));
         }
         self.shared.set_in_flight(0);
         // Close the socket now, then answer whatever is still queued or sent by a handle that
@@ -144,9 +176,14 @@ where
         drop(self.stream);
         self.requests.close();
         while let Some(req) = self.requests.recv().await {
-            let _ = req.reply.send(Err(Error::NotSent {
-                reason: reason.clone(),
-            }));
+            if let Request::Command { command, reply } = req {
+                let _ = reply.send(Err(Failed {
+                    error: Error::NotSent {
+                        reason: reason.clone(),
+                    },
+                    command: Some(command),
+                }));
+            }
         }
     }
 
@@ -160,8 +197,15 @@ where
                 && self.pending.len() < self.max_in_flight
             {
                 match self.requests.poll_recv(cx) {
-                    Poll::Ready(Some(req)) => {
-                        self.enqueue(req);
+                    Poll::Ready(Some(Request::Command { command, reply })) => {
+                        self.enqueue(command, reply);
+                        progress = true;
+                    }
+                    Poll::Ready(Some(Request::Drain)) => {
+                        // Commands already queued are still taken and answered; new ones are
+                        // refused by the closed channel and fail with `NotSent`.
+                        self.requests.close();
+                        self.draining = true;
                         progress = true;
                     }
                     Poll::Ready(None) => self.requests_closed = true,
@@ -219,8 +263,8 @@ where
         }
     }
 
-    fn enqueue(&mut self, req: Request) {
-        let expect = match req.command.subscription() {
+    fn enqueue(&mut self, command: Command, reply: oneshot::Sender<Answer>) {
+        let expect = match command.subscription() {
             Some(sub) => Expect::Confirmations {
                 kind: sub.kind,
                 remaining: (sub.channels > 0).then_some(sub.channels),
@@ -229,10 +273,11 @@ where
             None => Expect::Reply,
         };
         let before = self.wbuf.len();
-        req.command.encode(&mut self.wbuf);
+        command.encode(&mut self.wbuf);
         self.encoded += (self.wbuf.len() - before) as u64;
         self.pending.push_back(Pending {
-            reply: req.reply,
+            reply,
+            command,
             end: self.encoded,
             expect,
         });
@@ -257,7 +302,7 @@ where
                 )));
             };
             self.shared.set_in_flight(self.pending.len());
-            let _ = p.reply.send(reply::from_frame(frame));
+            let _ = p.reply.send(reply::from_frame(frame).map_err(Failed::from));
         }
         Ok(())
     }

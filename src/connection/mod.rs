@@ -58,6 +58,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::reply::Reply;
 use io::Request;
+pub(crate) use io::{Answer, Failed};
 
 /// What the server said about itself in its answer to `HELLO 3`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -239,14 +240,61 @@ impl Connection {
     ///
     /// The same as `self.clone().oneshot(command)`, a little cheaper.
     pub async fn send(&self, command: Command) -> Result<Reply, Error> {
+        self.send_recoverable(command).await.map_err(|f| f.error)
+    }
+
+    /// Sends a command; if the connection ends under it, the command comes back with the error.
+    pub(crate) async fn send_recoverable(&self, command: Command) -> Answer {
         let (tx, rx) = oneshot::channel();
         let Some(sender) = self.sender.get_ref() else {
-            return Err(self.not_sent());
+            return Err(Failed {
+                error: self.not_sent(),
+                command: Some(command),
+            });
         };
-        if sender.send(Request { command, reply: tx }).await.is_err() {
-            return Err(self.not_sent());
+        if let Err(e) = sender.send(Request::Command { command, reply: tx }).await {
+            let command = match e.0 {
+                Request::Command { command, .. } => Some(command),
+                Request::Drain => None,
+            };
+            return Err(Failed {
+                error: self.not_sent(),
+                command,
+            });
         }
-        ResponseFuture::waiting(rx, self.shared.clone()).await
+        AnswerFuture::waiting(rx, self.shared.clone()).await
+    }
+
+    /// Like [`Service::call`], but the command comes back with the error if the connection ends
+    /// under it. `poll_ready` must have returned ready first, as for `call`.
+    pub(crate) fn call_recoverable(&mut self, command: Command) -> AnswerFuture {
+        let (tx, rx) = oneshot::channel();
+        match self
+            .sender
+            .send_item(Request::Command { command, reply: tx })
+        {
+            Ok(()) => AnswerFuture::waiting(rx, self.shared.clone()),
+            Err(e) => {
+                let command = e.into_inner().and_then(|r| match r {
+                    Request::Command { command, .. } => Some(command),
+                    Request::Drain => None,
+                });
+                AnswerFuture::failed(Failed {
+                    error: self.not_sent(),
+                    command,
+                })
+            }
+        }
+    }
+
+    /// Stops taking commands and closes the socket once every command already taken has its
+    /// answer: how a handoff retires the old connection. Commands sent afterwards through any
+    /// handle fail with [`Error::NotSent`]. Resolves when the connection has closed.
+    pub async fn drain(&self) -> Arc<str> {
+        if let Some(sender) = self.sender.get_ref() {
+            let _ = sender.send(Request::Drain).await;
+        }
+        self.closed().await
     }
 
     fn not_sent(&self) -> Error {
@@ -285,10 +333,8 @@ impl Service<Command> for Connection {
     }
 
     fn call(&mut self, command: Command) -> ResponseFuture {
-        let (tx, rx) = oneshot::channel();
-        match self.sender.send_item(Request { command, reply: tx }) {
-            Ok(()) => ResponseFuture::waiting(rx, self.shared.clone()),
-            Err(_) => ResponseFuture::failed(self.not_sent()),
+        ResponseFuture {
+            inner: self.call_recoverable(command),
         }
     }
 }
@@ -298,19 +344,38 @@ impl Service<Command> for Connection {
 #[derive(Debug)]
 pub struct ResponseFuture {
     #[pin]
-    state: ResponseState,
+    inner: AnswerFuture,
 }
 
-#[pin_project(project = ResponseStateProj)]
+impl Future for ResponseFuture {
+    type Output = Result<Reply, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .inner
+            .poll(cx)
+            .map(|a| a.map_err(|f| f.error))
+    }
+}
+
+/// The answer to a command, with the command given back if the connection ended under it.
+#[pin_project]
 #[derive(Debug)]
-enum ResponseState {
+pub(crate) struct AnswerFuture {
+    #[pin]
+    state: AnswerState,
+}
+
+#[pin_project(project = AnswerStateProj)]
+#[derive(Debug)]
+enum AnswerState {
     Waiting {
         #[pin]
-        rx: oneshot::Receiver<Result<Reply, Error>>,
+        rx: oneshot::Receiver<Answer>,
         shared: Arc<Shared>,
     },
     Failed {
-        error: Option<Error>,
+        failed: Option<Failed>,
     },
 }
 
@@ -322,39 +387,43 @@ impl fmt::Debug for Shared {
     }
 }
 
-impl ResponseFuture {
-    fn waiting(rx: oneshot::Receiver<Result<Reply, Error>>, shared: Arc<Shared>) -> Self {
-        ResponseFuture {
-            state: ResponseState::Waiting { rx, shared },
+impl AnswerFuture {
+    fn waiting(rx: oneshot::Receiver<Answer>, shared: Arc<Shared>) -> Self {
+        AnswerFuture {
+            state: AnswerState::Waiting { rx, shared },
         }
     }
 
-    fn failed(error: Error) -> Self {
-        ResponseFuture {
-            state: ResponseState::Failed { error: Some(error) },
+    fn failed(failed: Failed) -> Self {
+        AnswerFuture {
+            state: AnswerState::Failed {
+                failed: Some(failed),
+            },
         }
     }
 }
 
-impl Future for ResponseFuture {
-    type Output = Result<Reply, Error>;
+impl Future for AnswerFuture {
+    type Output = Answer;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
         match self.project().state.project() {
-            ResponseStateProj::Waiting { rx, shared } => match rx.poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result),
+            AnswerStateProj::Waiting { rx, shared } => match rx.poll(cx) {
+                Poll::Ready(Ok(answer)) => Poll::Ready(answer),
                 // The I/O task answers every command it takes; this is the task having gone
-                // away abnormally (a panic elsewhere, a runtime shutting down).
-                Poll::Ready(Err(_)) => Poll::Ready(Err(Error::ConnectionLost {
+                // away abnormally (a runtime shutting down).
+                Poll::Ready(Err(_)) => Poll::Ready(Err(Failed::from(Error::ConnectionLost {
                     reason: shared
                         .closed_reason()
                         .unwrap_or_else(|| "the connection task ended".into()),
-                })),
+                }))),
                 Poll::Pending => Poll::Pending,
             },
-            ResponseStateProj::Failed { error } => {
-                Poll::Ready(Err(error.take().unwrap_or(Error::NotSent {
-                    reason: "the connection is closed".into(),
+            AnswerStateProj::Failed { failed } => {
+                Poll::Ready(Err(failed.take().unwrap_or_else(|| {
+                    Failed::from(Error::NotSent {
+                        reason: "the connection is closed".into(),
+                    })
                 })))
             }
         }

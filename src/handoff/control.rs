@@ -1,0 +1,293 @@
+//! The task that makes every change of connection for one stack, one at a time.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use super::config::jitter;
+use super::{HandoffEvent, Inner, MakeConnection, Trigger};
+use crate::connection::Connection;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+
+pub(super) async fn run<M: MakeConnection>(
+    weak: Weak<Inner>,
+    connector: M,
+    mut triggers: mpsc::UnboundedReceiver<Trigger>,
+    mut shutdown: oneshot::Receiver<()>,
+    kick: Arc<Notify>,
+) {
+    tokio::select! {
+        _ = &mut shutdown => return,
+        _ = reconnect(&weak, &connector, None) => {}
+    }
+    loop {
+        let Some(current) = weak.upgrade().map(|inner| inner.current()) else {
+            return;
+        };
+        let closed = async {
+            match &current {
+                Some(c) => c.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            trigger = triggers.recv() => match trigger {
+                Some(trigger) => {
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = handoff(&weak, &connector, trigger, &mut triggers) => {}
+                    }
+                }
+                None => return,
+            },
+            reason = closed => {
+                let lost = current.as_ref().map(|c| (c.endpoint().clone(), reason));
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = reconnect(&weak, &connector, lost) => {}
+                }
+            }
+            _ = kick.notified() => {
+                let usable = current.as_ref().is_some_and(|c| !c.is_closed());
+                if !usable {
+                    let lost = current.as_ref().map(|c| {
+                        (c.endpoint().clone(), c.closed_reason().unwrap_or_else(|| "closed".into()))
+                    });
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = reconnect(&weak, &connector, lost) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Connects to the configured address after a loss (or at start, when `lost` is None).
+async fn reconnect<M: MakeConnection>(
+    weak: &Weak<Inner>,
+    connector: &M,
+    lost: Option<(Endpoint, Arc<str>)>,
+) {
+    let started = Instant::now();
+    let Some(inner) = weak.upgrade() else { return };
+    let configured = inner.configured.clone();
+    let config = inner.config.clone();
+    inner.down.store(false, Ordering::Release);
+    if let Some((endpoint, reason)) = lost {
+        // Commands stop picking the dead connection; they wait for the next one.
+        inner.install(None);
+        inner.report(HandoffEvent::Disconnected {
+            endpoint,
+            reason: reason.to_string(),
+        });
+    }
+    drop(inner);
+
+    let attempts = config.max_reconnect_attempts.max(1);
+    for attempt in 1..=attempts {
+        if let Some(inner) = weak.upgrade() {
+            if attempt > 1 || inner.generation.load(Ordering::Acquire) > 0 {
+                inner.report(HandoffEvent::Reconnecting { attempt });
+            }
+        }
+        match connector
+            .make_connection(configured.clone(), config.connect_timeout)
+            .await
+        {
+            Ok(conn) => {
+                let Some(inner) = weak.upgrade() else { return };
+                match prepare(&inner, &conn).await {
+                    Ok(()) => {
+                        let first = inner.generation.load(Ordering::Acquire) == 0;
+                        inner.install(Some(conn));
+                        if !first {
+                            inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                            inner.report(HandoffEvent::Reconnected {
+                                attempts: attempt,
+                                downtime: started.elapsed(),
+                            });
+                        }
+                        return;
+                    }
+                    Err(e) => inner.set_last_error(e),
+                }
+            }
+            Err(e) => {
+                tracing::debug!(endpoint = %configured, attempt, error = %e, "reconnect attempt failed");
+                if let Some(inner) = weak.upgrade() {
+                    inner.set_last_error(e);
+                }
+            }
+        }
+        if attempt < attempts {
+            tokio::time::sleep(config.backoff(attempt)).await;
+        }
+    }
+    if let Some(inner) = weak.upgrade() {
+        inner.down.store(true, Ordering::Release);
+        let reason = inner
+            .last_error()
+            .map_or_else(|| "unknown".to_string(), |e| e.to_string());
+        inner.report(HandoffEvent::Down { reason });
+        // Wake waiting commands so they fail now rather than at their deadline.
+        let generation = inner.generation.load(Ordering::Acquire);
+        inner.changed.send_replace(generation);
+    }
+}
+
+/// Moves the stack to a MOVING's target; a newer MOVING arriving meanwhile replaces it.
+async fn handoff<M: MakeConnection>(
+    weak: &Weak<Inner>,
+    connector: &M,
+    mut trigger: Trigger,
+    triggers: &mut mpsc::UnboundedReceiver<Trigger>,
+) {
+    loop {
+        let target = match &trigger {
+            Trigger::Moving { endpoint, .. } => endpoint.clone(),
+        };
+        tokio::select! {
+            prepared = connect_for_handoff(weak, connector, &trigger) => {
+                if let Some((conn, started)) = prepared {
+                    switch(weak, conn, started);
+                }
+                return;
+            }
+            newer = triggers.recv() => match newer {
+                Some(newer) => {
+                    if let (Some(inner), Some(target)) = (weak.upgrade(), target) {
+                        inner.report(HandoffEvent::Superseded { target });
+                    }
+                    trigger = newer;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+/// Dials the target and prepares the new connection; `None` when every attempt failed.
+async fn connect_for_handoff<M: MakeConnection>(
+    weak: &Weak<Inner>,
+    connector: &M,
+    trigger: &Trigger,
+) -> Option<(Connection, Instant)> {
+    let Trigger::Moving {
+        seq,
+        time,
+        endpoint,
+    } = trigger;
+    let (configured, config) = {
+        let inner = weak.upgrade()?;
+        (inner.configured.clone(), inner.config.clone())
+    };
+    let target = match endpoint {
+        Some(e) => e.clone(),
+        None => {
+            // No new address: the configured one will lead to the new node once the old one is
+            // taken away. Go at half the grace period, a little earlier for some clients.
+            let half = Duration::from_millis((time.as_millis() / 2) as u64);
+            let wait = jitter(half, 0.25);
+            tracing::info!(endpoint = %configured, seq, ?wait, "MOVING without an endpoint: reconnecting to the configured address");
+            tokio::time::sleep(wait).await;
+            configured.clone()
+        }
+    };
+    let started = Instant::now();
+    if let Some(inner) = weak.upgrade() {
+        inner.report(HandoffEvent::Started {
+            target: target.clone(),
+        });
+    }
+    let attempts = config.max_handoff_retries.clamp(1, 10);
+    let mut last: Option<Error> = None;
+    for attempt in 1..=attempts {
+        match connector
+            .make_connection(target.clone(), config.handoff_timeout)
+            .await
+        {
+            Ok(conn) => {
+                let inner = weak.upgrade()?;
+                match prepare(&inner, &conn).await {
+                    Ok(()) => {
+                        inner.report(HandoffEvent::Connected {
+                            target: target.clone(),
+                            attempts: attempt,
+                            elapsed: started.elapsed(),
+                        });
+                        return Some((conn, started));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%target, attempt, error = %e, "handoff attempt failed");
+                last = Some(e);
+            }
+        }
+        if attempt < attempts {
+            tokio::time::sleep(config.backoff(attempt)).await;
+        }
+    }
+    let inner = weak.upgrade()?;
+    inner.handoffs_failed.fetch_add(1, Ordering::Relaxed);
+    inner.report(HandoffEvent::Failed {
+        target,
+        reason: last.map_or_else(|| "unknown".into(), |e| e.to_string()),
+    });
+    None
+}
+
+/// Makes the new connection ready to take over: push forwarding, then the subscriptions.
+async fn prepare(inner: &Inner, conn: &Connection) -> Result<(), Error> {
+    let mut pushes = conn.pushes();
+    let forward = inner.pushes.clone();
+    tokio::spawn(async move {
+        while let Some(frame) = pushes.recv().await {
+            let _ = forward.send(frame);
+        }
+    });
+    let restore = match inner.subscriptions.lock() {
+        Ok(subs) => subs.restore_commands(),
+        Err(_) => Vec::new(),
+    };
+    for command in restore {
+        conn.send(command).await?;
+    }
+    Ok(())
+}
+
+/// New commands go to `conn` from now on; the old connection drains and closes.
+fn switch(weak: &Weak<Inner>, conn: Connection, started: Instant) {
+    let Some(inner) = weak.upgrade() else { return };
+    let target = conn.endpoint().clone();
+    let old = inner.install(Some(conn));
+    inner.handoffs.fetch_add(1, Ordering::Relaxed);
+    let from = old
+        .as_ref()
+        .map_or_else(|| inner.configured.clone(), |c| c.endpoint().clone());
+    inner.report(HandoffEvent::Switched {
+        from: from.clone(),
+        target,
+        elapsed: started.elapsed(),
+    });
+    if let Some(old) = old {
+        let weak = weak.clone();
+        tokio::spawn(async move {
+            let switched = Instant::now();
+            old.drain().await;
+            if let Some(inner) = weak.upgrade() {
+                inner.report(HandoffEvent::Drained {
+                    from,
+                    elapsed: switched.elapsed(),
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,558 @@
+//! [`HandoffRetry`]: moves traffic to a new endpoint before the old one goes away, reconnects
+//! after an unannounced loss, and sends again what is safe to send again.
+//!
+//! HandoffRetry owns the stack's current [`Connection`] and a [`MakeConnection`] that opens new
+//! ones. A background task (one per stack) makes every change of connection:
+//!
+//! - **MOVING with an endpoint**: dial it at once (dial plus handshake bounded by
+//!   `handoff_timeout`, up to `max_handoff_retries` attempts with backoff and jitter), restore the
+//!   Pub/Sub subscriptions on it, then switch: new commands go to the new connection while the
+//!   old one finishes the replies it owes and closes (make before break). A newer MOVING
+//!   supersedes one in progress.
+//! - **MOVING with a null endpoint**: the same, to the configured address, at half the grace
+//!   period (with jitter, so a fleet does not reconnect in lockstep).
+//! - **An unannounced loss** (server restart, network reset): reconnect to the configured
+//!   address with backoff and jitter, a bounded number of attempts per outage.
+//! - **If every handoff attempt fails**: keep serving on the old connection until it closes,
+//!   then reconnect to the configured address.
+//!
+//! The configured address is never overwritten. Commands never wait on the switch itself (it is
+//! one pointer swap); while there is no connection at all they wait up to
+//! `wait_for_connection`, then fail with [`Error::NotSent`].
+//!
+//! A command whose connection ended under it is sent again on the next connection when that
+//! cannot run it twice: always when it was never written ([`Error::NotSent`]); when it was
+//! written and its reply lost, per [`RetryPolicy`] (by default only read-only and idempotent
+//! commands). Other commands get [`Error::ConnectionLost`], which says they may have run.
+//!
+//! # Why a trait instead of `tower::MakeService`
+//! Making a connection here needs two things a `MakeService<Endpoint>` cannot say: the stack's
+//! configured address (where to go back to) and a per-attempt bound (`handoff_timeout` for a
+//! handoff, `connect_timeout` for a reconnect). [`MakeConnection`] carries both; it is
+//! implemented for [`Connector`](crate::Connector) and for the notification demux over one.
+//!
+//! # Example
+//! ```no_run
+//! use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
+//! use redis_handoff::{cmd, ConnectOptions, Connector};
+//! use tower::ServiceExt;
+//!
+//! # async fn run() -> Result<(), redis_handoff::Error> {
+//! let connector = Connector::new(ConnectOptions::from_url("redis://127.0.0.1:6379")?)?;
+//! let redis = HandoffRetry::connect(connector, HandoffConfig::default()).await?;
+//! let reply = redis.clone().oneshot(cmd!("PING")).await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod control;
+mod future;
+mod layer;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis_protocol::resp3::types::BytesFrame;
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
+use tower_service::Service;
+
+pub use config::{HandoffConfig, RetryPolicy};
+pub use future::ResponseFuture;
+pub use layer::HandoffRetryLayer;
+
+use crate::command::{Command, SubscriptionKind};
+use crate::connection::{Connection, Connector};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+
+/// Opens connections for [`HandoffRetry`]: to the configured address or to a handoff's target.
+pub trait MakeConnection: Clone + Send + Sync + 'static {
+    /// The stack's configured address: where reconnects go, never changed by a handoff.
+    fn configured_endpoint(&self) -> Endpoint;
+
+    /// Opens a connection to `endpoint`, dial and handshake within `timeout`.
+    fn make_connection(
+        &self,
+        endpoint: Endpoint,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'static>>;
+}
+
+impl MakeConnection for Connector {
+    fn configured_endpoint(&self) -> Endpoint {
+        self.endpoint().clone()
+    }
+
+    fn make_connection(
+        &self,
+        endpoint: Endpoint,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'static>> {
+        let this = self.clone();
+        Box::pin(async move {
+            Ok(this
+                .establish(&endpoint, Vec::new(), timeout)
+                .await?
+                .connection)
+        })
+    }
+}
+
+/// What the stack did, as it happened. Subscribe with [`HandoffRetry::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandoffEvent {
+    /// A handoff to `target` began.
+    Started {
+        /// Where traffic is moving.
+        target: Endpoint,
+    },
+    /// The new connection is up (after `attempts` tries, `elapsed` since the start).
+    Connected {
+        /// Where traffic is moving.
+        target: Endpoint,
+        /// Tries it took.
+        attempts: u32,
+        /// Time since the handoff started.
+        elapsed: Duration,
+    },
+    /// New commands now go to `target`.
+    Switched {
+        /// The old endpoint.
+        from: Endpoint,
+        /// The new endpoint.
+        target: Endpoint,
+        /// Time since the handoff started.
+        elapsed: Duration,
+    },
+    /// The old connection delivered every reply it owed and closed.
+    Drained {
+        /// The old endpoint.
+        from: Endpoint,
+        /// Time from the switch to the close.
+        elapsed: Duration,
+    },
+    /// Every attempt failed; the stack stays on the old connection until it closes.
+    Failed {
+        /// Where traffic was to move.
+        target: Endpoint,
+        /// The last attempt's failure.
+        reason: String,
+    },
+    /// A newer MOVING replaced the handoff in progress.
+    Superseded {
+        /// The abandoned target.
+        target: Endpoint,
+    },
+    /// The connection was lost without notice.
+    Disconnected {
+        /// The endpoint that was lost.
+        endpoint: Endpoint,
+        /// Why.
+        reason: String,
+    },
+    /// A reconnect attempt to the configured address.
+    Reconnecting {
+        /// 1 for the first attempt of this outage.
+        attempt: u32,
+    },
+    /// Connected again, `downtime` after the loss.
+    Reconnected {
+        /// Attempts it took.
+        attempts: u32,
+        /// Time without a connection.
+        downtime: Duration,
+    },
+    /// Every reconnect attempt of this outage failed; commands fail fast until the next
+    /// command starts another round.
+    Down {
+        /// The last attempt's failure.
+        reason: String,
+    },
+}
+
+/// Counters kept by a stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandoffStats {
+    /// Commands sent again after their connection ended.
+    pub retried: u64,
+    /// Handoffs that switched to a new connection.
+    pub handoffs: u64,
+    /// Handoffs where every attempt failed.
+    pub handoffs_failed: u64,
+    /// Reconnects after an unannounced loss.
+    pub reconnects: u64,
+}
+
+pub(crate) enum Trigger {
+    Moving {
+        seq: u64,
+        time: Duration,
+        endpoint: Option<Endpoint>,
+    },
+}
+
+#[derive(Default)]
+struct Subscriptions {
+    channels: Vec<Bytes>,
+    patterns: Vec<Bytes>,
+    shard_channels: Vec<Bytes>,
+}
+
+impl Subscriptions {
+    fn track(&mut self, command: &Command) {
+        let Some(sub) = command.subscription() else {
+            return;
+        };
+        let set = match sub.kind {
+            SubscriptionKind::Subscribe | SubscriptionKind::Unsubscribe => &mut self.channels,
+            SubscriptionKind::PSubscribe | SubscriptionKind::PUnsubscribe => &mut self.patterns,
+            SubscriptionKind::SSubscribe | SubscriptionKind::SUnsubscribe => {
+                &mut self.shard_channels
+            }
+        };
+        let names = &command.args()[1..];
+        if sub.kind.is_unsubscribe() {
+            if names.is_empty() {
+                set.clear();
+            } else {
+                set.retain(|c| !names.contains(c));
+            }
+        } else {
+            for n in names {
+                if !set.contains(n) {
+                    set.push(n.clone());
+                }
+            }
+        }
+    }
+
+    /// The commands that put these subscriptions in place on a new connection.
+    fn restore_commands(&self) -> Vec<Command> {
+        let mut out = Vec::new();
+        for (name, set) in [
+            ("SUBSCRIBE", &self.channels),
+            ("PSUBSCRIBE", &self.patterns),
+            ("SSUBSCRIBE", &self.shard_channels),
+        ] {
+            if !set.is_empty() {
+                out.push(Command::new(name).args_from(set.iter()));
+            }
+        }
+        out
+    }
+}
+
+pub(crate) struct Inner {
+    configured: Endpoint,
+    config: HandoffConfig,
+    current: RwLock<Option<Connection>>,
+    generation: AtomicU64,
+    changed: watch::Sender<u64>,
+    kick: Arc<Notify>,
+    down: AtomicBool,
+    last_error: Mutex<Option<Error>>,
+    subscriptions: Mutex<Subscriptions>,
+    pushes: broadcast::Sender<BytesFrame>,
+    events: broadcast::Sender<HandoffEvent>,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    retried: AtomicU64,
+    handoffs: AtomicU64,
+    handoffs_failed: AtomicU64,
+    reconnects: AtomicU64,
+    // Dropped with the last handle: the control task sees it and ends.
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl Inner {
+    fn current(&self) -> Option<Connection> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn usable(&self) -> Option<Connection> {
+        self.current().filter(|c| !c.is_closed())
+    }
+
+    fn install(&self, connection: Option<Connection>) -> Option<Connection> {
+        let old = {
+            let mut cur = match self.current.write() {
+                Ok(c) => c,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            std::mem::replace(&mut *cur, connection)
+        };
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changed.send_replace(generation);
+        old
+    }
+
+    fn report(&self, event: HandoffEvent) {
+        match &event {
+            HandoffEvent::Failed { .. } | HandoffEvent::Down { .. } => {
+                tracing::warn!(endpoint = %self.configured, ?event, "handoff")
+            }
+            HandoffEvent::Disconnected { .. } => {
+                tracing::warn!(endpoint = %self.configured, ?event, "connection lost")
+            }
+            _ => tracing::info!(endpoint = %self.configured, ?event, "handoff"),
+        }
+        let _ = self.events.send(event);
+    }
+
+    fn last_error(&self) -> Option<Error> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn set_last_error(&self, error: Error) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error);
+        }
+    }
+
+    /// Waits until a usable connection exists, for at most `wait_for_connection`.
+    async fn wait_for_connection(&self) -> Result<Connection, Error> {
+        let deadline = tokio::time::Instant::now() + self.config.wait_for_connection;
+        let mut changed = self.changed.subscribe();
+        loop {
+            if let Some(conn) = self.usable() {
+                return Ok(conn);
+            }
+            // Ask the control task to act: a closed connection it has not noticed yet, or a
+            // stack that gave up and should try again now that a command wants it.
+            self.kick.notify_one();
+            if self.down.load(Ordering::Acquire) {
+                return Err(self.unavailable("every reconnect attempt failed"));
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(self.unavailable("the stack is shutting down")),
+                Err(_) => {
+                    return Err(self.unavailable(&format!(
+                        "no connection within {:?}",
+                        self.config.wait_for_connection
+                    )))
+                }
+            }
+        }
+    }
+
+    fn unavailable(&self, what: &str) -> Error {
+        let reason = match self.last_error() {
+            Some(e) => format!("{what} to {}: {e}", self.configured),
+            None => format!("{what} to {}", self.configured),
+        };
+        Error::NotSent {
+            reason: reason.into(),
+        }
+    }
+
+    fn should_retry(&self, error: &Error, command: &Command) -> bool {
+        match error {
+            Error::NotSent { .. } => true,
+            Error::ConnectionLost { .. } => match self.config.retry {
+                RetryPolicy::Never => false,
+                RetryPolicy::SafeOnly => command.is_idempotent(),
+                RetryPolicy::Always => true,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// [`Service`] that keeps commands flowing across handoffs and reconnects; see the
+/// [module docs](self).
+pub struct HandoffRetry {
+    inner: Arc<Inner>,
+    cached: Option<(u64, Connection)>,
+    reserved: bool,
+}
+
+impl Clone for HandoffRetry {
+    fn clone(&self) -> Self {
+        HandoffRetry {
+            inner: self.inner.clone(),
+            cached: self.cached.clone(),
+            reserved: false,
+        }
+    }
+}
+
+impl fmt::Debug for HandoffRetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandoffRetry")
+            .field("configured", &self.inner.configured)
+            .field(
+                "current",
+                &self.inner.current().map(|c| c.endpoint().clone()),
+            )
+            .finish()
+    }
+}
+
+impl HandoffRetry {
+    /// Starts a stack over `connector` and connects in the background; commands sent before
+    /// the first connection is up wait for it (up to `wait_for_connection`). Needs a Tokio
+    /// runtime.
+    pub fn new<M: MakeConnection>(connector: M, config: HandoffConfig) -> Self {
+        let (changed, _) = watch::channel(0);
+        let (triggers_tx, triggers_rx) = mpsc::unbounded_channel();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let (pushes, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(256);
+        let kick = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            configured: connector.configured_endpoint(),
+            config,
+            current: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            changed,
+            kick: kick.clone(),
+            down: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            subscriptions: Mutex::new(Subscriptions::default()),
+            pushes,
+            events,
+            triggers: triggers_tx,
+            retried: AtomicU64::new(0),
+            handoffs: AtomicU64::new(0),
+            handoffs_failed: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            _shutdown: shutdown_tx,
+        });
+        tokio::spawn(control::run(
+            Arc::downgrade(&inner),
+            connector,
+            triggers_rx,
+            shutdown_rx,
+            kick,
+        ));
+        HandoffRetry {
+            inner,
+            cached: None,
+            reserved: false,
+        }
+    }
+
+    /// Starts a stack and waits for its first connection, failing with the connect error if
+    /// the configured address cannot be reached (after the reconnect attempts).
+    pub async fn connect<M: MakeConnection>(
+        connector: M,
+        config: HandoffConfig,
+    ) -> Result<Self, Error> {
+        let this = HandoffRetry::new(connector, config);
+        let mut changed = this.inner.changed.subscribe();
+        loop {
+            if this.inner.usable().is_some() {
+                return Ok(this);
+            }
+            if this.inner.down.load(Ordering::Acquire) {
+                return Err(this
+                    .inner
+                    .last_error()
+                    .unwrap_or_else(|| this.inner.unavailable("connecting failed")));
+            }
+            if changed.changed().await.is_err() {
+                return Err(this.inner.unavailable("the stack is shutting down"));
+            }
+        }
+    }
+
+    /// The configured address.
+    pub fn configured_endpoint(&self) -> &Endpoint {
+        &self.inner.configured
+    }
+
+    /// The endpoint commands go to now, if connected.
+    pub fn current_endpoint(&self) -> Option<Endpoint> {
+        self.inner.usable().map(|c| c.endpoint().clone())
+    }
+
+    /// Push frames from whichever connection is current: Pub/Sub messages keep arriving here
+    /// across handoffs and reconnects (a message published while both connections are
+    /// subscribed, during a handoff, can arrive twice; none is lost).
+    pub fn pushes(&self) -> broadcast::Receiver<BytesFrame> {
+        self.inner.pushes.subscribe()
+    }
+
+    /// What the stack does, as it happens.
+    pub fn events(&self) -> broadcast::Receiver<HandoffEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> HandoffStats {
+        HandoffStats {
+            retried: self.inner.retried.load(Ordering::Relaxed),
+            handoffs: self.inner.handoffs.load(Ordering::Relaxed),
+            handoffs_failed: self.inner.handoffs_failed.load(Ordering::Relaxed),
+            reconnects: self.inner.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Starts a handoff as a `MOVING` notification would: to `endpoint`, or with `None` to the
+    /// configured address at half of `time`.
+    pub fn moving(&self, seq: u64, time: Duration, endpoint: Option<Endpoint>) {
+        let _ = self.inner.triggers.send(Trigger::Moving {
+            seq,
+            time,
+            endpoint,
+        });
+    }
+
+    fn refresh(&mut self) {
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        if self.cached.as_ref().map(|(g, _)| *g) != Some(generation) {
+            self.cached = self.inner.current().map(|c| (generation, c));
+            self.reserved = false;
+        }
+    }
+}
+
+impl Service<Command> for HandoffRetry {
+    type Response = crate::reply::Reply;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.reserved {
+            return Poll::Ready(Ok(()));
+        }
+        self.refresh();
+        match &mut self.cached {
+            Some((_, conn)) if !conn.is_closed() => match conn.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.reserved = true;
+                    Poll::Ready(Ok(()))
+                }
+                // Closed under us: the call waits for the next connection.
+                Poll::Ready(Err(_)) => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            },
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, command: Command) -> ResponseFuture {
+        if command.subscription().is_some() {
+            if let Ok(mut subs) = self.inner.subscriptions.lock() {
+                subs.track(&command);
+            }
+        }
+        match (&mut self.cached, std::mem::take(&mut self.reserved)) {
+            (Some((_, conn)), true) => {
+                ResponseFuture::sent(conn.call_recoverable(command), self.inner.clone())
+            }
+            _ => ResponseFuture::waiting(command, self.inner.clone()),
+        }
+    }
+}
