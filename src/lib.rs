@@ -34,6 +34,7 @@ pub mod connection;
 pub mod endpoint;
 pub mod error;
 pub mod handoff;
+pub mod relaxed_timeout;
 pub mod reply;
 
 pub use command::{Command, ToArg};

@@ -1,0 +1,257 @@
+//! [`RelaxedTimeout`]: a per-command timeout that relaxes while the endpoint is in maintenance
+//! and never tightens.
+//!
+//! - Normally a command gets `timeout`.
+//! - While the endpoint is relaxed (a `MIGRATING`, `FAILING_OVER` or `SMIGRATING` until its end
+//!   notification or the backstop; a `MOVING` until `post_handoff_relaxed_duration` after the
+//!   switch; Azure's `NodeMaintenanceStarting` and `NodeMaintenanceStart`), it gets
+//!   `max(timeout, relaxed)`: a relaxed timeout shorter than the normal one changes nothing.
+//! - Blocking commands (`BLPOP`, `BRPOP`, `BLMOVE`, `BLMPOP`, `BZPOPMIN`, `BZPOPMAX`, `BZMPOP`,
+//!   `XREAD`/`XREADGROUP ... BLOCK`, `WAIT`, `WAITAOF`) get their block time on top of that, and
+//!   no timeout at all when they block forever (`BLPOP key 0`).
+//! - A timeout fails with [`Error::Timeout`], which says how long the command waited and
+//!   whether the relaxed timeout was in force.
+//!
+//! Per call it reads one atomic and arms one timer; nothing else is allocated and nothing is
+//! locked.
+//!
+//! Whether the endpoint is relaxed comes from a [`Relaxation`]: the maintenance handle's
+//! per-endpoint status, or anything else that can say "relaxed until".
+//!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use redis_handoff::relaxed_timeout::{RelaxationSwitch, RelaxedTimeoutLayer};
+//! use redis_handoff::{Command, Reply};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let switch = RelaxationSwitch::new();
+//! let svc = ServiceBuilder::new()
+//!     .layer(RelaxedTimeoutLayer::new(Duration::from_millis(50), Duration::from_secs(1), switch.clone()))
+//!     .service(service_fn(|_: Command| async {
+//!         tokio::time::sleep(Duration::from_millis(200)).await;
+//!         Ok::<_, redis_handoff::Error>(Reply::from(redis_handoff::frame::BytesFrame::Null))
+//!     }));
+//! let err = svc.clone().oneshot(Command::new("GET")).await.unwrap_err();
+//! assert!(matches!(err, redis_handoff::Error::Timeout { relaxed: false, .. }));
+//! switch.relax_for(Duration::from_secs(5));
+//! assert!(svc.oneshot(Command::new("GET")).await.is_ok());
+//! # }
+//! ```
+
+mod future;
+mod layer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_service::Service;
+
+pub use future::ResponseFuture;
+pub use layer::RelaxedTimeoutLayer;
+
+use crate::command::{Block, Command};
+use crate::error::Error;
+
+/// Says until when an endpoint's timeouts are relaxed. Read on every command: keep it to an
+/// atomic load.
+pub trait Relaxation: Send + Sync + 'static {
+    /// The end of the current relaxation, or `None` when not relaxed.
+    fn relaxed_until(&self) -> Option<Instant>;
+}
+
+impl<R: Relaxation + ?Sized> Relaxation for Arc<R> {
+    fn relaxed_until(&self) -> Option<Instant> {
+        (**self).relaxed_until()
+    }
+}
+
+/// A [`Relaxation`] switched by hand: for tests, drills, and apps with their own signal.
+#[derive(Debug, Clone, Default)]
+pub struct RelaxationSwitch {
+    // Nanoseconds after `epoch()`; 0 means not relaxed.
+    until: Arc<AtomicU64>,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl RelaxationSwitch {
+    /// Not relaxed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Relaxed from now for `duration`.
+    pub fn relax_for(&self, duration: Duration) {
+        let until = (Instant::now() + duration).saturating_duration_since(epoch());
+        self.until
+            .store(until.as_nanos().max(1) as u64, Ordering::Release);
+    }
+
+    /// Not relaxed any more.
+    pub fn end(&self) {
+        self.until.store(0, Ordering::Release);
+    }
+}
+
+impl Relaxation for RelaxationSwitch {
+    fn relaxed_until(&self) -> Option<Instant> {
+        match self.until.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(epoch() + Duration::from_nanos(n)),
+        }
+    }
+}
+
+/// [`Service`] that bounds each command's time; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct RelaxedTimeout<S, R> {
+    inner: S,
+    timeout: Duration,
+    relaxed: Duration,
+    relaxation: R,
+}
+
+// ===== impl RelaxedTimeout =====
+
+impl<S, R: Relaxation> RelaxedTimeout<S, R> {
+    /// Wraps `inner` with a normal `timeout` and a `relaxed` one for maintenance windows.
+    pub const fn new(inner: S, timeout: Duration, relaxed: Duration, relaxation: R) -> Self {
+        RelaxedTimeout {
+            inner,
+            timeout,
+            relaxed,
+            relaxation,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The budget for `command` now, and whether it is the relaxed one; `None` for no timeout.
+    fn budget(&self, command: &Command, now: Instant) -> (Option<Duration>, bool) {
+        let relaxed = self
+            .relaxation
+            .relaxed_until()
+            .is_some_and(|until| until > now);
+        let base = if relaxed {
+            self.timeout.max(self.relaxed)
+        } else {
+            self.timeout
+        };
+        let budget = match command.blocking() {
+            None => Some(base),
+            Some(Block::Forever) => None,
+            Some(Block::For(block)) => Some(block.saturating_add(base)),
+        };
+        (budget, relaxed && self.relaxed > self.timeout)
+    }
+}
+
+impl<S, R> Service<Command> for RelaxedTimeout<S, R>
+where
+    S: Service<Command, Error = Error>,
+    R: Relaxation,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, command: Command) -> Self::Future {
+        let now = Instant::now();
+        let (budget, relaxed) = self.budget(&command, now);
+        let response = self.inner.call(command);
+        ResponseFuture::new(response, budget.map(|b| (now, b)), relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd;
+
+    fn svc(
+        timeout_ms: u64,
+        relaxed_ms: u64,
+        switch: RelaxationSwitch,
+    ) -> RelaxedTimeout<(), RelaxationSwitch> {
+        RelaxedTimeout::new(
+            (),
+            Duration::from_millis(timeout_ms),
+            Duration::from_millis(relaxed_ms),
+            switch,
+        )
+    }
+
+    #[tokio::test]
+    async fn budgets_follow_the_rules() {
+        let switch = RelaxationSwitch::new();
+        let s = svc(100, 1000, switch.clone());
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(s.budget(&cmd!("GET", "k"), now), (Some(ms(100)), false));
+        assert_eq!(
+            s.budget(&cmd!("BLPOP", "k", 2), now),
+            (Some(ms(2100)), false)
+        );
+        assert_eq!(s.budget(&cmd!("BLPOP", "k", 0), now), (None, false));
+        switch.relax_for(Duration::from_secs(5));
+        let now = Instant::now();
+        assert_eq!(s.budget(&cmd!("GET", "k"), now), (Some(ms(1000)), true));
+        assert_eq!(
+            s.budget(&cmd!("XREAD", "BLOCK", 500, "STREAMS", "s", "$"), now),
+            (Some(ms(1500)), true)
+        );
+        switch.end();
+        assert_eq!(
+            s.budget(&cmd!("GET", "k"), Instant::now()),
+            (Some(ms(100)), false)
+        );
+    }
+
+    #[tokio::test]
+    async fn relaxing_never_tightens() {
+        let switch = RelaxationSwitch::new();
+        switch.relax_for(Duration::from_secs(5));
+        let s = svc(3000, 1000, switch);
+        let (budget, relaxed) = s.budget(&cmd!("GET", "k"), Instant::now());
+        assert_eq!(budget, Some(Duration::from_secs(3)));
+        assert!(
+            !relaxed,
+            "the normal timeout is in force, not a relaxed one"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_relaxation_is_not_in_force() {
+        let switch = RelaxationSwitch::new();
+        switch.relax_for(Duration::from_millis(1));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let s = svc(100, 1000, switch);
+        assert_eq!(s.budget(&cmd!("GET", "k"), Instant::now()).1, false);
+    }
+}
