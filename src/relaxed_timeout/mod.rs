@@ -252,6 +252,6 @@ mod tests {
         switch.relax_for(Duration::from_millis(1));
         tokio::time::sleep(Duration::from_millis(5)).await;
         let s = svc(100, 1000, switch);
-        assert_eq!(s.budget(&cmd!("GET", "k"), Instant::now()).1, false);
+        assert!(!s.budget(&cmd!("GET", "k"), Instant::now()).1);
     }
 }
