@@ -31,6 +31,7 @@
 
 pub mod command;
 pub mod connection;
+pub mod demux;
 pub mod endpoint;
 pub mod error;
 pub mod maintenance;
@@ -38,6 +39,7 @@ pub mod reply;
 
 pub use command::{Command, ToArg};
 pub use connection::{ConnectOptions, Connection, Connector, Limits, TlsOptions};
+pub use demux::{NotificationDemux, NotificationDemuxLayer};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorClass, ServerError};
 pub use maintenance::{
