@@ -1,29 +1,4 @@
 //! Azure Cache for Redis maintenance events, published on the `AzureRedisEvents` channel.
-//!
-//! Each message is a list of pipe-delimited key/value pairs:
-//!
-//! ```text
-//! NotificationType|NodeMaintenanceStarting|StartTimeInUTC|2021-03-02T23:34:56|IsReplica|False|IPAddress|10.0.0.5|SSLPort|15001|NonSSLPort|13001
-//! ```
-//!
-//! Keys may come in any order and in any case, unknown keys are ignored, booleans are `True` or
-//! `False` in any case, and `StartTimeInUTC` is an ISO-8601 time without a zone that means UTC
-//! (fractional seconds and a trailing `Z` are accepted). A type this crate does not know is kept
-//! as [`AzureEventKind::Unknown`] rather than rejected. An empty value counts as absent; a value
-//! that is present but wrong (a port of `"abc"`) makes the whole message malformed.
-//!
-//! ```
-//! use redis_handoff::maintenance::{AzureEvent, AzureEventKind};
-//! use std::time::{Duration, SystemTime, UNIX_EPOCH};
-//!
-//! let message = "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|2021-03-02T23:34:56|\
-//!                IsReplica|False|IPAddress|10.0.0.5|SSLPort|15001|NonSSLPort|13001";
-//! let event = AzureEvent::parse(message, SystemTime::now()).unwrap();
-//! assert_eq!(event.kind, AzureEventKind::NodeMaintenanceStarting);
-//! assert_eq!(event.start_time, Some(UNIX_EPOCH + Duration::from_secs(1_614_728_096)));
-//! assert_eq!(event.endpoint(true).unwrap().to_string(), "10.0.0.5:15001");
-//! assert!(event.is_late()); // received years after it started
-//! ```
 
 use std::fmt;
 use std::net::IpAddr;
@@ -35,6 +10,31 @@ use crate::endpoint::Endpoint;
 pub const AZURE_CHANNEL: &str = "AzureRedisEvents";
 
 /// One maintenance event from Azure Cache for Redis.
+///
+/// Each message is a list of pipe-delimited key/value pairs:
+///
+/// ```text
+/// NotificationType|NodeMaintenanceStarting|StartTimeInUTC|2021-03-02T23:34:56|IsReplica|False|IPAddress|10.0.0.5|SSLPort|15001|NonSSLPort|13001
+/// ```
+///
+/// Keys may come in any order and in any case, unknown keys are ignored, booleans are `True` or
+/// `False` in any case, and `StartTimeInUTC` is an ISO-8601 time without a zone that means UTC
+/// (fractional seconds and a trailing `Z` are accepted). A type this crate does not know is kept
+/// as [`AzureEventKind::Unknown`] rather than rejected. An empty value counts as absent; a value
+/// that is present but wrong (a port of `"abc"`) makes the whole message malformed.
+///
+/// ```
+/// use redis_handoff::maintenance::{AzureEvent, AzureEventKind};
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+///
+/// let message = "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|2021-03-02T23:34:56|\
+///                IsReplica|False|IPAddress|10.0.0.5|SSLPort|15001|NonSSLPort|13001";
+/// let event = AzureEvent::parse(message, SystemTime::now()).unwrap();
+/// assert_eq!(event.kind, AzureEventKind::NodeMaintenanceStarting);
+/// assert_eq!(event.start_time, Some(UNIX_EPOCH + Duration::from_secs(1_614_728_096)));
+/// assert_eq!(event.endpoint(true).unwrap().to_string(), "10.0.0.5:15001");
+/// assert!(event.is_late()); // received years after it started
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct AzureEvent {

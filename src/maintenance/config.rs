@@ -1,35 +1,4 @@
-//! Configuration of the maintenance layers, in one place, with the names and defaults of the
-//! seeds.
-//!
-//! | setting | default |
-//! |---|---|
-//! | [`mode`](MaintenanceConfigBuilder::mode) | [`MaintenanceMode::Auto`] |
-//! | [`endpoint_type`](MaintenanceConfigBuilder::endpoint_type) | [`EndpointType::Auto`] |
-//! | [`relaxed_timeout`](MaintenanceConfigBuilder::relaxed_timeout) | 10 s |
-//! | [`handoff_timeout`](MaintenanceConfigBuilder::handoff_timeout) | 15 s |
-//! | [`max_handoff_retries`](MaintenanceConfigBuilder::max_handoff_retries) | 3 (1 to 10) |
-//! | [`post_handoff_relaxed_duration`](MaintenanceConfigBuilder::post_handoff_relaxed_duration) | 2 x relaxed timeout |
-//! | [`relaxation_backstop`](MaintenanceConfigBuilder::relaxation_backstop) | 60 s |
-//! | [`azure_events`](MaintenanceConfigBuilder::azure_events) | [`AzureEvents::Auto`] |
-//! | [`max_workers`](MaintenanceConfigBuilder::max_workers) | auto: `min(pool/2, max(10, pool/3))` |
-//! | [`handoff_queue_size`](MaintenanceConfigBuilder::handoff_queue_size) | auto: `max(20 x workers, pool)`, capped at `max_active_conns + 1` or `5 x pool` |
-//!
-//! ```
-//! use redis_handoff::maintenance::{MaintenanceConfig, MaintenanceMode};
-//! use std::time::Duration;
-//!
-//! let config = MaintenanceConfig::builder()
-//!     .mode(MaintenanceMode::Enabled)
-//!     .relaxed_timeout(Duration::from_secs(5))
-//!     .build()
-//!     .unwrap();
-//! assert_eq!(config.post_handoff_relaxed_duration(), Duration::from_secs(10));
-//! assert_eq!(config.max_workers(100), 33);
-//! assert_eq!(config.handoff_queue_size(100, None), 500);
-//!
-//! let err = MaintenanceConfig::builder().max_handoff_retries(0).build().unwrap_err();
-//! assert!(err.to_string().contains("max_handoff_retries"));
-//! ```
+//! Configuration of the maintenance layers, in one place, with the seeds' names and defaults.
 
 use std::time::Duration;
 
@@ -128,8 +97,39 @@ pub fn auto_handoff_queue_size(
     wanted.min(cap).max(1)
 }
 
-/// How the maintenance layers behave; see the [module docs](self) for the settings and their
-/// defaults. Built with [`MaintenanceConfig::builder`]; cheap to clone.
+/// How the maintenance layers behave; see the table below for the settings and their
+/// defaults (the seeds' names and defaults). Built with [`MaintenanceConfig::builder`]; cheap
+/// to clone.
+///
+/// | setting | default |
+/// |---|---|
+/// | [`mode`](MaintenanceConfigBuilder::mode) | [`MaintenanceMode::Auto`] |
+/// | [`endpoint_type`](MaintenanceConfigBuilder::endpoint_type) | [`EndpointType::Auto`] |
+/// | [`relaxed_timeout`](MaintenanceConfigBuilder::relaxed_timeout) | 10 s |
+/// | [`handoff_timeout`](MaintenanceConfigBuilder::handoff_timeout) | 15 s |
+/// | [`max_handoff_retries`](MaintenanceConfigBuilder::max_handoff_retries) | 3 (1 to 10) |
+/// | [`post_handoff_relaxed_duration`](MaintenanceConfigBuilder::post_handoff_relaxed_duration) | 2 x relaxed timeout |
+/// | [`relaxation_backstop`](MaintenanceConfigBuilder::relaxation_backstop) | 60 s |
+/// | [`azure_events`](MaintenanceConfigBuilder::azure_events) | [`AzureEvents::Auto`] |
+/// | [`max_workers`](MaintenanceConfigBuilder::max_workers) | auto: `min(pool/2, max(10, pool/3))` |
+/// | [`handoff_queue_size`](MaintenanceConfigBuilder::handoff_queue_size) | auto: `max(20 x workers, pool)`, capped at `max_active_conns + 1` or `5 x pool` |
+///
+/// ```
+/// use redis_handoff::maintenance::{MaintenanceConfig, MaintenanceMode};
+/// use std::time::Duration;
+///
+/// let config = MaintenanceConfig::builder()
+///     .mode(MaintenanceMode::Enabled)
+///     .relaxed_timeout(Duration::from_secs(5))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.post_handoff_relaxed_duration(), Duration::from_secs(10));
+/// assert_eq!(config.max_workers(100), 33);
+/// assert_eq!(config.handoff_queue_size(100, None), 500);
+///
+/// let err = MaintenanceConfig::builder().max_handoff_retries(0).build().unwrap_err();
+/// assert!(err.to_string().contains("max_handoff_retries"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenanceConfig {
     mode: MaintenanceMode,

@@ -1,29 +1,4 @@
 //! The `moving-endpoint-type` a client asks for, and how `auto` is decided.
-//!
-//! With `MOVING`, the server says where to reconnect; the client chooses the form of that
-//! address in the handshake: an internal or external IP address or host name, or `none` (the
-//! server sends a null endpoint and the client reconnects to its configured address).
-//! [`EndpointType::Auto`] is never sent: it is resolved once per configured address. TLS gives
-//! a host name (`*-fqdn`, so the certificate can be checked), plain TCP an IP (`*-ip`);
-//! internal when every address the configured host resolves to is private (RFC 1918, RFC 4193
-//! unique local, loopback, link-local, 100.64.0.0/10 carrier-grade NAT), otherwise external.
-//! Resolution is bounded in time and falls back to external.
-//!
-//! ```
-//! use redis_handoff::maintenance::EndpointType;
-//! use redis_handoff::Endpoint;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let local = Endpoint::new("127.0.0.1", 6379);
-//! assert_eq!(EndpointType::Auto.resolve(&local, false).await, EndpointType::InternalIp);
-//! assert_eq!(EndpointType::Auto.resolve(&local, true).await, EndpointType::InternalFqdn);
-//! let public = Endpoint::new("8.8.8.8", 6379);
-//! assert_eq!(EndpointType::Auto.resolve(&public, false).await, EndpointType::ExternalIp);
-//! // Explicit types are kept as they are.
-//! assert_eq!(EndpointType::None.resolve(&public, false).await, EndpointType::None);
-//! # }
-//! ```
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -35,9 +10,34 @@ use crate::endpoint::Endpoint;
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The form of address a client asks `MOVING` notifications to carry.
+///
+/// With `MOVING`, the server says where to reconnect; the client chooses the form of that
+/// address in the handshake: an internal or external IP address or host name, or `none` (the
+/// server sends a null endpoint and the client reconnects to its configured address).
+/// [`EndpointType::Auto`] is never sent: it is resolved once per configured address. TLS gives
+/// a host name (`*-fqdn`, so the certificate can be checked), plain TCP an IP (`*-ip`);
+/// internal when every address the configured host resolves to is private (RFC 1918, RFC 4193
+/// unique local, loopback, link-local, 100.64.0.0/10 carrier-grade NAT), otherwise external.
+/// Resolution is bounded in time and falls back to external.
+///
+/// ```
+/// use redis_handoff::maintenance::EndpointType;
+/// use redis_handoff::Endpoint;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let local = Endpoint::new("127.0.0.1", 6379);
+/// assert_eq!(EndpointType::Auto.resolve(&local, false).await, EndpointType::InternalIp);
+/// assert_eq!(EndpointType::Auto.resolve(&local, true).await, EndpointType::InternalFqdn);
+/// let public = Endpoint::new("8.8.8.8", 6379);
+/// assert_eq!(EndpointType::Auto.resolve(&public, false).await, EndpointType::ExternalIp);
+/// // Explicit types are kept as they are.
+/// assert_eq!(EndpointType::None.resolve(&public, false).await, EndpointType::None);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum EndpointType {
-    /// Decide from TLS and the configured address; see the [module docs](self).
+    /// Decide from TLS and the configured address, as described above.
     #[default]
     Auto,
     /// `internal-ip`: a private IP address.

@@ -1,28 +1,4 @@
 //! Notification hooks: code of yours that runs on every maintenance notice.
-//!
-//! A [`NotificationHook`] has a pre-hook, which sees each notice first and may change it or
-//! skip its processing, and a post-hook, which sees the outcome. Hooks are added to the
-//! [`Maintenance`](crate::maintenance::Maintenance) handle and run in the order they were added,
-//! on the task that reads the connection's pushes, so they should be quick and must not block.
-//!
-//! A closure `Fn(&HookContext, &mut Notice) -> HookAction` is a pre-hook; [`post_hook`] makes
-//! one from a closure `Fn(&HookContext, &Notice, HookOutcome)`.
-//!
-//! ```
-//! use redis_handoff::maintenance::{
-//!     post_hook, HookAction, HookContext, HookOutcome, Maintenance, Notice, Notification,
-//! };
-//!
-//! let maintenance = Maintenance::default();
-//! // Ignore failovers of replicas we do not care about (say), and log everything else.
-//! maintenance.add_hook(|_cx: &HookContext<'_>, notice: &mut Notice| match notice {
-//!     Notice::Push(Notification::FailingOver { shards, .. }) if shards.is_empty() => HookAction::Skip,
-//!     _ => HookAction::Continue,
-//! });
-//! maintenance.add_hook(post_hook(|cx: &HookContext<'_>, notice: &Notice, outcome: HookOutcome| {
-//!     println!("{notice:?} from {}: {outcome:?} in {:?}", cx.origin.source, cx.received.elapsed());
-//! }));
-//! ```
 
 use std::fmt;
 use std::time::Instant;
@@ -110,9 +86,33 @@ pub enum HookOutcome {
     Duplicate,
 }
 
-/// Code that runs on every maintenance notice; see the [module docs](self).
+/// Code that runs on every maintenance notice.
 ///
 /// Both methods do nothing by default, so a hook implements the one it needs.
+///
+/// A [`NotificationHook`] has a pre-hook, which sees each notice first and may change it or
+/// skip its processing, and a post-hook, which sees the outcome. Hooks are added to the
+/// [`Maintenance`](crate::maintenance::Maintenance) handle and run in the order they were added,
+/// on the task that reads the connection's pushes, so they should be quick and must not block.
+///
+/// A closure `Fn(&HookContext, &mut Notice) -> HookAction` is a pre-hook; [`post_hook`] makes
+/// one from a closure `Fn(&HookContext, &Notice, HookOutcome)`.
+///
+/// ```
+/// use redis_handoff::maintenance::{
+///     post_hook, HookAction, HookContext, HookOutcome, Maintenance, Notice, Notification,
+/// };
+///
+/// let maintenance = Maintenance::default();
+/// // Ignore failovers of replicas we do not care about (say), and log everything else.
+/// maintenance.add_hook(|_cx: &HookContext<'_>, notice: &mut Notice| match notice {
+///     Notice::Push(Notification::FailingOver { shards, .. }) if shards.is_empty() => HookAction::Skip,
+///     _ => HookAction::Continue,
+/// });
+/// maintenance.add_hook(post_hook(|cx: &HookContext<'_>, notice: &Notice, outcome: HookOutcome| {
+///     println!("{notice:?} from {}: {outcome:?} in {:?}", cx.origin.source, cx.received.elapsed());
+/// }));
+/// ```
 pub trait NotificationHook: Send + Sync + 'static {
     /// Sees the notice before it is acted on; may change it or skip it.
     fn pre(&self, cx: &HookContext<'_>, notice: &mut Notice) -> HookAction {

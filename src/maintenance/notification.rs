@@ -1,43 +1,4 @@
-//! Smart-client-handoff notifications: the RESP3 push frames `MOVING`, `MIGRATING`, `MIGRATED`,
-//! `FAILING_OVER`, `FAILED_OVER`, `SMIGRATING` and `SMIGRATED`.
-//!
-//! The parser is liberal in the shapes it accepts, because servers and proxies differ: the name
-//! and strings may be simple or bulk strings, integers may be RESP3 numbers or decimal strings,
-//! shard ids may be absent, a string (`"1,2"`) or an array, and extra trailing elements are
-//! ignored. It is exact in what it means: an endpoint without a port means 6379, IPv6 endpoints
-//! are split at their last `:` (or given as `[addr]:port`), a null endpoint is `None`, and a
-//! negative sequence number or time is an error rather than a guess.
-//!
-//! ```
-//! use redis_handoff::maintenance::Notification;
-//! use redis_handoff::frame::BytesFrame;
-//! use std::time::Duration;
-//!
-//! let push = BytesFrame::Push {
-//!     data: vec![
-//!         BytesFrame::BlobString { data: "MOVING".into(), attributes: None },
-//!         BytesFrame::Number { data: 17, attributes: None },
-//!         BytesFrame::Number { data: 15, attributes: None },
-//!         BytesFrame::BlobString { data: "10.0.0.2:12000".into(), attributes: None },
-//!     ],
-//!     attributes: None,
-//! };
-//! let parsed = Notification::from_push(&push).unwrap().unwrap();
-//! assert_eq!(
-//!     parsed,
-//!     Notification::Moving {
-//!         seq: 17,
-//!         time: Duration::from_secs(15),
-//!         endpoint: Some("10.0.0.2:12000".parse().unwrap()),
-//!     }
-//! );
-//! // Anything that is not a maintenance notification is not ours: `Ok(None)`.
-//! let message = BytesFrame::Push {
-//!     data: vec![BytesFrame::BlobString { data: "message".into(), attributes: None }],
-//!     attributes: None,
-//! };
-//! assert_eq!(Notification::from_push(&message), Ok(None));
-//! ```
+//! Smart-client-handoff notifications (RESP3 push frames) and their parser.
 
 use std::fmt;
 use std::time::Duration;
@@ -55,6 +16,44 @@ pub const SLOTS: u16 = 16384;
 /// Times are whole seconds on the wire; a `time` is how long after the notification arrived
 /// the announced change happens (for `MOVING`: when the server closes connections to the old
 /// endpoint).
+///
+/// [`Notification::from_push`] is liberal in the shapes it accepts, because servers and proxies
+/// differ: the name and strings may be simple or bulk strings, integers may be RESP3 numbers or
+/// decimal strings, shard ids may be absent, a string (`"1,2"`) or an array, and extra trailing
+/// elements are ignored. It is exact in what it means: an endpoint without a port means 6379, IPv6 endpoints
+/// are split at their last `:` (or given as `[addr]:port`), a null endpoint is `None`, and a
+/// negative sequence number or time is an error rather than a guess.
+///
+/// ```
+/// use redis_handoff::maintenance::Notification;
+/// use redis_handoff::frame::BytesFrame;
+/// use std::time::Duration;
+///
+/// let push = BytesFrame::Push {
+///     data: vec![
+///         BytesFrame::BlobString { data: "MOVING".into(), attributes: None },
+///         BytesFrame::Number { data: 17, attributes: None },
+///         BytesFrame::Number { data: 15, attributes: None },
+///         BytesFrame::BlobString { data: "10.0.0.2:12000".into(), attributes: None },
+///     ],
+///     attributes: None,
+/// };
+/// let parsed = Notification::from_push(&push).unwrap().unwrap();
+/// assert_eq!(
+///     parsed,
+///     Notification::Moving {
+///         seq: 17,
+///         time: Duration::from_secs(15),
+///         endpoint: Some("10.0.0.2:12000".parse().unwrap()),
+///     }
+/// );
+/// // Anything that is not a maintenance notification is not ours: `Ok(None)`.
+/// let message = BytesFrame::Push {
+///     data: vec![BytesFrame::BlobString { data: "message".into(), attributes: None }],
+///     attributes: None,
+/// };
+/// assert_eq!(Notification::from_push(&message), Ok(None));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Notification {
