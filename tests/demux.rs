@@ -3,8 +3,9 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use common::RedisServer;
@@ -112,13 +113,24 @@ impl RecordingProxy {
     }
 }
 
-/// Log lines written while a test runs on this thread.
+/// Log lines written on one test's thread (each test runs its runtime on its own thread).
 #[derive(Clone, Default)]
 struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
-impl io::Write for CapturedLogs {
+thread_local! {
+    static CAPTURE: RefCell<Option<CapturedLogs>> = const { RefCell::new(None) };
+}
+
+/// Writes to the capture of the current thread, if it has one.
+struct ThreadWriter;
+
+impl io::Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|c| {
+            if let Some(logs) = &*c.borrow() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -126,15 +138,26 @@ impl io::Write for CapturedLogs {
     }
 }
 
-impl CapturedLogs {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
+/// One global subscriber, installed before any test logs: a per-test `set_default` races with
+/// other threads registering the same call sites and can miss events.
+fn init_logging() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
-            .with_writer(move || writer.clone())
+            .with_writer(|| ThreadWriter)
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+    });
+}
+
+impl CapturedLogs {
+    /// Captures what this thread logs from now on.
+    fn start() -> Self {
+        let logs = CapturedLogs::default();
+        CAPTURE.with(|c| *c.borrow_mut() = Some(logs.clone()));
+        logs
     }
 
     fn lines(&self) -> Vec<String> {
@@ -147,8 +170,8 @@ impl CapturedLogs {
 
 #[tokio::test]
 async fn auto_mode_against_plain_redis_connects_cleanly_without_notifications() {
-    let logs = CapturedLogs::default();
-    let _guard = logs.install();
+    init_logging();
+    let logs = CapturedLogs::start();
     let server = RedisServer::start();
     let maintenance = maintenance(MaintenanceMode::Auto, AzureEvents::Auto);
     let mut events = maintenance.subscribe();
@@ -187,6 +210,7 @@ async fn auto_mode_against_plain_redis_connects_cleanly_without_notifications() 
 
 #[tokio::test]
 async fn enabled_mode_against_plain_redis_fails_naming_the_answer() {
+    init_logging();
     let server = RedisServer::start();
     let maintenance = maintenance(MaintenanceMode::Enabled, AzureEvents::Off);
     let mut demux = NotificationDemux::over_connector(connector(server.port), maintenance.clone());
@@ -216,6 +240,7 @@ async fn enabled_mode_against_plain_redis_fails_naming_the_answer() {
 
 #[tokio::test]
 async fn disabled_mode_never_sends_the_opt_in() {
+    init_logging();
     let server = RedisServer::start();
     let proxy = RecordingProxy::start(server.port).await;
     let demux = NotificationDemux::over_connector(
@@ -235,6 +260,7 @@ async fn disabled_mode_never_sends_the_opt_in() {
 
 #[tokio::test]
 async fn every_new_connection_asks_again_with_the_resolved_endpoint_type() {
+    init_logging();
     let server = RedisServer::start();
     let proxy = RecordingProxy::start(server.port).await;
     let maintenance = maintenance(MaintenanceMode::Auto, AzureEvents::Off);
@@ -264,6 +290,7 @@ async fn every_new_connection_asks_again_with_the_resolved_endpoint_type() {
 
 #[tokio::test]
 async fn azure_events_on_request_become_typed_events() {
+    init_logging();
     let server = RedisServer::start();
     let maintenance = maintenance(MaintenanceMode::Auto, AzureEvents::On);
     let mut events = maintenance.subscribe();
@@ -313,6 +340,7 @@ async fn azure_events_on_request_become_typed_events() {
 
 #[tokio::test]
 async fn ordinary_pubsub_messages_reach_their_subscribers_untouched() {
+    init_logging();
     let server = RedisServer::start();
     let maintenance = maintenance(MaintenanceMode::Auto, AzureEvents::On);
     let demux = NotificationDemux::over_connector(connector(server.port), maintenance.clone());
@@ -357,6 +385,7 @@ async fn ordinary_pubsub_messages_reach_their_subscribers_untouched() {
 
 #[tokio::test]
 async fn a_malformed_azure_message_is_counted_and_dropped_while_commands_continue() {
+    init_logging();
     let server = RedisServer::start();
     let maintenance = maintenance(MaintenanceMode::Auto, AzureEvents::On);
     let mut events = maintenance.subscribe();
@@ -398,6 +427,7 @@ async fn a_malformed_azure_message_is_counted_and_dropped_while_commands_continu
 
 #[tokio::test]
 async fn the_connection_form_demuxes_an_existing_connection() {
+    init_logging();
     let server = RedisServer::start();
     let maintenance = maintenance(MaintenanceMode::Auto, AzureEvents::Off);
     let mut events = maintenance.subscribe();
