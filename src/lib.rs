@@ -31,16 +31,23 @@
 
 pub mod command;
 pub mod connection;
+pub mod demux;
 pub mod endpoint;
 pub mod error;
 pub mod handoff;
+pub mod maintenance;
 pub mod relaxed_timeout;
 pub mod reply;
 
 pub use command::{Command, ToArg};
 pub use connection::{ConnectOptions, Connection, Connector, Limits, TlsOptions};
+pub use demux::{NotificationDemux, NotificationDemuxLayer};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorClass, ServerError};
+pub use maintenance::{
+    AzureEvent, EndpointStatus, EndpointType, EventKind, Maintenance, MaintenanceConfig,
+    MaintenanceEvent, MaintenanceMode, Notification, NotificationHook,
+};
 pub use reply::Reply;
 
 /// The RESP3 frame types, re-exported from redis-protocol (fred's `Resp3Frame` is `BytesFrame`).
