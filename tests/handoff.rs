@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::RedisServer;
-use redis_handoff::handoff::{HandoffConfig, HandoffEvent, HandoffRetry};
-use redis_handoff::{cmd, ConnectOptions, Connector, Endpoint, Error};
+use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
+use redis_handoff::maintenance::MaintenanceEvents;
+use redis_handoff::{
+    cmd, ConnectOptions, Connector, Endpoint, Error, EventKind, Maintenance, MaintenanceConfig,
+};
 use tower::ServiceExt;
 
 const WIDE: Duration = Duration::from_secs(30);
@@ -86,16 +89,15 @@ async fn counter(redis: &HandoffRetry, t: usize) -> u64 {
 }
 
 async fn wait_for_event(
-    events: &mut tokio::sync::broadcast::Receiver<HandoffEvent>,
-    pred: impl Fn(&HandoffEvent) -> bool,
-) -> HandoffEvent {
+    events: &mut MaintenanceEvents,
+    pred: impl Fn(&EventKind) -> bool,
+) -> EventKind {
     tokio::time::timeout(WIDE, async {
         loop {
             match events.recv().await {
-                Ok(e) if pred(&e) => return e,
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("events ended: {e}"),
+                Some(e) if pred(&e.kind) => return e.kind,
+                Some(_) => {}
+                None => panic!("events ended"),
             }
         }
     })
@@ -110,9 +112,13 @@ fn connector(url: &str) -> Connector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handoff_under_load_switches_with_zero_failed_commands() {
     let server = RedisServer::start();
-    let redis = HandoffRetry::connect(connector(&server.url()), HandoffConfig::default())
-        .await
-        .unwrap();
+    let redis = HandoffRetry::connect(
+        connector(&server.url()),
+        Maintenance::default(),
+        HandoffConfig::default(),
+    )
+    .await
+    .unwrap();
     let mut events = redis.events();
     let load = start_load(&redis, 50);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -120,8 +126,14 @@ async fn a_handoff_under_load_switches_with_zero_failed_commands() {
     // The same server under another name: a new endpoint with the same data.
     let target = Endpoint::new("localhost", server.port);
     redis.moving(1, Duration::from_secs(15), Some(target.clone()));
-    wait_for_event(&mut events, |e| matches!(e, HandoffEvent::Switched { .. })).await;
-    wait_for_event(&mut events, |e| matches!(e, HandoffEvent::Drained { .. })).await;
+    wait_for_event(&mut events, |e| {
+        matches!(e, EventKind::HandoffSwitched { .. })
+    })
+    .await;
+    wait_for_event(&mut events, |e| {
+        matches!(e, EventKind::HandoffDrained { .. })
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let results = load.finish().await;
 
@@ -138,20 +150,28 @@ async fn a_handoff_under_load_switches_with_zero_failed_commands() {
 async fn a_handoff_to_an_endpoint_that_refuses_fails_and_keeps_serving() {
     let server = RedisServer::start();
     let config = HandoffConfig {
-        handoff_timeout: Duration::from_secs(1),
         backoff_base: Duration::from_millis(20),
         ..HandoffConfig::default()
     };
-    let redis = HandoffRetry::connect(connector(&server.url()), config)
+    let maintenance = Maintenance::new(
+        MaintenanceConfig::builder()
+            .handoff_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let redis = HandoffRetry::connect(connector(&server.url()), maintenance, config)
         .await
         .unwrap();
     let mut events = redis.events();
     let load = start_load(&redis, 50);
     let nobody = Endpoint::new("127.0.0.1", common::free_port());
     redis.moving(1, Duration::from_secs(15), Some(nobody.clone()));
-    let failed = wait_for_event(&mut events, |e| matches!(e, HandoffEvent::Failed { .. })).await;
+    let failed = wait_for_event(&mut events, |e| {
+        matches!(e, EventKind::HandoffFailed { .. })
+    })
+    .await;
     let results = load.finish().await;
-    assert!(matches!(failed, HandoffEvent::Failed { target, .. } if target == nobody));
+    assert!(matches!(failed, EventKind::HandoffFailed { to, attempts: 3, .. } if to == nobody));
     for (t, r) in results.iter().enumerate() {
         assert!(r.errors.is_empty(), "task {t}: {:?}", r.errors);
         assert_eq!(counter(&redis, t).await, r.incr_ok);
@@ -171,17 +191,14 @@ async fn a_restarted_server_is_reconnected_and_no_increment_is_lost_or_doubled()
         backoff_base: Duration::from_millis(50),
         ..HandoffConfig::default()
     };
-    let redis = HandoffRetry::connect(connector(&server.url()), config)
+    let redis = HandoffRetry::connect(connector(&server.url()), Maintenance::default(), config)
         .await
         .unwrap();
     let mut events = redis.events();
     let load = start_load(&redis, 50);
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart();
-    wait_for_event(&mut events, |e| {
-        matches!(e, HandoffEvent::Reconnected { .. })
-    })
-    .await;
+    wait_for_event(&mut events, |e| matches!(e, EventKind::Reconnected { .. })).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let results = load.finish().await;
 
@@ -222,13 +239,18 @@ async fn commands_wait_for_the_first_connection_and_fail_clearly_when_none_comes
     };
     let err = HandoffRetry::connect(
         connector(&format!("redis://127.0.0.1:{port}")),
+        Maintenance::default(),
         config.clone(),
     )
     .await
     .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
 
-    let redis = HandoffRetry::new(connector(&format!("redis://127.0.0.1:{port}")), config);
+    let redis = HandoffRetry::new(
+        connector(&format!("redis://127.0.0.1:{port}")),
+        Maintenance::default(),
+        config,
+    );
     let err = tokio::time::timeout(WIDE, redis.clone().oneshot(cmd!("PING")))
         .await
         .expect("fails, does not hang")
@@ -240,9 +262,13 @@ async fn commands_wait_for_the_first_connection_and_fail_clearly_when_none_comes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_follow_the_connection_and_no_message_is_lost() {
     let server = RedisServer::start();
-    let redis = HandoffRetry::connect(connector(&server.url()), HandoffConfig::default())
-        .await
-        .unwrap();
+    let redis = HandoffRetry::connect(
+        connector(&server.url()),
+        Maintenance::default(),
+        HandoffConfig::default(),
+    )
+    .await
+    .unwrap();
     let mut pushes = redis.pushes();
     let mut events = redis.events();
     redis
@@ -275,7 +301,10 @@ async fn subscriptions_follow_the_connection_and_no_message_is_lost() {
         Duration::from_secs(15),
         Some(Endpoint::new("localhost", server.port)),
     );
-    wait_for_event(&mut events, |e| matches!(e, HandoffEvent::Drained { .. })).await;
+    wait_for_event(&mut events, |e| {
+        matches!(e, EventKind::HandoffDrained { .. })
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     let total = pub_task.await.unwrap();

@@ -17,15 +17,13 @@ pub enum RetryPolicy {
     Always,
 }
 
-/// Settings of [`HandoffRetry`](super::HandoffRetry).
+/// Settings of [`HandoffRetry`](super::HandoffRetry) for reconnects and resends. The handoff's own
+/// bounds (`handoff_timeout`, `max_handoff_retries`) come from the
+/// [`MaintenanceConfig`](crate::MaintenanceConfig), where all maintenance settings live.
 ///
 /// Build it with struct update syntax: `HandoffConfig { retry: RetryPolicy::Never, ..Default::default() }`.
 #[derive(Debug, Clone)]
 pub struct HandoffConfig {
-    /// Bound on dial plus handshake of the new connection in a handoff. Default 15 s.
-    pub handoff_timeout: Duration,
-    /// Attempts at a handoff before giving up (1..=10). Default 3.
-    pub max_handoff_retries: u32,
     /// Bound on one reconnect attempt after an unannounced loss. Default 5 s.
     pub connect_timeout: Duration,
     /// Reconnect attempts per outage before the stack reports itself down (it tries again when
@@ -45,8 +43,6 @@ pub struct HandoffConfig {
 impl Default for HandoffConfig {
     fn default() -> Self {
         HandoffConfig {
-            handoff_timeout: Duration::from_secs(15),
-            max_handoff_retries: 3,
             connect_timeout: Duration::from_secs(5),
             max_reconnect_attempts: 10,
             backoff_base: Duration::from_millis(100),

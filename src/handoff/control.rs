@@ -8,18 +8,28 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::config::jitter;
-use super::{HandoffEvent, Inner, MakeConnection, Trigger};
+use super::{Inner, MakeConnection, Trigger};
 use crate::connection::Connection;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::maintenance::{EventKind, MaintenanceEvents, Notification};
 
 pub(super) async fn run<M: MakeConnection>(
     weak: Weak<Inner>,
     connector: M,
     mut triggers: mpsc::UnboundedReceiver<Trigger>,
+    events: MaintenanceEvents,
     mut shutdown: oneshot::Receiver<()>,
     kick: Arc<Notify>,
 ) {
+    // MOVING notifications from the stack's own connection become handoff triggers.
+    if let Some(inner) = weak.upgrade() {
+        tokio::spawn(listen_for_moving(
+            Arc::downgrade(&inner),
+            events,
+            inner.triggers.clone(),
+        ));
+    }
     tokio::select! {
         _ = &mut shutdown => return,
         _ = reconnect(&weak, &connector, None) => {}
@@ -81,19 +91,18 @@ async fn reconnect<M: MakeConnection>(
     inner.down.store(false, Ordering::Release);
     if let Some((endpoint, reason)) = lost {
         // Commands stop picking the dead connection; they wait for the next one.
-        inner.install(None);
-        inner.report(HandoffEvent::Disconnected {
-            endpoint,
-            reason: reason.to_string(),
-        });
+        let old = inner.install(None);
+        tracing::warn!(%endpoint, %reason, "connection lost without notice; reconnecting");
+        inner.report(EventKind::Disconnected { reason }, old.as_ref());
     }
     drop(inner);
 
     let attempts = config.max_reconnect_attempts.max(1);
+    let mut delay = Duration::ZERO;
     for attempt in 1..=attempts {
         if let Some(inner) = weak.upgrade() {
             if attempt > 1 || inner.generation.load(Ordering::Acquire) > 0 {
-                inner.report(HandoffEvent::Reconnecting { attempt });
+                inner.report(EventKind::Reconnecting { attempt, delay }, None);
             }
         }
         match connector
@@ -105,13 +114,16 @@ async fn reconnect<M: MakeConnection>(
                 match prepare(&inner, &conn).await {
                     Ok(()) => {
                         let first = inner.generation.load(Ordering::Acquire) == 0;
-                        inner.install(Some(conn));
+                        inner.install(Some(conn.clone()));
                         if !first {
                             inner.reconnects.fetch_add(1, Ordering::Relaxed);
-                            inner.report(HandoffEvent::Reconnected {
-                                attempts: attempt,
-                                downtime: started.elapsed(),
-                            });
+                            inner.report(
+                                EventKind::Reconnected {
+                                    attempts: attempt,
+                                    took: started.elapsed(),
+                                },
+                                Some(&conn),
+                            );
                         }
                         return;
                     }
@@ -126,15 +138,16 @@ async fn reconnect<M: MakeConnection>(
             }
         }
         if attempt < attempts {
-            tokio::time::sleep(config.backoff(attempt)).await;
+            delay = config.backoff(attempt);
+            tokio::time::sleep(delay).await;
         }
     }
     if let Some(inner) = weak.upgrade() {
         inner.down.store(true, Ordering::Release);
-        let reason = inner
+        let error = inner
             .last_error()
-            .map_or_else(|| "unknown".to_string(), |e| e.to_string());
-        inner.report(HandoffEvent::Down { reason });
+            .unwrap_or_else(|| inner.unavailable("reconnecting failed"));
+        inner.report(EventKind::ReconnectFailed { attempts, error }, None);
         // Wake waiting commands so they fail now rather than at their deadline.
         let generation = inner.generation.load(Ordering::Acquire);
         inner.changed.send_replace(generation);
@@ -161,9 +174,7 @@ async fn handoff<M: MakeConnection>(
             }
             newer = triggers.recv() => match newer {
                 Some(newer) => {
-                    if let (Some(inner), Some(target)) = (weak.upgrade(), target) {
-                        inner.report(HandoffEvent::Superseded { target });
-                    }
+                    tracing::info!(abandoned = ?target, "a newer MOVING supersedes the handoff in progress");
                     trigger = newer;
                 }
                 None => return,
@@ -183,9 +194,15 @@ async fn connect_for_handoff<M: MakeConnection>(
         time,
         endpoint,
     } = trigger;
-    let (configured, config) = {
+    let (configured, config, handoff_timeout, max_retries) = {
         let inner = weak.upgrade()?;
-        (inner.configured.clone(), inner.config.clone())
+        let m = inner.maintenance.config();
+        (
+            inner.configured.clone(),
+            inner.config.clone(),
+            m.handoff_timeout(),
+            m.max_handoff_retries(),
+        )
     };
     let target = match endpoint {
         Some(e) => e.clone(),
@@ -201,26 +218,38 @@ async fn connect_for_handoff<M: MakeConnection>(
     };
     let started = Instant::now();
     if let Some(inner) = weak.upgrade() {
-        inner.report(HandoffEvent::Started {
-            target: target.clone(),
-        });
+        let current = inner.current();
+        let from = current
+            .as_ref()
+            .map_or_else(|| configured.clone(), |c| c.endpoint().clone());
+        inner.report(
+            EventKind::HandoffStarted {
+                from,
+                to: target.clone(),
+                seq: Some(*seq),
+            },
+            current.as_ref(),
+        );
     }
-    let attempts = config.max_handoff_retries.clamp(1, 10);
+    let attempts = max_retries.clamp(1, 10);
     let mut last: Option<Error> = None;
     for attempt in 1..=attempts {
         match connector
-            .make_connection(target.clone(), config.handoff_timeout)
+            .make_connection(target.clone(), handoff_timeout)
             .await
         {
             Ok(conn) => {
                 let inner = weak.upgrade()?;
                 match prepare(&inner, &conn).await {
                     Ok(()) => {
-                        inner.report(HandoffEvent::Connected {
-                            target: target.clone(),
-                            attempts: attempt,
-                            elapsed: started.elapsed(),
-                        });
+                        inner.report(
+                            EventKind::HandoffConnected {
+                                to: target.clone(),
+                                attempt,
+                                took: started.elapsed(),
+                            },
+                            Some(&conn),
+                        );
                         return Some((conn, started));
                     }
                     Err(e) => last = Some(e),
@@ -237,10 +266,15 @@ async fn connect_for_handoff<M: MakeConnection>(
     }
     let inner = weak.upgrade()?;
     inner.handoffs_failed.fetch_add(1, Ordering::Relaxed);
-    inner.report(HandoffEvent::Failed {
-        target,
-        reason: last.map_or_else(|| "unknown".into(), |e| e.to_string()),
-    });
+    let error = last.unwrap_or_else(|| inner.unavailable("the handoff failed"));
+    inner.report(
+        EventKind::HandoffFailed {
+            to: target,
+            attempts,
+            error,
+        },
+        None,
+    );
     None
 }
 
@@ -266,28 +300,78 @@ async fn prepare(inner: &Inner, conn: &Connection) -> Result<(), Error> {
 /// New commands go to `conn` from now on; the old connection drains and closes.
 fn switch(weak: &Weak<Inner>, conn: Connection, started: Instant) {
     let Some(inner) = weak.upgrade() else { return };
-    let target = conn.endpoint().clone();
-    let old = inner.install(Some(conn));
+    let to = conn.endpoint().clone();
+    let old = inner.install(Some(conn.clone()));
     inner.handoffs.fetch_add(1, Ordering::Relaxed);
+    inner.maintenance.handoff_switched(&inner.configured);
     let from = old
         .as_ref()
         .map_or_else(|| inner.configured.clone(), |c| c.endpoint().clone());
-    inner.report(HandoffEvent::Switched {
-        from: from.clone(),
-        target,
-        elapsed: started.elapsed(),
-    });
+    tracing::info!(%from, %to, took = ?started.elapsed(), "handoff switched");
+    inner.report(
+        EventKind::HandoffSwitched {
+            from: from.clone(),
+            to,
+        },
+        Some(&conn),
+    );
     if let Some(old) = old {
         let weak = weak.clone();
         tokio::spawn(async move {
             let switched = Instant::now();
+            let owed = old.in_flight();
             old.drain().await;
             if let Some(inner) = weak.upgrade() {
-                inner.report(HandoffEvent::Drained {
-                    from,
-                    elapsed: switched.elapsed(),
-                });
+                inner.report(
+                    EventKind::HandoffDrained {
+                        from,
+                        drained: owed,
+                        took: switched.elapsed(),
+                    },
+                    Some(&old),
+                );
             }
         });
+    }
+}
+
+/// Turns the `MOVING` notifications heard from the stack's current connection into triggers.
+async fn listen_for_moving(
+    weak: Weak<Inner>,
+    mut events: MaintenanceEvents,
+    triggers: mpsc::UnboundedSender<Trigger>,
+) {
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            // The stack is gone.
+            _ = triggers.closed() => return,
+        };
+        let EventKind::Notification(Notification::Moving {
+            seq,
+            time,
+            endpoint,
+        }) = &event.kind
+        else {
+            continue;
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        // A pool shares one handle; each stack acts on what its own connection heard.
+        let ours = event.endpoint == inner.configured
+            && inner.current().is_some_and(|c| event.is_from(&c));
+        drop(inner);
+        if ours {
+            let trigger = Trigger::Moving {
+                seq: *seq,
+                time: *time,
+                endpoint: endpoint.clone(),
+            };
+            if triggers.send(trigger).is_err() {
+                return;
+            }
+        }
     }
 }

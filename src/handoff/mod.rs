@@ -34,12 +34,14 @@
 //! # Example
 //! ```no_run
 //! use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
-//! use redis_handoff::{cmd, ConnectOptions, Connector};
+//! use redis_handoff::{cmd, ConnectOptions, Connector, Maintenance, NotificationDemux};
 //! use tower::ServiceExt;
 //!
 //! # async fn run() -> Result<(), redis_handoff::Error> {
+//! let maintenance = Maintenance::default();
 //! let connector = Connector::new(ConnectOptions::from_url("redis://127.0.0.1:6379")?)?;
-//! let redis = HandoffRetry::connect(connector, HandoffConfig::default()).await?;
+//! let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
+//! let redis = HandoffRetry::connect(demuxed, maintenance, HandoffConfig::default()).await?;
 //! let reply = redis.clone().oneshot(cmd!("PING")).await?;
 //! # Ok(()) }
 //! ```
@@ -63,6 +65,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tower_service::Service;
 
 pub use config::{HandoffConfig, RetryPolicy};
+
+use crate::demux::NotificationDemux;
+use crate::maintenance::{EventKind, Maintenance, MaintenanceEvent, MaintenanceEvents};
 pub use future::ResponseFuture;
 pub use layer::HandoffRetryLayer;
 
@@ -84,6 +89,21 @@ pub trait MakeConnection: Clone + Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'static>>;
 }
 
+impl MakeConnection for NotificationDemux<Connector> {
+    fn configured_endpoint(&self) -> Endpoint {
+        self.get_ref().endpoint().clone()
+    }
+
+    fn make_connection(
+        &self,
+        endpoint: Endpoint,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'static>> {
+        let this = self.clone();
+        Box::pin(async move { this.connect_within(&endpoint, timeout).await })
+    }
+}
+
 impl MakeConnection for Connector {
     fn configured_endpoint(&self) -> Endpoint {
         self.endpoint().clone()
@@ -102,79 +122,6 @@ impl MakeConnection for Connector {
                 .connection)
         })
     }
-}
-
-/// What the stack did, as it happened. Subscribe with [`HandoffRetry::events`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum HandoffEvent {
-    /// A handoff to `target` began.
-    Started {
-        /// Where traffic is moving.
-        target: Endpoint,
-    },
-    /// The new connection is up (after `attempts` tries, `elapsed` since the start).
-    Connected {
-        /// Where traffic is moving.
-        target: Endpoint,
-        /// Tries it took.
-        attempts: u32,
-        /// Time since the handoff started.
-        elapsed: Duration,
-    },
-    /// New commands now go to `target`.
-    Switched {
-        /// The old endpoint.
-        from: Endpoint,
-        /// The new endpoint.
-        target: Endpoint,
-        /// Time since the handoff started.
-        elapsed: Duration,
-    },
-    /// The old connection delivered every reply it owed and closed.
-    Drained {
-        /// The old endpoint.
-        from: Endpoint,
-        /// Time from the switch to the close.
-        elapsed: Duration,
-    },
-    /// Every attempt failed; the stack stays on the old connection until it closes.
-    Failed {
-        /// Where traffic was to move.
-        target: Endpoint,
-        /// The last attempt's failure.
-        reason: String,
-    },
-    /// A newer MOVING replaced the handoff in progress.
-    Superseded {
-        /// The abandoned target.
-        target: Endpoint,
-    },
-    /// The connection was lost without notice.
-    Disconnected {
-        /// The endpoint that was lost.
-        endpoint: Endpoint,
-        /// Why.
-        reason: String,
-    },
-    /// A reconnect attempt to the configured address.
-    Reconnecting {
-        /// 1 for the first attempt of this outage.
-        attempt: u32,
-    },
-    /// Connected again, `downtime` after the loss.
-    Reconnected {
-        /// Attempts it took.
-        attempts: u32,
-        /// Time without a connection.
-        downtime: Duration,
-    },
-    /// Every reconnect attempt of this outage failed; commands fail fast until the next
-    /// command starts another round.
-    Down {
-        /// The last attempt's failure.
-        reason: String,
-    },
 }
 
 /// Counters kept by a stack.
@@ -261,7 +208,7 @@ pub(crate) struct Inner {
     last_error: Mutex<Option<Error>>,
     subscriptions: Mutex<Subscriptions>,
     pushes: broadcast::Sender<BytesFrame>,
-    events: broadcast::Sender<HandoffEvent>,
+    maintenance: Maintenance,
     triggers: mpsc::UnboundedSender<Trigger>,
     retried: AtomicU64,
     handoffs: AtomicU64,
@@ -296,17 +243,22 @@ impl Inner {
         old
     }
 
-    fn report(&self, event: HandoffEvent) {
-        match &event {
-            HandoffEvent::Failed { .. } | HandoffEvent::Down { .. } => {
-                tracing::warn!(endpoint = %self.configured, ?event, "handoff")
+    /// Logs what the stack did and publishes it on the maintenance handle, as coming from
+    /// `source` (the connection concerned) when there is one.
+    fn report(&self, kind: EventKind, source: Option<&Connection>) {
+        match &kind {
+            EventKind::HandoffFailed { .. }
+            | EventKind::ReconnectFailed { .. }
+            | EventKind::Disconnected { .. } => {
+                tracing::warn!(endpoint = %self.configured, event = ?kind, "connection")
             }
-            HandoffEvent::Disconnected { .. } => {
-                tracing::warn!(endpoint = %self.configured, ?event, "connection lost")
-            }
-            _ => tracing::info!(endpoint = %self.configured, ?event, "handoff"),
+            _ => tracing::info!(endpoint = %self.configured, event = ?kind, "connection"),
         }
-        let _ = self.events.send(event);
+        let mut event = MaintenanceEvent::new(self.configured.clone(), kind);
+        if let Some(conn) = source {
+            event = event.with_source(conn.endpoint().clone(), Some(conn.server_info().id));
+        }
+        self.maintenance.emit(event);
     }
 
     fn last_error(&self) -> Option<Error> {
@@ -403,12 +355,20 @@ impl HandoffRetry {
     /// Starts a stack over `connector` and connects in the background; commands sent before
     /// the first connection is up wait for it (up to `wait_for_connection`). Needs a Tokio
     /// runtime.
-    pub fn new<M: MakeConnection>(connector: M, config: HandoffConfig) -> Self {
+    ///
+    /// Handoffs start on the `MOVING` notifications `maintenance` hears from the stack's own
+    /// connection (use [`NotificationDemux`] over the connector so that it hears them), and take
+    /// `handoff_timeout` and `max_handoff_retries` from its configuration. Everything the stack
+    /// does is published there as events.
+    pub fn new<M: MakeConnection>(
+        connector: M,
+        maintenance: Maintenance,
+        config: HandoffConfig,
+    ) -> Self {
         let (changed, _) = watch::channel(0);
         let (triggers_tx, triggers_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (pushes, _) = broadcast::channel(4096);
-        let (events, _) = broadcast::channel(256);
         let kick = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             configured: connector.configured_endpoint(),
@@ -421,7 +381,7 @@ impl HandoffRetry {
             last_error: Mutex::new(None),
             subscriptions: Mutex::new(Subscriptions::default()),
             pushes,
-            events,
+            maintenance: maintenance.clone(),
             triggers: triggers_tx,
             retried: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
@@ -433,6 +393,7 @@ impl HandoffRetry {
             Arc::downgrade(&inner),
             connector,
             triggers_rx,
+            maintenance.subscribe(),
             shutdown_rx,
             kick,
         ));
@@ -447,9 +408,10 @@ impl HandoffRetry {
     /// the configured address cannot be reached (after the reconnect attempts).
     pub async fn connect<M: MakeConnection>(
         connector: M,
+        maintenance: Maintenance,
         config: HandoffConfig,
     ) -> Result<Self, Error> {
-        let this = HandoffRetry::new(connector, config);
+        let this = HandoffRetry::new(connector, maintenance, config);
         let mut changed = this.inner.changed.subscribe();
         loop {
             if this.inner.usable().is_some() {
@@ -484,9 +446,15 @@ impl HandoffRetry {
         self.inner.pushes.subscribe()
     }
 
-    /// What the stack does, as it happens.
-    pub fn events(&self) -> broadcast::Receiver<HandoffEvent> {
-        self.inner.events.subscribe()
+    /// What the stack does, as it happens: handoff, disconnect and reconnect events, together
+    /// with the maintenance notifications (the maintenance handle's event stream).
+    pub fn events(&self) -> MaintenanceEvents {
+        self.inner.maintenance.subscribe()
+    }
+
+    /// The maintenance handle the stack reports to and listens on.
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.inner.maintenance
     }
 
     /// Counters so far.

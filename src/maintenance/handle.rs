@@ -449,6 +449,14 @@ pub enum EventKind {
         /// How long the endpoint was without a connection.
         took: Duration,
     },
+    /// Every reconnection attempt of an outage failed; commands fail fast until the next one
+    /// starts another round.
+    ReconnectFailed {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's failure.
+        error: Error,
+    },
 }
 
 impl EventKind {
@@ -473,6 +481,7 @@ impl EventKind {
             EventKind::Disconnected { .. } => "disconnected",
             EventKind::Reconnecting { .. } => "reconnecting",
             EventKind::Reconnected { .. } => "reconnected",
+            EventKind::ReconnectFailed { .. } => "reconnect_failed",
         }
     }
 }

@@ -47,9 +47,8 @@ mod layer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::time::Instant;
 use tower_service::Service;
 
 pub use future::ResponseFuture;
@@ -68,6 +67,14 @@ pub trait Relaxation: Send + Sync + 'static {
 impl<R: Relaxation + ?Sized> Relaxation for Arc<R> {
     fn relaxed_until(&self) -> Option<Instant> {
         (**self).relaxed_until()
+    }
+}
+
+/// The maintenance handle's state for one endpoint: relaxed from a start notification until its
+/// end (or the backstop), and from `MOVING` until the post-handoff tail has passed.
+impl Relaxation for crate::maintenance::EndpointStatus {
+    fn relaxed_until(&self) -> Option<Instant> {
+        crate::maintenance::EndpointStatus::relaxed_until(self)
     }
 }
 
@@ -182,8 +189,8 @@ where
     }
 
     fn call(&mut self, command: Command) -> Self::Future {
-        let now = Instant::now();
-        let (budget, relaxed) = self.budget(&command, now);
+        let now = tokio::time::Instant::now();
+        let (budget, relaxed) = self.budget(&command, now.into_std());
         let response = self.inner.call(command);
         ResponseFuture::new(response, budget.map(|b| (now, b)), relaxed)
     }
