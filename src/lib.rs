@@ -34,6 +34,9 @@ pub mod connection;
 pub mod endpoint;
 pub mod error;
 pub mod reply;
+#[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
+pub mod sim;
 
 pub use command::{Command, ToArg};
 pub use connection::{ConnectOptions, Connection, Connector, Limits, TlsOptions};
