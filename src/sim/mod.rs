@@ -380,11 +380,13 @@ impl SimulatorBuilder {
                 "hitless" => self.handshake = true,
                 "cluster" => self.cluster = true,
                 "logger" => self.logger = true,
-                other => return Err(SimError::InvalidArgument {
-                    message: format!(
+                other => {
+                    return Err(SimError::InvalidArgument {
+                        message: format!(
                         "unknown default interceptor {other:?} (known: hitless, cluster, logger)"
                     ),
-                }),
+                    })
+                }
             }
         }
         Ok(self)

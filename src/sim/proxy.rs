@@ -469,7 +469,13 @@ impl Reader {
     fn handshake(&mut self, args: &[Bytes]) {
         let rest = args.get(2..).unwrap_or(&[]);
         let answer: Result<Option<EndpointType>, String> = match rest.first() {
-            Some(on) if on.eq_ignore_ascii_case(b"on") => parse_options(&rest[1..]).map(Some),
+            Some(on) if on.eq_ignore_ascii_case(b"on") => {
+                if lock(&self.conn.state).resp3 {
+                    parse_options(&rest[1..]).map(Some)
+                } else {
+                    Err("ERR maintenance notifications need RESP3: send HELLO 3 first".to_string())
+                }
+            }
             Some(off) if off.eq_ignore_ascii_case(b"off") && rest.len() == 1 => Ok(None),
             _ => Err("ERR syntax error".to_string()),
         };
