@@ -180,6 +180,20 @@ fn invalid(issues: Vec<(&str, String)>) -> Response {
         .into_response()
 }
 
+/// A request that does not validate: answered with HTTP 400.
+#[derive(Debug)]
+struct Invalid(Vec<(&'static str, String)>);
+
+impl IntoResponse for Invalid {
+    fn into_response(self) -> Response {
+        invalid(self.0)
+    }
+}
+
+fn bad(issues: Vec<(&'static str, String)>) -> Invalid {
+    Invalid(issues)
+}
+
 fn ok(v: Json_) -> Response {
     Json(v).into_response()
 }
@@ -194,11 +208,11 @@ enum Encoding {
     Raw,
 }
 
-fn encoding_of(value: Option<&str>) -> Result<Encoding, Response> {
+fn encoding_of(value: Option<&str>) -> Result<Encoding, Invalid> {
     match value {
         None | Some("base64") => Ok(Encoding::Base64),
         Some("raw") => Ok(Encoding::Raw),
-        Some(other) => Err(invalid(vec![(
+        Some(other) => Err(bad(vec![(
             "encoding",
             format!("expected 'base64' or 'raw', got {other:?}"),
         )])),
@@ -207,10 +221,10 @@ fn encoding_of(value: Option<&str>) -> Result<Encoding, Response> {
 
 fn query_map(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<HashMap<String, String>, Response> {
+) -> Result<HashMap<String, String>, Invalid> {
     match q {
         Ok(Query(m)) => Ok(m),
-        Err(e) => Err(invalid(vec![("query", e.body_text())])),
+        Err(e) => Err(bad(vec![("query", e.body_text())])),
     }
 }
 
@@ -247,45 +261,42 @@ pub(crate) fn decode_base64_lenient(data: &[u8]) -> Vec<u8> {
     engine.decode(&clean).unwrap_or_default()
 }
 
-fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, Json_>, Response> {
+fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, Json_>, Invalid> {
     match serde_json::from_slice::<Json_>(body) {
         Ok(Json_::Object(m)) => Ok(m),
-        Ok(_) => Err(invalid(vec![("body", "expected a JSON object".into())])),
-        Err(e) => Err(invalid(vec![("body", format!("invalid JSON: {e}"))])),
+        Ok(_) => Err(bad(vec![("body", "expected a JSON object".into())])),
+        Err(e) => Err(bad(vec![("body", format!("invalid JSON: {e}"))])),
     }
 }
 
-fn req_str(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<String, Response> {
+fn req_str(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<String, Invalid> {
     match m.get(key) {
         Some(Json_::String(s)) => Ok(s.clone()),
-        Some(_) => Err(invalid(vec![(key, "expected a string".into())])),
-        None => Err(invalid(vec![(key, "required".into())])),
+        Some(_) => Err(bad(vec![(key, "expected a string".into())])),
+        None => Err(bad(vec![(key, "required".into())])),
     }
 }
 
-fn opt_u64(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<Option<u64>, Response> {
+fn opt_u64(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<Option<u64>, Invalid> {
     match m.get(key) {
         None | Some(Json_::Null) => Ok(None),
         Some(Json_::Number(n)) => n
             .as_u64()
             .map(Some)
-            .ok_or_else(|| invalid(vec![(key, "expected a non-negative integer".into())])),
+            .ok_or_else(|| bad(vec![(key, "expected a non-negative integer".into())])),
         Some(Json_::String(s)) => s
             .trim()
             .parse()
             .map(Some)
-            .map_err(|_| invalid(vec![(key, "expected a non-negative integer".into())])),
-        Some(_) => Err(invalid(vec![(
-            key,
-            "expected a non-negative integer".into(),
-        )])),
+            .map_err(|_| bad(vec![(key, "expected a non-negative integer".into())])),
+        Some(_) => Err(bad(vec![(key, "expected a non-negative integer".into())])),
     }
 }
 
-fn req_ms(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<Duration, Response> {
+fn req_ms(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<Duration, Invalid> {
     opt_u64(m, key)?
         .map(Duration::from_millis)
-        .ok_or_else(|| invalid(vec![(key, "required (milliseconds)".into())]))
+        .ok_or_else(|| bad(vec![(key, "required (milliseconds)".into())]))
 }
 
 /// A node given as an index (number or numeric string) or as a node id.
@@ -293,11 +304,11 @@ fn node_of(
     sim: &Simulator,
     m: &serde_json::Map<String, Json_>,
     key: &'static str,
-) -> Result<Result<usize, SimError>, Response> {
+) -> Result<Result<usize, SimError>, Invalid> {
     match m.get(key) {
         Some(Json_::Number(n)) => match n.as_u64().and_then(|n| usize::try_from(n).ok()) {
             Some(i) => Ok(Ok(i)),
-            None => Err(invalid(vec![(key, "expected a node index or id".into())])),
+            None => Err(bad(vec![(key, "expected a node index or id".into())])),
         },
         Some(Json_::String(s)) => {
             if let Ok(i) = s.parse::<usize>() {
@@ -312,8 +323,8 @@ fn node_of(
                     message: format!("no node with id {s:?}"),
                 }))
         }
-        None => Err(invalid(vec![(key, "required".into())])),
-        Some(_) => Err(invalid(vec![(key, "expected a node index or id".into())])),
+        None => Err(bad(vec![(key, "required".into())])),
+        Some(_) => Err(bad(vec![(key, "expected a node index or id".into())])),
     }
 }
 
@@ -321,7 +332,7 @@ macro_rules! tri {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(resp) => return resp,
+            Err(invalid) => return invalid.into_response(),
         }
     };
 }
@@ -685,7 +696,7 @@ async fn sim_azure(State(sim): State<Simulator>, body: Bytes) -> Response {
             Ok(k) => k,
             Err(never) => match never {},
         },
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut event = AzureEvent::new(kind);
     if let Some(Json_::String(t)) = m.get("startTime") {

@@ -265,7 +265,7 @@ mod tests {
         ];
         let text = String::from_utf8(cluster_slots(&owners).to_vec()).unwrap();
         assert!(text.starts_with(
-            "*3\r\n*3\r\n:0\r\n:5460\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$14\r\nproxy-id-7000\r\n"
+            "*3\r\n*3\r\n:0\r\n:5460\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$13\r\nproxy-id-7000\r\n"
         ));
         assert!(text.contains(":5461\r\n:10921\r\n"));
         assert!(text.contains(":10922\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7002\r\n"));
