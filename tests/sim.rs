@@ -567,3 +567,28 @@ async fn scenarios_run_concurrently_and_reject_unknown_nodes() {
     assert_eq!(&a.cmd(&["PING"]).await[..], b"+PONG\r\n");
     assert!(started.elapsed() < Duration::from_millis(250));
 }
+
+#[tokio::test]
+async fn odd_input_is_an_error_or_harmless_never_a_panic() {
+    let server = RedisServer::start();
+    let sim = sim_over(&server, 1).await;
+    let mut c = RawClient::opted_in(sim.node_addr(0), "internal-ip").await;
+    sim.latency(0, Duration::MAX).unwrap();
+    sim.restore(0).unwrap();
+    assert_eq!(sim.migrate(0, Duration::ZERO).await.unwrap(), 1);
+    let m = sim.moving(0, 0, Duration::ZERO).await.unwrap();
+    m.done().await;
+    assert!(c.closed_within(Duration::from_secs(3)).await);
+    sim.restore(0).unwrap();
+    assert_eq!(sim.send_raw(Scope::All, Vec::new()).unwrap(), 0);
+    assert!(sim.remove_node(0));
+    assert!(!sim.remove_node(0));
+    assert!(sim.migrate(0, Duration::ZERO).await.is_err());
+    assert!(sim
+        .azure(
+            Scope::Connection("x".into()),
+            &AzureEvent::new(AzureEventKind::Other("Odd".into()))
+        )
+        .is_ok());
+    sim.shutdown();
+}

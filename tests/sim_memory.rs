@@ -280,3 +280,25 @@ async fn pipelines_inline_commands_and_protocol_errors() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_crate_connection_works_through_both_backends() {
+    use redis_handoff::{cmd, Connection};
+    use tower::ServiceExt;
+
+    let server = common::RedisServer::start();
+    for backend in [Backend::Memory, Backend::redis(server.addr())] {
+        let sim = Simulator::builder().backend(backend).start().await.unwrap();
+        let conn = Connection::connect(&sim.node(0).url()).await.unwrap();
+        assert_eq!(conn.server_info().proto, 3);
+        let set = conn
+            .clone()
+            .oneshot(cmd!("SET", "through", "sim"))
+            .await
+            .unwrap();
+        assert!(set.is_ok());
+        let got = conn.clone().oneshot(cmd!("GET", "through")).await.unwrap();
+        assert_eq!(got.as_str(), Some("sim"));
+        assert!(sim.connections()[0].resp3);
+    }
+}

@@ -925,7 +925,7 @@ impl Simulator {
 
     /// Waits until node `index` has at least `n` live connections; false on timeout.
     pub async fn wait_for_connections(&self, index: usize, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = proxy::after(timeout);
         loop {
             if self.core.conns(Some(index)).len() >= n {
                 return true;

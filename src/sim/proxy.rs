@@ -128,7 +128,7 @@ impl Node {
         let hold = faults.failovers > 0 || faults.blackhole;
         let mut latency = faults.latency;
         if faults.migrations > 0 {
-            latency += migrate_latency;
+            latency = latency.saturating_add(migrate_latency);
         }
         self.latency_nanos.store(
             u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
@@ -191,6 +191,14 @@ impl Conn {
     }
 }
 
+/// The instant `d` from now, saturating far in the future instead of overflowing.
+pub(crate) fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 // ===== accept loop =====
 
 /// Accepts clients on a node until the simulator stops or the node is removed.
@@ -203,7 +211,10 @@ pub(crate) async fn run_node(core: Arc<Core>, node: Arc<Node>, listener: TcpList
             // Closing the socket makes new clients see a real `connection refused`.
             listener = None;
         } else if listener.is_none() {
-            listener = rebind(&node).await;
+            listener = tokio::select! {
+                _ = node.stop.cancelled() => return,
+                l = rebind(&node) => l,
+            };
         }
         tokio::select! {
             _ = node.stop.cancelled() => return,
@@ -344,7 +355,7 @@ async fn pump_upstream(mut r: OwnedReadHalf, node: &Node, tx: mpsc::Sender<UpFra
         loop {
             match cutter.next(&mut buf) {
                 Ok(Some(Cut::Frame(bytes))) => {
-                    let due = Instant::now() + node.latency();
+                    let due = after(node.latency());
                     if tx.send(UpFrame { bytes, due }).await.is_err() {
                         return;
                     }
@@ -526,7 +537,7 @@ impl Reader {
                 lock(&self.conn.state).resp3 = session.resp3();
                 let replies = frames.iter().filter(|f| f.first() != Some(&b'>')).count();
                 self.owe(Owed::Replies(replies));
-                let due = Instant::now() + self.node.latency();
+                let due = after(self.node.latency());
                 if let Some(tx) = &self.up_tx {
                     for bytes in frames {
                         if tx.send(UpFrame { bytes, due }).await.is_err() {
