@@ -972,10 +972,11 @@ impl Simulator {
         let node = core.node(node)?;
         let seq = core.next_seq();
         let shard = node.shard_id.clone();
+        // The latency is in force before any client hears of the migration.
+        core.update_faults(&node, |f| f.migrations += 1);
         core.notify(&node, "MIGRATING", seq, |_| {
             start_frame("MIGRATING", seq, secs_ceil(duration), &shard)
         });
-        core.update_faults(&node, |f| f.migrations += 1);
         {
             let _guard = FaultGuard {
                 core,
@@ -998,10 +999,10 @@ impl Simulator {
         let node = core.node(node)?;
         let seq = core.next_seq();
         let shard = node.shard_id.clone();
+        core.update_faults(&node, |f| f.failovers += 1);
         core.notify(&node, "FAILING_OVER", seq, |_| {
             start_frame("FAILING_OVER", seq, secs_ceil(duration), &shard)
         });
-        core.update_faults(&node, |f| f.failovers += 1);
         {
             let _guard = FaultGuard {
                 core,
