@@ -38,6 +38,9 @@ pub mod handoff;
 pub mod maintenance;
 pub mod relaxed_timeout;
 pub mod reply;
+#[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
+pub mod sim;
 
 pub use command::{Command, ToArg};
 pub use connection::{ConnectOptions, Connection, Connector, Limits, TlsOptions};

@@ -115,3 +115,266 @@ pub fn wait_for_port(port: u16) {
 pub fn path_in(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// A bare RESP client for the simulator's tests: it writes commands and reads frames back as
+/// the raw bytes the server sent, so tests can compare them byte for byte.
+pub struct RawClient {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+/// How long a raw client waits for a frame before giving up.
+pub const FRAME_WAIT: Duration = Duration::from_secs(5);
+
+impl RawClient {
+    /// Connects to `addr`.
+    pub async fn connect(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<RawClient> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(RawClient {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Connects and switches to RESP3 (`HELLO 3`).
+    pub async fn resp3(addr: impl tokio::net::ToSocketAddrs) -> RawClient {
+        let mut c = RawClient::connect(addr).await.expect("connect");
+        let hello = c.cmd(&["HELLO", "3"]).await;
+        assert_eq!(hello[0], b'%', "HELLO 3 answered {}", show(&hello));
+        c
+    }
+
+    /// Connects, switches to RESP3 and opts in to maintenance notifications.
+    pub async fn opted_in(addr: impl tokio::net::ToSocketAddrs, endpoint_type: &str) -> RawClient {
+        let mut c = RawClient::resp3(addr).await;
+        let ok = c
+            .cmd(&[
+                "CLIENT",
+                "MAINT_NOTIFICATIONS",
+                "ON",
+                "moving-endpoint-type",
+                endpoint_type,
+            ])
+            .await;
+        assert_eq!(&ok[..], b"+OK\r\n", "handshake answered {}", show(&ok));
+        c
+    }
+
+    /// Writes raw bytes.
+    pub async fn write(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Writes a command.
+    pub async fn send(&mut self, args: &[&str]) {
+        self.write(&encode(args)).await;
+    }
+
+    /// Writes a command and reads the next frame.
+    pub async fn cmd(&mut self, args: &[&str]) -> Vec<u8> {
+        self.send(args).await;
+        self.frame().await
+    }
+
+    /// The next frame; panics after [`FRAME_WAIT`] or at end of stream.
+    pub async fn frame(&mut self) -> Vec<u8> {
+        match self.try_frame(FRAME_WAIT).await {
+            Ok(Some(f)) => f,
+            Ok(None) => panic!("no frame within {FRAME_WAIT:?}"),
+            Err(e) => panic!("connection ended while waiting for a frame: {e}"),
+        }
+    }
+
+    /// The next frame within `wait`: `Ok(None)` on timeout, `Err` when the connection ended.
+    pub async fn try_frame(&mut self, wait: Duration) -> Result<Option<Vec<u8>>, String> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(len) = frame_len(&self.buf)? {
+                return Ok(Some(self.buf.drain(..len).collect()));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(0)) => return Err("end of stream".into()),
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Bytes received that do not make a whole frame yet.
+    pub fn leftover(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Reads raw bytes until at least `n` are buffered (for streams that are not RESP).
+    pub async fn read_raw(&mut self, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + FRAME_WAIT;
+        while self.buf.len() < n {
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                Ok(Ok(k)) => self.buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+        self.buf.drain(..).collect()
+    }
+
+    /// Whether the server closes the connection within `wait` (frames before the close are
+    /// skipped).
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.try_frame(left).await {
+                Err(_) => return true,
+                Ok(None) => return false,
+                Ok(Some(_)) => continue,
+            }
+        }
+    }
+
+    /// Nothing arrives for `wait`.
+    pub async fn silent_for(&mut self, wait: Duration) -> bool {
+        matches!(self.try_frame(wait).await, Ok(None)) && self.buf.is_empty()
+    }
+}
+
+/// A command as a RESP array of bulk strings.
+pub fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+/// Bytes shown with escapes, for assertion messages.
+pub fn show(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect()
+}
+
+/// The length of the RESP2/RESP3 frame at the start of `buf`, if it is complete.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, String> {
+    fn line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+        let rel = buf.get(from..)?.windows(2).position(|w| w == b"\r\n")?;
+        Some((from + rel, from + rel + 2))
+    }
+    // Iterative: a stack of the elements each open aggregate still owes.
+    let mut owed: Vec<i64> = Vec::new();
+    let mut pos = 0;
+    loop {
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        let Some((end, next)) = line(buf, pos + 1) else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&buf[pos + 1..end]).map_err(|e| e.to_string())?;
+        pos = next;
+        match kind {
+            b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => {}
+            b'$' | b'!' | b'=' => {
+                let n: i64 = text.parse().map_err(|_| format!("bad length {text:?}"))?;
+                if n >= 0 {
+                    let after = pos + n as usize + 2;
+                    if buf.len() < after {
+                        return Ok(None);
+                    }
+                    pos = after;
+                }
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let n: i64 = text.parse().map_err(|_| format!("bad length {text:?}"))?;
+                let n = if kind == b'%' || kind == b'|' {
+                    n * 2
+                } else {
+                    n
+                };
+                let n = if kind == b'|' { n + 1 } else { n };
+                if n > 0 {
+                    owed.push(n);
+                    continue;
+                }
+            }
+            other => return Err(format!("not RESP: type byte 0x{other:02x}")),
+        }
+        loop {
+            match owed.last_mut() {
+                None => return Ok(Some(pos)),
+                Some(n) => {
+                    *n -= 1;
+                    if *n == 0 {
+                        owed.pop();
+                    } else {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 request (`Connection: close`); returns the status and the body.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the admin API");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("the admin API answers within 10 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
