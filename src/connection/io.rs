@@ -141,6 +141,7 @@ where
         let reason: Arc<str> = match &outcome {
             Ok(()) if self.draining => "the connection was drained and closed by the client".into(),
             Ok(()) => "the connection was closed by the client".into(),
+            Err(Error::ConnectionLost { reason }) => reason.clone(),
             Err(e) => e.to_string().into(),
         };
         match &outcome {

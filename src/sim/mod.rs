@@ -1044,9 +1044,11 @@ impl Simulator {
         })
     }
 
-    /// `MOVING` with a null endpoint to every opted-in client of `node`: after `grace` its
-    /// connections are closed and new ones refused for `outage`, then it accepts again at the
-    /// same address.
+    /// `MOVING` with a null endpoint to every opted-in client of `node`: the address stays, the
+    /// node behind it changes. After `grace` the connections that existed when the `MOVING` was
+    /// sent are closed and new ones refused for `outage`, then it accepts again at the same
+    /// address. Connections made after the `MOVING` (a client reconnecting at half the grace
+    /// period, as it should) count as made to the new node and stay open.
     pub async fn moving_null(
         &self,
         node: usize,
@@ -1057,8 +1059,13 @@ impl Simulator {
         let node = core.node(node)?;
         let seq = core.next_seq();
         let time = secs_ceil(grace);
+        let existing: Vec<String> = core
+            .conns(Some(node.key))
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
         let recipients = core.notify(&node, "MOVING", seq, |_| moving_frame(seq, time, None));
-        let task = self.after_grace(node, grace, Some(outage));
+        let task = self.after_grace(node, grace, Some((outage, existing)));
         Ok(Moving {
             seq,
             recipients,
@@ -1066,11 +1073,13 @@ impl Simulator {
         })
     }
 
+    /// After `grace`: refuse new connections and close the node's connections (with an outage,
+    /// only the listed ones, and accept again after it).
     fn after_grace(
         &self,
         node: Arc<Node>,
         grace: Duration,
-        outage: Option<Duration>,
+        outage: Option<(Duration, Vec<String>)>,
     ) -> JoinHandle<()> {
         let core = Arc::clone(&self.core);
         tokio::spawn(async move {
@@ -1078,9 +1087,16 @@ impl Simulator {
             let run = async {
                 tokio::time::sleep(grace).await;
                 core.update_faults(&node, |f| f.refusing = true);
-                let closed = core.close_all(&node, false);
+                let closed = match &outage {
+                    None => core.close_all(&node, false),
+                    Some((_, old)) => old
+                        .iter()
+                        .filter_map(|id| core.conn(id))
+                        .filter(|c| c.close(false))
+                        .count(),
+                };
                 tracing::info!(node = %node.id, closed, "grace period over: connections closed, new ones refused");
-                if let Some(outage) = outage {
+                if let Some((outage, _)) = outage {
                     tokio::time::sleep(outage).await;
                     core.update_faults(&node, |f| f.refusing = false);
                     tracing::info!(node = %node.id, "node is back");
