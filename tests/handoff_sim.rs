@@ -409,3 +409,44 @@ async fn a_subscriber_receives_every_message_published_across_the_move() {
     assert_eq!(seen.len() as u64, total, "every message arrived");
     assert_eq!(s.redis.current_endpoint(), Some(s.sim.node(1).endpoint()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() {
+    use redis_handoff::maintenance::AzureEvents;
+    use redis_handoff::sim::{AzureEvent, AzureEventKind, Scope};
+    let config = MaintenanceConfig::builder()
+        .azure_events(AzureEvents::On)
+        .build()
+        .unwrap();
+    let mut s = setup(1, config).await;
+    let load = start_load(&s.redis);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = s
+        .sim
+        .azure(
+            Scope::All,
+            &AzureEvent::new(AzureEventKind::FailoverComplete),
+        )
+        .unwrap();
+    assert_eq!(
+        sent, 1,
+        "the stack's connection is subscribed to AzureRedisEvents"
+    );
+    let switched = next(&mut s.events, |k| {
+        matches!(k, EventKind::HandoffSwitched { .. })
+    })
+    .await;
+    // A fresh connection to the configured address, made before the old one was dropped.
+    assert!(
+        matches!(&switched, EventKind::HandoffSwitched { to, .. } if *to == s.sim.node(0).endpoint()),
+        "{switched:?}"
+    );
+    next(&mut s.events, |k| {
+        matches!(k, EventKind::HandoffDrained { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let outcomes = load.finish().await;
+    assert_no_failures(&s.redis, &outcomes).await;
+    assert_eq!(s.redis.stats().handoffs, 1);
+}

@@ -12,7 +12,7 @@ use super::{Inner, MakeConnection, Trigger};
 use crate::connection::Connection;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::maintenance::{EventKind, MaintenanceEvents, Notification};
+use crate::maintenance::{AzureEventKind, EventKind, MaintenanceEvents, Notification};
 
 pub(super) async fn run<M: MakeConnection>(
     weak: Weak<Inner>,
@@ -211,7 +211,7 @@ async fn connect_for_handoff<M: MakeConnection>(
             // taken away. Go at half the grace period, a little earlier for some clients.
             let half = Duration::from_millis((time.as_millis() / 2) as u64);
             let wait = jitter(half, 0.25);
-            tracing::info!(endpoint = %configured, seq, ?wait, "MOVING without an endpoint: reconnecting to the configured address");
+            tracing::info!(endpoint = %configured, ?seq, ?wait, "MOVING without an endpoint: reconnecting to the configured address");
             tokio::time::sleep(wait).await;
             configured.clone()
         }
@@ -226,7 +226,7 @@ async fn connect_for_handoff<M: MakeConnection>(
             EventKind::HandoffStarted {
                 from,
                 to: target.clone(),
-                seq: Some(*seq),
+                seq: *seq,
             },
             current.as_ref(),
         );
@@ -335,7 +335,8 @@ fn switch(weak: &Weak<Inner>, conn: Connection, started: Instant) {
     }
 }
 
-/// Turns the `MOVING` notifications heard from the stack's current connection into triggers.
+/// Turns what the stack's current connection hears into triggers: `MOVING`, and the Azure
+/// events after which the connection is refreshed.
 async fn listen_for_moving(
     weak: Weak<Inner>,
     mut events: MaintenanceEvents,
@@ -350,28 +351,38 @@ async fn listen_for_moving(
             // The stack is gone.
             _ = triggers.closed() => return,
         };
-        let EventKind::Notification(Notification::Moving {
-            seq,
-            time,
-            endpoint,
-        }) = &event.kind
-        else {
-            continue;
-        };
         let Some(inner) = weak.upgrade() else { return };
+        let trigger = match &event.kind {
+            EventKind::Notification(Notification::Moving {
+                seq,
+                time,
+                endpoint,
+            }) => Trigger::Moving {
+                seq: Some(*seq),
+                time: *time,
+                endpoint: endpoint.clone(),
+            },
+            EventKind::Azure(azure)
+                if matches!(
+                    azure.kind,
+                    AzureEventKind::NodeMaintenanceFailoverComplete
+                        | AzureEventKind::NodeMaintenanceScaleComplete
+                ) =>
+            {
+                Trigger::Moving {
+                    seq: None,
+                    time: Duration::ZERO,
+                    endpoint: Some(inner.configured.clone()),
+                }
+            }
+            _ => continue,
+        };
         // A pool shares one handle; each stack acts on what its own connection heard.
         let ours = event.endpoint == inner.configured
             && inner.current().is_some_and(|c| event.is_from(&c));
         drop(inner);
-        if ours {
-            let trigger = Trigger::Moving {
-                seq: *seq,
-                time: *time,
-                endpoint: endpoint.clone(),
-            };
-            if triggers.send(trigger).is_err() {
-                return;
-            }
+        if ours && triggers.send(trigger).is_err() {
+            return;
         }
     }
 }

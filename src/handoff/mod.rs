@@ -11,6 +11,8 @@
 //!   supersedes one in progress.
 //! - **MOVING with a null endpoint**: the same, to the configured address, at half the grace
 //!   period (with jitter, so a fleet does not reconnect in lockstep).
+//! - **Azure `NodeMaintenanceFailoverComplete` or `NodeMaintenanceScaleComplete`**: the same
+//!   switch, to a fresh connection to the configured address (the replica promoted behind it).
 //! - **An unannounced loss** (server restart, network reset): reconnect to the configured
 //!   address with backoff and jitter, a bounded number of attempts per outage.
 //! - **If every handoff attempt fails**: keep serving on the old connection until it closes,
@@ -138,9 +140,12 @@ pub struct HandoffStats {
     pub reconnects: u64,
 }
 
+/// A reason to move the stack to another connection.
 pub(crate) enum Trigger {
+    /// Move to `endpoint` now, or with none to the configured address at half of `time`. A
+    /// `MOVING` has a sequence number; an Azure refresh has none.
     Moving {
-        seq: u64,
+        seq: Option<u64>,
         time: Duration,
         endpoint: Option<Endpoint>,
     },
@@ -471,13 +476,24 @@ impl HandoffRetry {
     /// configured address at half of `time`.
     pub fn moving(&self, seq: u64, time: Duration, endpoint: Option<Endpoint>) {
         let _ = self.inner.triggers.send(Trigger::Moving {
-            seq,
+            seq: Some(seq),
             time,
             endpoint,
         });
     }
 
-    fn refresh(&mut self) {
+    /// Replaces the connection with a fresh one to the configured address, made before the old
+    /// one is dropped: what an Azure `NodeMaintenanceFailoverComplete` or
+    /// `NodeMaintenanceScaleComplete` does.
+    pub fn refresh(&self) {
+        let _ = self.inner.triggers.send(Trigger::Moving {
+            seq: None,
+            time: Duration::ZERO,
+            endpoint: Some(self.inner.configured.clone()),
+        });
+    }
+
+    fn refresh_cache(&mut self) {
         let generation = self.inner.generation.load(Ordering::Acquire);
         if self.cached.as_ref().map(|(g, _)| *g) != Some(generation) {
             self.cached = self.inner.current().map(|c| (generation, c));
@@ -495,7 +511,7 @@ impl Service<Command> for HandoffRetry {
         if self.reserved {
             return Poll::Ready(Ok(()));
         }
-        self.refresh();
+        self.refresh_cache();
         match &mut self.cached {
             Some((_, conn)) if !conn.is_closed() => match conn.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {

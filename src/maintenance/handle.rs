@@ -932,6 +932,18 @@ impl Maintenance {
             ));
             HookOutcome::Duplicate
         } else {
+            match &notice {
+                Notice::Azure(e) if e.is_late() => {
+                    tracing::warn!(endpoint = %origin.endpoint, source = %origin.source, event = e.kind.name(), start_time = ?e.start_time, received_at = ?e.received_at, "an Azure maintenance event arrived after its start time: this client is too slow to act on it in time (overloaded?)");
+                }
+                Notice::Azure(e)
+                    if e.kind == AzureEventKind::NodeMaintenanceScheduled
+                        || e.kind == AzureEventKind::NodeMaintenanceEnded =>
+                {
+                    tracing::info!(endpoint = %origin.endpoint, event = e.kind.name(), start_time = ?e.start_time, "Azure maintenance");
+                }
+                _ => {}
+            }
             tracing::debug!(endpoint = %origin.endpoint, source = %origin.source, notice = ?notice, "maintenance notification");
             let ended = self.apply(origin, &notice, received);
             let kind = match &notice {
