@@ -36,6 +36,7 @@ pub mod endpoint;
 pub mod error;
 pub mod handoff;
 pub mod maintenance;
+pub mod pool;
 pub mod relaxed_timeout;
 pub mod reply;
 #[cfg(feature = "sim")]

@@ -38,6 +38,8 @@ pub struct HandoffConfig {
     pub wait_for_connection: Duration,
     /// Which lost commands are sent again.
     pub retry: RetryPolicy,
+    /// Shared bound on concurrent handoffs, for the stacks of a pool. None: unbounded.
+    pub limiter: Option<super::HandoffLimiter>,
 }
 
 impl Default for HandoffConfig {
@@ -49,6 +51,7 @@ impl Default for HandoffConfig {
             backoff_max: Duration::from_secs(3),
             wait_for_connection: Duration::from_secs(10),
             retry: RetryPolicy::SafeOnly,
+            limiter: None,
         }
     }
 }

@@ -216,6 +216,34 @@ async fn connect_for_handoff<M: MakeConnection>(
             configured.clone()
         }
     };
+    // In a pool, wait for one of the shared handoff workers (or give up if too many wait).
+    let _worker = match &config.limiter {
+        Some(limiter) => match limiter.acquire().await {
+            Ok(permit) => Some(permit),
+            Err(full) => {
+                let inner = weak.upgrade()?;
+                inner.handoffs_failed.fetch_add(1, Ordering::Relaxed);
+                let error = Error::HandoffFailed {
+                    endpoint: target.clone(),
+                    reason: format!(
+                        "the pool's handoff queue is full ({} waiting); raise handoff_queue_size or max_workers",
+                        full.queue_size
+                    )
+                    .into(),
+                };
+                inner.report(
+                    EventKind::HandoffFailed {
+                        to: target,
+                        attempts: 0,
+                        error,
+                    },
+                    None,
+                );
+                return None;
+            }
+        },
+        None => None,
+    };
     let started = Instant::now();
     if let Some(inner) = weak.upgrade() {
         let current = inner.current();

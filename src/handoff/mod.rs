@@ -52,6 +52,7 @@ mod config;
 mod control;
 mod future;
 mod layer;
+mod limiter;
 
 use std::fmt;
 use std::future::Future;
@@ -72,6 +73,7 @@ use crate::demux::NotificationDemux;
 use crate::maintenance::{EventKind, Maintenance, MaintenanceEvent, MaintenanceEvents};
 pub use future::ResponseFuture;
 pub use layer::HandoffRetryLayer;
+pub use limiter::HandoffLimiter;
 
 use crate::command::{Command, SubscriptionKind};
 use crate::connection::{Connection, Connector};
@@ -442,6 +444,11 @@ impl HandoffRetry {
     /// The endpoint commands go to now, if connected.
     pub fn current_endpoint(&self) -> Option<Endpoint> {
         self.inner.usable().map(|c| c.endpoint().clone())
+    }
+
+    /// Commands written on the current connection and still owed a reply (0 without one).
+    pub fn in_flight(&self) -> usize {
+        self.inner.current().map_or(0, |c| c.in_flight())
     }
 
     /// Push frames from whichever connection is current: Pub/Sub messages keep arriving here

@@ -1,0 +1,203 @@
+//! The pool through the maintenance simulator in front of a real redis-server.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::RedisServer;
+use redis_handoff::handoff::HandoffConfig;
+use redis_handoff::maintenance::EndpointType;
+use redis_handoff::pool::Pool;
+use redis_handoff::sim::{Backend, Simulator};
+use redis_handoff::{
+    cmd, ConnectOptions, Connector, EventKind, Maintenance, MaintenanceConfig, NotificationDemux,
+};
+use tower::ServiceExt;
+
+const WIDE: Duration = Duration::from_secs(60);
+
+async fn pool_over_sim(
+    server: &RedisServer,
+    nodes: usize,
+    size: usize,
+    config: MaintenanceConfig,
+) -> (Simulator, Pool, Maintenance) {
+    let sim = Simulator::builder()
+        .backend(Backend::redis(server.addr()))
+        .nodes(nodes)
+        .start()
+        .await
+        .unwrap();
+    let maintenance = Maintenance::new(config);
+    let connector = Connector::new(ConnectOptions::from_url(&sim.node(0).url()).unwrap()).unwrap();
+    let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
+    let pool = Pool::connect(demuxed, maintenance.clone(), size, HandoffConfig::default())
+        .await
+        .unwrap();
+    (sim, pool, maintenance)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moving_moves_all_hundred_connections_within_the_worker_bound_with_none_failed() {
+    let server = RedisServer::start();
+    let config = MaintenanceConfig::builder()
+        .endpoint_type(EndpointType::InternalIp)
+        .build()
+        .unwrap();
+    let (sim, pool, maintenance) = pool_over_sim(&server, 2, 100, config).await;
+    assert_eq!(
+        pool.limiter().workers(),
+        33,
+        "the seeds' figure for a pool of 100"
+    );
+    assert_eq!(pool.limiter().queue_size(), 500);
+    let mut events = maintenance.subscribe();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..50)
+        .map(|t| {
+            let pool = pool.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut errors) = (0u64, Vec::new());
+                let key = format!("pool:{t}");
+                while !stop.load(Ordering::Relaxed) {
+                    match pool.clone().oneshot(cmd!("INCR", &key)).await {
+                        Ok(_) => ok += 1,
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (ok, errors)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let moving = sim.moving(0, 1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        moving.recipients(),
+        100,
+        "every connection hears the MOVING"
+    );
+    let mut switched = 0;
+    tokio::time::timeout(WIDE, async {
+        while switched < 100 {
+            if let Some(e) = events.recv().await {
+                if matches!(e.kind, EventKind::HandoffSwitched { .. }) {
+                    switched += 1;
+                }
+            }
+        }
+    })
+    .await
+    .expect("every connection switched");
+    moving.done().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let target = sim.node(1).endpoint();
+    for stack in pool.stacks() {
+        assert_eq!(stack.current_endpoint(), Some(target.clone()));
+    }
+    let peak = pool.limiter().peak_active();
+    assert!(
+        (1..=33).contains(&peak),
+        "handoff concurrency peaked at {peak}"
+    );
+    assert_eq!(pool.limiter().rejected(), 0);
+    for (t, task) in tasks.into_iter().enumerate() {
+        let (ok, errors) = task.await.unwrap();
+        assert!(errors.is_empty(), "task {t}: {errors:?}");
+        let value = pool
+            .clone()
+            .oneshot(cmd!("GET", format!("pool:{t}")))
+            .await
+            .unwrap();
+        assert_eq!(value.as_i64(), Some(ok as i64), "task {t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_handoff_queue_is_reported_not_dropped() {
+    let server = RedisServer::start();
+    let config = MaintenanceConfig::builder()
+        .endpoint_type(EndpointType::InternalIp)
+        .max_workers(1)
+        .handoff_queue_size(2)
+        .build()
+        .unwrap();
+    let (sim, pool, maintenance) = pool_over_sim(&server, 2, 10, config).await;
+    let mut events = maintenance.subscribe();
+    let moving = sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
+    let (mut switched, mut refused) = (0, 0);
+    tokio::time::timeout(WIDE, async {
+        while switched + refused < 10 {
+            match events.recv().await.map(|e| e.kind) {
+                Some(EventKind::HandoffSwitched { .. }) => switched += 1,
+                Some(EventKind::HandoffFailed {
+                    error, attempts: 0, ..
+                }) => {
+                    assert!(
+                        error.to_string().contains("handoff queue is full"),
+                        "{error}"
+                    );
+                    refused += 1;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("every handoff either switched or was refused");
+    moving.abort();
+    assert!(
+        refused > 0 && switched > 0,
+        "switched {switched}, refused {refused}"
+    );
+    assert_eq!(pool.limiter().rejected(), refused as u64);
+    assert_eq!(pool.limiter().peak_active(), 1);
+    // The refused stacks still serve on their old connections.
+    for _ in 0..50 {
+        pool.clone().oneshot(cmd!("PING")).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_command_takes_a_connection_of_its_own() {
+    let server = RedisServer::start();
+    let (_sim, pool, _m) = pool_over_sim(&server, 1, 2, MaintenanceConfig::default()).await;
+    let blocked = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.oneshot(cmd!("BLPOP", "jobs", 0)).await })
+    };
+    let deadline = tokio::time::Instant::now() + WIDE;
+    while pool.held() == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Other commands keep flowing on the other connection, not behind the BLPOP.
+    for i in 0..200 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            pool.clone().oneshot(cmd!("INCR", "other")),
+        )
+        .await
+        .expect("not stuck behind the blocking command")
+        .unwrap();
+        assert_eq!(r.as_i64(), Some(i + 1));
+    }
+    pool.clone()
+        .oneshot(cmd!("RPUSH", "jobs", "j1"))
+        .await
+        .unwrap();
+    let popped = tokio::time::timeout(WIDE, blocked)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(popped.as_array().map(|a| a.len()), Some(2));
+    assert_eq!(pool.held(), 0);
+}
