@@ -42,6 +42,7 @@ pub mod reply;
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
+pub mod stack;
 
 pub use command::{Command, ToArg};
 pub use connection::{ConnectOptions, Connection, Connector, Limits, TlsOptions};
@@ -53,6 +54,7 @@ pub use maintenance::{
     MaintenanceEvent, MaintenanceMode, Notification, NotificationHook,
 };
 pub use reply::Reply;
+pub use stack::{Stack, StackBuilder};
 
 /// The RESP3 frame types, re-exported from redis-protocol (fred's `Resp3Frame` is `BytesFrame`).
 pub mod frame {

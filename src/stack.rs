@@ -1,0 +1,160 @@
+//! The recommended stack in one call.
+//!
+//! [`Stack::connect`] builds, over one multiplexed connection:
+//!
+//! ```text
+//! RelaxedTimeout      timeout, relaxed (never tightened) while the endpoint is in maintenance
+//! HandoffRetry        make-before-break handoffs on MOVING, reconnects, safe resends
+//! NotificationDemux   maintenance notifications and Azure events into the Maintenance handle
+//! Connection          RESP3, pipelined
+//! ```
+//!
+//! The result is a cheap `Clone` [`tower::Service`] from [`Command`] to [`Reply`]: share it
+//! between axum handlers, tonic services or tasks as it is. Each part stays available for
+//! callers who want to assemble their own stack with `ServiceBuilder`, and
+//! [`Stack::maintenance`] gives the handle to subscribe to what happens.
+//!
+//! ```no_run
+//! use redis_handoff::{cmd, Stack};
+//! use tower::ServiceExt;
+//!
+//! # async fn run() -> Result<(), redis_handoff::Error> {
+//! let redis = Stack::connect("redis://127.0.0.1:6379").await?;
+//! redis.clone().oneshot(cmd!("SET", "greeting", "hello")).await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower_service::Service;
+
+use crate::command::Command;
+use crate::connection::{ConnectOptions, Connector};
+use crate::demux::NotificationDemux;
+use crate::error::Error;
+use crate::handoff::{HandoffConfig, HandoffRetry};
+use crate::maintenance::{EndpointStatus, Maintenance, MaintenanceConfig};
+use crate::relaxed_timeout::{self, RelaxedTimeout};
+use crate::reply::Reply;
+
+/// The service type of the recommended stack.
+pub type StackService = RelaxedTimeout<HandoffRetry, Arc<EndpointStatus>>;
+
+/// The recommended stack; see the [module docs](self).
+#[derive(Clone)]
+pub struct Stack {
+    service: StackService,
+    maintenance: Maintenance,
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stack")
+            .field("handoff", self.service.get_ref())
+            .finish()
+    }
+}
+
+/// Settings of a [`Stack`], with the defaults of the individual layers.
+#[derive(Debug, Clone)]
+pub struct StackBuilder {
+    options: ConnectOptions,
+    maintenance: MaintenanceConfig,
+    handoff: HandoffConfig,
+    timeout: Duration,
+}
+
+impl Stack {
+    /// Connects to a `redis://` or `rediss://` URL with every default.
+    pub async fn connect(url: &str) -> Result<Stack, Error> {
+        Stack::builder(ConnectOptions::from_url(url)?)
+            .connect()
+            .await
+    }
+
+    /// A builder for these connection options.
+    pub fn builder(options: ConnectOptions) -> StackBuilder {
+        StackBuilder {
+            options,
+            maintenance: MaintenanceConfig::default(),
+            handoff: HandoffConfig::default(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The maintenance handle: notifications, handoffs, reconnects, as events and state.
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.maintenance
+    }
+
+    /// The handoff layer: the current endpoint, counters, the stable push stream.
+    pub fn handoff(&self) -> &HandoffRetry {
+        self.service.get_ref()
+    }
+
+    /// The whole service, for wrapping in more layers.
+    pub fn into_service(self) -> StackService {
+        self.service
+    }
+}
+
+impl StackBuilder {
+    /// The maintenance settings (mode, endpoint type, relaxed timeout, handoff bounds, ...).
+    #[must_use]
+    pub fn maintenance(mut self, config: MaintenanceConfig) -> Self {
+        self.maintenance = config;
+        self
+    }
+
+    /// Reconnect and resend settings.
+    #[must_use]
+    pub fn handoff(mut self, config: HandoffConfig) -> Self {
+        self.handoff = config;
+        self
+    }
+
+    /// The normal per-command timeout (default 1 s); relaxed to the maintenance settings'
+    /// relaxed timeout during maintenance.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects and waits for the first connection.
+    pub async fn connect(self) -> Result<Stack, Error> {
+        let endpoint = self.options.endpoint.clone();
+        let maintenance = Maintenance::new(self.maintenance);
+        let connector = Connector::new(self.options)?;
+        let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
+        let handoff = HandoffRetry::connect(demuxed, maintenance.clone(), self.handoff).await?;
+        let relaxed = maintenance.config().relaxed_timeout();
+        let service = relaxed_timeout::RelaxedTimeout::new(
+            handoff,
+            self.timeout,
+            relaxed,
+            maintenance.status(&endpoint),
+        );
+        Ok(Stack {
+            service,
+            maintenance,
+        })
+    }
+}
+
+impl Service<Command> for Stack {
+    type Response = Reply;
+    type Error = Error;
+    type Future = <StackService as Service<Command>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&mut self, command: Command) -> Self::Future {
+        self.service.call(command)
+    }
+}
