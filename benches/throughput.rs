@@ -1,1 +1,897 @@
-fn main() {}
+//! Throughput of `redis_handoff::Connection` against fred and redis-rs on one local Redis.
+//!
+//! ```text
+//! cargo bench --bench throughput
+//! ```
+//!
+//! The bench starts its own `redis-server` (from `PATH`, or `REDIS_SERVER`) on a free loopback
+//! port with persistence off, opens one connection per client, and runs each workload through
+//! each client: a warm-up, then a timed window. Rounds interleave the clients (in a rotating
+//! order) so that machine noise falls on all of them alike; the tables report the median.
+//!
+//! Besides operations per second it reports, per operation, the CPU time of the bench process
+//! (the client under test: only one runs at a time) and of the server, and how many commands the
+//! server ran per socket read (from `INFO`), which shows how well a client pipelines. On a busy
+//! machine the CPU times move much less than the throughput.
+//!
+//! Settings, all from the environment:
+//!
+//! | variable            | default        | meaning                                                |
+//! | ------------------- | -------------- | ------------------------------------------------------ |
+//! | `BENCH_SECS`        | 3              | length of one timed window, in seconds                 |
+//! | `BENCH_ROUNDS`      | 3              | rounds; the median of them is reported                 |
+//! | `BENCH_WARMUP_SECS` | 0.5            | warm-up before each timed window, in seconds           |
+//! | `BENCH_NODELAY`     | 0              | 1: set `TCP_NODELAY` on fred's and redis-rs's sockets  |
+//! | `BENCH_FILTER`      | (all)          | only the workloads whose name contains this text       |
+//! | `BENCH_CLIENTS`     | (all)          | comma-separated subset of `tower,send,fred,redis-rs`   |
+//! | `REDIS_SERVER`      | `redis-server` | the server binary                                      |
+//!
+//! All clients share one multi-thread tokio runtime with two workers.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command as Process, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::prelude::{ClientLike, KeysInterface};
+use redis_handoff::{cmd, Connection};
+use tower::ServiceExt;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+const WORKERS: usize = 2;
+const VALUE_SIZE: usize = 1024;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("throughput bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+struct Settings {
+    window: Duration,
+    warmup: Duration,
+    rounds: usize,
+    nodelay: bool,
+    filter: Option<String>,
+    clients: Option<Vec<String>>,
+    server_bin: String,
+    /// The environment variables that were set, to repeat in the printed command.
+    given: Vec<(&'static str, String)>,
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings> {
+        let mut given = Vec::new();
+        let mut var = |name: &'static str| -> Option<String> {
+            let v = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
+            given.push((name, v.clone()));
+            Some(v)
+        };
+        let secs = |name: &str, v: Option<String>, default: f64| -> Result<Duration> {
+            let Some(v) = v else {
+                return Ok(Duration::from_secs_f64(default));
+            };
+            match v.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+                _ => Err(format!("{name}={v:?} is not a number of seconds").into()),
+            }
+        };
+        let window = secs("BENCH_SECS", var("BENCH_SECS"), 3.0)?;
+        if window.is_zero() {
+            return Err("BENCH_SECS must be more than 0".into());
+        }
+        let warmup = secs("BENCH_WARMUP_SECS", var("BENCH_WARMUP_SECS"), 0.5)?;
+        let rounds = match var("BENCH_ROUNDS") {
+            None => 3,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("BENCH_ROUNDS={v:?} is not a positive count").into()),
+            },
+        };
+        let nodelay = matches!(
+            var("BENCH_NODELAY").as_deref().map(str::trim),
+            Some("1" | "true" | "yes")
+        );
+        let filter = var("BENCH_FILTER");
+        let clients = var("BENCH_CLIENTS").map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        });
+        let server_bin = var("REDIS_SERVER").unwrap_or_else(|| "redis-server".to_owned());
+        Ok(Settings {
+            window,
+            warmup,
+            rounds,
+            nodelay,
+            filter,
+            clients,
+            server_bin,
+            given,
+        })
+    }
+
+    fn command_line(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.given {
+            let _ = write!(s, "{k}={v} ");
+        }
+        s.push_str("cargo bench --bench throughput");
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+/// A `redis-server` child process, stopped when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    version: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(bin: &str) -> Result<Server> {
+        let version = match Process::new(bin).arg("--version").output() {
+            Ok(out) => {
+                // "Redis server v=7.0.15 sha=... " -> "Redis 7.0.15"
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.split_whitespace()
+                    .find_map(|w| w.strip_prefix("v="))
+                    .map_or_else(|| text.trim().to_owned(), |v| format!("Redis {v}"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "`{bin}` was not found. This bench starts its own Redis server: install \
+                     redis-server (e.g. `apt-get install redis-server`) or point REDIS_SERVER \
+                     at the binary."
+                )
+                .into())
+            }
+            Err(e) => return Err(format!("could not run `{bin} --version`: {e}").into()),
+        };
+        let dir = tempfile::tempdir()?;
+        // Take a free port from the kernel; a race with another process is unlikely and is
+        // caught below when the server fails to start.
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut child = Process::new(bin)
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .args(["--logfile", ""])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("could not start `{bin}`: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = stderr.read_to_string(&mut err);
+                }
+                return Err(format!("`{bin}` exited at start ({status}): {}", err.trim()).into());
+            }
+            if ping(port) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(
+                    format!("`{bin}` did not answer PING on port {port} within 10 s").into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Server {
+            child,
+            port,
+            version,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 64];
+    s.write_all(b"PING\r\n").is_ok()
+        && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tower,
+    Send,
+    Fred,
+    RedisRs,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Tower, Kind::Send, Kind::Fred, Kind::RedisRs];
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Tower => "redis-handoff",
+            Kind::Send => "redis-handoff (send)",
+            Kind::Fred => "fred 10.1",
+            Kind::RedisRs => "redis-rs 0.32",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Kind::Tower => "tower",
+            Kind::Send => "send",
+            Kind::Fred => "fred",
+            Kind::RedisRs => "redis-rs",
+        }
+    }
+}
+
+/// One connection of one client library; cloned into every task of a workload.
+#[derive(Clone)]
+enum Client {
+    /// Our connection, called through tower: `conn.clone().oneshot(command)`.
+    Tower(Connection),
+    /// Our connection, called through `Connection::send`.
+    Send(Connection),
+    Fred(fred::clients::Client),
+    RedisRs(redis::aio::MultiplexedConnection),
+}
+
+impl Client {
+    async fn connect(kind: Kind, url: &str, nodelay: bool) -> Result<Client> {
+        Ok(match kind {
+            Kind::Tower => Client::Tower(Connection::connect(url).await?),
+            Kind::Send => Client::Send(Connection::connect(url).await?),
+            Kind::Fred => {
+                let config = fred::prelude::Config::from_url(url)?;
+                let mut builder = fred::prelude::Builder::from_config(config);
+                if nodelay {
+                    builder.with_connection_config(|c| c.tcp.nodelay = Some(true));
+                }
+                let client = builder.build()?;
+                client.init().await?;
+                Client::Fred(client)
+            }
+            Kind::RedisRs => {
+                let client = redis::Client::open(url)?;
+                let mut config = redis::AsyncConnectionConfig::new();
+                if nodelay {
+                    config = config
+                        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+                }
+                Client::RedisRs(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
+            }
+        })
+    }
+
+    async fn set(&mut self, key: &str, value: Bytes) -> Result<()> {
+        match self {
+            Client::Tower(c) | Client::Send(c) => {
+                c.send(cmd!("SET", key, value)).await?;
+            }
+            Client::Fred(c) => c.set::<(), _, _>(key, value, None, None, false).await?,
+            Client::RedisRs(c) => {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(&value[..])
+                    .query_async::<()>(c)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    async fn incr(&mut self, key: &str) -> Result<i64> {
+        let n = match self {
+            Client::Tower(c) => {
+                let reply = c.clone().oneshot(cmd!("INCR", key)).await?;
+                reply.as_i64().ok_or("INCR did not answer an integer")?
+            }
+            Client::Send(c) => {
+                let reply = c.send(cmd!("INCR", key)).await?;
+                reply.as_i64().ok_or("INCR did not answer an integer")?
+            }
+            Client::Fred(c) => c.incr::<i64, _>(key).await?,
+            Client::RedisRs(c) => redis::cmd("INCR").arg(key).query_async::<i64>(c).await?,
+        };
+        Ok(n)
+    }
+
+    async fn get(&mut self, key: &str) -> Result<usize> {
+        let len = match self {
+            Client::Tower(c) => {
+                let reply = c.clone().oneshot(cmd!("GET", key)).await?;
+                reply.as_bytes().ok_or("GET did not answer a string")?.len()
+            }
+            Client::Send(c) => {
+                let reply = c.send(cmd!("GET", key)).await?;
+                reply.as_bytes().ok_or("GET did not answer a string")?.len()
+            }
+            Client::Fred(c) => c.get::<Bytes, _>(key).await?.len(),
+            Client::RedisRs(c) => redis::cmd("GET")
+                .arg(key)
+                .query_async::<Vec<u8>>(c)
+                .await?
+                .len(),
+        };
+        Ok(len)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads
+
+#[derive(Clone, Copy)]
+enum Op {
+    Incr,
+    Get,
+}
+
+#[derive(Clone, Copy)]
+struct Workload {
+    name: &'static str,
+    op: Op,
+    tasks: usize,
+}
+
+const WORKLOADS: [Workload; 3] = [
+    Workload {
+        name: "INCR, 1 task",
+        op: Op::Incr,
+        tasks: 1,
+    },
+    Workload {
+        name: "INCR, 100 tasks",
+        op: Op::Incr,
+        tasks: 100,
+    },
+    Workload {
+        name: "GET 1 KiB, 100 tasks",
+        op: Op::Get,
+        tasks: 100,
+    },
+];
+
+impl Workload {
+    fn key(&self, task: usize) -> String {
+        match self.op {
+            Op::Incr => format!("bench:incr:{}:{task}", self.tasks),
+            Op::Get => format!("bench:get:{}:{task}", self.tasks),
+        }
+    }
+
+    /// Writes the values the workload reads.
+    async fn prepare(&self, client: &Client) -> Result<()> {
+        if let Op::Get = self.op {
+            let value = Bytes::from(vec![b'x'; VALUE_SIZE]);
+            let mut client = client.clone();
+            for task in 0..self.tasks {
+                client.set(&self.key(task), value.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the workload for `window`.
+    async fn measure(&self, client: &Client, window: Duration, ctl: &Connection) -> Result<Sample> {
+        let before = ServerStats::read(ctl).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let cpu_start = process_cpu();
+        let start = Instant::now();
+        let mut handles = Vec::with_capacity(self.tasks);
+        for task in 0..self.tasks {
+            let mut client = client.clone();
+            let key = self.key(task);
+            let stop = stop.clone();
+            let op = self.op;
+            handles.push(tokio::spawn(async move {
+                let mut done: u64 = 0;
+                loop {
+                    match op {
+                        Op::Incr => {
+                            client.incr(&key).await?;
+                        }
+                        Op::Get => {
+                            let len = client.get(&key).await?;
+                            if len != VALUE_SIZE {
+                                return Err(format!("GET {key} answered {len} bytes").into());
+                            }
+                        }
+                    }
+                    // An operation that finishes after the window closed is not counted.
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    done += 1;
+                }
+                Ok::<u64, BoxError>(done)
+            }));
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start + window)).await;
+        stop.store(true, Ordering::Relaxed);
+        let elapsed = start.elapsed();
+        let cpu = process_cpu().zip(cpu_start).map(|(end, start)| end - start);
+        let mut total = 0u64;
+        for handle in handles {
+            total += handle.await??;
+        }
+        let after = ServerStats::read(ctl).await?;
+        let reads = after.reads.saturating_sub(before.reads);
+        // Less the INFO that took the second snapshot.
+        let commands = after.commands.saturating_sub(before.commands + 1);
+        let per = |x: f64, n: u64| if n == 0 { f64::NAN } else { x / n as f64 };
+        Ok(Sample {
+            ops: total as f64 / elapsed.as_secs_f64(),
+            per_read: per(commands as f64, reads),
+            client_us: per(cpu.unwrap_or(f64::NAN) * 1e6, total),
+            server_us: per((after.cpu - before.cpu) * 1e6, commands),
+        })
+    }
+}
+
+/// CPU time of this process (every thread, user and system) in seconds, where Linux's
+/// `/proc` tells it.
+fn process_cpu() -> Option<f64> {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Process::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses: state is the first of
+    // them, utime the 12th and stime the 13th.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / ticks)
+}
+
+/// One timed window.
+#[derive(Clone, Copy)]
+struct Sample {
+    /// Operations per second.
+    ops: f64,
+    /// Commands per read the server made: how well the client pipelined.
+    per_read: f64,
+    /// CPU time of the bench process (the client under test) per operation, in µs.
+    client_us: f64,
+    /// CPU time of the server per command, in µs.
+    server_us: f64,
+}
+
+/// Counters from the server's `INFO`.
+struct ServerStats {
+    commands: u64,
+    reads: u64,
+    /// used_cpu_user + used_cpu_sys, in seconds.
+    cpu: f64,
+}
+
+impl ServerStats {
+    async fn read(ctl: &Connection) -> Result<ServerStats> {
+        let reply = ctl.send(cmd!("INFO")).await?;
+        let text = reply.as_str().ok_or("INFO did not answer text")?;
+        let field = |name: &str| -> Result<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| format!("INFO has no {name}").into())
+        };
+        Ok(ServerStats {
+            commands: field("total_commands_processed")? as u64,
+            reads: field("total_reads_processed")? as u64,
+            cpu: field("used_cpu_user")? + field("used_cpu_sys")?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running and reporting
+
+fn run() -> Result<()> {
+    let settings = Settings::from_env()?;
+    let kinds: Vec<Kind> = match &settings.clients {
+        None => Kind::ALL.to_vec(),
+        Some(names) => {
+            let mut kinds = Vec::new();
+            for name in names {
+                let kind = Kind::ALL
+                    .into_iter()
+                    .find(|k| k.short() == name)
+                    .ok_or_else(|| {
+                        format!("unknown client {name:?} in BENCH_CLIENTS (tower, send, fred, redis-rs)")
+                    })?;
+                kinds.push(kind);
+            }
+            kinds
+        }
+    };
+    let workloads: Vec<Workload> = WORKLOADS
+        .into_iter()
+        .filter(|w| {
+            settings
+                .filter
+                .as_ref()
+                .is_none_or(|f| w.name.contains(f.as_str()))
+        })
+        .collect();
+    if workloads.is_empty() || kinds.is_empty() {
+        return Err("BENCH_FILTER / BENCH_CLIENTS left nothing to run".into());
+    }
+
+    let server = Server::start(&settings.server_bin)?;
+    let url = server.url();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()?;
+
+    let per_measure = settings.warmup + settings.window;
+    let total = per_measure * (settings.rounds * workloads.len() * kinds.len()) as u32;
+    eprintln!(
+        "{} on 127.0.0.1:{}; {} round(s) x {} workload(s) x {} client(s), {:.1} s warm-up + {:.1} s each: about {:.0} s",
+        server.version,
+        server.port,
+        settings.rounds,
+        workloads.len(),
+        kinds.len(),
+        settings.warmup.as_secs_f64(),
+        settings.window.as_secs_f64(),
+        total.as_secs_f64(),
+    );
+
+    // results[workload][kind] = one sample per round
+    let results = runtime.block_on(async {
+        // A connection of its own for INFO, idle while a window runs.
+        let ctl = Connection::connect(&url).await?;
+        let mut clients = Vec::new();
+        for &kind in &kinds {
+            let client = Client::connect(kind, &url, settings.nodelay)
+                .await
+                .map_err(|e| format!("{} could not connect to {url}: {e}", kind.label()))?;
+            clients.push(client);
+        }
+        for w in &workloads {
+            w.prepare(&clients[0]).await?;
+        }
+        let mut results = vec![vec![Vec::new(); kinds.len()]; workloads.len()];
+        for round in 0..settings.rounds {
+            for (wi, w) in workloads.iter().enumerate() {
+                for i in 0..kinds.len() {
+                    // Rotate who goes first, so no client always runs right after another.
+                    let ki = (i + round + wi) % kinds.len();
+                    let client = &clients[ki];
+                    let label = kinds[ki].label();
+                    let fail =
+                        |e: BoxError| -> BoxError { format!("{label}, {}: {e}", w.name).into() };
+                    if !settings.warmup.is_zero() {
+                        w.measure(client, settings.warmup, &ctl)
+                            .await
+                            .map_err(fail)?;
+                    }
+                    let sample = w
+                        .measure(client, settings.window, &ctl)
+                        .await
+                        .map_err(fail)?;
+                    eprintln!(
+                        "  round {}/{}  {:<20} {:<20} {:>8.0} ops/s  client {:>5.2} µs/op  server {:>5.2} µs/op  {:>5.1} cmds/server read",
+                        round + 1,
+                        settings.rounds,
+                        w.name,
+                        label,
+                        sample.ops,
+                        sample.client_us,
+                        sample.server_us,
+                        sample.per_read,
+                    );
+                    results[wi][ki].push(sample);
+                }
+            }
+        }
+        if let Some(Client::Fred(c)) = clients.iter().find(|c| matches!(c, Client::Fred(_))) {
+            let _ = c.quit().await;
+        }
+        Ok::<_, BoxError>(results)
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    let report = Report {
+        settings: &settings,
+        kinds: &kinds,
+        workloads: &workloads,
+        results,
+        server_version: server.version.clone(),
+    };
+    drop(server);
+    println!();
+    println!("{}", report.plain());
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+struct Report<'a> {
+    settings: &'a Settings,
+    kinds: &'a [Kind],
+    workloads: &'a [Workload],
+    results: Vec<Vec<Vec<Sample>>>,
+    server_version: String,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "-".to_owned();
+    }
+    let digits = format!("{x:.0}");
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fixed(x: f64, decimals: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.decimals$}")
+    } else {
+        "-".to_owned()
+    }
+}
+
+fn ratio(ours: f64, theirs: Option<f64>) -> String {
+    match theirs {
+        Some(t) if t > 0.0 && ours.is_finite() => format!("{:.2}x", ours / t),
+        _ => "-".to_owned(),
+    }
+}
+
+/// A table of text cells: the first `left` columns align left, the others right.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+    left: usize,
+}
+
+impl Table {
+    fn plain(&self) -> String {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String]| -> String {
+            let mut s = String::new();
+            for (i, (cell, &w)) in cells.iter().zip(&widths).enumerate() {
+                let pad = " ".repeat(w - cell.chars().count());
+                if i < self.left {
+                    let _ = write!(s, "{cell}{pad}  ");
+                } else {
+                    let _ = write!(s, "{pad}{cell}  ");
+                }
+            }
+            s.trim_end().to_owned()
+        };
+        let mut out = line(&self.header);
+        out.push('\n');
+        out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+        out.push('\n');
+        for row in &self.rows {
+            out.push_str(&line(row));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = format!("| {} |\n|", self.header.join(" | "));
+        for i in 0..self.header.len() {
+            out.push_str(if i < self.left { " --- |" } else { " ---: |" });
+        }
+        out.push('\n');
+        for row in &self.rows {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        out
+    }
+}
+
+impl Report<'_> {
+    fn values(&self, wi: usize, ki: usize, f: impl Fn(&Sample) -> f64) -> Vec<f64> {
+        self.results[wi][ki].iter().map(f).collect()
+    }
+
+    fn median_ops(&self, wi: usize, kind: Kind) -> Option<f64> {
+        let ki = self.kinds.iter().position(|&k| k == kind)?;
+        Some(median(&self.values(wi, ki, |s| s.ops)))
+    }
+
+    /// Every client on its own row, with the spread of the rounds and where the CPU went.
+    fn detail(&self) -> Table {
+        let header = [
+            "workload",
+            "client",
+            "ops/s (median)",
+            "rounds: min–max",
+            "client CPU µs/op",
+            "server CPU µs/op",
+            "cmds/server read",
+        ];
+        let mut rows = Vec::new();
+        for (wi, w) in self.workloads.iter().enumerate() {
+            for (ki, &kind) in self.kinds.iter().enumerate() {
+                let ops = self.values(wi, ki, |s| s.ops);
+                let min = ops.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = ops.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                rows.push(vec![
+                    if ki == 0 { w.name } else { "" }.to_owned(),
+                    kind.label().to_owned(),
+                    thousands(median(&ops)),
+                    format!("{}–{}", thousands(min), thousands(max)),
+                    fixed(median(&self.values(wi, ki, |s| s.client_us)), 2),
+                    fixed(median(&self.values(wi, ki, |s| s.server_us)), 2),
+                    fixed(median(&self.values(wi, ki, |s| s.per_read)), 1),
+                ]);
+            }
+        }
+        Table {
+            header: header.map(str::to_owned).to_vec(),
+            rows,
+            left: 2,
+        }
+    }
+
+    /// One row per workload: median ops/s of each client and how ours compares.
+    fn summary(&self) -> Table {
+        let mut header = vec!["workload".to_owned()];
+        header.extend(self.kinds.iter().map(|k| format!("{} ops/s", k.label())));
+        header.push("ours/redis-rs".to_owned());
+        header.push("ours/fred".to_owned());
+        let mut rows = Vec::new();
+        for (wi, w) in self.workloads.iter().enumerate() {
+            let mut row = vec![w.name.to_owned()];
+            row.extend(
+                self.kinds
+                    .iter()
+                    .map(|&k| thousands(self.median_ops(wi, k).unwrap_or(f64::NAN))),
+            );
+            // "Ours" is the tower row, the way users call it; `send` when only it ran.
+            let ours = self
+                .median_ops(wi, Kind::Tower)
+                .or_else(|| self.median_ops(wi, Kind::Send))
+                .unwrap_or(f64::NAN);
+            row.push(ratio(ours, self.median_ops(wi, Kind::RedisRs)));
+            row.push(ratio(ours, self.median_ops(wi, Kind::Fred)));
+            rows.push(row);
+        }
+        Table {
+            header,
+            rows,
+            left: 1,
+        }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let s = self.settings;
+        let nodelay = if s.nodelay {
+            "on (BENCH_NODELAY=1)"
+        } else {
+            "off (its default)"
+        };
+        vec![
+            format!(
+                "{}, started by the bench with `--save \"\" --appendonly no`; {} logical CPU(s)",
+                self.server_version,
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            ),
+            format!(
+                "median of {} round(s); each round runs every client in turn: {:.1} s warm-up, then {:.1} s timed",
+                s.rounds,
+                s.warmup.as_secs_f64(),
+                s.window.as_secs_f64()
+            ),
+            format!(
+                "one connection per client, one multi-thread tokio runtime with {WORKERS} workers for all; each task on its own key"
+            ),
+            "redis-handoff: RESP3, TCP_NODELAY on; `conn.clone().oneshot(cmd)` through tower, and `conn.send(cmd)` in the (send) row".to_owned(),
+            format!("fred 10.1: one client, default config (RESP2), TCP_NODELAY {nodelay}"),
+            format!("redis-rs 0.32: `get_multiplexed_async_connection` (RESP2), TCP_NODELAY {nodelay}"),
+            "ours/x: median ops/s of redis-handoff (tower) over x's".to_owned(),
+        ]
+    }
+
+    fn plain(&self) -> String {
+        let mut out = self.detail().plain();
+        out.push('\n');
+        out.push_str(&self.summary().plain());
+        out.push('\n');
+        for note in self.notes() {
+            let _ = writeln!(out, "  {note}");
+        }
+        out.push_str(
+            "  client CPU: the bench process's CPU time per operation; server CPU: redis-server's per command;\n  \
+             cmds/server read: commands the server ran per socket read, i.e. how much the client pipelined\n",
+        );
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = String::from("Markdown:\n\n");
+        let _ = writeln!(out, "`{}`\n", self.settings.command_line());
+        out.push_str(&self.summary().markdown());
+        out.push('\n');
+        for note in self.notes() {
+            let _ = writeln!(out, "- {note}");
+        }
+        out
+    }
+}
