@@ -313,7 +313,7 @@ async fn subscriptions_follow_the_connection_and_no_message_is_lost() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while (seen.len() as u64) < total && tokio::time::Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_secs(5), pushes.recv()).await {
-            Ok(Ok(redis_handoff::frame::BytesFrame::Push { data, .. })) => {
+            Ok(Some(redis_handoff::frame::BytesFrame::Push { data, .. })) => {
                 if let Some(redis_handoff::frame::BytesFrame::BlobString { data: kind, .. }) =
                     data.first()
                 {
@@ -327,7 +327,7 @@ async fn subscriptions_follow_the_connection_and_no_message_is_lost() {
                     }
                 }
             }
-            Ok(Ok(_)) => {}
+            Ok(Some(_)) => {}
             _ => break,
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis_protocol::resp3::types::BytesFrame;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tower_service::Service;
 
 use super::io::{IoTask, Request};
@@ -119,21 +119,17 @@ impl Connector {
             })?;
         let _ = tcp.set_nodelay(true);
 
-        let shared = Arc::new(Shared::new(endpoint.clone()));
+        let shared = Arc::new(Shared::new(endpoint.clone(), opts.push_buffer));
         let (req_tx, req_rx) = mpsc::channel(opts.queue_size.max(1));
-        let (push_tx, push_rx) = broadcast::channel(opts.push_buffer.max(1));
-        let connection = Connection::from_parts(req_tx.clone(), shared.clone(), push_tx.clone());
-        let pushes = Pushes {
-            rx: push_rx,
-            endpoint: endpoint.clone(),
-        };
+        let connection = Connection::from_parts(req_tx.clone(), shared.clone());
+        // Subscribed before the first byte is read: no push is missed.
+        let pushes = shared.pushes.subscribe();
         match &self.inner.tls {
             Some(config) => {
                 let stream = tls::wrap(config.clone(), endpoint, tcp).await?;
                 let task = IoTask::new(
                     stream,
                     req_rx,
-                    push_tx,
                     shared.clone(),
                     opts.limits,
                     opts.max_in_flight,
@@ -141,14 +137,8 @@ impl Connector {
                 tokio::spawn(task.run());
             }
             None => {
-                let task = IoTask::new(
-                    tcp,
-                    req_rx,
-                    push_tx,
-                    shared.clone(),
-                    opts.limits,
-                    opts.max_in_flight,
-                );
+                let task =
+                    IoTask::new(tcp, req_rx, shared.clone(), opts.limits, opts.max_in_flight);
                 tokio::spawn(task.run());
             }
         }

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use redis_protocol::resp3::types::BytesFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::command::{Command, SubscriptionKind};
 use crate::connection::codec::{FrameScanner, Limits};
@@ -93,9 +93,12 @@ pub(crate) struct IoTask<S> {
     encoded: u64,
     written: u64,
     need_flush: bool,
+    // Replies handed out since the last write, and whether this write already waited once for
+    // the callers they woke.
+    answered: usize,
+    yielded: bool,
     rbuf: BytesMut,
     scanner: FrameScanner,
-    pushes: broadcast::Sender<BytesFrame>,
     shared: Arc<Shared>,
     channels: HashSet<Bytes>,
     patterns: HashSet<Bytes>,
@@ -109,7 +112,6 @@ where
     pub(crate) fn new(
         stream: S,
         requests: mpsc::Receiver<Request>,
-        pushes: broadcast::Sender<BytesFrame>,
         shared: Arc<Shared>,
         limits: Limits,
         max_in_flight: usize,
@@ -125,9 +127,10 @@ where
             encoded: 0,
             written: 0,
             need_flush: false,
+            answered: 0,
+            yielded: false,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             scanner: FrameScanner::new(limits),
-            pushes,
             shared,
             channels: HashSet::new(),
             patterns: HashSet::new(),
@@ -151,6 +154,7 @@ where
             }
         }
         self.shared.mark_closed(reason.clone());
+        self.shared.pushes.close();
         let written = self.written;
         for p in self.pending.drain(..) {
             let err = if p.end <= written {
@@ -214,7 +218,17 @@ where
                 }
             }
 
+            // Several callers were just answered and will send their next commands at once:
+            // let them run before writing, so one write carries all of them instead of one
+            // write each. A lone caller never waits for this.
+            if !self.wbuf.is_empty() && !self.yielded && self.answered >= 2 {
+                self.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             if !self.wbuf.is_empty() {
+                self.answered = 0;
+                self.yielded = false;
                 match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Err(io_lost("the socket accepted no more bytes")))
@@ -303,6 +317,7 @@ where
                 )));
             };
             self.shared.set_in_flight(self.pending.len());
+            self.answered += 1;
             let _ = p.reply.send(reply::from_frame(frame).map_err(Failed::from));
         }
         Ok(())
@@ -397,9 +412,7 @@ where
     }
 
     fn publish_push(&self, frame: BytesFrame) {
-        if self.pushes.send(frame).is_err() {
-            self.shared.count_unheard_push();
-        }
+        self.shared.pushes.publish(frame);
     }
 }
 

@@ -34,24 +34,26 @@ pub(crate) mod codec;
 mod connect;
 mod io;
 mod options;
+mod pushes;
 mod tls;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use pin_project::pin_project;
-use redis_protocol::resp3::types::BytesFrame;
-use tokio::sync::{broadcast, oneshot, watch};
-use tokio_util::sync::PollSender;
+use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
+use tokio::sync::{oneshot, watch};
 use tower_service::Service;
 
 pub use codec::Limits;
 pub use connect::{Connector, Established};
 pub use options::{ConnectOptions, Password, TlsOptions};
+pub(crate) use pushes::PushHub;
+pub use pushes::Pushes;
 
 use crate::command::Command;
 use crate::endpoint::Endpoint;
@@ -78,26 +80,32 @@ pub struct ServerInfo {
     pub role: String,
 }
 
+type Reserve = Pin<
+    Box<
+        dyn Future<Output = Result<OwnedPermit<Request>, mpsc::error::SendError<()>>> + Send + Sync,
+    >,
+>;
+
 /// State shared between the handles and the I/O task.
 pub(crate) struct Shared {
     pub(crate) endpoint: Endpoint,
     server: ServerInfoCell,
     closed: watch::Sender<Option<Arc<str>>>,
     in_flight: AtomicUsize,
-    unheard_pushes: AtomicU64,
+    pub(crate) pushes: PushHub,
 }
 
 #[derive(Default)]
 struct ServerInfoCell(OnceLock<ServerInfo>);
 
 impl Shared {
-    fn new(endpoint: Endpoint) -> Self {
+    fn new(endpoint: Endpoint, push_buffer: usize) -> Self {
         Shared {
+            pushes: PushHub::new(endpoint.clone(), push_buffer),
             endpoint,
             server: ServerInfoCell::default(),
             closed: watch::Sender::new(None),
             in_flight: AtomicUsize::new(0),
-            unheard_pushes: AtomicU64::new(0),
         }
     }
 
@@ -116,10 +124,6 @@ impl Shared {
         self.in_flight.store(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_unheard_push(&self) {
-        self.unheard_pushes.fetch_add(1, Ordering::Relaxed);
-    }
-
     fn closed_reason(&self) -> Option<Arc<str>> {
         self.closed.borrow().clone()
     }
@@ -127,10 +131,12 @@ impl Shared {
 
 /// A multiplexed RESP3 connection; see the [module docs](self).
 pub struct Connection {
-    sender: PollSender<Request>,
+    sender: mpsc::Sender<Request>,
+    // A queue slot reserved by `poll_ready` for the next `call`; released if dropped unused.
+    permit: Option<OwnedPermit<Request>>,
+    // Waiting for a slot when the queue was full (the only allocation on this path).
+    reserving: Option<Reserve>,
     shared: Arc<Shared>,
-    // Weak, so that the push stream ends when the I/O task (the only strong sender) ends.
-    pushes: broadcast::WeakSender<BytesFrame>,
 }
 
 impl Clone for Connection {
@@ -138,8 +144,9 @@ impl Clone for Connection {
         // A clone starts without a reserved slot, as tower expects.
         Connection {
             sender: self.sender.clone(),
+            permit: None,
+            reserving: None,
             shared: self.shared.clone(),
-            pushes: self.pushes.clone(),
         }
     }
 }
@@ -212,28 +219,17 @@ impl Connection {
     /// confirmations, client-tracking invalidations, maintenance notifications.
     ///
     /// Each subscriber gets every push. A subscriber that falls more than
-    /// [`ConnectOptions::push_buffer`] pushes behind misses the oldest ones and is told how many.
+    /// [`ConnectOptions::push_buffer`] pushes behind misses the newest ones
+    /// ([`Pushes::missed`] counts them).
     /// Pushes that arrive while nobody subscribes are counted
     /// ([`Connection::unheard_pushes`]) and dropped.
     pub fn pushes(&self) -> Pushes {
-        let rx = match self.pushes.upgrade() {
-            Some(tx) => tx.subscribe(),
-            None => {
-                // Already closed: a stream that ends at once.
-                let (tx, rx) = broadcast::channel(1);
-                drop(tx);
-                rx
-            }
-        };
-        Pushes {
-            rx,
-            endpoint: self.shared.endpoint.clone(),
-        }
+        self.shared.pushes.subscribe()
     }
 
     /// How many push frames arrived while nobody was subscribed.
     pub fn unheard_pushes(&self) -> u64 {
-        self.shared.unheard_pushes.load(Ordering::Relaxed)
+        self.shared.pushes.unheard()
     }
 
     /// Sends a command and waits for its answer, without going through `poll_ready`.
@@ -246,13 +242,11 @@ impl Connection {
     /// Sends a command; if the connection ends under it, the command comes back with the error.
     pub(crate) async fn send_recoverable(&self, command: Command) -> Answer {
         let (tx, rx) = oneshot::channel();
-        let Some(sender) = self.sender.get_ref() else {
-            return Err(Failed {
-                error: self.not_sent(),
-                command: Some(command),
-            });
-        };
-        if let Err(e) = sender.send(Request::Command { command, reply: tx }).await {
+        if let Err(e) = self
+            .sender
+            .send(Request::Command { command, reply: tx })
+            .await
+        {
             let command = match e.0 {
                 Request::Command { command, .. } => Some(command),
                 Request::Drain => None,
@@ -269,20 +263,33 @@ impl Connection {
     /// under it. `poll_ready` must have returned ready first, as for `call`.
     pub(crate) fn call_recoverable(&mut self, command: Command) -> AnswerFuture {
         let (tx, rx) = oneshot::channel();
-        match self
-            .sender
-            .send_item(Request::Command { command, reply: tx })
-        {
+        let request = Request::Command { command, reply: tx };
+        let sent = match self.permit.take() {
+            Some(permit) => {
+                permit.send(request);
+                Ok(())
+            }
+            // `call` without `poll_ready`: take a free slot if there is one.
+            None => self.sender.try_send(request).map_err(|e| match e {
+                TrySendError::Full(r) => (
+                    r,
+                    Some("the command queue is full and `call` came without `poll_ready`"),
+                ),
+                TrySendError::Closed(r) => (r, None),
+            }),
+        };
+        match sent {
             Ok(()) => AnswerFuture::waiting(rx, self.shared.clone()),
-            Err(e) => {
-                let command = e.into_inner().and_then(|r| match r {
+            Err((request, why)) => {
+                let command = match request {
                     Request::Command { command, .. } => Some(command),
                     Request::Drain => None,
-                });
-                AnswerFuture::failed(Failed {
-                    error: self.not_sent(),
-                    command,
-                })
+                };
+                let error = match why {
+                    Some(why) => Error::NotSent { reason: why.into() },
+                    None => self.not_sent(),
+                };
+                AnswerFuture::failed(Failed { error, command })
             }
         }
     }
@@ -291,9 +298,7 @@ impl Connection {
     /// answer: how a handoff retires the old connection. Commands sent afterwards through any
     /// handle fail with [`Error::NotSent`]. Resolves when the connection has closed.
     pub async fn drain(&self) -> Arc<str> {
-        if let Some(sender) = self.sender.get_ref() {
-            let _ = sender.send(Request::Drain).await;
-        }
+        let _ = self.sender.send(Request::Drain).await;
         self.closed().await
     }
 
@@ -306,15 +311,12 @@ impl Connection {
         }
     }
 
-    fn from_parts(
-        sender: tokio::sync::mpsc::Sender<Request>,
-        shared: Arc<Shared>,
-        pushes: broadcast::Sender<BytesFrame>,
-    ) -> Self {
+    fn from_parts(sender: tokio::sync::mpsc::Sender<Request>, shared: Arc<Shared>) -> Self {
         Connection {
-            sender: PollSender::new(sender),
+            sender,
+            permit: None,
+            reserving: None,
             shared,
-            pushes: pushes.downgrade(),
         }
     }
 }
@@ -325,9 +327,34 @@ impl Service<Command> for Connection {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        match self.sender.poll_reserve(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(self.not_sent())),
+        if self.permit.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        if self.reserving.is_none() {
+            match self.sender.clone().try_reserve_owned() {
+                Ok(permit) => {
+                    self.permit = Some(permit);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(TrySendError::Full(sender)) => {
+                    self.reserving = Some(Box::pin(sender.reserve_owned()));
+                }
+                Err(TrySendError::Closed(_)) => return Poll::Ready(Err(self.not_sent())),
+            }
+        }
+        let Some(reserving) = self.reserving.as_mut() else {
+            return Poll::Ready(Err(self.not_sent()));
+        };
+        match reserving.as_mut().poll(cx) {
+            Poll::Ready(Ok(permit)) => {
+                self.reserving = None;
+                self.permit = Some(permit);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(_)) => {
+                self.reserving = None;
+                Poll::Ready(Err(self.not_sent()))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -427,47 +454,5 @@ impl Future for AnswerFuture {
                 })))
             }
         }
-    }
-}
-
-/// A subscription to a connection's push frames; see [`Connection::pushes`].
-#[derive(Debug)]
-pub struct Pushes {
-    rx: broadcast::Receiver<BytesFrame>,
-    endpoint: Endpoint,
-}
-
-impl Pushes {
-    /// The next push frame, or `None` once the connection has closed and every push was seen.
-    ///
-    /// A subscriber that fell behind skips what it missed, with a warning in the log.
-    pub async fn recv(&mut self) -> Option<BytesFrame> {
-        loop {
-            match self.rx.recv().await {
-                Ok(frame) => return Some(frame),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(endpoint = %self.endpoint, missed = n, "a push subscriber fell behind and missed push frames");
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
-
-    /// The next push frame if one is waiting, without blocking.
-    pub fn try_recv(&mut self) -> Option<BytesFrame> {
-        loop {
-            match self.rx.try_recv() {
-                Ok(frame) => return Some(frame),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    tracing::warn!(endpoint = %self.endpoint, missed = n, "a push subscriber fell behind and missed push frames");
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// The endpoint of the connection these pushes come from.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
     }
 }

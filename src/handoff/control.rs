@@ -307,12 +307,13 @@ async fn connect_for_handoff<M: MakeConnection>(
 }
 
 /// Makes the new connection ready to take over: push forwarding, then the subscriptions.
-async fn prepare(inner: &Inner, conn: &Connection) -> Result<(), Error> {
+async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<(), Error> {
     let mut pushes = conn.pushes();
-    let forward = inner.pushes.clone();
+    let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
         while let Some(frame) = pushes.recv().await {
-            let _ = forward.send(frame);
+            let Some(inner) = weak.upgrade() else { return };
+            inner.pushes.publish(frame);
         }
     });
     let restore = match inner.subscriptions.lock() {

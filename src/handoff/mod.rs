@@ -63,8 +63,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis_protocol::resp3::types::BytesFrame;
-use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tower_service::Service;
 
 pub use config::{HandoffConfig, RetryPolicy};
@@ -76,7 +75,7 @@ pub use layer::HandoffRetryLayer;
 pub use limiter::HandoffLimiter;
 
 use crate::command::{Command, SubscriptionKind};
-use crate::connection::{Connection, Connector};
+use crate::connection::{Connection, Connector, PushHub, Pushes};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 
@@ -214,7 +213,7 @@ pub(crate) struct Inner {
     down: AtomicBool,
     last_error: Mutex<Option<Error>>,
     subscriptions: Mutex<Subscriptions>,
-    pushes: broadcast::Sender<BytesFrame>,
+    pushes: PushHub,
     maintenance: Maintenance,
     triggers: mpsc::UnboundedSender<Trigger>,
     retried: AtomicU64,
@@ -375,7 +374,6 @@ impl HandoffRetry {
         let (changed, _) = watch::channel(0);
         let (triggers_tx, triggers_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        let (pushes, _) = broadcast::channel(4096);
         let kick = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             configured: connector.configured_endpoint(),
@@ -387,7 +385,7 @@ impl HandoffRetry {
             down: AtomicBool::new(false),
             last_error: Mutex::new(None),
             subscriptions: Mutex::new(Subscriptions::default()),
-            pushes,
+            pushes: PushHub::new(connector.configured_endpoint(), 4096),
             maintenance: maintenance.clone(),
             triggers: triggers_tx,
             retried: AtomicU64::new(0),
@@ -454,7 +452,7 @@ impl HandoffRetry {
     /// Push frames from whichever connection is current: Pub/Sub messages keep arriving here
     /// across handoffs and reconnects (a message published while both connections are
     /// subscribed, during a handoff, can arrive twice; none is lost).
-    pub fn pushes(&self) -> broadcast::Receiver<BytesFrame> {
+    pub fn pushes(&self) -> Pushes {
         self.inner.pushes.subscribe()
     }
 

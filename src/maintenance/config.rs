@@ -172,8 +172,9 @@ impl MaintenanceConfig {
     pub const DEFAULT_MAX_HANDOFF_RETRIES: u32 = 3;
     /// The default backstop for a maintenance start whose end never comes, 60 s.
     pub const DEFAULT_RELAXATION_BACKSTOP: Duration = Duration::from_secs(60);
-    /// The default number of events a slow subscriber may fall behind, 1024.
-    pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+    /// The default number of events a slow subscriber may fall behind, 256 (events are rare;
+    /// the buffer is allocated whole, per handle).
+    pub const DEFAULT_EVENT_BUFFER: usize = 256;
 
     /// A builder starting from the defaults.
     pub fn builder() -> MaintenanceConfigBuilder {
@@ -341,7 +342,7 @@ impl MaintenanceConfigBuilder {
         self
     }
 
-    /// How many events a slow subscriber may fall behind. Default 1024.
+    /// How many events a slow subscriber may fall behind. Default 256.
     #[must_use]
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.config.event_buffer = events;
