@@ -1,0 +1,207 @@
+//! The examples' own code (each example file is compiled in here as a module), driven through the
+//! maintenance simulator in front of a real redis-server.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/axum_app.rs"]
+mod axum_app;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::RedisServer;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use redis_handoff::maintenance::MaintenanceEvents;
+use redis_handoff::sim::{Backend, Simulator};
+use redis_handoff::{ConnectOptions, EventKind, Stack};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A bound that only a hang reaches.
+const WIDE: Duration = Duration::from_secs(30);
+/// Concurrent clients of the HTTP and gRPC apps.
+const CLIENTS: usize = 20;
+
+async fn simulator(server: &RedisServer, nodes: usize) -> Simulator {
+    Simulator::builder()
+        .backend(Backend::redis(server.addr()))
+        .nodes(nodes)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn options(sim: &Simulator) -> ConnectOptions {
+    ConnectOptions::from_url(&sim.node(0).url()).unwrap()
+}
+
+async fn next(events: &mut MaintenanceEvents, pred: impl Fn(&EventKind) -> bool) -> EventKind {
+    tokio::time::timeout(WIDE, async {
+        loop {
+            match events.recv().await {
+                Some(e) if pred(&e.kind) => return e.kind,
+                Some(_) => {}
+                None => panic!("the event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("the event came")
+}
+
+/// Moves the stack's endpoint from node 0 to node 1 while the clients run, and waits until the
+/// old node has closed its connections: `MOVING` with a 2 s grace period, the stack's switch
+/// and drain, then the end of the grace period.
+async fn move_endpoint(sim: &Simulator, events: &mut MaintenanceEvents) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let moving = sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        moving.recipients(),
+        1,
+        "the stack's connection heard MOVING"
+    );
+    next(events, |k| matches!(k, EventKind::HandoffSwitched { .. })).await;
+    next(events, |k| matches!(k, EventKind::HandoffDrained { .. })).await;
+    moving.done().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// What one client did: its successful increments, and every call that did not succeed.
+#[derive(Debug, Default)]
+struct Tally {
+    hits: i64,
+    counts: u64,
+    failures: Vec<String>,
+}
+
+struct Clients {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<Tally>>,
+}
+
+impl Clients {
+    async fn finish(self) -> Vec<Tally> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut out = Vec::new();
+        for t in self.tasks {
+            out.push(
+                tokio::time::timeout(WIDE, t)
+                    .await
+                    .expect("a client hung")
+                    .unwrap(),
+            );
+        }
+        out
+    }
+}
+
+fn assert_all_succeeded(tallies: &[Tally]) {
+    for (c, t) in tallies.iter().enumerate() {
+        assert!(t.failures.is_empty(), "client {c}: {:?}", t.failures);
+        assert!(t.hits > 0 && t.counts > 0, "client {c} made no progress");
+    }
+}
+
+// ===== axum_app =====
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// One request; its status and body.
+async fn request(client: &HttpClient, method: &str, url: &str) -> Result<(u16, Bytes), String> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let call = async {
+        let res = client.request(req).await.map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.map_err(|e| e.to_string())?;
+        Ok((status, body.to_bytes()))
+    };
+    tokio::time::timeout(WIDE, call)
+        .await
+        .map_err(|_| format!("{method} {url}: no answer"))?
+}
+
+fn visits(body: &Bytes) -> i64 {
+    let json: serde_json::Value = serde_json::from_slice(body).expect("a JSON body");
+    json["visits"].as_i64().expect("a visits count")
+}
+
+fn start_http_clients(addr: SocketAddr) -> Clients {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = (0..CLIENTS)
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+                let url = format!("http://{addr}/visits/axum-{c}");
+                let mut t = Tally::default();
+                tokio::time::sleep(Duration::from_millis(5 * c as u64)).await;
+                while !stop.load(Ordering::Relaxed) {
+                    match request(&client, "POST", &url).await {
+                        Ok((200, _)) => t.hits += 1,
+                        Ok((status, body)) => t
+                            .failures
+                            .push(format!("POST {status}: {}", String::from_utf8_lossy(&body))),
+                        Err(e) => t.failures.push(e),
+                    }
+                    match request(&client, "GET", &url).await {
+                        Ok((200, _)) => t.counts += 1,
+                        Ok((status, body)) => t
+                            .failures
+                            .push(format!("GET {status}: {}", String::from_utf8_lossy(&body))),
+                        Err(e) => t.failures.push(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                t
+            })
+        })
+        .collect();
+    Clients { stop, tasks }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_app_answers_every_request_with_200_while_the_endpoint_moves() {
+    let server = RedisServer::start();
+    let sim = simulator(&server, 2).await;
+    let stack = Stack::builder(options(&sim)).connect().await.unwrap();
+    let mut events = stack.maintenance().subscribe();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum_app::app(stack.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let clients = start_http_clients(addr);
+    move_endpoint(&sim, &mut events).await;
+    let tallies = clients.finish().await;
+
+    assert_all_succeeded(&tallies);
+    // Every acknowledged visit was counted once, as the app itself reports.
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    for (c, t) in tallies.iter().enumerate() {
+        let url = format!("http://{addr}/visits/axum-{c}");
+        let (status, body) = request(&client, "GET", &url).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(visits(&body), t.hits, "client {c}");
+    }
+    let (status, body) = request(&client, "GET", &format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+    assert_eq!(
+        stack.handoff().current_endpoint(),
+        Some(sim.node(1).endpoint())
+    );
+    assert_eq!(stack.handoff().stats().handoffs, 1);
+}
