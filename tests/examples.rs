@@ -6,6 +6,9 @@ mod common;
 #[allow(dead_code)]
 #[path = "../examples/axum_app.rs"]
 mod axum_app;
+#[allow(dead_code)]
+#[path = "../examples/tonic_service.rs"]
+mod tonic_service;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -204,4 +207,83 @@ async fn axum_app_answers_every_request_with_200_while_the_endpoint_moves() {
         Some(sim.node(1).endpoint())
     );
     assert_eq!(stack.handoff().stats().handoffs, 1);
+}
+
+// ===== tonic_service =====
+
+fn start_grpc_clients(addr: SocketAddr) -> Clients {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = (0..CLIENTS)
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                let mut client =
+                    match tonic_service::VisitsClient::connect(format!("http://{addr}")).await {
+                        Ok(client) => client,
+                        Err(e) => {
+                            t.failures.push(format!("connect: {e}"));
+                            return t;
+                        }
+                    };
+                let page = format!("tonic-{c}");
+                tokio::time::sleep(Duration::from_millis(5 * c as u64)).await;
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(WIDE, client.hit(&page)).await {
+                        Ok(Ok(_)) => t.hits += 1,
+                        Ok(Err(status)) => t.failures.push(format!("Hit: {status}")),
+                        Err(_) => t.failures.push("Hit: no answer".into()),
+                    }
+                    match tokio::time::timeout(WIDE, client.count(&page)).await {
+                        Ok(Ok(_)) => t.counts += 1,
+                        Ok(Err(status)) => t.failures.push(format!("Count: {status}")),
+                        Err(_) => t.failures.push("Count: no answer".into()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                t
+            })
+        })
+        .collect();
+    Clients { stop, tasks }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_service_answers_every_call_with_ok_while_the_endpoint_moves() {
+    let server = RedisServer::start();
+    let sim = simulator(&server, 2).await;
+    let stack = Stack::builder(options(&sim)).connect().await.unwrap();
+    let mut events = stack.maintenance().subscribe();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = tonic_service::service(stack.clone());
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(tonic_service::serve(listener, service, async {
+        let _ = stopped.await;
+    }));
+
+    let clients = start_grpc_clients(addr);
+    move_endpoint(&sim, &mut events).await;
+    let tallies = clients.finish().await;
+
+    assert_all_succeeded(&tallies);
+    let mut client = tonic_service::VisitsClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    for (c, t) in tallies.iter().enumerate() {
+        let counted = client.count(&format!("tonic-{c}")).await.unwrap();
+        assert_eq!(counted, t.hits, "client {c}");
+    }
+    assert_eq!(
+        stack.handoff().current_endpoint(),
+        Some(sim.node(1).endpoint())
+    );
+    assert_eq!(stack.handoff().stats().handoffs, 1);
+    let _ = shutdown.send(());
+    tokio::time::timeout(WIDE, grpc)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
 }
