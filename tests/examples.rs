@@ -7,6 +7,9 @@ mod common;
 #[path = "../examples/axum_app.rs"]
 mod axum_app;
 #[allow(dead_code)]
+#[path = "../examples/custom_hook.rs"]
+mod custom_hook;
+#[allow(dead_code)]
 #[path = "../examples/tonic_service.rs"]
 mod tonic_service;
 
@@ -21,11 +24,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use redis_handoff::maintenance::MaintenanceEvents;
+use redis_handoff::maintenance::{MaintenanceEvents, NotificationKind};
 use redis_handoff::sim::{Backend, Simulator};
-use redis_handoff::{ConnectOptions, EventKind, Stack};
+use redis_handoff::{cmd, ConnectOptions, EventKind, Notification, Stack};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 
 /// A bound that only a hang reaches.
 const WIDE: Duration = Duration::from_secs(30);
@@ -286,4 +290,88 @@ async fn tonic_service_answers_every_call_with_ok_while_the_endpoint_moves() {
         .expect("the server stops")
         .unwrap()
         .unwrap();
+}
+
+// ===== custom_hook =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_hook_layer_sees_every_command_and_the_hook_skips_failing_over() {
+    let server = RedisServer::start();
+    let sim = simulator(&server, 1).await;
+    let app = custom_hook::build(options(&sim)).unwrap();
+    let mut events = app.maintenance.subscribe();
+    app.redis.clone().oneshot(cmd!("PING")).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..10)
+        .map(|w| {
+            let redis = app.redis.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let key = format!("custom_hook:{w}");
+                let (mut sent, mut failures) = (0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    for command in [cmd!("SET", &key, sent), cmd!("GET", &key)] {
+                        sent += 1;
+                        if let Err(e) = redis.clone().oneshot(command).await {
+                            failures.push(e.to_string());
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (sent, failures)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sim.migrate(0, Duration::from_millis(500)).await.unwrap();
+    sim.failover(0, Duration::from_millis(300)).await.unwrap();
+    // FAILED_OVER is not skipped, and comes after FAILING_OVER on the same connection.
+    let mut seen = Vec::new();
+    tokio::time::timeout(WIDE, async {
+        while let Some(e) = events.recv().await {
+            let last = matches!(
+                e.kind,
+                EventKind::Notification(Notification::FailedOver { .. })
+            );
+            seen.push(e.kind);
+            if last {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("FAILED_OVER came");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = 1; // the PING
+    for w in workers {
+        let (n, failures) = tokio::time::timeout(WIDE, w).await.unwrap().unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+        sent += n;
+    }
+
+    // The user's layer saw every command; the migration's added latency made some slow.
+    assert_eq!(app.slow_log.commands(), sent);
+    assert!(app.slow_log.slow() >= 1, "no command was slow");
+    // The hook logged the MIGRATING and skipped the FAILING_OVER.
+    let counts = app.maintenance.counts();
+    assert_eq!(app.hook.migrations(), 1);
+    assert_eq!(counts.notifications(NotificationKind::Migrating), 1);
+    assert_eq!(counts.notifications(NotificationKind::FailingOver), 1);
+    assert_eq!(counts.skipped(), 1);
+    // A skipped notification publishes no event; the others do.
+    let published = |pred: fn(&Notification) -> bool| {
+        seen.iter()
+            .any(|k| matches!(k, EventKind::Notification(n) if pred(n)))
+    };
+    assert!(
+        published(|n| matches!(n, Notification::Migrating { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        !published(|n| matches!(n, Notification::FailingOver { .. })),
+        "{seen:?}"
+    );
 }
