@@ -7,6 +7,9 @@ mod common;
 #[path = "../examples/axum_app.rs"]
 mod axum_app;
 #[allow(dead_code)]
+#[path = "../examples/azure_events.rs"]
+mod azure_events;
+#[allow(dead_code)]
 #[path = "../examples/custom_hook.rs"]
 mod custom_hook;
 #[allow(dead_code)]
@@ -24,8 +27,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use redis_handoff::maintenance::{MaintenanceEvents, NotificationKind};
-use redis_handoff::sim::{Backend, Simulator};
+use redis_handoff::maintenance::{AzureEventKind, MaintenanceEvents, NotificationKind};
+use redis_handoff::sim::{self, Backend, Scope, Simulator};
 use redis_handoff::{cmd, ConnectOptions, EventKind, Notification, Stack};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -373,5 +376,79 @@ async fn custom_hook_layer_sees_every_command_and_the_hook_skips_failing_over() 
     assert!(
         !published(|n| matches!(n, Notification::FailingOver { .. })),
         "{seen:?}"
+    );
+}
+
+// ===== azure_events =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_events_app_observes_each_event_in_order_and_reacts() {
+    let server = RedisServer::start();
+    let sim = simulator(&server, 1).await;
+    let stack = Stack::builder(options(&sim))
+        .maintenance(azure_events::config().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut events = stack.maintenance().subscribe();
+    let worker = azure_events::Worker::default();
+    let mut reactions = azure_events::watch(&stack, worker.clone());
+    tokio::spawn(worker.clone().run(stack.clone(), Duration::from_millis(20)));
+
+    let mut observed = Vec::new();
+    for kind in [
+        sim::AzureEventKind::Scheduled,
+        sim::AzureEventKind::Starting,
+        sim::AzureEventKind::Start,
+        sim::AzureEventKind::FailoverComplete,
+        sim::AzureEventKind::Ended,
+    ] {
+        let refresh = kind == sim::AzureEventKind::FailoverComplete;
+        let sent = sim.azure(Scope::All, &sim::AzureEvent::new(kind)).unwrap();
+        assert!(sent >= 1, "the stack's connection is subscribed");
+        let reaction = tokio::time::timeout(WIDE, reactions.recv())
+            .await
+            .expect("the app reacted")
+            .expect("the watcher runs");
+        observed.push(reaction);
+        if refresh {
+            next(&mut events, |k| {
+                matches!(k, EventKind::HandoffSwitched { .. })
+            })
+            .await;
+        }
+    }
+
+    use azure_events::Action;
+    let expected = [
+        (AzureEventKind::NodeMaintenanceScheduled, Action::Logged),
+        (
+            AzureEventKind::NodeMaintenanceStarting,
+            Action::Relaxed(true),
+        ),
+        (AzureEventKind::NodeMaintenanceStart, Action::Paused),
+        (
+            AzureEventKind::NodeMaintenanceFailoverComplete,
+            Action::Resumed,
+        ),
+        (AzureEventKind::NodeMaintenanceEnded, Action::Normal),
+    ];
+    let observed: Vec<_> = observed.into_iter().map(|r| (r.kind, r.action)).collect();
+    assert_eq!(observed, expected);
+    assert!(!worker.is_paused());
+    assert_eq!(stack.handoff().stats().handoffs, 1);
+    // The app wrote through the refresh, and the stack still serves it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (written, _) = worker.tally();
+    assert!(written > 0);
+    let beats = stack
+        .clone()
+        .oneshot(cmd!("GET", "azure_events:heartbeats"))
+        .await
+        .unwrap();
+    assert!(beats.as_i64().unwrap_or(0) >= written as i64);
+    assert!(
+        reactions.try_recv().is_err(),
+        "no event was reacted to twice"
     );
 }
