@@ -15,8 +15,10 @@
 //! Connector           ours: RESP3 connections
 //! ```
 //!
-//! Placed under RelaxedTimeout, SlowLog times each command as Redis served it (handoff waits
-//! included) and sees it even when the timeout gives up on it first.
+//! Placed under RelaxedTimeout, SlowLog counts every command, including those the timeout later
+//! gives up on, and times each one as the layers below served it (waits for a connection
+//! during a handoff included). A command the timeout abandons is dropped before SlowLog can time
+//! it: to log timeouts as well, put the layer above RelaxedTimeout.
 //!
 //! The hook, [`MaintenanceLog`], logs every `MIGRATING` the server sends and skips
 //! `FAILING_OVER`, so that failovers keep the normal timeout: this app would rather fail fast
