@@ -66,7 +66,6 @@ async fn open(kind: usize, url: &str) -> Box<dyn std::any::Any> {
         }
         1 => {
             let s = Stack::connect(url).await.expect("connect");
-            s.handoff().clone();
             let mut svc = s.clone();
             tower::ServiceExt::ready(&mut svc).await.expect("ready");
             tower::Service::call(&mut svc, cmd!("PING"))
