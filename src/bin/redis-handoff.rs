@@ -492,3 +492,28 @@ mod progress {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_their_units() {
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 fortnights").is_err());
+    }
+
+    #[test]
+    fn the_backend_is_memory_or_a_redis_address() {
+        assert_eq!(backend("memory"), Ok(Backend::Memory));
+        assert_eq!(
+            backend("redis://127.0.0.1:6380"),
+            Ok(Backend::redis("127.0.0.1:6380"))
+        );
+        assert_eq!(backend("db:6379"), Ok(Backend::redis("db:6379")));
+    }
+}

@@ -519,3 +519,42 @@ fn validate(config: &DrillConfig) -> Result<(), DrillError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_lists_parse_by_name() {
+        assert_eq!(Scenario::parse_list("all").unwrap(), Scenario::ALL.to_vec());
+        assert!(Scenario::parse_list("none").unwrap().is_empty());
+        assert_eq!(
+            Scenario::parse_list("moving-null, Migrate").unwrap(),
+            vec![Scenario::MovingNull, Scenario::Migrate]
+        );
+        assert_eq!(
+            "moving_null".parse::<Scenario>().unwrap(),
+            Scenario::MovingNull
+        );
+        let err = Scenario::parse_list("moving,reboot").unwrap_err();
+        assert!(err.to_string().contains("reboot"), "{err}");
+        assert_eq!("none".parse::<StackKind>().unwrap(), StackKind::None);
+        assert!("half".parse::<StackKind>().is_err());
+    }
+
+    #[test]
+    fn a_scenario_against_an_endpoint_of_your_own_is_refused() {
+        let config = DrillConfig {
+            target: Target::Endpoint("127.0.0.1:6379".into()),
+            scenarios: vec![Scenario::Moving],
+            ..DrillConfig::default()
+        };
+        assert!(matches!(validate(&config), Err(DrillError::Config { .. })));
+        let config = DrillConfig {
+            concurrency: 0,
+            ..DrillConfig::default()
+        };
+        assert!(validate(&config).is_err());
+        assert!(validate(&DrillConfig::default()).is_ok());
+    }
+}

@@ -326,3 +326,18 @@ pub fn stacked_svg(reports: &[&DrillReport]) -> String {
     s.push_str("</svg>\n");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_steps_are_round() {
+        assert_eq!(escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+        assert_eq!(nice_step(20.0, 10.0), 2.0);
+        assert_eq!(nice_step(3.0, 10.0), 0.5);
+        assert_eq!(trim_float(2.5), "2.5");
+        assert_eq!(trim_float(3.0), "3");
+        assert_eq!(decade_label(3), "1 ms");
+    }
+}

@@ -570,3 +570,140 @@ pub fn side_by_side(left: &DrillReport, right: &DrillReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maintenance::AzureEvent;
+    use std::time::SystemTime;
+
+    fn at(ms: u64, kind: EventKind) -> Observed {
+        Observed {
+            at: Duration::from_millis(ms),
+            kind,
+        }
+    }
+
+    fn azure(kind: AzureEventKind) -> EventKind {
+        EventKind::Azure(AzureEvent {
+            kind,
+            start_time: None,
+            received_at: SystemTime::now(),
+            is_replica: false,
+            ip_address: None,
+            ssl_port: None,
+            non_ssl_port: None,
+        })
+    }
+
+    #[test]
+    fn windows_pair_starts_and_ends_by_sequence_number() {
+        let ms = Duration::from_millis;
+        let observed = [
+            at(
+                100,
+                EventKind::Notification(Notification::Migrating {
+                    seq: 1,
+                    time: ms(2000),
+                    shards: vec![],
+                }),
+            ),
+            at(
+                200,
+                EventKind::Notification(Notification::FailingOver {
+                    seq: 2,
+                    time: ms(1000),
+                    shards: vec![],
+                }),
+            ),
+            at(
+                900,
+                EventKind::Notification(Notification::Migrated {
+                    seq: 1,
+                    shards: vec![],
+                }),
+            ),
+            at(
+                1000,
+                EventKind::Notification(Notification::Moving {
+                    seq: 3,
+                    time: ms(2000),
+                    endpoint: None,
+                }),
+            ),
+            at(1500, azure(AzureEventKind::NodeMaintenanceStarting)),
+            at(1600, azure(AzureEventKind::NodeMaintenanceStart)),
+            at(1800, azure(AzureEventKind::NodeMaintenanceEnded)),
+        ];
+        let windows = windows_from_events(&observed, ms(2500));
+        let got: Vec<(&str, u64, u64)> = windows
+            .iter()
+            .map(|w| {
+                (
+                    w.label.as_str(),
+                    w.start.as_millis() as u64,
+                    w.end.as_millis() as u64,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("MIGRATING", 100, 900),
+                // FAILED_OVER never came: open until the end of the drill.
+                ("FAILING_OVER", 200, 2500),
+                // The grace period, cut at the end of the drill.
+                ("MOVING", 1000, 2500),
+                ("azure", 1500, 1800),
+            ]
+        );
+    }
+
+    #[test]
+    fn commands_are_counted_inside_a_window_by_their_start() {
+        let config = DrillConfig::default();
+        let sample = |start_ms: u32, latency_ms: u32, failure| Sample {
+            start_us: start_ms * 1000,
+            latency_us: latency_ms * 1000,
+            failure,
+        };
+        let samples = vec![
+            sample(50, 1, None),
+            sample(150, 900, None), // starts inside, ends after the window
+            sample(180, 2, Some(1)),
+            sample(450, 3, Some(2)),
+        ];
+        let report = build(Inputs {
+            config: &config,
+            samples,
+            windows: vec![Window {
+                label: "moving".into(),
+                start: Duration::from_millis(100),
+                end: Duration::from_millis(300),
+            }],
+            observed: &[],
+            stats: ClientStats::default(),
+            elapsed: Duration::from_millis(500),
+        });
+        assert_eq!((report.commands, report.ok, report.failed), (4, 2, 2));
+        assert_eq!(report.window_latency.commands, 2);
+        assert_eq!(report.window_latency.failed, 1);
+        assert!(report.window_latency.max_us >= 899_000, "{report}");
+        assert_eq!(report.failures.get("connection_lost"), Some(&1));
+        assert_eq!(report.failures.get("not_sent"), Some(&1));
+        assert_eq!(report.timeline.len(), 6);
+        let b = report.timeline[1];
+        assert_eq!((b.commands, b.failed), (2, 1));
+        assert_eq!(b.max_us, 900_000);
+        assert_eq!(report.timeline[2].commands, 0);
+        let text = report.to_string();
+        assert!(text.contains("failed               2"), "{text}");
+    }
+
+    #[test]
+    fn latencies_read_in_the_right_unit() {
+        assert_eq!(human_us(210), "0.21 ms");
+        assert_eq!(human_us(12_345), "12.3 ms");
+        assert_eq!(human_us(1_250_000), "1.25 s");
+    }
+}

@@ -158,3 +158,32 @@ async fn play_one(
     }
     Ok(node)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_fits_in_the_default_twenty_seconds() {
+        let s = Schedule::new(&Scenario::ALL, Duration::from_secs(20));
+        assert!(s.needs() <= Duration::from_secs(20), "{:?}", s.needs());
+        // In order, each after the one before, the movings in whole seconds.
+        for pair in s.items.windows(2) {
+            assert!(pair[0].at + pair[0].length <= pair[1].at, "{pair:?}");
+        }
+        for p in &s.items {
+            if matches!(p.scenario, Scenario::Moving | Scenario::MovingNull) {
+                assert_eq!(p.length.subsec_nanos(), 0, "{p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_drill_runs_on_until_its_scenarios_are_over() {
+        let s = Schedule::new(&[Scenario::Moving], Duration::from_secs(3));
+        assert!(s.needs() <= Duration::from_secs(3), "{:?}", s.needs());
+        let s = Schedule::new(&Scenario::ALL, Duration::from_secs(3));
+        assert!(s.needs() > Duration::from_secs(3), "{:?}", s.needs());
+        assert!(Schedule::new(&[], Duration::from_secs(3)).needs() < Duration::from_secs(3));
+    }
+}
