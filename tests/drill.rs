@@ -235,7 +235,7 @@ fn scenarios_need_the_embedded_simulator() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drill_against_an_endpoint_of_your_own_records_no_window_without_notifications() {
+async fn a_drill_against_an_endpoint_of_your_own_records_no_window_and_leaves_no_keys() {
     let server = RedisServer::start();
     let report = Drill::new(DrillConfig {
         target: Target::Endpoint(server.url()),
@@ -252,6 +252,12 @@ async fn a_drill_against_an_endpoint_of_your_own_records_no_window_without_notif
     assert!(report.windows.is_empty());
     assert_eq!(report.window_latency.commands, 0);
     assert!(report.notifications.is_empty());
+    // The keys the load wrote are gone.
+    let conn = redis_handoff::Connection::connect(&server.url())
+        .await
+        .unwrap();
+    let size = conn.send(redis_handoff::cmd!("DBSIZE")).await.unwrap();
+    assert_eq!(size.as_i64(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -225,10 +225,12 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.command {
+        // The report goes to stdout (its last line may be JSON): logs go to stderr.
+        Command::Drill(_) => logs.with_writer(std::io::stderr).init(),
+        Command::Sim(_) => logs.init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -358,32 +360,48 @@ async fn run_drill(args: DrillArgs) -> Result<(), String> {
             show,
         )
         .await?;
-        println!(
-            "drill: {} tasks against the {}; scenarios: {}",
+        let mut out = format!(
+            "drill: {} tasks against the {}; scenarios: {}\n\n",
             full.concurrency,
             full.target,
             scenario_names(&full)
         );
-        println!();
-        print!("{}", drill::side_by_side(&full, &bare));
+        out.push_str(&drill::side_by_side(&full, &bare));
         if let Some(path) = &args.plot {
             write_plot(path, &drill::stacked_svg(&[&full, &bare]))?;
         }
         if args.json {
             let both = serde_json::json!({ "full": full.to_json(), "none": bare.to_json() });
-            println!("{both}");
+            out.push_str(&format!("{both}\n"));
         }
+        print_out(&out)?;
     } else {
         let report = run_one(config, show).await?;
-        print!("{report}");
+        let mut out = report.to_string();
         if let Some(path) = &args.plot {
             write_plot(path, &report.to_svg())?;
         }
         if args.json {
-            println!("{}", report.to_json());
+            out.push_str(&format!("{}\n", report.to_json()));
         }
+        print_out(&out)?;
     }
     Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn print_out(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the report: {e}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn scenario_names(report: &DrillReport) -> String {

@@ -225,7 +225,8 @@ pub struct DrillConfig {
     /// The full stack's normal per-command timeout (relaxed during maintenance). Default 1 s.
     /// The bare connection has no timeout.
     pub timeout: Duration,
-    /// How many keys `GET` and `SET` spread over. Default 1000.
+    /// How many keys `GET` and `SET` spread over (`drill:0`, `drill:1`, ...; each task also
+    /// increments `drill:counter:<task>`). The drill deletes them when it is over. Default 1000.
     pub keys: usize,
     /// The size of the values `SET` writes, in bytes. Default 64.
     pub value_size: usize,
@@ -477,6 +478,8 @@ impl Drill {
             report::windows_from_events(&observed, elapsed)
         };
         let stats = client.stats();
+        self.progress.set_phase("cleaning up");
+        workload::clean_up(&client, config).await;
         client.close();
         if let Some(sim) = &sim {
             sim.shutdown();

@@ -121,6 +121,27 @@ impl Load {
     }
 }
 
+/// Deletes the keys the load wrote, best effort, within a few seconds.
+pub(crate) async fn clean_up(client: &Client, config: &DrillConfig) {
+    let keys = (0..config.keys)
+        .map(|k| format!("drill:{k}"))
+        .chain((0..config.concurrency).map(|t| format!("drill:counter:{t}")))
+        .collect::<Vec<_>>();
+    let mut client = client.clone();
+    let delete = async move {
+        for chunk in keys.chunks(256) {
+            if let Err(e) = client
+                .call(Command::new("DEL").args_from(chunk.iter()))
+                .await
+            {
+                tracing::debug!(error = %e, "drill: the keys could not be deleted");
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
+}
+
 struct Worker {
     id: usize,
     client: Client,
