@@ -73,10 +73,12 @@ use client::Client;
 /// A maintenance the drill plays on the simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scenario {
-    /// `MOVING` from node 0 to node 1; node 0 closes its connections after the grace period.
+    /// `MOVING` from the node the client is on to the other one; the old node closes its
+    /// connections when the grace period is over, then serves again (as a database's address
+    /// leads to the new node once the move is over). Later scenarios play on the new node.
     Moving,
-    /// `MOVING` with a null endpoint: node 0 closes its connections after the grace period and
-    /// refuses new ones for half a second.
+    /// `MOVING` with a null endpoint: the node closes the connections it had when the grace
+    /// period is over and refuses new ones for half a second.
     MovingNull,
     /// `MIGRATING`, added latency, `MIGRATED`.
     Migrate,
