@@ -32,6 +32,9 @@
 pub mod command;
 pub mod connection;
 pub mod demux;
+#[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
+pub mod drill;
 pub mod endpoint;
 pub mod error;
 pub mod handoff;

@@ -4,12 +4,18 @@
 //! redis-server (or the in-memory store) and the HTTP admin API, configured by flags or by the
 //! environment variables Redis's test proxy reads (`LISTEN_PORT`, `LISTEN_HOST`, `TARGET_HOST`,
 //! `TARGET_PORT`, `API_PORT`, `DEFAULT_INTERCEPTORS`).
+//!
+//! `redis-handoff drill` runs a workload through the recommended stack (or a bare connection)
+//! while the embedded simulator plays maintenance, and reports what the application saw; the
+//! engine is [`redis_handoff::drill`], this file only reads the flags and prints.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use redis_handoff::drill::{self, Drill, DrillConfig, DrillReport, Scenario, StackKind, Target};
 use redis_handoff::sim::{Backend, Simulator};
+use redis_handoff::ConnectOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run the maintenance simulator: proxy nodes and the HTTP admin API.
     Sim(SimArgs),
+    /// Run a workload through the stack while maintenance happens, and report what it saw.
+    Drill(DrillArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,11 +119,118 @@ struct SimArgs {
     migrate_latency_ms: u64,
 }
 
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  redis-handoff drill                                   every scenario, in-memory store, 20 s
+  redis-handoff drill --scenario moving --compare       full stack and bare connection side by side
+  redis-handoff drill --backend redis://127.0.0.1:6379 --plot drill.svg
+  redis-handoff drill --addr redis://127.0.0.1:6380 --scenario none --duration 5m
+                                                        record the maintenance announced there")]
+struct DrillArgs {
+    /// Send the load to this endpoint (`redis://`, `rediss://` or host:port) instead of an
+    /// embedded simulator. No scenario is played there: the drill records the maintenance the
+    /// server announces (for a `redis-handoff sim`, trigger it through its admin API).
+    #[arg(long, conflicts_with_all = ["sim", "backend"])]
+    addr: Option<String>,
+
+    /// Run an embedded simulator with two nodes and play the scenario on it (the default when
+    /// --addr is not given).
+    #[arg(long)]
+    sim: bool,
+
+    /// What the simulator forwards to: `memory` (the embedded store) or a Redis URL.
+    #[arg(long, default_value = "memory")]
+    backend: String,
+
+    /// The client: `full` (the recommended stack) or `none` (a bare connection).
+    #[arg(long, value_enum, default_value_t = StackArg::Full, conflicts_with = "compare")]
+    stack: StackArg,
+
+    /// The maintenance to play: moving, moving-null, migrate, failover, azure, all or none
+    /// (several separated by commas). Default: all with the simulator, none with --addr.
+    #[arg(long)]
+    scenario: Option<String>,
+
+    /// How many tasks send commands, each one at a time.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+
+    /// How long the load runs (`20s`, `500ms`, `2m`). The scenarios are spread over it; when
+    /// they need longer, the load goes on until they are over.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    duration: Duration,
+
+    /// The full stack's normal per-command timeout (relaxed during maintenance).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    timeout: Duration,
+
+    /// Also print the report as one JSON object on the last line of the output.
+    #[arg(long)]
+    json: bool,
+
+    /// Draw latency over time, maintenance windows shaded, to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
+
+    /// Run the same scenario through the full stack and through a bare connection, one after
+    /// the other, and print them side by side.
+    #[arg(long)]
+    compare: bool,
+
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StackArg {
+    /// The recommended stack: relaxed timeouts, handoffs, retries, notification demux.
+    Full,
+    /// A bare connection, dialled again when it closes.
+    None,
+}
+
+/// `20s`, `500ms`, `2m`, `1h`, or a number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 20s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" | "secs" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The drill prints a report: only warnings from the library and the simulator, unless
+    // RUST_LOG says otherwise.
+    let default_level = match cli.command {
+        Command::Sim(_) => "info",
+        Command::Drill(_) => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.command {
+        // The report goes to stdout (its last line may be JSON): logs go to stderr.
+        Command::Drill(_) => logs.with_writer(std::io::stderr).init(),
+        Command::Sim(_) => logs.init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -130,6 +245,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Sim(args) => run_sim(args).await,
+            Command::Drill(args) => run_drill(args).await,
         }
     });
     match result {
@@ -191,4 +307,231 @@ async fn run_sim(args: SimArgs) -> Result<(), String> {
     }
     sim.shutdown();
     Ok(())
+}
+
+// ===== drill =====
+
+fn backend(arg: &str) -> Result<Backend, String> {
+    if arg.eq_ignore_ascii_case("memory") {
+        return Ok(Backend::Memory);
+    }
+    if arg.contains("://") {
+        let options = ConnectOptions::from_url(arg).map_err(|e| format!("--backend: {e}"))?;
+        return Ok(Backend::redis(options.endpoint.to_string()));
+    }
+    Ok(Backend::redis(arg))
+}
+
+async fn run_drill(args: DrillArgs) -> Result<(), String> {
+    let target = match &args.addr {
+        Some(addr) => Target::Endpoint(addr.clone()),
+        None => Target::Simulator(backend(&args.backend)?),
+    };
+    let default_scenario = if args.addr.is_some() { "none" } else { "all" };
+    let scenarios = Scenario::parse_list(args.scenario.as_deref().unwrap_or(default_scenario))
+        .map_err(|e| e.to_string())?;
+    let config = DrillConfig {
+        target,
+        stack: match args.stack {
+            StackArg::Full => StackKind::Full,
+            StackArg::None => StackKind::None,
+        },
+        scenarios,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        timeout: args.timeout,
+        ..DrillConfig::default()
+    };
+    let show = !args.quiet;
+    if args.compare {
+        let full = run_one(
+            DrillConfig {
+                stack: StackKind::Full,
+                ..config.clone()
+            },
+            show,
+        )
+        .await?;
+        let bare = run_one(
+            DrillConfig {
+                stack: StackKind::None,
+                ..config
+            },
+            show,
+        )
+        .await?;
+        let mut out = format!(
+            "drill: {} tasks against the {}; scenarios: {}\n\n",
+            full.concurrency,
+            full.target,
+            scenario_names(&full)
+        );
+        out.push_str(&drill::side_by_side(&full, &bare));
+        if let Some(path) = &args.plot {
+            write_plot(path, &drill::stacked_svg(&[&full, &bare]))?;
+        }
+        if args.json {
+            let both = serde_json::json!({ "full": full.to_json(), "none": bare.to_json() });
+            out.push_str(&format!("{both}\n"));
+        }
+        print_out(&out)?;
+    } else {
+        let report = run_one(config, show).await?;
+        let mut out = report.to_string();
+        if let Some(path) = &args.plot {
+            write_plot(path, &report.to_svg())?;
+        }
+        if args.json {
+            out.push_str(&format!("{}\n", report.to_json()));
+        }
+        print_out(&out)?;
+    }
+    Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn print_out(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the report: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn scenario_names(report: &DrillReport) -> String {
+    if report.scenarios.is_empty() {
+        return "none".into();
+    }
+    let names: Vec<&str> = report.scenarios.iter().map(|s| s.name()).collect();
+    names.join(", ")
+}
+
+async fn run_one(config: DrillConfig, show_progress: bool) -> Result<DrillReport, String> {
+    let label = match config.stack {
+        StackKind::Full => "full stack",
+        StackKind::None => "bare connection",
+    };
+    let drill = Drill::new(config);
+    let bar = show_progress.then(|| progress::spawn(drill.progress(), label));
+    let result = drill.run().await;
+    if let Some(bar) = bar {
+        bar.finish().await;
+    }
+    result.map_err(|e| e.to_string())
+}
+
+fn write_plot(path: &std::path::Path, svg: &str) -> Result<(), String> {
+    std::fs::write(path, svg)
+        .map_err(|e| format!("cannot write the plot to {}: {e}", path.display()))?;
+    eprintln!("plot written to {}", path.display());
+    Ok(())
+}
+
+/// The progress bar: one line redrawn on a terminal, plain lines now and then otherwise.
+mod progress {
+    use std::io::{IsTerminal, Write};
+    use std::time::Duration;
+
+    use redis_handoff::drill::{Progress, ProgressSnapshot};
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    const WIDTH: usize = 24;
+
+    pub(crate) struct Bar {
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<()>,
+    }
+
+    /// Draws `progress` on stderr until [`Bar::finish`].
+    pub(crate) fn spawn(progress: Progress, label: &'static str) -> Bar {
+        let (stop, mut stopped) = oneshot::channel();
+        let terminal = std::io::stderr().is_terminal();
+        let every = if terminal {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(2)
+        };
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stopped => break,
+                }
+                let snap = progress.snapshot();
+                let mut err = std::io::stderr().lock();
+                let _ = if terminal {
+                    write!(err, "\r{}\x1b[K", line(label, &snap, true))
+                } else {
+                    writeln!(err, "{}", line(label, &snap, false))
+                };
+                let _ = err.flush();
+            }
+            if terminal {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[K");
+                let _ = err.flush();
+            }
+        });
+        Bar { stop, task }
+    }
+
+    impl Bar {
+        /// Stops drawing and clears the line.
+        pub(crate) async fn finish(self) {
+            let _ = self.stop.send(());
+            let _ = self.task.await;
+        }
+    }
+
+    fn line(label: &str, s: &ProgressSnapshot, bar: bool) -> String {
+        let planned = s.planned.as_secs_f64().max(0.001);
+        let elapsed = s.elapsed.as_secs_f64();
+        let mut out = format!("{label}: ");
+        if bar {
+            let filled = ((elapsed / planned).clamp(0.0, 1.0) * WIDTH as f64) as usize;
+            out.push('[');
+            out.push_str(&"#".repeat(filled));
+            out.push_str(&"-".repeat(WIDTH - filled));
+            out.push_str("] ");
+        }
+        out.push_str(&format!(
+            "{elapsed:.1}/{planned:.1} s  {} commands  {} failed  {}",
+            s.commands, s.failed, s.phase
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_their_units() {
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 fortnights").is_err());
+    }
+
+    #[test]
+    fn the_backend_is_memory_or_a_redis_address() {
+        assert_eq!(backend("memory"), Ok(Backend::Memory));
+        assert_eq!(
+            backend("redis://127.0.0.1:6380"),
+            Ok(Backend::redis("127.0.0.1:6380"))
+        );
+        assert_eq!(backend("db:6379"), Ok(Backend::redis("db:6379")));
+    }
 }
