@@ -161,28 +161,33 @@ impl<S, R: Relaxation> RelaxedTimeout<S, R> {
             .relaxation
             .relaxed_until()
             .is_some_and(|until| until > now);
+        let budget = self.budget_with(command, relaxed);
+        (budget, relaxed && self.relaxed > self.timeout)
+    }
+
+    /// The budget for `command` with or without the relaxation.
+    fn budget_with(&self, command: &Command, relaxed: bool) -> Option<Duration> {
         let base = if relaxed {
             self.timeout.max(self.relaxed)
         } else {
             self.timeout
         };
-        let budget = match command.blocking() {
+        match command.blocking() {
             None => Some(base),
             Some(Block::Forever) => None,
             Some(Block::For(block)) => Some(block.saturating_add(base)),
-        };
-        (budget, relaxed && self.relaxed > self.timeout)
+        }
     }
 }
 
 impl<S, R> Service<Command> for RelaxedTimeout<S, R>
 where
     S: Service<Command, Error = Error>,
-    R: Relaxation,
+    R: Relaxation + Clone,
 {
     type Response = S::Response;
     type Error = Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -191,8 +196,16 @@ where
     fn call(&mut self, command: Command) -> Self::Future {
         let now = tokio::time::Instant::now();
         let (budget, relaxed) = self.budget(&command, now.into_std());
+        // A maintenance that begins while the command waits can still give it the relaxed
+        // budget; kept only when that budget is longer.
+        let extend = match (budget, self.budget_with(&command, true)) {
+            (Some(normal), Some(longer)) if !relaxed && longer > normal => {
+                Some((self.relaxation.clone(), longer))
+            }
+            _ => None,
+        };
         let response = self.inner.call(command);
-        ResponseFuture::new(response, budget.map(|b| (now, b)), relaxed)
+        ResponseFuture::new(response, now, budget, relaxed, extend)
     }
 }
 
@@ -250,6 +263,37 @@ mod tests {
         assert!(
             !relaxed,
             "the normal timeout is in force, not a relaxed one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_maintenance_that_begins_while_a_command_waits_relaxes_it_too() {
+        use tower::ServiceExt;
+        let switch = RelaxationSwitch::new();
+        let slow = tower::service_fn(|_: Command| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, Error>(crate::Reply::from(crate::frame::BytesFrame::Null))
+        });
+        let svc = RelaxedTimeout::new(
+            slow,
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            switch.clone(),
+        );
+        let call = tokio::spawn(svc.clone().oneshot(cmd!("GET", "k")));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        switch.relax_for(Duration::from_secs(10));
+        assert!(
+            call.await.unwrap().is_ok(),
+            "the relaxation reached the command in flight"
+        );
+
+        // Without a relaxation the same command times out, after the normal budget.
+        switch.end();
+        let err = svc.oneshot(cmd!("GET", "k")).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout { relaxed: false, .. }),
+            "{err:?}"
         );
     }
 
