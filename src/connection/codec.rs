@@ -48,6 +48,9 @@ pub(crate) struct FrameScanner {
     stack: Vec<u64>,
     // Bytes the buffer must hold before a rescan can make progress.
     need: usize,
+    // Whether RESP2's `$-1` and `*-1` are accepted as nulls (the simulator's proxy, which carries
+    // RESP2 clients too; a RESP3 connection never receives them).
+    resp2_nulls: bool,
 }
 
 impl FrameScanner {
@@ -59,7 +62,14 @@ impl FrameScanner {
             },
             stack: Vec::new(),
             need: 0,
+            resp2_nulls: false,
         }
+    }
+
+    /// Also accepts RESP2's null bulk string `$-1` and null array `*-1`.
+    pub(crate) fn with_resp2_nulls(mut self) -> Self {
+        self.resp2_nulls = true;
+        self
     }
 
     /// Takes the next whole frame off the front of `buf`, if there is one.
@@ -138,7 +148,9 @@ impl FrameScanner {
                 }
                 b'$' | b'!' | b'=' => {
                     let len = parse_int(line).ok_or_else(|| bad("length", line))?;
-                    if len < 0 {
+                    if len == -1 && kind == b'$' && self.resp2_nulls {
+                        0
+                    } else if len < 0 {
                         return Err(bad("length", line));
                     } else {
                         let len = len as usize;
@@ -163,7 +175,9 @@ impl FrameScanner {
                 }
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
                     let n = parse_int(line).ok_or_else(|| bad("aggregate length", line))?;
-                    if n < 0 {
+                    if n == -1 && kind == b'*' && self.resp2_nulls {
+                        0
+                    } else if n < 0 {
                         return Err(bad("aggregate length", line));
                     } else {
                         let per = if kind == b'%' || kind == b'|' { 2 } else { 1 };
@@ -348,6 +362,17 @@ mod tests {
             b"*-1\r\n",
         ] {
             assert!(scanner().scan(bad).is_err(), "{}", preview(bad));
+        }
+    }
+
+    #[test]
+    fn accepts_resp2_nulls_only_when_asked() {
+        for null in [&b"$-1\r\n"[..], b"*-1\r\n", b"*2\r\n$-1\r\n:1\r\n"] {
+            assert!(scanner().scan(null).is_err());
+            assert_eq!(
+                scanner().with_resp2_nulls().scan(null).unwrap(),
+                Scan::Complete(null.len())
+            );
         }
     }
 

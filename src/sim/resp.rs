@@ -13,6 +13,8 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::connection::codec::{FrameScanner, Limits, Scan};
+
 /// Limits on one frame.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FrameLimits {
@@ -62,7 +64,8 @@ pub(crate) enum Cut {
 #[derive(Debug)]
 pub(crate) struct FrameCutter {
     limits: FrameLimits,
-    stack: Vec<u64>,
+    // The connection's scanner, accepting RESP2 as well.
+    scanner: FrameScanner,
     // The buffer must hold this many bytes before a rescan can finish the frame.
     need: usize,
 }
@@ -73,7 +76,11 @@ impl FrameCutter {
     pub(crate) fn new(limits: FrameLimits) -> Self {
         FrameCutter {
             limits,
-            stack: Vec::new(),
+            scanner: FrameScanner::new(Limits {
+                max_frame_size: limits.max_frame,
+                max_depth: limits.max_depth,
+            })
+            .with_resp2_nulls(),
             need: 0,
         }
     }
@@ -113,103 +120,16 @@ impl FrameCutter {
 
     /// Finds the length of the frame at the start of `buf` (`None`: not complete yet).
     pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
-        let max = self.limits.max_frame;
-        self.stack.clear();
-        let mut pos = 0usize;
-        loop {
-            let Some(&kind) = buf.get(pos) else {
-                self.need = pos + 1;
-                return Ok(None);
-            };
-            let Some(line_end) = find_crlf(buf, pos + 1, max) else {
-                if buf.len() > max {
-                    return Err(too_large(max));
-                }
-                self.need = buf.len() + 1;
-                return Ok(None);
-            };
-            let line = &buf[pos + 1..line_end];
-            pos = line_end + 2;
-            match kind {
-                b'+' | b'-' | b',' | b'(' => {}
-                b':' => {
-                    parse_int(line).ok_or_else(|| bad("integer", line))?;
-                }
-                b'_' => {
-                    if !line.is_empty() {
-                        return Err(bad("null", line));
-                    }
-                }
-                b'#' => {
-                    if line != b"t" && line != b"f" {
-                        return Err(bad("boolean", line));
-                    }
-                }
-                b'$' | b'!' | b'=' => {
-                    let len = parse_int(line).ok_or_else(|| bad("length", line))?;
-                    // `$-1` is RESP2's null bulk string.
-                    if len >= 0 {
-                        let len = len as usize;
-                        let end = pos.saturating_add(len).saturating_add(2);
-                        if end > max {
-                            return Err(too_large(max));
-                        }
-                        if buf.len() < end {
-                            self.need = end;
-                            return Ok(None);
-                        }
-                        if &buf[end - 2..end] != b"\r\n" {
-                            return Err(FrameError(
-                                "a bulk string is not followed by CRLF".to_string(),
-                            ));
-                        }
-                        pos = end;
-                    } else if len != -1 {
-                        return Err(bad("length", line));
-                    }
-                }
-                b'*' | b'~' | b'>' | b'%' | b'|' => {
-                    let n = parse_int(line).ok_or_else(|| bad("aggregate length", line))?;
-                    // `*-1` is RESP2's null array.
-                    if n < -1 {
-                        return Err(bad("aggregate length", line));
-                    }
-                    if n > 0 || kind == b'|' {
-                        let per = if kind == b'%' || kind == b'|' { 2 } else { 1 };
-                        let n = (n.max(0) as u64).saturating_mul(per);
-                        if n.saturating_mul(3) > max as u64 {
-                            return Err(too_large(max));
-                        }
-                        if self.stack.len() >= self.limits.max_depth {
-                            return Err(FrameError(format!(
-                                "frame nested deeper than {} levels",
-                                self.limits.max_depth
-                            )));
-                        }
-                        // An attribute is followed by the frame it describes.
-                        self.stack.push(if kind == b'|' { n + 1 } else { n });
-                        continue;
-                    }
-                }
-                other => return Err(FrameError(format!("unknown RESP type byte 0x{other:02x}"))),
+        match self.scanner.scan(buf) {
+            Ok(Scan::Complete(len)) => Ok(Some(len)),
+            Ok(Scan::Incomplete(need)) => {
+                self.need = need;
+                Ok(None)
             }
-            if pos > max {
-                return Err(too_large(max));
-            }
-            // A scalar finished: close every aggregate it completes.
-            loop {
-                match self.stack.last_mut() {
-                    None => return Ok(Some(pos)),
-                    Some(owed) => {
-                        *owed -= 1;
-                        if *owed == 0 {
-                            self.stack.pop();
-                        } else {
-                            break;
-                        }
-                    }
-                }
-            }
+            Err(e) => Err(FrameError(match e {
+                crate::Error::Protocol { message } => message.to_string(),
+                other => other.to_string(),
+            })),
         }
     }
 }
@@ -273,17 +193,6 @@ fn parse_int(s: &[u8]) -> Option<i64> {
         return None;
     }
     std::str::from_utf8(s).ok()?.parse().ok()
-}
-
-fn too_large(max: usize) -> FrameError {
-    FrameError(format!("frame larger than the limit of {max} bytes"))
-}
-
-fn bad(what: &str, line: &[u8]) -> FrameError {
-    FrameError(format!(
-        "invalid {what} {:?}",
-        String::from_utf8_lossy(&line[..line.len().min(64)])
-    ))
 }
 
 // ===== reading flat frames =====
