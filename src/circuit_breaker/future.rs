@@ -23,6 +23,7 @@ pub(crate) enum Admission {
 }
 
 impl Admission {
+    #[inline]
     fn record<T>(self, result: &Result<T, Error>) {
         match self {
             Admission::Closed { shared, generation } => {
@@ -57,6 +58,7 @@ pub struct ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn called(response: F, admission: Admission) -> Self {
         ResponseFuture {
             kind: Kind::Called {
@@ -91,6 +93,7 @@ where
 {
     type Output = Result<T, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called {

@@ -281,6 +281,7 @@ impl<S> CircuitBreaker<S>
 where
     S: Service<Command, Response = Reply, Error = Error>,
 {
+    #[inline]
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         match self.inner.poll_ready(cx) {
             Poll::Ready(Err(e)) => {
@@ -307,6 +308,7 @@ where
     type Error = Error;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared.ensure_started();
         loop {
@@ -324,7 +326,9 @@ where
             }
             match self.shared.admit() {
                 Admit::Pass(generation) => {
-                    self.held = None;
+                    if self.held.is_some() {
+                        self.held = None;
+                    }
                     self.ready = Ready::Pass(generation);
                     return self.poll_inner(cx);
                 }
@@ -346,6 +350,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, command: Command) -> Self::Future {
         let admission = match std::mem::replace(&mut self.ready, Ready::None) {
             Ready::Pass(generation) => Admission::Closed {

@@ -141,6 +141,7 @@ pub(crate) enum Outcome<'a> {
 }
 
 impl<'a> Outcome<'a> {
+    #[inline]
     pub(crate) fn of<T>(result: &'a Result<T, Error>) -> Self {
         match result {
             Ok(_) => Outcome::Success,
@@ -408,8 +409,10 @@ impl Shared {
 
     #[inline]
     fn count(&self, delta: u64) {
-        let i = self.bucket.load(Ordering::Relaxed) % BUCKETS;
-        self.buckets[i].fetch_add(delta, Ordering::Relaxed);
+        // The task keeps the index below BUCKETS.
+        if let Some(bucket) = self.buckets.get(self.bucket.load(Ordering::Relaxed)) {
+            bucket.fetch_add(delta, Ordering::Relaxed);
+        }
     }
 
     #[cold]
