@@ -70,6 +70,7 @@ impl Word {
         )
     }
 
+    #[inline]
     pub(crate) fn state(self) -> CircuitState {
         match self.0 & STATE_BITS {
             0 => CircuitState::Closed,
@@ -94,6 +95,7 @@ impl Word {
         (self.0 >> SUCCESSES_SHIFT) & BYTE
     }
 
+    #[inline]
     pub(crate) fn generation(self) -> u64 {
         self.0 >> GEN_SHIFT
     }
@@ -227,6 +229,7 @@ impl Shared {
         self.epoch.checked_add(Duration::from_nanos(nanos))
     }
 
+    #[inline]
     pub(crate) fn word(&self) -> Word {
         Word(self.word.load(Ordering::Acquire))
     }
