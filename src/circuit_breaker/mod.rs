@@ -875,6 +875,16 @@ mod tests {
     }
 
     #[test]
+    fn the_service_and_its_parts_can_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        fn send<T: Send + 'static>() {}
+        send_sync::<CircuitBreaker<crate::handoff::HandoffRetry>>();
+        send::<ResponseFuture<crate::handoff::ResponseFuture>>();
+        send_sync::<CircuitBreakerLayer>();
+        send_sync::<CircuitHandle>();
+    }
+
+    #[test]
     fn without_a_runtime_it_still_opens_and_fails_fast() {
         let (_m, backend, mut svc) = breaker(config());
         assert!(!svc.shared.started());
