@@ -181,6 +181,16 @@ pub enum ErrorClass {
     Usage,
 }
 
+impl ErrorClass {
+    /// Whether a failure of this class says the endpoint is unhealthy, so that it counts against
+    /// a circuit breaker and in failure rates: true for [`Connection`](Self::Connection) and
+    /// [`Timeout`](Self::Timeout). A server error reply (`WRONGTYPE`, `ERR ...`) proves the
+    /// endpoint answers, and a usage error or an open circuit never reached it.
+    pub fn counts_as_failure(self) -> bool {
+        matches!(self, ErrorClass::Connection | ErrorClass::Timeout)
+    }
+}
+
 impl Error {
     /// The family of this failure.
     pub fn class(&self) -> ErrorClass {
@@ -336,6 +346,7 @@ mod tests {
         assert_eq!(e.code(), "WRONGTYPE");
         let err = Error::Server(e);
         assert_eq!(err.class(), ErrorClass::Server);
+        assert!(!err.class().counts_as_failure());
         assert!(!err.may_have_executed());
         assert!(!err.certainly_not_executed());
     }
@@ -350,6 +361,7 @@ mod tests {
         };
         assert!(lost.may_have_executed() && !lost.certainly_not_executed());
         assert!(unsent.certainly_not_executed() && !unsent.may_have_executed());
+        assert!(lost.class().counts_as_failure() && unsent.class().counts_as_failure());
         assert!(lost.to_string().contains("may have been executed"));
         assert!(unsent.to_string().contains("safe to send again"));
     }

@@ -29,6 +29,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod circuit_breaker;
 pub mod command;
 pub mod connection;
 pub mod demux;
