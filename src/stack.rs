@@ -3,6 +3,7 @@
 //! [`Stack::connect`] builds, over one multiplexed connection:
 //!
 //! ```text
+//! CircuitBreaker      fails fast while the endpoint is down; holds commands through a handoff
 //! RelaxedTimeout      timeout, relaxed (never tightened) while the endpoint is in maintenance
 //! HandoffRetry        make-before-break handoffs on MOVING, reconnects, safe resends
 //! NotificationDemux   maintenance notifications and Azure events into the Maintenance handle
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use tower_service::Service;
 
+use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitHandle};
 use crate::command::Command;
 use crate::connection::{ConnectOptions, Connector};
 use crate::demux::NotificationDemux;
@@ -41,7 +43,7 @@ use crate::relaxed_timeout::{self, RelaxedTimeout};
 use crate::reply::Reply;
 
 /// The service type of the recommended stack.
-pub type StackService = RelaxedTimeout<HandoffRetry, Arc<EndpointStatus>>;
+pub type StackService = CircuitBreaker<RelaxedTimeout<HandoffRetry, Arc<EndpointStatus>>>;
 
 /// The recommended stack; see the [module docs](self).
 #[derive(Clone)]
@@ -53,7 +55,8 @@ pub struct Stack {
 impl fmt::Debug for Stack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stack")
-            .field("handoff", self.service.get_ref())
+            .field("handoff", self.handoff())
+            .field("circuit", &self.service.handle().state())
             .finish()
     }
 }
@@ -64,6 +67,7 @@ pub struct StackBuilder {
     options: ConnectOptions,
     maintenance: MaintenanceConfig,
     handoff: HandoffConfig,
+    circuit: CircuitBreakerConfig,
     timeout: Duration,
 }
 
@@ -81,6 +85,7 @@ impl Stack {
             options,
             maintenance: MaintenanceConfig::default(),
             handoff: HandoffConfig::default(),
+            circuit: CircuitBreakerConfig::default(),
             timeout: Duration::from_secs(1),
         }
     }
@@ -92,7 +97,12 @@ impl Stack {
 
     /// The handoff layer: the current endpoint, counters, the stable push stream.
     pub fn handoff(&self) -> &HandoffRetry {
-        self.service.get_ref()
+        self.service.get_ref().get_ref()
+    }
+
+    /// The circuit breaker: its state, counters, and manual `force_open` / `reset`.
+    pub fn circuit(&self) -> CircuitHandle {
+        self.service.handle()
     }
 
     /// The whole service, for wrapping in more layers.
@@ -116,6 +126,13 @@ impl StackBuilder {
         self
     }
 
+    /// Circuit breaker settings.
+    #[must_use]
+    pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.circuit = config;
+        self
+    }
+
     /// The normal per-command timeout (default 1 s); relaxed to the maintenance settings'
     /// relaxed timeout during maintenance.
     #[must_use]
@@ -132,12 +149,13 @@ impl StackBuilder {
         let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
         let handoff = HandoffRetry::connect(demuxed, maintenance.clone(), self.handoff).await?;
         let relaxed = maintenance.config().relaxed_timeout();
-        let service = relaxed_timeout::RelaxedTimeout::new(
+        let timed = relaxed_timeout::RelaxedTimeout::new(
             handoff,
             self.timeout,
             relaxed,
             maintenance.status(&endpoint),
         );
+        let service = CircuitBreaker::new(timed, maintenance.clone(), endpoint, self.circuit);
         Ok(Stack {
             service,
             maintenance,
