@@ -57,6 +57,11 @@ pub struct CircuitBreakerConfig {
     pub handoff_hold: Duration,
     /// What an open circuit does to a command. Default [`OpenMode::FailFast`].
     pub mode: OpenMode,
+    /// When set, an Azure `NodeMaintenanceStarting` with a `StartTimeInUTC` opens the circuit
+    /// this long before that time, as `NodeMaintenanceStart` would (held in
+    /// [`OpenMode::Wait`], failed fast otherwise) until the connection is back or the
+    /// maintenance is over. Default `None`: only `NodeMaintenanceStart` opens it.
+    pub azure_hold_before_start: Option<Duration>,
 }
 
 impl Default for CircuitBreakerConfig {
@@ -72,6 +77,7 @@ impl Default for CircuitBreakerConfig {
             azure_hold_max: Duration::from_secs(60),
             handoff_hold: Duration::from_secs(15),
             mode: OpenMode::FailFast,
+            azure_hold_before_start: None,
         }
     }
 }

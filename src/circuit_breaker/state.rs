@@ -171,6 +171,8 @@ pub(crate) struct Shared {
     openings: AtomicU32,
     /// Nanoseconds after `epoch` until which a handoff in progress holds commands; 0: none.
     handoff_until: AtomicU64,
+    // When a hold scheduled by an Azure `NodeMaintenanceStarting` begins (0: none scheduled).
+    hold_at: AtomicU64,
     reason: RwLock<Arc<str>>,
     transition: Mutex<()>,
     /// Woken on every transition and at the end of a handoff: held commands look again.
@@ -206,6 +208,7 @@ impl Shared {
             opened_at: AtomicU64::new(0),
             openings: AtomicU32::new(0),
             handoff_until: AtomicU64::new(0),
+            hold_at: AtomicU64::new(0),
             reason: RwLock::new(Arc::from("")),
             transition: Mutex::new(()),
             changed: Notify::new(),
@@ -363,6 +366,14 @@ impl Shared {
     }
 
     /// When an open circuit turns half-open by itself, if it does.
+    /// When a hold scheduled ahead of an Azure maintenance begins, if one is.
+    fn hold_at(&self) -> Option<Instant> {
+        match self.hold_at.load(Ordering::Acquire) {
+            0 => None,
+            n => self.instant(n),
+        }
+    }
+
     pub(crate) fn open_until(&self, w: Word) -> Option<Instant> {
         if w.state() != CircuitState::Open || w.cause() == Cause::Forced {
             return None;
@@ -658,7 +669,21 @@ impl Shared {
                     Arc::from("Azure NodeMaintenanceStart: the node is going down for maintenance"),
                 );
             }
+            EventKind::Azure(azure) if azure.kind == AzureEventKind::NodeMaintenanceStarting => {
+                // Optionally hold new commands from a moment before the announced start.
+                if let (Some(lead), Some(start)) =
+                    (self.config.azure_hold_before_start, azure.start_time)
+                {
+                    let until_start = start
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or(Duration::ZERO);
+                    let at = Instant::now() + until_start.saturating_sub(lead);
+                    tracing::info!(endpoint = %self.endpoint, in_ = ?until_start.saturating_sub(lead), "Azure maintenance announced: holding new commands from shortly before it starts");
+                    self.hold_at.store(self.nanos(at).max(1), Ordering::Release);
+                }
+            }
             EventKind::Azure(azure) if azure.kind.is_end() => {
+                self.hold_at.store(0, Ordering::Release);
                 self.connection_back(azure.kind.name());
             }
             EventKind::HandoffStarted { .. } => {
@@ -690,6 +715,16 @@ impl Shared {
 
     /// Turns an open circuit whose wait is over half-open.
     fn on_timer(&self, now: Instant) {
+        if self.hold_at().is_some_and(|at| at <= now) {
+            self.hold_at.store(0, Ordering::Release);
+            self.open(
+                None,
+                Cause::Azure,
+                Arc::from(
+                    "Azure maintenance is about to start (NodeMaintenanceStarting's start time)",
+                ),
+            );
+        }
         let w = self.word();
         if self.open_expired(w, now) {
             self.half_open(w.generation());
@@ -747,10 +782,11 @@ async fn run(
         let wake = {
             let Some(shared) = weak.upgrade() else { return };
             let w = shared.word();
-            shared
-                .open_until(w)
+            [shared.open_until(w), shared.hold_at()]
+                .into_iter()
+                .flatten()
                 .map(tokio::time::Instant::from_std)
-                .map_or(next_tick, |t| t.min(next_tick))
+                .fold(next_tick, |a, b| a.min(b))
         };
         let event = async {
             match events.as_mut() {

@@ -397,7 +397,7 @@ pub(crate) fn parse_utc(s: &str) -> Option<SystemTime> {
 }
 
 /// Writes a time as `YYYY-MM-DDTHH:MM:SS[.fraction]`, UTC, the way Azure does.
-pub(crate) fn format_utc(t: SystemTime) -> String {
+pub fn format_utc(t: SystemTime) -> String {
     let nanos_total: i128 = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i128,
         Err(e) => -(e.duration().as_nanos() as i128),

@@ -66,7 +66,7 @@ mod handle;
 mod hook;
 mod notification;
 
-pub use azure::{AzureEvent, AzureEventKind, ParseAzureEventError, AZURE_CHANNEL};
+pub use azure::{format_utc, AzureEvent, AzureEventKind, ParseAzureEventError, AZURE_CHANNEL};
 pub use config::{
     auto_handoff_queue_size, auto_max_workers, is_azure_cache_host, AzureEvents, MaintenanceConfig,
     MaintenanceConfigBuilder, MaintenanceMode,
