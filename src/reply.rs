@@ -3,7 +3,7 @@
 //! A [`Reply`] is one RESP3 frame from the server, as redis-protocol's [`BytesFrame`] (the same
 //! type fred calls `Resp3Frame`), so every byte string in it shares the connection's read buffer
 //! instead of being copied. Error replies never become a `Reply`: the connection turns them into
-//! [`Error::Server`](crate::Error::Server).
+//! [`Error::Server`].
 //!
 //! With the `fred` feature (on by default) a reply converts to anything fred's `FromValue`
 //! supports: `String`, integers, `Option<T>`, `Vec<T>`, `HashMap<K, V>` and more.

@@ -31,7 +31,7 @@
 //! Making a connection here needs two things a `MakeService<Endpoint>` cannot say: the stack's
 //! configured address (where to go back to) and a per-attempt bound (`handoff_timeout` for a
 //! handoff, `connect_timeout` for a reconnect). [`MakeConnection`] carries both; it is
-//! implemented for [`Connector`](crate::Connector) and for the notification demux over one.
+//! implemented for [`Connector`] and for the notification demux over one.
 //!
 //! # Example
 //! ```no_run
