@@ -755,6 +755,10 @@ struct RunResult {
     window_p99: Option<Duration>,
     window_p999: Option<Duration>,
     window_max: Option<Duration>,
+    /// When the slowest command of the window started, from the scenario's start (negative:
+    /// before it).
+    window_max_started: Option<(bool, Duration)>,
+    steady_max: Option<Duration>,
     /// MOVING -> first reply from the new node.
     to_new_node: Option<Duration>,
     /// Failures by message with the numbers taken out: count and the first message.
@@ -978,6 +982,8 @@ fn summarise(
     let mut window_commands = 0u64;
     let mut steady_lat = Vec::new();
     let mut window_lat = Vec::new();
+    // (latency, start) of the slowest command in the window.
+    let mut slowest: Option<(u32, u32)> = None;
     let mut failures: Option<(u32, u32)> = None;
     let mut errors: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut mismatches = 0;
@@ -1002,6 +1008,9 @@ fn summarise(
             }
             if in_window {
                 window_lat.push(lat);
+                if slowest.is_none_or(|(l, _)| lat > l) {
+                    slowest = Some((lat, r.start));
+                }
             }
             if let Some((from, by_start)) = new_node_from {
                 if (if by_start { r.start } else { r.end }) >= from {
@@ -1030,6 +1039,17 @@ fn summarise(
         window_p99: percentile(&window_lat, 0.99),
         window_p999: percentile(&window_lat, 0.999),
         window_max: window_lat
+            .last()
+            .map(|&us| Duration::from_micros(u64::from(us))),
+        window_max_started: slowest.map(|(_, start)| {
+            let start = at(base, start);
+            if start >= window.0 {
+                (true, start - window.0)
+            } else {
+                (false, window.0 - start)
+            }
+        }),
+        steady_max: steady_lat
             .last()
             .map(|&us| Duration::from_micros(u64::from(us))),
         to_new_node: timeline
@@ -1228,6 +1248,16 @@ fn details(rows: &[RunResult], full: bool) -> Vec<String> {
             thousands(r.steady_ops),
             thousands(r.window_commands as f64)
         );
+        if let Some((after, d)) = r.window_max_started {
+            let _ = write!(
+                line,
+                "; slowest command in the window ({}) started at {}{} (steady max {})",
+                opt_ms(r.window_max),
+                if after { "+" } else { "-" },
+                ms(d),
+                opt_ms(r.steady_max)
+            );
+        }
         if let Some((first, last)) = r.failures_between {
             let _ = write!(
                 line,
