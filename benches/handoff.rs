@@ -718,7 +718,7 @@ async fn play(
             })
         }
         Scenario::Migrate | Scenario::Failover => {
-            let (start, result) = sim_rt
+            let (window, result) = sim_rt
                 .spawn(async move {
                     let start = Instant::now();
                     let result = if scenario == Scenario::Migrate {
@@ -726,7 +726,8 @@ async fn play(
                     } else {
                         s.failover(0, FAILOVER_FOR).await
                     };
-                    (start, result)
+                    // Taken here: the runner may wake up later on a busy machine.
+                    ((start, Instant::now()), result)
                 })
                 .await?;
             result?;
@@ -736,7 +737,7 @@ async fn play(
                 .filter(|n| matches!(n.name.as_str(), "MIGRATING" | "FAILING_OVER"))
                 .count();
             Ok(Played {
-                window: (start, Instant::now()),
+                window,
                 moving_sent: None,
                 back: None,
                 recipients: Some(recipients),
@@ -755,16 +756,17 @@ struct RunResult {
     window_p99: Option<Duration>,
     window_p999: Option<Duration>,
     window_max: Option<Duration>,
-    /// When the slowest command of the window started, from the scenario's start (negative:
-    /// before it).
-    window_max_started: Option<(bool, Duration)>,
+    /// The scenario's start, which the instants below are reported against.
+    origin: Instant,
+    /// When the slowest command of the window started.
+    window_max_started: Option<Instant>,
     steady_max: Option<Duration>,
     /// MOVING -> first reply from the new node.
     to_new_node: Option<Duration>,
     /// Failures by message with the numbers taken out: count and the first message.
     errors: BTreeMap<String, (u64, String)>,
-    /// When the first and last failure happened, from the scenario's start.
-    failures_between: Option<(Duration, Duration)>,
+    /// When the failed commands started and when they failed: (first, last) of each.
+    failures: Option<((Instant, Instant), (Instant, Instant))>,
     mismatches: u64,
     first_mismatch: Option<String>,
     unacked_incrs: i64,
@@ -940,11 +942,7 @@ fn our_details(
         .iter()
         .filter(|e| e.at >= timeline.steady.0 && e.at <= timeline.stopped)
     {
-        let when = if e.at >= origin {
-            format!("+{}", ms(e.at - origin))
-        } else {
-            format!("-{}", ms(origin - e.at))
-        };
+        let when = offset(e.at, origin);
         let mut what = format!("{:?}", e.kind);
         if what.len() > 160 {
             let mut cut = 157;
@@ -984,7 +982,7 @@ fn summarise(
     let mut window_lat = Vec::new();
     // (latency, start) of the slowest command in the window.
     let mut slowest: Option<(u32, u32)> = None;
-    let mut failures: Option<(u32, u32)> = None;
+    let mut failures: Option<((u32, u32), (u32, u32))> = None;
     let mut errors: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut mismatches = 0;
     let mut first_mismatch = None;
@@ -998,8 +996,11 @@ fn summarise(
             }
             if !r.ok {
                 failed += 1;
-                failures =
-                    Some(failures.map_or((r.end, r.end), |(f, l)| (f.min(r.end), l.max(r.end))));
+                let ((fs, ls), (fe, le)) = failures.unwrap_or(((r.start, r.start), (r.end, r.end)));
+                failures = Some((
+                    (fs.min(r.start), ls.max(r.start)),
+                    (fe.min(r.end), le.max(r.end)),
+                ));
                 continue;
             }
             let lat = r.end.saturating_sub(r.start);
@@ -1028,7 +1029,6 @@ fn summarise(
     }
     steady_lat.sort_unstable();
     window_lat.sort_unstable();
-    let since_window = |us: u32| at(base, us).saturating_duration_since(window.0);
     RunResult {
         kind,
         commands,
@@ -1041,14 +1041,7 @@ fn summarise(
         window_max: window_lat
             .last()
             .map(|&us| Duration::from_micros(u64::from(us))),
-        window_max_started: slowest.map(|(_, start)| {
-            let start = at(base, start);
-            if start >= window.0 {
-                (true, start - window.0)
-            } else {
-                (false, window.0 - start)
-            }
-        }),
+        window_max_started: slowest.map(|(_, start)| at(base, start)),
         steady_max: steady_lat
             .last()
             .map(|&us| Duration::from_micros(u64::from(us))),
@@ -1058,7 +1051,10 @@ fn summarise(
             .zip(to_new_node)
             .map(|(sent, end)| at(base, end).saturating_duration_since(sent)),
         errors,
-        failures_between: failures.map(|(f, l)| (since_window(f), since_window(l))),
+        origin: window.0,
+        failures: failures.map(|((fs, ls), (fe, le))| {
+            ((at(base, fs), at(base, ls)), (at(base, fe), at(base, le)))
+        }),
         mismatches,
         first_mismatch,
         unacked_incrs: 0,
@@ -1173,6 +1169,15 @@ fn ms(d: Duration) -> String {
     }
 }
 
+/// `t` from `origin` (the scenario's start), signed.
+fn offset(t: Instant, origin: Instant) -> String {
+    if t >= origin {
+        format!("+{}", ms(t - origin))
+    } else {
+        format!("-{}", ms(origin - t))
+    }
+}
+
 fn opt_ms(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_owned(), ms)
 }
@@ -1248,22 +1253,23 @@ fn details(rows: &[RunResult], full: bool) -> Vec<String> {
             thousands(r.steady_ops),
             thousands(r.window_commands as f64)
         );
-        if let Some((after, d)) = r.window_max_started {
+        if let Some(started) = r.window_max_started {
             let _ = write!(
                 line,
-                "; slowest command in the window ({}) started at {}{} (steady max {})",
+                "; slowest command in the window ({}) started at {} (steady max {})",
                 opt_ms(r.window_max),
-                if after { "+" } else { "-" },
-                ms(d),
+                offset(started, r.origin),
                 opt_ms(r.steady_max)
             );
         }
-        if let Some((first, last)) = r.failures_between {
+        if let Some(((fs, ls), (fe, le))) = r.failures {
             let _ = write!(
                 line,
-                "; failures from +{} to +{} after the scenario started",
-                ms(first),
-                ms(last)
+                "; the failed commands started from {} to {} and failed from {} to {}",
+                offset(fs, r.origin),
+                offset(ls, r.origin),
+                offset(fe, r.origin),
+                offset(le, r.origin)
             );
         }
         let _ = write!(
