@@ -36,6 +36,7 @@ pub mod endpoint;
 pub mod error;
 pub mod handoff;
 pub mod maintenance;
+pub mod metrics;
 pub mod relaxed_timeout;
 pub mod reply;
 #[cfg(feature = "sim")]
@@ -51,6 +52,7 @@ pub use maintenance::{
     AzureEvent, EndpointStatus, EndpointType, EventKind, Maintenance, MaintenanceConfig,
     MaintenanceEvent, MaintenanceMode, Notification, NotificationHook,
 };
+pub use metrics::{Metrics, MetricsHook, MetricsHookLayer, MetricsSnapshot};
 pub use reply::Reply;
 
 /// The RESP3 frame types, re-exported from redis-protocol (fred's `Resp3Frame` is `BytesFrame`).
