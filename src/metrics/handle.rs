@@ -609,6 +609,212 @@ async fn watch_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::maintenance::{Notification, PushOrigin, RelaxationEnd};
+    use crate::metrics::recorder::{record, Finished};
+
+    fn within(got: Duration, want: Duration) -> bool {
+        let (g, w) = (got.as_nanos() as f64, want.as_nanos() as f64);
+        (g - w).abs() <= w * 0.025
+    }
+
+    #[test]
+    fn percentiles_of_exact_latencies_are_within_the_histogram_precision() {
+        let m = Metrics::new();
+        let c = &m.inner.commands;
+        let get = c.names.slot(b"GET");
+        let ms = Duration::from_millis;
+        for (n, d) in [(900, ms(1)), (90, ms(10)), (9, ms(100)), (1, ms(1000))] {
+            for _ in 0..n {
+                let event = Finished {
+                    slot: get,
+                    elapsed: Some(d),
+                    failure: None,
+                };
+                record(c.id(), event);
+            }
+        }
+        let s = m.snapshot();
+        let l = s.command("GET").copied().unwrap_or_default();
+        assert_eq!(
+            (s.latency.count, l.count, s.outcomes.ok),
+            (1000, 1000, 1000)
+        );
+        for (got, want) in [
+            (l.min, ms(1)),
+            (l.p50, ms(1)),
+            (l.p90, ms(1)),
+            (l.p99, ms(10)),
+            (l.p999, ms(100)),
+            (l.max, ms(1000)),
+        ] {
+            assert!(within(got, want), "{got:?} is not {want:?} within 2.5%");
+        }
+        let h = m.latency_histogram();
+        assert_eq!(h.len(), 1000);
+        assert!(within(
+            Duration::from_nanos(h.value_at_quantile(0.95)),
+            ms(10)
+        ));
+    }
+
+    #[test]
+    fn the_hook_counts_notices_by_type_and_outcome() {
+        let m = Metrics::new();
+        let maintenance = Maintenance::default().with_hook(m.clone());
+        let origin = PushOrigin::new(Endpoint::new("10.0.0.1", 6379));
+        let migrating = Notification::Migrating {
+            seq: 1,
+            time: Duration::from_secs(10),
+            shards: vec![],
+        };
+        maintenance.process_push(&origin, &migrating.to_push());
+        maintenance.process_push(&origin, &migrating.to_push());
+        let migrated = Notification::Migrated {
+            seq: 1,
+            shards: vec![],
+        };
+        maintenance.process_push(&origin, &migrated.to_push());
+        let s = m.snapshot().maintenance;
+        assert_eq!(s.notifications("MIGRATING"), 2);
+        assert_eq!(s.notifications("migrated"), 1);
+        assert_eq!(s.total_notifications(), 3);
+        assert_eq!(s.duplicates, 1);
+        assert_eq!(s.processing.count, 3);
+        let applied: u64 = s.notifications.iter().map(|n| n.applied).sum();
+        assert_eq!(applied, 2);
+    }
+
+    fn event(kind: EventKind, at: Instant) -> MaintenanceEvent {
+        let mut e = MaintenanceEvent::new(Endpoint::new("db", 6379), kind);
+        e.at = at;
+        e
+    }
+
+    #[test]
+    fn events_count_handoffs_relaxation_circuit_and_connections() {
+        let m = Metrics::new();
+        let r = &m.inner.maintenance;
+        let mut state = WatchState::default();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let (old, new) = (Endpoint::new("n0", 1), Endpoint::new("n1", 2));
+        let moving = Notification::Moving {
+            seq: 1,
+            time: Duration::from_secs(2),
+            endpoint: Some(new.clone()),
+        };
+        let conn =
+            |e: MaintenanceEvent, source: &Endpoint, id| e.with_source(source.clone(), Some(id));
+        let enabled = EventKind::NotificationsEnabled {
+            endpoint_type: crate::maintenance::EndpointType::InternalIp,
+        };
+        for e in [
+            conn(event(enabled.clone(), at(0)), &old, 7),
+            event(EventKind::Notification(moving), at(10)),
+            event(
+                EventKind::HandoffStarted {
+                    from: old.clone(),
+                    to: new.clone(),
+                    seq: Some(1),
+                },
+                at(10),
+            ),
+            conn(event(enabled, at(40)), &new, 8),
+            conn(
+                event(
+                    EventKind::HandoffConnected {
+                        to: new.clone(),
+                        attempt: 1,
+                        took: Duration::from_millis(30),
+                    },
+                    at(40),
+                ),
+                &new,
+                8,
+            ),
+            event(
+                EventKind::HandoffSwitched {
+                    from: old.clone(),
+                    to: new.clone(),
+                },
+                at(40),
+            ),
+            event(
+                EventKind::HandoffDrained {
+                    from: old.clone(),
+                    drained: 3,
+                    took: Duration::from_millis(5),
+                },
+                at(45),
+            ),
+            event(
+                EventKind::RelaxationEnded {
+                    cause: RelaxationEnd::HandoffWindowElapsed,
+                },
+                at(510),
+            ),
+            event(
+                EventKind::HandoffStarted {
+                    from: new.clone(),
+                    to: old.clone(),
+                    seq: Some(2),
+                },
+                at(600),
+            ),
+            event(
+                EventKind::HandoffFailed {
+                    to: old.clone(),
+                    attempts: 3,
+                    error: crate::Error::config("refused"),
+                },
+                at(700),
+            ),
+            event(
+                EventKind::CircuitOpened {
+                    reason: "down".into(),
+                },
+                at(800),
+            ),
+            event(EventKind::CircuitHalfOpen, at(900)),
+            event(
+                EventKind::CircuitClosed {
+                    open_for: Duration::from_millis(150),
+                },
+                at(950),
+            ),
+            event(
+                EventKind::NotificationDropped {
+                    reason: "bad".into(),
+                    preview: "".into(),
+                },
+                at(960),
+            ),
+        ] {
+            r.on_event(&e, &mut state);
+        }
+        let s = m.snapshot().maintenance;
+        assert_eq!(
+            (s.handoffs_started, s.handoffs_succeeded, s.handoffs_failed),
+            (2, 1, 1)
+        );
+        assert_eq!(s.handoff_duration.count, 1);
+        assert!(within(s.handoff_duration.p50, Duration::from_millis(30)));
+        assert_eq!(s.failed_handoff_duration.count, 1);
+        assert!(within(
+            s.failed_handoff_duration.max,
+            Duration::from_millis(100)
+        ));
+        assert_eq!((s.relaxations, s.relaxed_now), (1, 0));
+        assert_eq!(s.time_relaxed, Duration::from_millis(500));
+        assert_eq!(
+            (s.circuit_opened, s.circuit_half_opened, s.circuit_closed),
+            (1, 1, 1)
+        );
+        assert_eq!(s.time_circuit_open, Duration::from_millis(150));
+        // The handoff's new connection was announced twice (handshake, then handoff): once.
+        assert_eq!((s.connections_opened, s.connections_closed), (2, 1));
+        assert_eq!(s.errors, 1);
+    }
 
     #[test]
     fn notice_names_follow_the_counter_order() {
