@@ -6,19 +6,13 @@ mod common;
 
 use std::cell::RefCell;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use common::RedisServer;
-use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
-use redis_handoff::maintenance::{EndpointType, MaintenanceEvents, Notification, PushOrigin};
+use redis_handoff::maintenance::{Notification, PushOrigin};
 use redis_handoff::metrics::{Metrics, MetricsHook, MetricsSnapshot};
-use redis_handoff::sim::{Backend, Simulator};
-use redis_handoff::{
-    cmd, Command, ConnectOptions, Connection, Connector, Endpoint, Error, EventKind, Maintenance,
-    MaintenanceConfig, NotificationDemux, Reply, ServerError,
-};
+use redis_handoff::{cmd, Command, Connection, Endpoint, Error, Maintenance, Reply, ServerError};
 use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
 
 const WIDE: Duration = Duration::from_secs(30);
@@ -323,198 +317,211 @@ async fn percentiles_follow_known_injected_latencies() {
 
 // ===== maintenance through the simulator =====
 
-struct Stack {
-    _server: RedisServer,
-    sim: Simulator,
-    stack: HandoffRetry,
-    metrics: Metrics,
-    events: MaintenanceEvents,
-}
-
-async fn stack(nodes: usize) -> Stack {
-    let server = RedisServer::start();
-    let sim = Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .nodes(nodes)
-        .start()
-        .await
-        .unwrap();
-    let config = MaintenanceConfig::builder()
-        .endpoint_type(EndpointType::InternalIp)
-        .handoff_timeout(Duration::from_millis(500))
-        .post_handoff_relaxed_duration(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let maintenance = Maintenance::new(config);
-    let metrics = Metrics::new();
-    metrics.attach(&maintenance);
-    let events = maintenance.subscribe();
-    let connector = Connector::new(ConnectOptions::from_url(&sim.node(0).url()).unwrap()).unwrap();
-    let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
-    let handoff = HandoffConfig {
-        backoff_base: Duration::from_millis(20),
-        ..HandoffConfig::default()
+#[cfg(feature = "sim")]
+mod simulator {
+    use super::*;
+    use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
+    use redis_handoff::maintenance::{EndpointType, MaintenanceEvents};
+    use redis_handoff::sim::{Backend, Simulator};
+    use redis_handoff::{
+        ConnectOptions, Connector, EventKind, MaintenanceConfig, NotificationDemux,
     };
-    let stack = HandoffRetry::connect(demuxed, maintenance, handoff)
-        .await
-        .unwrap();
-    metrics.track_retries(&stack);
-    Stack {
-        _server: server,
-        sim,
-        stack,
-        metrics,
-        events,
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct Stack {
+        _server: RedisServer,
+        sim: Simulator,
+        stack: HandoffRetry,
+        metrics: Metrics,
+        events: MaintenanceEvents,
     }
-}
 
-async fn next(events: &mut MaintenanceEvents, pred: impl Fn(&EventKind) -> bool) {
-    tokio::time::timeout(WIDE, async {
-        loop {
-            match events.recv().await {
-                Some(e) if pred(&e.kind) => return,
-                Some(_) => {}
-                None => panic!("the event stream ended"),
-            }
+    async fn stack(nodes: usize) -> Stack {
+        let server = RedisServer::start();
+        let sim = Simulator::builder()
+            .backend(Backend::redis(server.addr()))
+            .nodes(nodes)
+            .start()
+            .await
+            .unwrap();
+        let config = MaintenanceConfig::builder()
+            .endpoint_type(EndpointType::InternalIp)
+            .handoff_timeout(Duration::from_millis(500))
+            .post_handoff_relaxed_duration(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let maintenance = Maintenance::new(config);
+        let metrics = Metrics::new();
+        metrics.attach(&maintenance);
+        let events = maintenance.subscribe();
+        let connector =
+            Connector::new(ConnectOptions::from_url(&sim.node(0).url()).unwrap()).unwrap();
+        let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
+        let handoff = HandoffConfig {
+            backoff_base: Duration::from_millis(20),
+            ..HandoffConfig::default()
+        };
+        let stack = HandoffRetry::connect(demuxed, maintenance, handoff)
+            .await
+            .unwrap();
+        metrics.track_retries(&stack);
+        Stack {
+            _server: server,
+            sim,
+            stack,
+            metrics,
+            events,
         }
-    })
-    .await
-    .expect("the event came")
-}
+    }
 
-/// Four tasks sending INCR and GET through MetricsHook until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
-}
-
-fn load(svc: MetricsHook<HandoffRetry>) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = (0..4)
-        .map(|t| {
-            let (svc, stop) = (svc.clone(), stop.clone());
-            tokio::spawn(async move {
-                let (mut ok, mut errors) = (0, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    for c in [
-                        cmd!("INCR", format!("m:{t}")),
-                        cmd!("GET", format!("m:{t}")),
-                    ] {
-                        match svc.clone().oneshot(c).await {
-                            Ok(_) => ok += 1,
-                            Err(e) => errors.push(e.to_string()),
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+    async fn next(events: &mut MaintenanceEvents, pred: impl Fn(&EventKind) -> bool) {
+        tokio::time::timeout(WIDE, async {
+            loop {
+                match events.recv().await {
+                    Some(e) if pred(&e.kind) => return,
+                    Some(_) => {}
+                    None => panic!("the event stream ended"),
                 }
-                (ok, errors)
-            })
+            }
         })
-        .collect();
-    Load { stop, tasks }
-}
+        .await
+        .expect("the event came")
+    }
 
-impl Load {
-    /// Stops the tasks; how many answers came back ok (none may have failed).
-    async fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut total = 0;
-        for t in self.tasks {
-            let (ok, errors) = tokio::time::timeout(WIDE, t).await.unwrap().unwrap();
-            assert!(errors.is_empty(), "{errors:?}");
-            total += ok;
+    /// Four tasks sending INCR and GET through MetricsHook until stopped.
+    struct Load {
+        stop: Arc<AtomicBool>,
+        tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
+    }
+
+    fn load(svc: MetricsHook<HandoffRetry>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..4)
+            .map(|t| {
+                let (svc, stop) = (svc.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut ok, mut errors) = (0, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        for c in [
+                            cmd!("INCR", format!("m:{t}")),
+                            cmd!("GET", format!("m:{t}")),
+                        ] {
+                            match svc.clone().oneshot(c).await {
+                                Ok(_) => ok += 1,
+                                Err(e) => errors.push(e.to_string()),
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    (ok, errors)
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    impl Load {
+        /// Stops the tasks; how many answers came back ok (none may have failed).
+        async fn finish(self) -> u64 {
+            self.stop.store(true, Ordering::Relaxed);
+            let mut total = 0;
+            for t in self.tasks {
+                let (ok, errors) = tokio::time::timeout(WIDE, t).await.unwrap().unwrap();
+                assert!(errors.is_empty(), "{errors:?}");
+                total += ok;
+            }
+            total
         }
-        total
     }
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_simulator_scenario_yields_the_expected_notification_and_handoff_counts() {
-    let mut s = stack(2).await;
-    let svc = s.metrics.layer().layer(s.stack.clone());
-    let running = load(svc);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_simulator_scenario_yields_the_expected_notification_and_handoff_counts() {
+        let mut s = stack(2).await;
+        let svc = s.metrics.layer().layer(s.stack.clone());
+        let running = load(svc);
+        tokio::time::sleep(Duration::from_millis(100)).await;
 
-    s.sim.migrate(0, Duration::from_millis(200)).await.unwrap();
-    s.sim.failover(0, Duration::from_millis(200)).await.unwrap();
-    // A MIGRATING whose sequence number is not a number: dropped, counted as an error.
-    let bad = &b">3\r\n$9\r\nMIGRATING\r\n$3\r\nabc\r\n:5\r\n"[..];
-    assert_eq!(s.sim.send_raw(0, bad).unwrap(), 1);
-    let moving = s.sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
-    next(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffDrained { .. })
-    })
-    .await;
-    moving.done().await;
-    let ok = running.finish().await;
+        s.sim.migrate(0, Duration::from_millis(200)).await.unwrap();
+        s.sim.failover(0, Duration::from_millis(200)).await.unwrap();
+        // A MIGRATING whose sequence number is not a number: dropped, counted as an error.
+        let bad = &b">3\r\n$9\r\nMIGRATING\r\n$3\r\nabc\r\n:5\r\n"[..];
+        assert_eq!(s.sim.send_raw(0, bad).unwrap(), 1);
+        let moving = s.sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
+        next(&mut s.events, |k| {
+            matches!(k, EventKind::HandoffDrained { .. })
+        })
+        .await;
+        moving.done().await;
+        let ok = running.finish().await;
 
-    let snap = settled(&s.metrics, |x| {
-        let m = &x.maintenance;
-        m.total_notifications() >= 5 && m.relaxed_now == 0 && m.connections_closed >= 1
-    })
-    .await;
-    let m = &snap.maintenance;
-    for name in [
-        "MIGRATING",
-        "MIGRATED",
-        "FAILING_OVER",
-        "FAILED_OVER",
-        "MOVING",
-    ] {
-        assert_eq!(m.notifications(name), 1, "{name}\n{snap}");
+        let snap = settled(&s.metrics, |x| {
+            let m = &x.maintenance;
+            m.total_notifications() >= 5 && m.relaxed_now == 0 && m.connections_closed >= 1
+        })
+        .await;
+        let m = &snap.maintenance;
+        for name in [
+            "MIGRATING",
+            "MIGRATED",
+            "FAILING_OVER",
+            "FAILED_OVER",
+            "MOVING",
+        ] {
+            assert_eq!(m.notifications(name), 1, "{name}\n{snap}");
+        }
+        assert_eq!(m.total_notifications(), 5, "{snap}");
+        assert!(m.notifications.iter().all(|n| n.applied == n.received));
+        assert_eq!((m.duplicates, m.skipped, m.errors), (0, 0, 1), "{snap}");
+        assert_eq!(m.processing.count, 5);
+        assert_eq!(
+            (m.handoffs_started, m.handoffs_succeeded, m.handoffs_failed),
+            (1, 1, 0),
+            "{snap}"
+        );
+        assert_eq!(m.handoff_duration.count, 1);
+        assert_eq!(m.failed_handoff_duration.count, 0);
+        // Relaxed by the migration, the failover and the MOVING (until 300 ms after the switch).
+        assert_eq!((m.relaxations, m.relaxed_now), (3, 0), "{snap}");
+        assert!(m.time_relaxed >= Duration::from_millis(650), "{snap}");
+        // The first connection and the handoff's; the old one drained and closed.
+        assert_eq!(
+            (m.connections_opened, m.connections_closed),
+            (2, 1),
+            "{snap}"
+        );
+        assert_eq!((m.reconnects, m.reconnect_failures), (0, 0));
+        // Every command answered, none failed; nothing needed a retry.
+        let o = snap.outcomes;
+        assert_eq!((o.ok, o.errors(), o.cancelled), (ok, 0, 0), "{snap}");
+        assert_eq!(o.retried, s.stack.stats().retried);
+        assert_eq!(s.stack.stats().handoffs, 1);
     }
-    assert_eq!(m.total_notifications(), 5, "{snap}");
-    assert!(m.notifications.iter().all(|n| n.applied == n.received));
-    assert_eq!((m.duplicates, m.skipped, m.errors), (0, 0, 1), "{snap}");
-    assert_eq!(m.processing.count, 5);
-    assert_eq!(
-        (m.handoffs_started, m.handoffs_succeeded, m.handoffs_failed),
-        (1, 1, 0),
-        "{snap}"
-    );
-    assert_eq!(m.handoff_duration.count, 1);
-    assert_eq!(m.failed_handoff_duration.count, 0);
-    // Relaxed by the migration, the failover and the MOVING (until 300 ms after the switch).
-    assert_eq!((m.relaxations, m.relaxed_now), (3, 0), "{snap}");
-    assert!(m.time_relaxed >= Duration::from_millis(650), "{snap}");
-    // The first connection and the handoff's; the old one drained and closed.
-    assert_eq!(
-        (m.connections_opened, m.connections_closed),
-        (2, 1),
-        "{snap}"
-    );
-    assert_eq!((m.reconnects, m.reconnect_failures), (0, 0));
-    // Every command answered, none failed; nothing needed a retry.
-    let o = snap.outcomes;
-    assert_eq!((o.ok, o.errors(), o.cancelled), (ok, 0, 0), "{snap}");
-    assert_eq!(o.retried, s.stack.stats().retried);
-    assert_eq!(s.stack.stats().handoffs, 1);
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_handoff_is_counted_with_its_duration() {
-    let mut s = stack(2).await;
-    s.sim.refuse(1).unwrap();
-    let moving = s.sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
-    next(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffFailed { .. })
-    })
-    .await;
-    let snap = settled(&s.metrics, |x| x.maintenance.handoffs_failed >= 1).await;
-    moving.abort();
-    let m = &snap.maintenance;
-    assert_eq!(m.notifications("MOVING"), 1, "{snap}");
-    assert_eq!(
-        (m.handoffs_started, m.handoffs_succeeded, m.handoffs_failed),
-        (1, 0, 1),
-        "{snap}"
-    );
-    assert_eq!(m.failed_handoff_duration.count, 1);
-    assert_eq!(m.handoff_duration.count, 0);
-    assert_eq!(m.connections_opened, 1, "{snap}");
-    // The MOVING keeps timeouts relaxed for its grace period.
-    assert_eq!((m.relaxations, m.relaxed_now), (1, 1));
-    assert_eq!(s.stack.stats().handoffs_failed, 1);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_handoff_is_counted_with_its_duration() {
+        let mut s = stack(2).await;
+        s.sim.refuse(1).unwrap();
+        let moving = s.sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
+        next(&mut s.events, |k| {
+            matches!(k, EventKind::HandoffFailed { .. })
+        })
+        .await;
+        let snap = settled(&s.metrics, |x| x.maintenance.handoffs_failed >= 1).await;
+        moving.abort();
+        let m = &snap.maintenance;
+        assert_eq!(m.notifications("MOVING"), 1, "{snap}");
+        assert_eq!(
+            (m.handoffs_started, m.handoffs_succeeded, m.handoffs_failed),
+            (1, 0, 1),
+            "{snap}"
+        );
+        assert_eq!(m.failed_handoff_duration.count, 1);
+        assert_eq!(m.handoff_duration.count, 0);
+        assert_eq!(m.connections_opened, 1, "{snap}");
+        // The MOVING keeps timeouts relaxed for its grace period.
+        assert_eq!((m.relaxations, m.relaxed_now), (1, 1));
+        assert_eq!(s.stack.stats().handoffs_failed, 1);
+    }
 }
 
 // ===== the metrics facade =====

@@ -1,4 +1,4 @@
-//! Export through the [`metrics`](::metrics) facade (feature `metrics`): the names and labels
+//! Export through the [`metrics`] facade (feature `metrics`): the names and labels
 //! [`Metrics::export`] uses, which are those other Redis clients emit with OpenTelemetry.
 
 use std::collections::HashMap;

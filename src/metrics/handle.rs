@@ -99,6 +99,7 @@ impl LazyBuckets {
         self.0.get_or_init(Buckets::new).record_duration(d);
     }
 
+    #[cfg(feature = "metrics")]
     pub(crate) fn counts(&self) -> Vec<u64> {
         self.0
             .get()

@@ -45,12 +45,12 @@
 //! [`Metrics::set_handoff_queue`] and [`Metrics::set_handoff_workers`].
 //!
 //! # Exporting
-//! With the `metrics` feature, [`Metrics::export`] hands what was recorded since the last export
+//! With the `metrics` feature, `Metrics::export` hands what was recorded since the last export
 //! to the [`metrics`](https://docs.rs/metrics) facade, under the names other Redis clients use
 //! with OpenTelemetry (`db.client.operation.duration`, `redis.client.maintenance.notifications`,
 //! `redis.client.connection.handoff`, `redis.client.connection.relaxed_timeout`, ...), so a
 //! Prometheus or OpenTelemetry exporter picks them up as they are;
-//! [`Metrics::spawn_exporter`] does it on an interval. The command path never touches the
+//! `Metrics::spawn_exporter` does it on an interval (see the `export` module for the names). The command path never touches the
 //! facade.
 //!
 //! # Example
