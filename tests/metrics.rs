@@ -459,6 +459,7 @@ mod simulator {
             m.total_notifications() >= 5 && m.relaxed_now == 0 && m.connections_closed >= 1
         })
         .await;
+        println!("{snap}");
         let m = &snap.maintenance;
         for name in [
             "MIGRATING",

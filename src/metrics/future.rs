@@ -11,6 +11,9 @@ use crate::error::{Error, ErrorClass};
 
 /// The inner service's answer, unchanged; its time and outcome are recorded when it comes,
 /// or the command is counted as cancelled if the future is dropped first.
+///
+/// It does not keep the [`Metrics`](super::Metrics) handle alive: a command that finishes
+/// after every clone of the handle is gone is not recorded.
 #[pin_project(PinnedDrop)]
 pub struct ResponseFuture<F> {
     #[pin]
@@ -55,7 +58,7 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-/// The failure an error counts as; `None` for success.
+/// The failure an error counts as.
 pub(crate) fn failure(error: &Error) -> Failure {
     match error {
         Error::Timeout { relaxed: true, .. } => Failure::RelaxedTimeout,

@@ -401,7 +401,8 @@ impl Metrics {
 
     /// Counts what `maintenance` sees: adds this handle as a notification hook (notices per
     /// type, their processing time) and [watches](Metrics::watch) its events (handoffs,
-    /// relaxed timeouts, the circuit, connections).
+    /// relaxed timeouts, the circuit, connections). Attach once per maintenance handle: twice
+    /// counts everything twice.
     ///
     /// # Panics
     /// Outside a Tokio runtime, as [`tokio::spawn`] does.

@@ -2,7 +2,7 @@
 //! and a fixed table of command names. Merged into `hdrhistogram` histograms only when a
 //! snapshot is taken.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
@@ -152,14 +152,17 @@ fn bump_owned(counter: &AtomicU64) {
 
 /// One thread's counters for one [`CommandRecorder`]: written by that thread alone.
 struct ThreadRecorder {
+    // The thread's number (see `thread_number`); 0 for the shared recorder.
+    owner: u64,
     failures: [AtomicU64; ERROR_KINDS],
     // One distribution per name slot, plus "other"; made on first use.
     latency: Box<[OnceLock<Buckets>]>,
 }
 
 impl ThreadRecorder {
-    fn new() -> Self {
+    fn new(owner: u64) -> Self {
         ThreadRecorder {
+            owner,
             failures: Default::default(),
             latency: (0..=NAME_SLOTS).map(|_| OnceLock::new()).collect(),
         }
@@ -208,13 +211,30 @@ struct Recorders {
 /// The live command recorders by id, for a thread's first record into one.
 static REGISTRY: RwLock<Vec<(u64, Weak<Recorders>)>> = RwLock::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-/// How many recorders a thread keeps at hand; a thread that records into more makes itself a
-/// new one when it comes back to one it dropped.
-const CACHED: usize = 8;
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+/// How many command recorders a thread keeps at hand. A thread that records into more, in
+/// turn, finds the others again through the registry, under a lock.
+const CACHED: usize = 32;
+
+type Cached = (u64, Arc<ThreadRecorder>, Weak<Recorders>);
 
 thread_local! {
     // This thread's recorders, by command recorder id, the most recently added first.
-    static LOCAL: RefCell<Vec<(u64, Arc<ThreadRecorder>)>> = const { RefCell::new(Vec::new()) };
+    static LOCAL: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
+    // This thread's number, given on first use; 0 until then.
+    static THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A number for the calling thread, the same for its whole life; `None` while it is exiting.
+fn thread_number() -> Option<u64> {
+    THREAD
+        .try_with(|t| {
+            if t.get() == 0 {
+                t.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
+            }
+            t.get()
+        })
+        .ok()
 }
 
 /// The command-path recorder: per-name latency distributions and failure counts, one set per
@@ -293,8 +313,8 @@ impl Drop for CommandRecorder {
 pub(crate) fn record(id: u64, event: Finished) {
     let recorded = LOCAL
         .try_with(|local| match local.try_borrow() {
-            Ok(local) => match local.iter().find(|(i, _)| *i == id) {
-                Some((_, r)) => {
+            Ok(local) => match local.iter().find(|(i, _, _)| *i == id) {
+                Some((_, r, _)) => {
                     r.record(&event, true);
                     true
                 }
@@ -308,7 +328,8 @@ pub(crate) fn record(id: u64, event: Finished) {
     }
 }
 
-/// A thread's first record into a recorder: makes the thread its own.
+/// A thread's first record into a recorder (or the first since it left the thread's cache):
+/// finds or makes the thread's own counters there, and keeps them at hand.
 #[cold]
 fn record_first(id: u64, event: &Finished) {
     let recorders = REGISTRY
@@ -321,30 +342,34 @@ fn record_first(id: u64, event: &Finished) {
         // The Metrics handle is gone: nobody will read it.
         return;
     };
-    let mine = Arc::new(ThreadRecorder::new());
-    let kept = LOCAL
-        .try_with(|local| match local.try_borrow_mut() {
-            Ok(mut local) => {
-                local.truncate(CACHED - 1);
-                local.insert(0, (id, mine.clone()));
-                true
-            }
-            Err(_) => false,
-        })
-        .unwrap_or(false);
-    if kept {
-        recorders
-            .threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(mine.clone());
-        mine.record(event, true);
-    } else {
+    let Some(me) = thread_number() else {
+        // The thread is exiting and its thread-locals are gone: count atomically instead.
         recorders
             .shared
-            .get_or_init(ThreadRecorder::new)
+            .get_or_init(|| ThreadRecorder::new(0))
             .record(event, false);
-    }
+        return;
+    };
+    let mine = {
+        let mut threads = recorders.threads.lock().unwrap_or_else(|p| p.into_inner());
+        match threads.iter().find(|t| t.owner == me) {
+            Some(t) => t.clone(),
+            None => {
+                let t = Arc::new(ThreadRecorder::new(me));
+                threads.push(t.clone());
+                t
+            }
+        }
+    };
+    // Only this thread writes to its own counters, whether or not they are cached.
+    mine.record(event, true);
+    let _ = LOCAL.try_with(|local| {
+        if let Ok(mut local) = local.try_borrow_mut() {
+            local.retain(|(_, _, alive)| alive.strong_count() > 0);
+            local.truncate(CACHED - 1);
+            local.insert(0, (id, mine, Arc::downgrade(&recorders)));
+        }
+    });
 }
 
 // ===== command names =====
@@ -527,6 +552,41 @@ mod tests {
             let err = m.abs_diff(v) as f64 / v as f64;
             assert!(err <= 1.0 / 64.0 + 1e-9, "{v}: {m} ({err})");
         }
+    }
+
+    fn finished(slot: usize) -> Finished {
+        Finished {
+            slot,
+            elapsed: Some(Duration::from_micros(100)),
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn a_thread_recording_into_many_handles_in_turn_keeps_one_set_of_counters_each() {
+        let recorders: Vec<CommandRecorder> =
+            (0..CACHED + 8).map(|_| CommandRecorder::new()).collect();
+        for _ in 0..3 {
+            for r in &recorders {
+                record(r.id(), finished(OTHER));
+            }
+        }
+        for r in &recorders {
+            assert_eq!(r.all().len(), 1);
+            assert_eq!(r.slot_counts(OTHER).map(|c| c.iter().sum::<u64>()), Some(3));
+        }
+    }
+
+    #[test]
+    fn records_for_a_dropped_recorder_are_dropped() {
+        let r = CommandRecorder::new();
+        let id = r.id();
+        record(id, finished(OTHER));
+        drop(r);
+        record(id, finished(OTHER));
+        let fresh = CommandRecorder::new();
+        assert_ne!(fresh.id(), id);
+        assert_eq!(fresh.slot_counts(OTHER), None);
     }
 
     #[test]

@@ -324,7 +324,11 @@ impl fmt::Display for MetricsSnapshot {
         }
 
         let m = &self.maintenance;
-        writeln!(f, "maintenance notifications  received   applied")?;
+        writeln!(
+            f,
+            "{:<24}{:>12} {:>9}",
+            "maintenance notices", "received", "applied"
+        )?;
         for n in &m.notifications {
             writeln!(f, "  {:<22}{:>12} {:>9}", n.name, n.received, n.applied)?;
         }
