@@ -686,6 +686,23 @@ mod tests {
         assert_eq!(applied, 2);
     }
 
+    #[test]
+    fn a_pool_reports_its_queue_and_workers() {
+        let m = Metrics::new();
+        m.set_handoff_queue(3, 500);
+        m.set_handoff_queue(1, 500);
+        m.set_handoff_workers(4, 10);
+        m.set_handoff_workers(2, 10);
+        let p = m.snapshot().pool;
+        assert_eq!((p.queue_depth, p.queue_peak, p.queue_capacity), (1, 3, 500));
+        assert_eq!((p.workers_busy, p.workers_peak, p.workers_max), (2, 4, 10));
+        assert!((p.utilisation() - 0.2).abs() < 1e-9);
+        assert!(m
+            .snapshot()
+            .to_string()
+            .contains("2 of 10 busy (peak 4, 20%)"));
+    }
+
     fn event(kind: EventKind, at: Instant) -> MaintenanceEvent {
         let mut e = MaintenanceEvent::new(Endpoint::new("db", 6379), kind);
         e.at = at;
