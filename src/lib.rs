@@ -40,6 +40,7 @@ pub mod endpoint;
 pub mod error;
 pub mod handoff;
 pub mod maintenance;
+pub mod metrics;
 pub mod pool;
 pub mod relaxed_timeout;
 pub mod reply;
@@ -57,6 +58,7 @@ pub use maintenance::{
     AzureEvent, EndpointStatus, EndpointType, EventKind, Maintenance, MaintenanceConfig,
     MaintenanceEvent, MaintenanceMode, Notification, NotificationHook,
 };
+pub use metrics::{Metrics, MetricsHook, MetricsHookLayer, MetricsSnapshot};
 pub use reply::Reply;
 pub use stack::{Stack, StackBuilder};
 

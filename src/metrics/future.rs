@@ -1,0 +1,141 @@
+//! The response future of [`MetricsHook`](super::MetricsHook).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project::{pin_project, pinned_drop};
+
+use super::recorder::{clock, record, Failure, Finished};
+use crate::error::{Error, ErrorClass};
+
+/// The inner service's answer, unchanged; its time and outcome are recorded when it comes,
+/// or the command is counted as cancelled if the future is dropped first.
+///
+/// It does not keep the [`Metrics`](super::Metrics) handle alive: a command that finishes
+/// after every clone of the handle is gone is not recorded.
+#[pin_project(PinnedDrop)]
+pub struct ResponseFuture<F> {
+    #[pin]
+    response: F,
+    // Taken when the answer is recorded.
+    pending: Option<Pending>,
+    span: tracing::Span,
+}
+
+struct Pending {
+    recorder: u64,
+    slot: usize,
+    // A raw reading of the metrics clock.
+    started: u64,
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("pending", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(
+        response: F,
+        recorder: u64,
+        slot: usize,
+        started: u64,
+        span: tracing::Span,
+    ) -> Self {
+        ResponseFuture {
+            response,
+            pending: Some(Pending {
+                recorder,
+                slot,
+                started,
+            }),
+            span,
+        }
+    }
+}
+
+/// The failure an error counts as.
+pub(crate) fn failure(error: &Error) -> Failure {
+    match error {
+        Error::Timeout { relaxed: true, .. } => Failure::RelaxedTimeout,
+        e => match e.class() {
+            ErrorClass::Server => Failure::Server,
+            ErrorClass::Timeout => Failure::Timeout,
+            ErrorClass::CircuitOpen => Failure::CircuitOpen,
+            ErrorClass::Connection => Failure::Connection,
+            _ => Failure::Other,
+        },
+    }
+}
+
+/// The outcome's name in spans, logs and metric labels.
+pub(crate) fn outcome_name(failure: Option<Failure>) -> &'static str {
+    match failure {
+        None => "ok",
+        Some(Failure::Server) => "server_error",
+        Some(Failure::Timeout) => "timeout",
+        Some(Failure::RelaxedTimeout) => "relaxed_timeout",
+        Some(Failure::CircuitOpen) => "circuit_open",
+        Some(Failure::Connection) => "connection_lost",
+        Some(Failure::Other) => "other_error",
+        Some(Failure::Cancelled) => "cancelled",
+    }
+}
+
+impl<F, T> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let out = match this.response.poll(cx) {
+            Poll::Ready(out) => out,
+            Poll::Pending => return Poll::Pending,
+        };
+        let failure = out.as_ref().err().map(failure);
+        if let Some(p) = this.pending.take() {
+            let clock = clock();
+            let elapsed = Some(clock.delta(p.started, clock.raw()));
+            record(
+                p.recorder,
+                Finished {
+                    slot: p.slot,
+                    elapsed,
+                    failure,
+                },
+            );
+        }
+        if !this.span.is_disabled() {
+            this.span.record("outcome", outcome_name(failure));
+        }
+        Poll::Ready(out)
+    }
+}
+
+#[pinned_drop]
+impl<F> PinnedDrop for ResponseFuture<F> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        if let Some(p) = this.pending.take() {
+            record(
+                p.recorder,
+                Finished {
+                    slot: p.slot,
+                    elapsed: None,
+                    failure: Some(Failure::Cancelled),
+                },
+            );
+            if !this.span.is_disabled() {
+                this.span
+                    .record("outcome", outcome_name(Some(Failure::Cancelled)));
+            }
+        }
+    }
+}
