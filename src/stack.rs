@@ -3,6 +3,7 @@
 //! [`Stack::connect`] builds, over one multiplexed connection:
 //!
 //! ```text
+//! MetricsHook         latency histograms and outcome counts; maintenance counts
 //! CircuitBreaker      fails fast while the endpoint is down; holds commands through a handoff
 //! RelaxedTimeout      timeout, relaxed (never tightened) while the endpoint is in maintenance
 //! HandoffRetry        make-before-break handoffs on MOVING, reconnects, safe resends
@@ -39,11 +40,13 @@ use crate::demux::NotificationDemux;
 use crate::error::Error;
 use crate::handoff::{HandoffConfig, HandoffRetry};
 use crate::maintenance::{EndpointStatus, Maintenance, MaintenanceConfig};
+use crate::metrics::{Metrics, MetricsHook};
 use crate::relaxed_timeout::{self, RelaxedTimeout};
 use crate::reply::Reply;
 
 /// The service type of the recommended stack.
-pub type StackService = CircuitBreaker<RelaxedTimeout<HandoffRetry, Arc<EndpointStatus>>>;
+pub type StackService =
+    MetricsHook<CircuitBreaker<RelaxedTimeout<HandoffRetry, Arc<EndpointStatus>>>>;
 
 /// The recommended stack; see the [module docs](self).
 #[derive(Clone)]
@@ -56,7 +59,7 @@ impl fmt::Debug for Stack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stack")
             .field("handoff", self.handoff())
-            .field("circuit", &self.service.handle().state())
+            .field("circuit", &self.circuit().state())
             .finish()
     }
 }
@@ -97,12 +100,17 @@ impl Stack {
 
     /// The handoff layer: the current endpoint, counters, the stable push stream.
     pub fn handoff(&self) -> &HandoffRetry {
-        self.service.get_ref().get_ref()
+        self.service.get_ref().get_ref().get_ref()
     }
 
     /// The circuit breaker: its state, counters, and manual `force_open` / `reset`.
     pub fn circuit(&self) -> CircuitHandle {
-        self.service.handle()
+        self.service.get_ref().handle()
+    }
+
+    /// The metrics: `metrics().snapshot()` for counts and percentiles.
+    pub fn metrics(&self) -> &Metrics {
+        self.service.metrics()
     }
 
     /// The whole service, for wrapping in more layers.
@@ -155,7 +163,11 @@ impl StackBuilder {
             relaxed,
             maintenance.status(&endpoint),
         );
-        let service = CircuitBreaker::new(timed, maintenance.clone(), endpoint, self.circuit);
+        let metrics = Metrics::new();
+        metrics.attach(&maintenance);
+        metrics.track_retries(timed.get_ref());
+        let guarded = CircuitBreaker::new(timed, maintenance.clone(), endpoint, self.circuit);
+        let service = MetricsHook::new(guarded, metrics);
         Ok(Stack {
             service,
             maintenance,

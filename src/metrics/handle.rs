@@ -346,6 +346,8 @@ pub(crate) struct Inner {
     pub(crate) maintenance: MaintenanceRecorder,
     pub(crate) pool: PoolRecorder,
     retry_sources: RwLock<Vec<RetrySource>>,
+    // The handoff limiters of tracked pools, read at every snapshot.
+    limiters: RwLock<Vec<crate::handoff::HandoffLimiter>>,
     // Dropped with the last handle: the event-watching tasks see it and end.
     closed: watch::Sender<()>,
     #[cfg(feature = "metrics")]
@@ -387,6 +389,7 @@ impl Metrics {
                 maintenance: MaintenanceRecorder::default(),
                 pool: PoolRecorder::default(),
                 retry_sources: RwLock::new(Vec::new()),
+                limiters: RwLock::new(Vec::new()),
                 closed,
                 #[cfg(feature = "metrics")]
                 exported: Mutex::new(super::export::Exported::default()),
@@ -445,6 +448,38 @@ impl Metrics {
             .push(Box::new(source));
     }
 
+    /// Follows a [`Pool`](crate::pool::Pool): its handoff queue depth and worker utilisation
+    /// (peaks included) are read from its limiter at every snapshot, and the commands its
+    /// stacks sent again are added to [`Outcomes::retried`]. Like
+    /// [`track_retries`](Metrics::track_retries), it keeps clones of the pool's stacks.
+    pub fn track_pool(&self, pool: &crate::pool::Pool) {
+        self.inner
+            .limiters
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(pool.limiter().clone());
+        for stack in pool.stacks() {
+            self.track_retries(stack);
+        }
+    }
+
+    fn refresh_pools(&self) {
+        let limiters = self
+            .inner
+            .limiters
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for l in limiters.iter() {
+            self.set_handoff_queue(l.waiting(), l.queue_size());
+            self.set_handoff_workers(l.active(), l.workers());
+            let p = &self.inner.pool;
+            p.queue_peak
+                .fetch_max(l.peak_waiting() as u64, Ordering::Relaxed);
+            p.workers_peak
+                .fetch_max(l.peak_active() as u64, Ordering::Relaxed);
+        }
+    }
+
     /// For a connection pool: how many handoffs wait for a worker now, and how many may wait.
     pub fn set_handoff_queue(&self, depth: usize, capacity: usize) {
         let p = &self.inner.pool;
@@ -496,6 +531,7 @@ impl Metrics {
     /// Recording goes on while a snapshot is taken, so a snapshot under load may catch a
     /// command half recorded; once the commands are done, every count is exact.
     pub fn snapshot(&self) -> MetricsSnapshot {
+        self.refresh_pools();
         let mut all = vec![0u64; BUCKETS];
         let mut by_command: Vec<CommandLatency> = self
             .command_counts()
