@@ -86,6 +86,16 @@ fn extra(scenario: Scenario) -> Duration {
     }
 }
 
+/// How long a window lasts after its scenario returns: the simulator closes a node's connections
+/// as a `MOVING`'s grace period ends, and the commands caught by that close fail a moment later,
+/// still inside the window. Shorter than the rest between scenarios.
+fn tail(scenario: Scenario) -> Duration {
+    match scenario {
+        Scenario::Moving => Duration::from_millis(250),
+        _ => Duration::ZERO,
+    }
+}
+
 /// Plays the schedule on `sim`, the client on node 0; returns the maintenance windows.
 pub(crate) async fn play(
     sim: &Simulator,
@@ -104,7 +114,7 @@ pub(crate) async fn play(
         progress.set_phase(p.scenario.name());
         let start = t0.elapsed();
         node = play_one(sim, p.scenario, node, p.length).await?;
-        let end = t0.elapsed();
+        let end = t0.elapsed() + tail(p.scenario);
         windows.push(Window {
             label: p.scenario.name().to_string(),
             start,
