@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::load::{self, counter, next_event, Outcome};
 use common::RedisServer;
 use redis_handoff::frame::BytesFrame;
 use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
@@ -17,8 +18,6 @@ use redis_handoff::{
     MaintenanceConfig, NotificationDemux,
 };
 use tower::ServiceExt;
-
-const WIDE: Duration = Duration::from_secs(30);
 
 struct Setup {
     _server: RedisServer,
@@ -62,108 +61,31 @@ fn config(endpoint_type: EndpointType) -> MaintenanceConfig {
         .unwrap()
 }
 
-#[derive(Debug, Default)]
-struct Outcome {
-    incr_ok: u64,
-    incr_lost: u64,
-    get_ok: u64,
-    errors: Vec<String>,
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Outcome>>,
-}
-
-/// 50 tasks, each increments its own counter and reads it back, until stopped.
-fn start_load(redis: &HandoffRetry) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = (0..50)
-        .map(|t| {
-            let redis = redis.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut o = Outcome::default();
-                let key = format!("sim-load:{t}");
-                // Staggered, so that at any moment some tasks are reading and others writing.
-                tokio::time::sleep(Duration::from_millis(7 * t as u64)).await;
-                while !stop.load(Ordering::Relaxed) {
-                    match redis.clone().oneshot(cmd!("INCR", &key)).await {
-                        Ok(_) => o.incr_ok += 1,
-                        Err(e) => {
-                            if e.may_have_executed() {
-                                o.incr_lost += 1;
-                            }
-                            o.errors.push(format!("INCR: {e}"));
-                        }
-                    }
-                    match redis.clone().oneshot(cmd!("GET", &key)).await {
-                        Ok(_) => o.get_ok += 1,
-                        Err(e) => o.errors.push(format!("GET: {e}")),
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                o
-            })
-        })
-        .collect();
-    Load { stop, tasks }
-}
-
-impl Load {
-    async fn finish(self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut out = Vec::new();
-        for t in self.tasks {
-            out.push(
-                tokio::time::timeout(WIDE, t)
-                    .await
-                    .expect("a task hung")
-                    .unwrap(),
-            );
-        }
-        out
-    }
-}
-
-async fn counter(redis: &HandoffRetry, t: usize) -> u64 {
-    let r = redis
-        .clone()
-        .oneshot(cmd!("GET", format!("sim-load:{t}")))
-        .await
-        .unwrap();
-    r.as_i64().unwrap_or(0) as u64
-}
-
 /// Zero failed commands, and each counter holds exactly the increments acknowledged.
 async fn assert_no_failures(redis: &HandoffRetry, outcomes: &[Outcome]) {
     for (t, o) in outcomes.iter().enumerate() {
         assert!(o.errors.is_empty(), "task {t}: {:?}", o.errors);
         assert!(o.incr_ok > 0 && o.get_ok > 0, "task {t} made no progress");
-        assert_eq!(counter(redis, t).await, o.incr_ok, "task {t}: counter");
+        assert_eq!(
+            counter(redis, format!("sim-load:{t}")).await,
+            o.incr_ok,
+            "task {t}: counter"
+        );
     }
-}
-
-async fn next(events: &mut MaintenanceEvents, pred: impl Fn(&EventKind) -> bool) -> EventKind {
-    tokio::time::timeout(WIDE, async {
-        loop {
-            match events.recv().await {
-                Some(e) if pred(&e.kind) => return e.kind,
-                Some(_) => {}
-                None => panic!("the event stream ended"),
-            }
-        }
-    })
-    .await
-    .expect("the event came")
 }
 
 async fn moving_with_endpoint(endpoint_type: EndpointType, host: &str) {
     let mut s = setup(2, config(endpoint_type)).await;
-    let load = start_load(&s.redis);
+    let load = load::start(
+        &s.redis,
+        50,
+        "sim-load",
+        Duration::from_millis(7),
+        Duration::from_millis(1),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let moving = s.sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
-    let seen = next(&mut s.events, |k| {
+    let seen = next_event(&mut s.events, |k| {
         matches!(
             k,
             EventKind::Notification(redis_handoff::Notification::Moving { .. })
@@ -175,11 +97,11 @@ async fn moving_with_endpoint(endpoint_type: EndpointType, host: &str) {
         matches!(&seen, EventKind::Notification(redis_handoff::Notification::Moving { endpoint: Some(e), .. }) if *e == target),
         "{seen:?}"
     );
-    next(&mut s.events, |k| {
+    next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffSwitched { .. })
     })
     .await;
-    next(&mut s.events, |k| {
+    next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffDrained { .. })
     })
     .await;
@@ -206,7 +128,13 @@ async fn moving_to_an_fqdn_endpoint_moves_every_command_with_none_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_with_a_null_endpoint_reconnects_to_the_configured_address_at_half_time() {
     let mut s = setup(1, config(EndpointType::None)).await;
-    let load = start_load(&s.redis);
+    let load = load::start(
+        &s.redis,
+        50,
+        "sim-load",
+        Duration::from_millis(7),
+        Duration::from_millis(1),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = tokio::time::Instant::now();
     let moving = s
@@ -214,7 +142,7 @@ async fn moving_with_a_null_endpoint_reconnects_to_the_configured_address_at_hal
         .moving_null(0, Duration::from_secs(2), Duration::from_millis(500))
         .await
         .unwrap();
-    next(&mut s.events, |k| {
+    next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffSwitched { .. })
     })
     .await;
@@ -236,9 +164,15 @@ async fn moving_with_a_null_endpoint_reconnects_to_the_configured_address_at_hal
 async fn a_new_endpoint_that_refuses_fails_the_handoff_and_the_old_connection_keeps_serving() {
     let mut s = setup(2, config(EndpointType::InternalIp)).await;
     s.sim.refuse(1).unwrap();
-    let load = start_load(&s.redis);
+    let load = load::start(
+        &s.redis,
+        50,
+        "sim-load",
+        Duration::from_millis(7),
+        Duration::from_millis(1),
+    );
     let moving = s.sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
-    let failed = next(&mut s.events, |k| {
+    let failed = next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffFailed { .. })
     })
     .await;
@@ -258,10 +192,16 @@ async fn a_new_endpoint_that_refuses_fails_the_handoff_and_the_old_connection_ke
 async fn a_new_endpoint_that_blackholes_times_out_and_the_old_connection_keeps_serving() {
     let mut s = setup(2, config(EndpointType::InternalIp)).await;
     s.sim.blackhole(1).unwrap();
-    let load = start_load(&s.redis);
+    let load = load::start(
+        &s.redis,
+        50,
+        "sim-load",
+        Duration::from_millis(7),
+        Duration::from_millis(1),
+    );
     let started = tokio::time::Instant::now();
     let moving = s.sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
-    let failed = next(&mut s.events, |k| {
+    let failed = next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffFailed { .. })
     })
     .await;
@@ -291,10 +231,16 @@ async fn the_old_connection_killed_mid_drain_retries_safe_commands_and_never_dou
     let mut s = setup(2, config(EndpointType::InternalIp)).await;
     // Slow replies on node 0, so commands are still owed when the switch happens.
     s.sim.latency(0, Duration::from_millis(400)).unwrap();
-    let load = start_load(&s.redis);
+    let load = load::start(
+        &s.redis,
+        50,
+        "sim-load",
+        Duration::from_millis(7),
+        Duration::from_millis(1),
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     let moving = s.sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
-    next(&mut s.events, |k| {
+    next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffSwitched { .. })
     })
     .await;
@@ -314,7 +260,7 @@ async fn the_old_connection_killed_mid_drain_retries_safe_commands_and_never_dou
             );
         }
         lost += o.incr_lost;
-        let value = counter(&s.redis, t).await;
+        let value = counter(&s.redis, format!("sim-load:{t}")).await;
         assert!(
             value >= o.incr_ok && value <= o.incr_ok + o.incr_lost,
             "task {t}: counter {value}, acknowledged {}, lost {}",
@@ -330,15 +276,21 @@ async fn the_old_connection_killed_mid_drain_retries_safe_commands_and_never_dou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_movings_in_a_row_end_on_the_last_node_with_none_failed() {
     let mut s = setup(3, config(EndpointType::InternalIp)).await;
-    let load = start_load(&s.redis);
+    let load = load::start(
+        &s.redis,
+        50,
+        "sim-load",
+        Duration::from_millis(7),
+        Duration::from_millis(1),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let first = s.sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
-    next(&mut s.events, |k| {
+    next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffSwitched { .. })
     })
     .await;
     let second = s.sim.moving(1, 2, Duration::from_secs(2)).await.unwrap();
-    next(&mut s.events, |k| {
+    next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffSwitched { .. })
     })
     .await;
@@ -377,7 +329,7 @@ async fn a_subscriber_receives_every_message_published_across_the_move() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let moving = s.sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
-    next(&mut s.events, |k| {
+    next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffDrained { .. })
     })
     .await;
@@ -419,7 +371,13 @@ async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() 
         .build()
         .unwrap();
     let mut s = setup(1, config).await;
-    let load = start_load(&s.redis);
+    let load = load::start(
+        &s.redis,
+        50,
+        "sim-load",
+        Duration::from_millis(7),
+        Duration::from_millis(1),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = s
         .sim
@@ -432,7 +390,7 @@ async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() 
         sent, 1,
         "the stack's connection is subscribed to AzureRedisEvents"
     );
-    let switched = next(&mut s.events, |k| {
+    let switched = next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffSwitched { .. })
     })
     .await;
@@ -441,7 +399,7 @@ async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() 
         matches!(&switched, EventKind::HandoffSwitched { to, .. } if *to == s.sim.node(0).endpoint()),
         "{switched:?}"
     );
-    next(&mut s.events, |k| {
+    next_event(&mut s.events, |k| {
         matches!(k, EventKind::HandoffDrained { .. })
     })
     .await;

@@ -229,7 +229,7 @@ impl FrameScanner {
     }
 }
 
-fn find_crlf(buf: &[u8], from: usize, max: usize) -> Option<usize> {
+pub(crate) fn find_crlf(buf: &[u8], from: usize, max: usize) -> Option<usize> {
     let end = buf.len().min(max.saturating_add(2));
     let hay = buf.get(from..end)?;
     let mut i = 0;
@@ -243,7 +243,7 @@ fn find_crlf(buf: &[u8], from: usize, max: usize) -> Option<usize> {
     None
 }
 
-fn parse_int(s: &[u8]) -> Option<i64> {
+pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }

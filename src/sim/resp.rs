@@ -13,7 +13,7 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::connection::codec::{FrameScanner, Limits, Scan};
+use crate::connection::codec::{find_crlf, parse_int, FrameScanner, Limits, Scan};
 
 /// Limits on one frame.
 #[derive(Debug, Clone, Copy)]
@@ -172,27 +172,6 @@ fn split_inline(line: &Bytes) -> Vec<Bytes> {
         args.push(line.slice(s..));
     }
     args
-}
-
-fn find_crlf(buf: &[u8], from: usize, max: usize) -> Option<usize> {
-    let end = buf.len().min(max.saturating_add(2));
-    let hay = buf.get(from..end)?;
-    let mut i = 0;
-    while let Some(off) = hay[i..].iter().position(|&b| b == b'\r') {
-        let at = i + off;
-        if hay.get(at + 1) == Some(&b'\n') {
-            return Some(from + at);
-        }
-        i = at + 1;
-    }
-    None
-}
-
-fn parse_int(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 20 {
-        return None;
-    }
-    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 // ===== reading flat frames =====

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod load;
+
 /// A redis-server process that lives as long as this value.
 pub struct RedisServer {
     child: Option<Child>,
