@@ -216,7 +216,8 @@ pub(crate) struct Inner {
     pushes: PushHub,
     maintenance: Maintenance,
     triggers: mpsc::UnboundedSender<Trigger>,
-    retried: AtomicU64,
+    // Shared, so that a metrics handle can read it without keeping the stack alive.
+    retried: Arc<AtomicU64>,
     handoffs: AtomicU64,
     handoffs_failed: AtomicU64,
     reconnects: AtomicU64,
@@ -388,7 +389,7 @@ impl HandoffRetry {
             pushes: PushHub::new(connector.configured_endpoint(), 4096),
             maintenance: maintenance.clone(),
             triggers: triggers_tx,
-            retried: AtomicU64::new(0),
+            retried: Arc::new(AtomicU64::new(0)),
             handoffs: AtomicU64::new(0),
             handoffs_failed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -475,6 +476,12 @@ impl HandoffRetry {
             handoffs_failed: self.inner.handoffs_failed.load(Ordering::Relaxed),
             reconnects: self.inner.reconnects.load(Ordering::Relaxed),
         }
+    }
+
+    /// Reads [`HandoffStats::retried`] without keeping the stack (or its connection) alive.
+    pub fn retried_counter(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let counter = self.inner.retried.clone();
+        move || counter.load(Ordering::Relaxed)
     }
 
     /// Starts a handoff as a `MOVING` notification would: to `endpoint`, or with `None` to the

@@ -431,12 +431,11 @@ impl Metrics {
     /// [`Outcomes::retried`].
     ///
     /// A retry happens inside [`HandoffRetry`], below this layer, so it is read from the
-    /// stack's own counter rather than seen command by command. The handle keeps a clone of
-    /// `stack`, which keeps the stack and its connection alive as long as this handle lives;
-    /// use [`Metrics::add_retry_source`] to decide otherwise.
+    /// stack's own counter rather than seen command by command. Only the counter is kept, not
+    /// the stack: a handle attached to the stack's maintenance handle must not keep the stack
+    /// (and its connection) alive.
     pub fn track_retries(&self, stack: &HandoffRetry) {
-        let stack = stack.clone();
-        self.add_retry_source(move || stack.stats().retried);
+        self.add_retry_source(stack.retried_counter());
     }
 
     /// Adds a count of retried commands, read at every snapshot, to [`Outcomes::retried`].
@@ -450,8 +449,8 @@ impl Metrics {
 
     /// Follows a [`Pool`](crate::pool::Pool): its handoff queue depth and worker utilisation
     /// (peaks included) are read from its limiter at every snapshot, and the commands its
-    /// stacks sent again are added to [`Outcomes::retried`]. Like
-    /// [`track_retries`](Metrics::track_retries), it keeps clones of the pool's stacks.
+    /// stacks sent again are added to [`Outcomes::retried`]. Keeps the limiter and the
+    /// counters, not the connections.
     pub fn track_pool(&self, pool: &crate::pool::Pool) {
         self.inner
             .limiters
