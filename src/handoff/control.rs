@@ -346,9 +346,20 @@ fn switch(weak: &Weak<Inner>, conn: Connection, started: Instant) {
     );
     if let Some(old) = old {
         let weak = weak.clone();
+        let release = match inner.subscriptions.lock() {
+            Ok(subs) => subs.release_commands(),
+            Err(_) => Vec::new(),
+        };
         tokio::spawn(async move {
             let switched = Instant::now();
             let owed = old.in_flight();
+            // Subscribed on the new connection first, unsubscribed from the old one now: the
+            // old connection closes only after the messages it still carried have arrived.
+            for command in release {
+                if let Err(e) = old.send(command).await {
+                    tracing::debug!(error = %e, "unsubscribing the old connection failed");
+                }
+            }
             old.drain().await;
             if let Some(inner) = weak.upgrade() {
                 inner.report(

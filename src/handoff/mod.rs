@@ -189,17 +189,30 @@ impl Subscriptions {
 
     /// The commands that put these subscriptions in place on a new connection.
     fn restore_commands(&self) -> Vec<Command> {
-        let mut out = Vec::new();
-        for (name, set) in [
-            ("SUBSCRIBE", &self.channels),
-            ("PSUBSCRIBE", &self.patterns),
-            ("SSUBSCRIBE", &self.shard_channels),
-        ] {
-            if !set.is_empty() {
-                out.push(Command::new(name).args_from(set.iter()));
-            }
-        }
-        out
+        self.families()
+            .filter(|(_, _, set)| !set.is_empty())
+            .map(|(subscribe, _, set)| Command::new(subscribe).args_from(set.iter()))
+            .collect()
+    }
+
+    /// The commands that end these subscriptions on an old connection. Redis answers each after
+    /// every message it queued before it, so once they are answered the old connection has
+    /// delivered all its messages and may close.
+    fn release_commands(&self) -> Vec<Command> {
+        self.families()
+            .filter(|(_, _, set)| !set.is_empty())
+            .map(|(_, unsubscribe, _)| Command::new(unsubscribe))
+            .collect()
+    }
+
+    /// Each family: the command that subscribes, the one that unsubscribes from all, the names.
+    fn families(&self) -> impl Iterator<Item = (&'static str, &'static str, &Vec<Bytes>)> {
+        [
+            ("SUBSCRIBE", "UNSUBSCRIBE", &self.channels),
+            ("PSUBSCRIBE", "PUNSUBSCRIBE", &self.patterns),
+            ("SSUBSCRIBE", "SUNSUBSCRIBE", &self.shard_channels),
+        ]
+        .into_iter()
     }
 }
 
