@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::io;
-use std::sync::{Arc, Mutex, Once};
+use common::logs::CapturedLogs;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::RedisServer;
@@ -113,59 +113,8 @@ impl RecordingProxy {
     }
 }
 
-/// Log lines written on one test's thread (each test runs its runtime on its own thread).
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-thread_local! {
-    static CAPTURE: RefCell<Option<CapturedLogs>> = const { RefCell::new(None) };
-}
-
-/// Writes to the capture of the current thread, if it has one.
-struct ThreadWriter;
-
-impl io::Write for ThreadWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        CAPTURE.with(|c| {
-            if let Some(logs) = &*c.borrow() {
-                logs.0.lock().unwrap().extend_from_slice(buf);
-            }
-        });
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One global subscriber, installed before any test logs: a per-test `set_default` races with
-/// other threads registering the same call sites and can miss events.
 fn init_logging() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(|| ThreadWriter)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
-    });
-}
-
-impl CapturedLogs {
-    /// Captures what this thread logs from now on.
-    fn start() -> Self {
-        let logs = CapturedLogs::default();
-        CAPTURE.with(|c| *c.borrow_mut() = Some(logs.clone()));
-        logs
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
+    common::logs::init("debug", false);
 }
 
 #[tokio::test]

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::io;
-use std::sync::{Arc, Mutex, Once};
+use common::logs::CapturedLogs;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::RedisServer;
@@ -700,59 +700,8 @@ mod facade {
 
 // ===== spans and logs =====
 
-/// Log lines written on one test's thread.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-thread_local! {
-    static CAPTURE: RefCell<Option<CapturedLogs>> = const { RefCell::new(None) };
-}
-
-/// Writes to the capture of the current thread, if it has one.
-struct ThreadWriter;
-
-impl io::Write for ThreadWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        CAPTURE.with(|c| {
-            if let Some(logs) = &*c.borrow() {
-                logs.0.lock().unwrap().extend_from_slice(buf);
-            }
-        });
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One global subscriber, so that no test races another registering the same call sites.
 fn init_logging() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("redis_handoff::metrics=debug")
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-            .with_ansi(false)
-            .with_writer(|| ThreadWriter)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
-    });
-}
-
-impl CapturedLogs {
-    fn start() -> Self {
-        let logs = CapturedLogs::default();
-        CAPTURE.with(|c| *c.borrow_mut() = Some(logs.clone()));
-        logs
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
+    common::logs::init("redis_handoff::metrics=debug", true);
 }
 
 #[tokio::test(flavor = "current_thread")]

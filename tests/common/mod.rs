@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod load;
+pub mod logs;
 
 /// A redis-server process that lives as long as this value.
 pub struct RedisServer {
