@@ -22,9 +22,15 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// A Redis command: its name and arguments, as binary-safe strings.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// The arguments are kept already in their RESP form (`$<len>\r\n<bytes>\r\n` each) in one
+/// buffer, which lives inside the `Command` itself while it is small (up to
+/// [`Command::INLINE_BYTES`] bytes, enough for most commands on short keys) and on the heap
+/// otherwise: building a typical command allocates nothing, and sending it is one copy.
+#[derive(Clone)]
 pub struct Command {
-    args: Vec<Bytes>,
+    body: Body,
+    argc: u32,
 }
 
 /// Builds a [`Command`] from a name and any number of arguments.
@@ -43,75 +49,126 @@ macro_rules! cmd {
 
 /// A value that can be a command argument.
 ///
-/// Implemented for strings, byte slices, [`Bytes`], integers and floats.
+/// Implemented for strings, byte slices, [`Bytes`], integers and floats. To pass a type of your
+/// own, implement [`with_bytes`](ToArg::with_bytes) to lend its bytes:
+///
+/// ```
+/// use redis_handoff::{cmd, ToArg};
+///
+/// struct UserId(u32);
+///
+/// impl ToArg for UserId {
+///     fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+///         format!("user:{}", self.0).with_bytes(f)
+///     }
+/// }
+///
+/// let c = cmd!("GET", UserId(7));
+/// assert_eq!(c.args().nth(1), Some(&b"user:7"[..]));
+/// ```
 pub trait ToArg {
-    /// The argument's bytes.
-    fn to_arg(self) -> Bytes;
+    /// Calls `f` with the argument's bytes.
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R;
 }
 
 impl ToArg for Bytes {
-    fn to_arg(self) -> Bytes {
-        self
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self)
     }
 }
 impl ToArg for &Bytes {
-    fn to_arg(self) -> Bytes {
-        self.clone()
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self)
     }
 }
 impl ToArg for &str {
-    fn to_arg(self) -> Bytes {
-        Bytes::copy_from_slice(self.as_bytes())
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self.as_bytes())
     }
 }
 impl ToArg for String {
-    fn to_arg(self) -> Bytes {
-        Bytes::from(self)
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self.as_bytes())
     }
 }
 impl ToArg for &String {
-    fn to_arg(self) -> Bytes {
-        Bytes::copy_from_slice(self.as_bytes())
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self.as_bytes())
     }
 }
 impl ToArg for &[u8] {
-    fn to_arg(self) -> Bytes {
-        Bytes::copy_from_slice(self)
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self)
     }
 }
 impl<const N: usize> ToArg for &[u8; N] {
-    fn to_arg(self) -> Bytes {
-        Bytes::copy_from_slice(self)
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self)
     }
 }
 impl ToArg for Vec<u8> {
-    fn to_arg(self) -> Bytes {
-        Bytes::from(self)
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self)
+    }
+}
+impl ToArg for &Vec<u8> {
+    fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self)
     }
 }
 macro_rules! int_arg {
     ($($t:ty),*) => {$(
         impl ToArg for $t {
-            fn to_arg(self) -> Bytes {
-                Bytes::from(self.to_string())
+            fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+                let mut buf = [0u8; 40];
+                let n = format_display(&mut buf, self);
+                f(&buf[..n])
             }
         }
     )*};
 }
-int_arg!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64);
+int_arg!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
+
+macro_rules! float_arg {
+    ($($t:ty),*) => {$(
+        impl ToArg for $t {
+            fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+                // Redis parses `inf`, `-inf` and plain decimals; Display never uses exponents.
+                f(self.to_string().as_bytes())
+            }
+        }
+    )*};
+}
+float_arg!(f32, f64);
+
+/// Writes a value's `Display` form into `buf`, which is large enough for any integer.
+fn format_display(buf: &mut [u8], value: impl fmt::Display) -> usize {
+    use std::io::Write as _;
+    let total = buf.len();
+    let mut rest = &mut buf[..];
+    // Cannot fail: every integer's decimal form fits in 40 bytes.
+    let _ = write!(rest, "{value}");
+    total - rest.len()
+}
 
 impl Command {
+    /// How many bytes of encoded arguments a command holds without allocating.
+    pub const INLINE_BYTES: usize = INLINE;
+
     /// A command with the given name and no arguments yet.
     pub fn new(name: impl ToArg) -> Self {
-        let mut args = Vec::with_capacity(4);
-        args.push(name.to_arg());
-        Command { args }
+        let mut c = Command {
+            body: Body::new(),
+            argc: 0,
+        };
+        c.push_arg(name);
+        c
     }
 
     /// Adds an argument.
     #[must_use]
     pub fn arg(mut self, arg: impl ToArg) -> Self {
-        self.args.push(arg.to_arg());
+        self.push_arg(arg);
         self
     }
 
@@ -122,44 +179,65 @@ impl Command {
         I: IntoIterator<Item = A>,
         A: ToArg,
     {
-        self.args.extend(args.into_iter().map(ToArg::to_arg));
+        for a in args {
+            self.push_arg(a);
+        }
         self
     }
 
     /// Adds an argument in place.
     pub fn push_arg(&mut self, arg: impl ToArg) {
-        self.args.push(arg.to_arg());
+        let body = &mut self.body;
+        arg.with_bytes(|bytes| {
+            let mut head = [0u8; 24];
+            head[0] = b'$';
+            let n = 1 + format_display(&mut head[1..22], bytes.len());
+            head[n] = b'\r';
+            head[n + 1] = b'\n';
+            body.reserve(n + 2 + bytes.len() + 2);
+            body.extend(&head[..n + 2]);
+            body.extend(bytes);
+            body.extend(b"\r\n");
+        });
+        self.argc += 1;
     }
 
     /// All the arguments, the name first.
-    pub fn args(&self) -> &[Bytes] {
-        &self.args
+    pub fn args(&self) -> Args<'_> {
+        Args {
+            rest: self.body.as_slice(),
+            left: self.argc as usize,
+        }
+    }
+
+    /// The argument at `index` (the name is 0).
+    pub fn arg_at(&self, index: usize) -> Option<&[u8]> {
+        self.args().nth(index)
+    }
+
+    /// The command's name as sent, as bytes.
+    pub fn name_bytes(&self) -> &[u8] {
+        self.args().next().unwrap_or(&[])
     }
 
     /// The command's name as given (`"get"` stays `"get"`); `""` if it is not UTF-8.
     pub fn name(&self) -> &str {
-        self.args
-            .first()
-            .and_then(|n| std::str::from_utf8(n).ok())
-            .unwrap_or("")
+        std::str::from_utf8(self.name_bytes()).unwrap_or("")
     }
 
     /// Whether the name is `name`, ignoring ASCII case.
     pub fn is(&self, name: &str) -> bool {
-        self.args
-            .first()
-            .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        self.name_bytes().eq_ignore_ascii_case(name.as_bytes())
     }
 
     fn arg_is(&self, index: usize, word: &str) -> bool {
-        self.args
-            .get(index)
+        self.arg_at(index)
             .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
     }
 
     fn has_option(&self, word: &str) -> bool {
-        self.args[1..]
-            .iter()
+        self.args()
+            .skip(1)
             .any(|a| a.eq_ignore_ascii_case(word.as_bytes()))
     }
 
@@ -207,19 +285,16 @@ impl Command {
     pub fn blocking(&self) -> Option<Block> {
         let name = self.upper_name()?;
         // A malformed timeout gets no budget of its own: the server refuses it at once.
-        let secs_at = |i: usize| self.args.get(i).and_then(|a| parse_seconds(a));
-        let millis_at = |i: usize| self.args.get(i).and_then(|a| parse_millis(a));
-        let last = self.args.len().checked_sub(1).filter(|&l| l >= 2)?;
+        let secs_at = |i: usize| self.arg_at(i).and_then(parse_seconds);
+        let millis_at = |i: usize| self.arg_at(i).and_then(parse_millis);
+        let last = (self.argc as usize).checked_sub(1).filter(|&l| l >= 2)?;
         let block = match name.as_str() {
             "BLPOP" | "BRPOP" | "BLMOVE" | "BRPOPLPUSH" | "BZPOPMIN" | "BZPOPMAX" => secs_at(last)?,
             "BLMPOP" | "BZMPOP" => secs_at(1)?,
             "WAIT" => millis_at(2)?,
             "WAITAOF" => millis_at(3)?,
             "XREAD" | "XREADGROUP" => {
-                let at = self
-                    .args
-                    .iter()
-                    .position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
+                let at = self.args().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
                 millis_at(at + 1)?
             }
             _ => return None,
@@ -230,7 +305,7 @@ impl Command {
     /// The Pub/Sub subscription change this command makes, if any. In RESP3 the server answers
     /// these with push frames, one per channel, instead of a reply.
     pub fn subscription(&self) -> Option<Subscription> {
-        let first = self.args.first()?;
+        let first = self.name_bytes();
         // Cheap first-byte filter: this runs for every command.
         if !matches!(first.first(), Some(b'S' | b's' | b'P' | b'p' | b'U' | b'u')) {
             return None;
@@ -238,29 +313,23 @@ impl Command {
         let kind = SubscriptionKind::from_command(first)?;
         Some(Subscription {
             kind,
-            channels: self.args.len() - 1,
+            channels: (self.argc as usize).saturating_sub(1),
         })
     }
 
     /// Writes the command in RESP (an array of bulk strings) to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
-        let size: usize = self.args.iter().map(|a| a.len() + 16).sum::<usize>() + 16;
-        out.reserve(size);
+        let body = self.body.as_slice();
+        out.reserve(body.len() + 16);
         out.put_u8(b'*');
-        put_decimal(out, self.args.len());
+        put_decimal(out, self.argc as usize);
         out.put_slice(b"\r\n");
-        for arg in &self.args {
-            out.put_u8(b'$');
-            put_decimal(out, arg.len());
-            out.put_slice(b"\r\n");
-            out.put_slice(arg);
-            out.put_slice(b"\r\n");
-        }
+        out.put_slice(body);
     }
 
     /// The name in upper case, on the stack: classification runs on the command path.
     fn upper_name(&self) -> Option<UpperName> {
-        let n = self.args.first()?;
+        let n = self.name_bytes();
         let mut buf = [0u8; 24];
         let dst = buf.get_mut(..n.len())?;
         dst.copy_from_slice(n);
@@ -404,29 +473,134 @@ impl SubscriptionKind {
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut list = f.debug_tuple("Command");
-        list.field(&String::from_utf8_lossy(
-            self.args.first().map_or(&[][..], |a| a),
-        ));
+        list.field(&String::from_utf8_lossy(self.name_bytes()));
+        let argc = self.argc as usize;
         if self.is_sensitive() {
-            if self.args.len() > 1 {
-                list.field(&format_args!(
-                    "<{} arguments redacted>",
-                    self.args.len() - 1
-                ));
+            if argc > 1 {
+                list.field(&format_args!("<{} arguments redacted>", argc - 1));
             }
         } else {
-            for arg in self.args.iter().skip(1).take(16) {
+            for arg in self.args().skip(1).take(16) {
                 if arg.len() > 64 {
                     list.field(&format_args!("<{} bytes>", arg.len()));
                 } else {
                     list.field(&String::from_utf8_lossy(arg));
                 }
             }
-            if self.args.len() > 17 {
-                list.field(&format_args!("... {} more", self.args.len() - 17));
+            if argc > 17 {
+                list.field(&format_args!("... {} more", argc - 17));
             }
         }
         list.finish()
+    }
+}
+
+impl PartialEq for Command {
+    fn eq(&self, other: &Self) -> bool {
+        self.argc == other.argc && self.body.as_slice() == other.body.as_slice()
+    }
+}
+
+impl Eq for Command {}
+
+/// The arguments of a [`Command`], the name first; from [`Command::args`].
+#[derive(Debug, Clone)]
+pub struct Args<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for Args<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        // Each argument is `$<len>\r\n<bytes>\r\n`, as `push_arg` wrote it.
+        let rest = self.rest;
+        let mut i = 1;
+        let mut len = 0usize;
+        while let Some(&b) = rest.get(i) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            len = len * 10 + usize::from(b - b'0');
+            i += 1;
+        }
+        let start = i + 2;
+        let Some(arg) = rest.get(start..start + len) else {
+            self.left = 0;
+            return None;
+        };
+        self.rest = rest.get(start + len + 2..).unwrap_or(&[]);
+        self.left -= 1;
+        Some(arg)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Args<'_> {}
+impl std::iter::FusedIterator for Args<'_> {}
+
+// Encoded argument bytes kept inside the command before it moves to the heap; with the tag and
+// length the buffer is 56 bytes, and a command 64.
+const INLINE: usize = 54;
+
+/// A command's encoded arguments: inline while small, on the heap after.
+#[derive(Clone)]
+enum Body {
+    Inline { len: u8, data: [u8; INLINE] },
+    Heap(Vec<u8>),
+}
+
+impl Body {
+    fn new() -> Self {
+        Body::Inline {
+            len: 0,
+            data: [0; INLINE],
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Body::Inline { len, data } => &data[..usize::from(*len)],
+            Body::Heap(v) => v,
+        }
+    }
+
+    /// Makes room for `more` bytes, moving to the heap when they do not fit inline.
+    fn reserve(&mut self, more: usize) {
+        match self {
+            Body::Inline { len, data } => {
+                let len = usize::from(*len);
+                if len + more > INLINE {
+                    let mut v = Vec::with_capacity((len + more).max(2 * INLINE));
+                    v.extend_from_slice(&data[..len]);
+                    *self = Body::Heap(v);
+                }
+            }
+            Body::Heap(v) => v.reserve(more),
+        }
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len());
+        match self {
+            Body::Inline { len, data } => {
+                let at = usize::from(*len);
+                let end = at + bytes.len();
+                // `reserve` moved the body to the heap if this did not fit.
+                if let Some(dst) = data.get_mut(at..end) {
+                    dst.copy_from_slice(bytes);
+                    *len = end as u8;
+                }
+            }
+            Body::Heap(v) => v.extend_from_slice(bytes),
+        }
     }
 }
 
@@ -567,6 +741,69 @@ mod tests {
         let mut out = BytesMut::new();
         Command::new("PING").arg(1234567890u64).encode(&mut out);
         assert_eq!(&out[..], b"*2\r\n$4\r\nPING\r\n$10\r\n1234567890\r\n");
+    }
+
+    #[test]
+    fn keeps_arguments_inline_then_on_the_heap() {
+        let small = cmd!("INCR", "bench:incr:100:57");
+        assert!(matches!(small.body, Body::Inline { .. }));
+        let big = vec![b'x'; 3 * INLINE];
+        for (i, c) in [
+            cmd!("SET", "k", &big[..]),
+            cmd!("SET", &big[..], "v"),
+            Command::new(&big[..]),
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(matches!(c.body, Body::Heap(_)), "case {i}");
+        }
+        // Growing argument by argument across the inline limit keeps every argument whole.
+        let mut grown = Command::new("RPUSH");
+        let mut expected: Vec<Vec<u8>> = vec![b"RPUSH".to_vec()];
+        for i in 0..40u32 {
+            let a = format!("item-{i}-{}", "y".repeat(i as usize % 7));
+            grown.push_arg(&a);
+            expected.push(a.into_bytes());
+        }
+        assert_eq!(grown.args().len(), 41);
+        assert!(grown.args().eq(expected.iter().map(|a| &a[..])));
+        assert_eq!(grown.arg_at(40), Some(&expected[40][..]));
+        assert_eq!(grown.arg_at(41), None);
+        let mut out = BytesMut::new();
+        grown.encode(&mut out);
+        assert!(out.starts_with(b"*41\r\n$5\r\nRPUSH\r\n$7\r\nitem-0-\r\n"));
+        // Equality looks at arguments, not at where they are kept.
+        assert_eq!(grown.clone(), grown);
+        assert_ne!(cmd!("GET", "a"), cmd!("GET", "b"));
+        assert_ne!(cmd!("GET", "ab"), cmd!("GET", "a", "b"));
+    }
+
+    #[test]
+    fn formats_numbers_and_binary_arguments() {
+        let c = cmd!(
+            "X",
+            -42i64,
+            u128::MAX,
+            1.5f64,
+            Bytes::from_static(b"\r\n\0"),
+            ""
+        );
+        let args: Vec<&[u8]> = c.args().collect();
+        assert_eq!(
+            args,
+            [
+                &b"X"[..],
+                b"-42",
+                u128::MAX.to_string().as_bytes(),
+                b"1.5",
+                b"\r\n\0",
+                b"",
+            ]
+        );
+        assert_eq!(Command::new("").name(), "");
+        assert_eq!(Command::new(&b"\xff"[..]).name(), "");
+        assert_eq!(Command::new(&b"\xff"[..]).name_bytes(), b"\xff");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub mod reply;
 pub mod sim;
 pub mod stack;
 
-pub use command::{Command, ToArg};
+pub use command::{Args, Command, ToArg};
 pub use connection::{ConnectOptions, Connection, Connector, Limits, TlsOptions};
 pub use demux::{NotificationDemux, NotificationDemuxLayer};
 pub use endpoint::Endpoint;

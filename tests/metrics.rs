@@ -279,7 +279,10 @@ async fn percentiles_follow_known_injected_latencies() {
     let svc = ServiceBuilder::new()
         .layer(metrics.layer())
         .service(service_fn(|c: Command| async move {
-            let ms: u64 = std::str::from_utf8(&c.args()[1]).unwrap().parse().unwrap();
+            let ms: u64 = std::str::from_utf8(c.arg_at(1).unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, Error>(null())
         }));

@@ -7,7 +7,7 @@
 //! remembers how many bytes a partial frame still needs so a large reply is not rescanned on
 //! every read. Only a complete, bounded frame is handed to redis-protocol.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use redis_protocol::resp3::types::BytesFrame;
 
 use crate::error::Error;
@@ -84,6 +84,9 @@ impl FrameScanner {
             }
             Scan::Complete(len) => {
                 self.need = 0;
+                if let Some(frame) = take_scalar(buf, len) {
+                    return Ok(Some(frame));
+                }
                 let mut frame_bytes = buf.split_to(len);
                 match redis_protocol::resp3::decode::complete::decode_bytes_mut(&mut frame_bytes) {
                     Ok(Some((frame, used, _))) if used == len => Ok(Some(frame)),
@@ -229,6 +232,45 @@ impl FrameScanner {
     }
 }
 
+/// Builds the commonest replies (integers, nulls, simple and bulk strings), which the scan has
+/// already checked, without a second parse; `None` leaves the frame to redis-protocol.
+fn take_scalar(buf: &mut BytesMut, len: usize) -> Option<BytesFrame> {
+    let frame = buf.get(..len)?;
+    let frame = match frame.first()? {
+        b':' => BytesFrame::Number {
+            data: parse_int(frame.get(1..len - 2)?)?,
+            attributes: None,
+        },
+        b'_' => BytesFrame::Null,
+        b'+' => {
+            let mut line = buf.split_to(len);
+            line.truncate(len - 2);
+            line.advance(1);
+            return Some(BytesFrame::SimpleString {
+                data: line.freeze(),
+                attributes: None,
+            });
+        }
+        b'$' => {
+            let header = find_crlf(frame, 1, len)?;
+            let size = usize::try_from(parse_int(frame.get(1..header)?)?).ok()?;
+            if header + 2 + size + 2 != len {
+                return None;
+            }
+            let mut data = buf.split_to(len);
+            data.truncate(len - 2);
+            data.advance(header + 2);
+            return Some(BytesFrame::BlobString {
+                data: data.freeze(),
+                attributes: None,
+            });
+        }
+        _ => return None,
+    };
+    buf.advance(len);
+    Some(frame)
+}
+
 pub(crate) fn find_crlf(buf: &[u8], from: usize, max: usize) -> Option<usize> {
     let end = buf.len().min(max.saturating_add(2));
     let hay = buf.get(from..end)?;
@@ -325,6 +367,31 @@ mod tests {
             buf.extend_from_slice(b"+NEXT\r\n");
             assert!(s.next_frame(&mut buf).unwrap().is_some());
             assert_eq!(&buf[..], b"+NEXT\r\n");
+        }
+    }
+
+    #[test]
+    fn builds_scalars_as_redis_protocol_does() {
+        let cases: &[&[u8]] = &[
+            b":0\r\n",
+            b":-9223372036854775808\r\n",
+            b"_\r\n",
+            b"+OK\r\n",
+            b"+\r\n",
+            b"$0\r\n\r\n",
+            b"$5\r\na\r\nbc\r\n",
+        ];
+        for case in cases {
+            let mut fast = BytesMut::from(&case[..]);
+            fast.extend_from_slice(b"+NEXT\r\n");
+            let mut s = scanner();
+            let got = s.next_frame(&mut fast).unwrap().unwrap();
+            let mut slow = BytesMut::from(&case[..]);
+            let (want, _, _) = redis_protocol::resp3::decode::complete::decode_bytes_mut(&mut slow)
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, want, "{}", preview(case));
+            assert_eq!(&fast[..], b"+NEXT\r\n", "{}", preview(case));
         }
     }
 

@@ -171,17 +171,18 @@ impl Subscriptions {
                 &mut self.shard_channels
             }
         };
-        let names = &command.args()[1..];
+        let names = command.args().skip(1);
         if sub.kind.is_unsubscribe() {
-            if names.is_empty() {
+            if names.len() == 0 {
                 set.clear();
             } else {
-                set.retain(|c| !names.contains(c));
+                let names: Vec<&[u8]> = names.collect();
+                set.retain(|c| !names.contains(&&c[..]));
             }
         } else {
             for n in names {
-                if !set.contains(n) {
-                    set.push(n.clone());
+                if !set.iter().any(|c| c[..] == *n) {
+                    set.push(Bytes::copy_from_slice(n));
                 }
             }
         }

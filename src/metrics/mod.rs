@@ -196,10 +196,7 @@ where
 
     fn call(&mut self, command: Command) -> Self::Future {
         let commands = &self.metrics.inner.commands;
-        let slot = command
-            .args()
-            .first()
-            .map_or(recorder::OTHER, |name| commands.names.slot(name));
+        let slot = commands.names.slot(command.name_bytes());
         let span = tracing::debug_span!(
             "redis.command",
             command = command.name(),
