@@ -116,7 +116,38 @@ impl ToArg for &Vec<u8> {
         f(self)
     }
 }
-macro_rules! int_arg {
+macro_rules! unsigned_arg {
+    ($($t:ty),*) => {$(
+        impl ToArg for $t {
+            fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+                let mut buf = [0u8; 20];
+                f(decimal(&mut buf, self as u64))
+            }
+        }
+    )*};
+}
+unsigned_arg!(u8, u16, u32, u64, usize);
+
+macro_rules! signed_arg {
+    ($($t:ty),*) => {$(
+        impl ToArg for $t {
+            fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+                let mut buf = [0u8; 21];
+                let n = decimal(&mut buf[1..], (self as i64).unsigned_abs()).len();
+                let start = 21 - n;
+                if self < 0 {
+                    buf[start - 1] = b'-';
+                    f(&buf[start - 1..])
+                } else {
+                    f(&buf[start..])
+                }
+            }
+        }
+    )*};
+}
+signed_arg!(i8, i16, i32, i64, isize);
+
+macro_rules! wide_arg {
     ($($t:ty),*) => {$(
         impl ToArg for $t {
             fn with_bytes<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
@@ -127,7 +158,24 @@ macro_rules! int_arg {
         }
     )*};
 }
-int_arg!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
+wide_arg!(i128, u128);
+
+/// Writes `n` in decimal at the end of `buf` (20 bytes hold any `u64`) and returns the digits.
+fn decimal(buf: &mut [u8], mut n: u64) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        if i == 0 {
+            break;
+        }
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
 
 macro_rules! float_arg {
     ($($t:ty),*) => {$(
@@ -189,13 +237,12 @@ impl Command {
     pub fn push_arg(&mut self, arg: impl ToArg) {
         let body = &mut self.body;
         arg.with_bytes(|bytes| {
-            let mut head = [0u8; 24];
-            head[0] = b'$';
-            let n = 1 + format_display(&mut head[1..22], bytes.len());
-            head[n] = b'\r';
-            head[n + 1] = b'\n';
-            body.reserve(n + 2 + bytes.len() + 2);
-            body.extend(&head[..n + 2]);
+            let mut digits = [0u8; 20];
+            let len = decimal(&mut digits, bytes.len() as u64);
+            body.reserve(1 + len.len() + 2 + bytes.len() + 2);
+            body.extend(b"$");
+            body.extend(len);
+            body.extend(b"\r\n");
             body.extend(bytes);
             body.extend(b"\r\n");
         });
@@ -360,18 +407,9 @@ impl UpperName {
     }
 }
 
-fn put_decimal(out: &mut BytesMut, mut n: usize) {
+fn put_decimal(out: &mut BytesMut, n: usize) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&buf[i..]);
+    out.put_slice(decimal(&mut buf, n as u64));
 }
 
 fn parse_seconds(arg: &[u8]) -> Option<Block> {
@@ -787,7 +825,11 @@ mod tests {
             u128::MAX,
             1.5f64,
             Bytes::from_static(b"\r\n\0"),
-            ""
+            "",
+            i64::MIN,
+            0u8,
+            u64::MAX,
+            i8::MIN
         );
         let args: Vec<&[u8]> = c.args().collect();
         assert_eq!(
@@ -799,6 +841,10 @@ mod tests {
                 b"1.5",
                 b"\r\n\0",
                 b"",
+                b"-9223372036854775808",
+                b"0",
+                b"18446744073709551615",
+                b"-128",
             ]
         );
         assert_eq!(Command::new("").name(), "");

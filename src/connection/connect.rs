@@ -10,10 +10,10 @@ use std::time::Duration;
 use redis_protocol::resp3::types::BytesFrame;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tower_service::Service;
 
-use super::io::{IoTask, Request};
+use super::io::IoTask;
 use super::options::ConnectOptions;
 use super::{tls, Connection, Pushes, ServerInfo, Shared};
 use crate::command::Command;
@@ -119,9 +119,13 @@ impl Connector {
             })?;
         let _ = tcp.set_nodelay(true);
 
-        let shared = Arc::new(Shared::new(endpoint.clone(), opts.push_buffer));
-        let (req_tx, req_rx) = mpsc::channel(opts.queue_size.max(1));
-        let connection = Connection::from_parts(req_tx.clone(), shared.clone());
+        let shared = Arc::new(Shared::new(
+            endpoint.clone(),
+            opts.push_buffer,
+            opts.queue_size,
+        ));
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let connection = Connection::from_parts(req_tx, shared.clone());
         // Subscribed before the first byte is read: no push is missed.
         let pushes = shared.pushes.subscribe();
         match &self.inner.tls {
@@ -177,28 +181,12 @@ impl Connector {
 
         let mut answers = Vec::with_capacity(steps.len());
         for (step, command) in steps {
-            let (tx, rx) = oneshot::channel();
-            if req_tx
-                .send(Request::Command { command, reply: tx })
-                .await
-                .is_err()
-            {
-                return Err(Error::NotSent {
-                    reason: "the connection closed during the handshake".into(),
-                });
-            }
-            answers.push((step, rx));
+            answers.push((step, connection.enqueue(command).await));
         }
-        drop(req_tx);
 
         let mut setup_replies = Vec::with_capacity(extra);
         for (step, rx) in answers {
-            let answer = match rx.await {
-                Ok(answer) => answer.map_err(|f| f.error),
-                Err(_) => Err(Error::ConnectionLost {
-                    reason: "the connection closed during the handshake".into(),
-                }),
-            };
+            let answer = rx.await.map_err(|f| f.error);
             match (step, answer) {
                 ("HELLO", Ok(reply)) => {
                     let info = server_info(reply.frame());

@@ -84,7 +84,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 pub(crate) struct IoTask<S> {
     stream: S,
-    requests: mpsc::Receiver<Request>,
+    requests: mpsc::UnboundedReceiver<Request>,
     requests_closed: bool,
     draining: bool,
     pending: VecDeque<Pending>,
@@ -111,7 +111,7 @@ where
 {
     pub(crate) fn new(
         stream: S,
-        requests: mpsc::Receiver<Request>,
+        requests: mpsc::UnboundedReceiver<Request>,
         shared: Arc<Shared>,
         limits: Limits,
         max_in_flight: usize,
@@ -154,6 +154,7 @@ where
             }
         }
         self.shared.mark_closed(reason.clone());
+        self.shared.slots.close();
         self.shared.pushes.close();
         let written = self.written;
         for p in self.pending.drain(..) {
@@ -196,7 +197,9 @@ where
         loop {
             let mut progress = false;
 
-            // Take waiting commands while there is room.
+            // Take waiting commands while there is room, and give their queue slots back in one
+            // go.
+            let mut taken = 0;
             while !self.requests_closed
                 && self.wbuf.len() < WRITE_HIGH_WATER
                 && self.pending.len() < self.max_in_flight
@@ -204,18 +207,23 @@ where
                 match self.requests.poll_recv(cx) {
                     Poll::Ready(Some(Request::Command { command, reply })) => {
                         self.enqueue(command, reply);
+                        taken += 1;
                         progress = true;
                     }
                     Poll::Ready(Some(Request::Drain)) => {
                         // Commands already queued are still taken and answered; new ones are
-                        // refused by the closed channel and fail with `NotSent`.
+                        // refused by the closed queue and fail with `NotSent`.
                         self.requests.close();
+                        self.shared.slots.close();
                         self.draining = true;
                         progress = true;
                     }
                     Poll::Ready(None) => self.requests_closed = true,
                     Poll::Pending => break,
                 }
+            }
+            if taken > 0 {
+                self.shared.slots.add_permits(taken);
             }
 
             // Several callers were just answered and will send their next commands at once:

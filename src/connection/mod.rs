@@ -45,8 +45,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use pin_project::pin_project;
-use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tower_service::Service;
 
 pub use codec::Limits;
@@ -80,11 +80,7 @@ pub struct ServerInfo {
     pub role: String,
 }
 
-type Reserve = Pin<
-    Box<
-        dyn Future<Output = Result<OwnedPermit<Request>, mpsc::error::SendError<()>>> + Send + Sync,
-    >,
->;
+type Reserve = Pin<Box<dyn Future<Output = Result<(), AcquireError>> + Send + Sync>>;
 
 /// State shared between the handles and the I/O task.
 pub(crate) struct Shared {
@@ -93,14 +89,19 @@ pub(crate) struct Shared {
     closed: watch::Sender<Option<Arc<str>>>,
     in_flight: AtomicUsize,
     pub(crate) pushes: PushHub,
+    /// Free places in the command queue. A handle takes one before it queues a command
+    /// (`poll_ready`, or `send`); the I/O task gives them back, a batch at a time, as it takes
+    /// commands off the queue, and closes it when it stops taking commands.
+    pub(crate) slots: Arc<Semaphore>,
 }
 
 #[derive(Default)]
 struct ServerInfoCell(OnceLock<ServerInfo>);
 
 impl Shared {
-    fn new(endpoint: Endpoint, push_buffer: usize) -> Self {
+    fn new(endpoint: Endpoint, push_buffer: usize, queue_size: usize) -> Self {
         Shared {
+            slots: Arc::new(Semaphore::new(queue_size.clamp(1, Semaphore::MAX_PERMITS))),
             pushes: PushHub::new(endpoint.clone(), push_buffer),
             endpoint,
             server: ServerInfoCell::default(),
@@ -131,11 +132,17 @@ impl Shared {
 
 /// A multiplexed RESP3 connection; see the [module docs](self).
 pub struct Connection {
-    sender: mpsc::Sender<Request>,
-    // A queue slot reserved by `poll_ready` for the next `call`; released if dropped unused.
-    permit: Option<OwnedPermit<Request>>,
+    handle: Arc<Handle>,
+    // Whether `poll_ready` took a queue slot for the next `call`; given back if dropped unused.
+    reserved: bool,
     // Waiting for a slot when the queue was full (the only allocation on this path).
     reserving: Option<Reserve>,
+}
+
+/// What every clone of a connection shares: cloning a handle is one reference count.
+struct Handle {
+    // The only sender of the queue: when the last clone goes, the I/O task sees the queue close.
+    sender: mpsc::UnboundedSender<Request>,
     shared: Arc<Shared>,
 }
 
@@ -143,10 +150,17 @@ impl Clone for Connection {
     fn clone(&self) -> Self {
         // A clone starts without a reserved slot, as tower expects.
         Connection {
-            sender: self.sender.clone(),
-            permit: None,
+            handle: self.handle.clone(),
+            reserved: false,
             reserving: None,
-            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.reserved {
+            self.handle.shared.slots.add_permits(1);
         }
     }
 }
@@ -154,7 +168,7 @@ impl Clone for Connection {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("endpoint", &self.shared.endpoint)
+            .field("endpoint", &self.handle.shared.endpoint)
             .field("in_flight", &self.in_flight())
             .field("closed", &self.is_closed())
             .finish()
@@ -176,13 +190,14 @@ impl Connection {
 
     /// The endpoint this connection is connected to.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.shared.endpoint
+        &self.handle.shared.endpoint
     }
 
     /// What the server said about itself during the handshake.
     pub fn server_info(&self) -> &ServerInfo {
         static EMPTY: OnceLock<ServerInfo> = OnceLock::new();
-        self.shared
+        self.handle
+            .shared
             .server
             .0
             .get()
@@ -191,22 +206,22 @@ impl Connection {
 
     /// How many commands are written or being written and still owed a reply.
     pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Relaxed)
+        self.handle.shared.in_flight.load(Ordering::Relaxed)
     }
 
     /// Whether the connection has closed or failed.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.borrow().is_some()
+        self.handle.shared.closed.borrow().is_some()
     }
 
     /// Why the connection closed, once it has.
     pub fn closed_reason(&self) -> Option<Arc<str>> {
-        self.shared.closed_reason()
+        self.handle.shared.closed_reason()
     }
 
     /// Waits until the connection has closed or failed, and says why.
     pub fn closed(&self) -> impl Future<Output = Arc<str>> + Send + 'static {
-        let mut rx = self.shared.closed.subscribe();
+        let mut rx = self.handle.shared.closed.subscribe();
         async move {
             match rx.wait_for(Option::is_some).await {
                 Ok(reason) => reason.clone().unwrap_or_else(|| "closed".into()),
@@ -224,12 +239,12 @@ impl Connection {
     /// Pushes that arrive while nobody subscribes are counted
     /// ([`Connection::unheard_pushes`]) and dropped.
     pub fn pushes(&self) -> Pushes {
-        self.shared.pushes.subscribe()
+        self.handle.shared.pushes.subscribe()
     }
 
     /// How many push frames arrived while nobody was subscribed.
     pub fn unheard_pushes(&self) -> u64 {
-        self.shared.pushes.unheard()
+        self.handle.shared.pushes.unheard()
     }
 
     /// Sends a command and waits for its answer, without going through `poll_ready`.
@@ -241,82 +256,103 @@ impl Connection {
 
     /// Sends a command; if the connection ends under it, the command comes back with the error.
     pub(crate) async fn send_recoverable(&self, command: Command) -> Answer {
+        self.enqueue(command).await.await
+    }
+
+    /// Queues a command as soon as the queue has room, and returns the future of its answer:
+    /// several commands can be queued before any answer is awaited.
+    pub(crate) async fn enqueue(&self, command: Command) -> AnswerFuture {
+        let slots = &self.handle.shared.slots;
+        let taken = match slots.try_acquire() {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::NoPermits) => slots.acquire().await.map_err(|_| ()),
+            Err(TryAcquireError::Closed) => Err(()),
+        };
+        match taken {
+            Ok(permit) => permit.forget(),
+            Err(()) => {
+                return AnswerFuture::failed(Failed {
+                    error: self.not_sent(),
+                    command: Some(command),
+                })
+            }
+        }
+        self.queue(command)
+    }
+
+    /// Queues a command for which a slot was taken.
+    fn queue(&self, command: Command) -> AnswerFuture {
         let (tx, rx) = oneshot::channel();
-        if let Err(e) = self
+        match self
+            .handle
             .sender
             .send(Request::Command { command, reply: tx })
-            .await
         {
-            let command = match e.0 {
-                Request::Command { command, .. } => Some(command),
-                Request::Drain => None,
-            };
-            return Err(Failed {
-                error: self.not_sent(),
-                command,
-            });
+            Ok(()) => AnswerFuture::waiting(rx),
+            Err(e) => {
+                let command = match e.0 {
+                    Request::Command { command, .. } => Some(command),
+                    Request::Drain => None,
+                };
+                AnswerFuture::failed(Failed {
+                    error: self.not_sent(),
+                    command,
+                })
+            }
         }
-        AnswerFuture::waiting(rx, self.shared.clone()).await
     }
 
     /// Like [`Service::call`], but the command comes back with the error if the connection ends
     /// under it. `poll_ready` must have returned ready first, as for `call`.
     pub(crate) fn call_recoverable(&mut self, command: Command) -> AnswerFuture {
-        let (tx, rx) = oneshot::channel();
-        let request = Request::Command { command, reply: tx };
-        let sent = match self.permit.take() {
-            Some(permit) => {
-                permit.send(request);
-                Ok(())
-            }
+        if !std::mem::take(&mut self.reserved) {
             // `call` without `poll_ready`: take a free slot if there is one.
-            None => self.sender.try_send(request).map_err(|e| match e {
-                TrySendError::Full(r) => (
-                    r,
-                    Some("the command queue is full and `call` came without `poll_ready`"),
-                ),
-                TrySendError::Closed(r) => (r, None),
-            }),
-        };
-        match sent {
-            Ok(()) => AnswerFuture::waiting(rx, self.shared.clone()),
-            Err((request, why)) => {
-                let command = match request {
-                    Request::Command { command, .. } => Some(command),
-                    Request::Drain => None,
-                };
-                let error = match why {
-                    Some(why) => Error::NotSent { reason: why.into() },
-                    None => self.not_sent(),
-                };
-                AnswerFuture::failed(Failed { error, command })
+            match self.handle.shared.slots.try_acquire() {
+                Ok(permit) => permit.forget(),
+                Err(TryAcquireError::NoPermits) => {
+                    return AnswerFuture::failed(Failed {
+                        error: Error::NotSent {
+                            reason:
+                                "the command queue is full and `call` came without `poll_ready`"
+                                    .into(),
+                        },
+                        command: Some(command),
+                    })
+                }
+                Err(TryAcquireError::Closed) => {
+                    return AnswerFuture::failed(Failed {
+                        error: self.not_sent(),
+                        command: Some(command),
+                    })
+                }
             }
         }
+        self.queue(command)
     }
 
     /// Stops taking commands and closes the socket once every command already taken has its
     /// answer: how a handoff retires the old connection. Commands sent afterwards through any
     /// handle fail with [`Error::NotSent`]. Resolves when the connection has closed.
     pub async fn drain(&self) -> Arc<str> {
-        let _ = self.sender.send(Request::Drain).await;
+        let _ = self.handle.sender.send(Request::Drain);
         self.closed().await
     }
 
     fn not_sent(&self) -> Error {
         Error::NotSent {
             reason: self
+                .handle
                 .shared
                 .closed_reason()
                 .unwrap_or_else(|| "the connection is closed".into()),
         }
     }
 
-    fn from_parts(sender: tokio::sync::mpsc::Sender<Request>, shared: Arc<Shared>) -> Self {
+    fn from_parts(sender: mpsc::UnboundedSender<Request>, shared: Arc<Shared>) -> Self {
         Connection {
-            sender,
-            permit: None,
+            handle: Arc::new(Handle { sender, shared }),
+            reserved: false,
             reserving: None,
-            shared,
         }
     }
 }
@@ -327,28 +363,35 @@ impl Service<Command> for Connection {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.permit.is_some() {
+        if self.reserved {
             return Poll::Ready(Ok(()));
         }
         if self.reserving.is_none() {
-            match self.sender.clone().try_reserve_owned() {
+            match self.handle.shared.slots.try_acquire() {
                 Ok(permit) => {
-                    self.permit = Some(permit);
+                    permit.forget();
+                    self.reserved = true;
                     return Poll::Ready(Ok(()));
                 }
-                Err(TrySendError::Full(sender)) => {
-                    self.reserving = Some(Box::pin(sender.reserve_owned()));
+                Err(TryAcquireError::NoPermits) => {
+                    let slots = self.handle.shared.slots.clone();
+                    self.reserving = Some(Box::pin(async move {
+                        slots
+                            .acquire_owned()
+                            .await
+                            .map(OwnedSemaphorePermit::forget)
+                    }));
                 }
-                Err(TrySendError::Closed(_)) => return Poll::Ready(Err(self.not_sent())),
+                Err(TryAcquireError::Closed) => return Poll::Ready(Err(self.not_sent())),
             }
         }
         let Some(reserving) = self.reserving.as_mut() else {
             return Poll::Ready(Err(self.not_sent()));
         };
         match reserving.as_mut().poll(cx) {
-            Poll::Ready(Ok(permit)) => {
+            Poll::Ready(Ok(())) => {
                 self.reserving = None;
-                self.permit = Some(permit);
+                self.reserved = true;
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(_)) => {
@@ -399,7 +442,6 @@ enum AnswerState {
     Waiting {
         #[pin]
         rx: oneshot::Receiver<Answer>,
-        shared: Arc<Shared>,
     },
     Failed {
         failed: Option<Failed>,
@@ -415,9 +457,9 @@ impl fmt::Debug for Shared {
 }
 
 impl AnswerFuture {
-    fn waiting(rx: oneshot::Receiver<Answer>, shared: Arc<Shared>) -> Self {
+    fn waiting(rx: oneshot::Receiver<Answer>) -> Self {
         AnswerFuture {
-            state: AnswerState::Waiting { rx, shared },
+            state: AnswerState::Waiting { rx },
         }
     }
 
@@ -435,14 +477,14 @@ impl Future for AnswerFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
         match self.project().state.project() {
-            AnswerStateProj::Waiting { rx, shared } => match rx.poll(cx) {
+            AnswerStateProj::Waiting { rx } => match rx.poll(cx) {
                 Poll::Ready(Ok(answer)) => Poll::Ready(answer),
                 // The I/O task answers every command it takes; this is the task having gone
                 // away abnormally (a runtime shutting down).
                 Poll::Ready(Err(_)) => Poll::Ready(Err(Failed::from(Error::ConnectionLost {
-                    reason: shared
-                        .closed_reason()
-                        .unwrap_or_else(|| "the connection task ended".into()),
+                    reason: "the connection's task ended without answering (was its runtime \
+                             shut down?)"
+                        .into(),
                 }))),
                 Poll::Pending => Poll::Pending,
             },
