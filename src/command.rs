@@ -785,7 +785,7 @@ mod tests {
     fn keeps_arguments_inline_then_on_the_heap() {
         let small = cmd!("INCR", "bench:incr:100:57");
         assert!(matches!(small.body, Body::Inline { .. }));
-        let big = vec![b'x'; 3 * INLINE];
+        let big = [b'x'; 3 * INLINE];
         for (i, c) in [
             cmd!("SET", "k", &big[..]),
             cmd!("SET", &big[..], "v"),
