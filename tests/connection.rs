@@ -417,6 +417,91 @@ async fn a_slot_reserved_by_poll_ready_is_released_when_call_never_comes() {
     assert_eq!(pong.as_str(), Some("PONG"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_makes_callers_wait_and_every_command_still_runs_once() {
+    let server = RedisServer::start();
+    let mut opts = ConnectOptions::from_url(&server.url()).unwrap();
+    opts.queue_size = 2;
+    let conn = Connection::connect_with(opts).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..40 {
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("full-queue:{t}");
+            for i in 1..=200i64 {
+                // Half the tasks go through tower (`poll_ready` waits for a slot), half through
+                // `send` (which waits inside).
+                let reply = if t % 2 == 0 {
+                    conn.clone().oneshot(cmd!("INCR", &key)).await
+                } else {
+                    conn.send(cmd!("INCR", &key)).await
+                };
+                assert_eq!(reply.unwrap().as_i64(), Some(i), "{key}");
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(WIDE, t)
+            .await
+            .expect("no caller is left waiting for a slot")
+            .unwrap();
+    }
+    for t in 0..40 {
+        let n = conn
+            .send(cmd!("GET", format!("full-queue:{t}")))
+            .await
+            .unwrap();
+        assert_eq!(n.as_str(), Some("200"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_for_a_slot_fail_fast_when_the_connection_is_drained() {
+    let server = RedisServer::start();
+    let mut opts = ConnectOptions::from_url(&server.url()).unwrap();
+    opts.queue_size = 1;
+    opts.max_in_flight = 1;
+    let conn = Connection::connect_with(opts).await.unwrap();
+    // Park the connection on a blocking command so the queue fills up behind it.
+    let blocker = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.send(cmd!("BLPOP", "never-pushed", 1)).await })
+    };
+    let mut waiting = Vec::new();
+    for i in 0..20 {
+        let conn = conn.clone();
+        waiting.push(tokio::spawn(async move {
+            conn.clone().oneshot(cmd!("SET", format!("w:{i}"), i)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reason = tokio::time::timeout(WIDE, conn.drain())
+        .await
+        .expect("the drain finishes");
+    assert!(reason.contains("drained"), "{reason}");
+    let mut refused = 0;
+    for w in waiting {
+        match tokio::time::timeout(WIDE, w)
+            .await
+            .expect("no caller hangs")
+            .unwrap()
+        {
+            Ok(_) => {}
+            Err(Error::NotSent { .. }) => refused += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "some callers were still waiting when the drain began"
+    );
+    assert!(blocker.await.unwrap().is_ok());
+    assert!(matches!(
+        conn.send(cmd!("PING")).await,
+        Err(Error::NotSent { .. })
+    ));
+}
+
 #[tokio::test]
 async fn connect_errors_name_the_endpoint() {
     let port = common::free_port();

@@ -10,7 +10,6 @@ use std::time::Duration;
 use redis_protocol::resp3::types::BytesFrame;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tower_service::Service;
 
 use super::io::IoTask;
@@ -124,25 +123,17 @@ impl Connector {
             opts.push_buffer,
             opts.queue_size,
         ));
-        let (req_tx, req_rx) = mpsc::unbounded_channel();
-        let connection = Connection::from_parts(req_tx, shared.clone());
+        let connection = Connection::from_parts(shared.clone());
         // Subscribed before the first byte is read: no push is missed.
         let pushes = shared.pushes.subscribe();
         match &self.inner.tls {
             Some(config) => {
                 let stream = tls::wrap(config.clone(), endpoint, tcp).await?;
-                let task = IoTask::new(
-                    stream,
-                    req_rx,
-                    shared.clone(),
-                    opts.limits,
-                    opts.max_in_flight,
-                );
+                let task = IoTask::new(stream, shared.clone(), opts.limits, opts.max_in_flight);
                 tokio::spawn(task.run());
             }
             None => {
-                let task =
-                    IoTask::new(tcp, req_rx, shared.clone(), opts.limits, opts.max_in_flight);
+                let task = IoTask::new(tcp, shared.clone(), opts.limits, opts.max_in_flight);
                 tokio::spawn(task.run());
             }
         }

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use redis_protocol::resp3::types::BytesFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::command::{Command, SubscriptionKind};
 use crate::connection::codec::{FrameScanner, Limits};
@@ -25,15 +25,10 @@ use crate::connection::Shared;
 use crate::error::Error;
 use crate::reply::{self, Reply};
 
-/// What the I/O task is asked to do.
-pub(crate) enum Request {
-    /// Send a command; its answer goes back on `reply`.
-    Command {
-        command: Command,
-        reply: oneshot::Sender<Answer>,
-    },
-    /// Take no more commands; close once every command taken so far is answered.
-    Drain,
+/// A command for the I/O task to send; its answer goes back on `reply`.
+pub(crate) struct Request {
+    pub(crate) command: Command,
+    pub(crate) reply: oneshot::Sender<Answer>,
 }
 
 /// A command's answer. A command that failed because the connection ended comes back with it,
@@ -84,7 +79,8 @@ const READ_CHUNK: usize = 16 * 1024;
 
 pub(crate) struct IoTask<S> {
     stream: S,
-    requests: mpsc::UnboundedReceiver<Request>,
+    // Commands taken off the shared queue and not yet encoded.
+    taken: VecDeque<Request>,
     requests_closed: bool,
     draining: bool,
     pending: VecDeque<Pending>,
@@ -111,14 +107,13 @@ where
 {
     pub(crate) fn new(
         stream: S,
-        requests: mpsc::UnboundedReceiver<Request>,
         shared: Arc<Shared>,
         limits: Limits,
         max_in_flight: usize,
     ) -> Self {
         IoTask {
             stream,
-            requests,
+            taken: VecDeque::new(),
             requests_closed: false,
             draining: false,
             pending: VecDeque::new(),
@@ -154,7 +149,7 @@ where
             }
         }
         self.shared.mark_closed(reason.clone());
-        self.shared.slots.close();
+        self.shared.intake.close();
         self.shared.pushes.close();
         let written = self.written;
         for p in self.pending.drain(..) {
@@ -180,16 +175,14 @@ where
         // Close the socket now, then answer whatever is still queued or sent by a handle that
         // had reserved a slot.
         drop(self.stream);
-        self.requests.close();
-        while let Some(req) = self.requests.recv().await {
-            if let Request::Command { command, reply } = req {
-                let _ = reply.send(Err(Failed {
-                    error: Error::NotSent {
-                        reason: reason.clone(),
-                    },
-                    command: Some(command),
-                }));
-            }
+        let unsent = self.taken.drain(..).chain(self.shared.intake.take_all());
+        for Request { command, reply } in unsent {
+            let _ = reply.send(Err(Failed {
+                error: Error::NotSent {
+                    reason: reason.clone(),
+                },
+                command: Some(command),
+            }));
         }
     }
 
@@ -197,33 +190,29 @@ where
         loop {
             let mut progress = false;
 
-            // Take waiting commands while there is room, and give their queue slots back in one
-            // go.
-            let mut taken = 0;
-            while !self.requests_closed
+            // Take every waiting command there is room for, in one go, and encode them.
+            let room = self.max_in_flight.saturating_sub(self.pending.len());
+            if self.taken.is_empty()
+                && !self.requests_closed
+                && room > 0
                 && self.wbuf.len() < WRITE_HIGH_WATER
-                && self.pending.len() < self.max_in_flight
             {
-                match self.requests.poll_recv(cx) {
-                    Poll::Ready(Some(Request::Command { command, reply })) => {
-                        self.enqueue(command, reply);
-                        taken += 1;
-                        progress = true;
+                match self.shared.intake.poll_take(cx, room, &mut self.taken) {
+                    Poll::Ready(true) => progress = true,
+                    Poll::Ready(false) => {
+                        // Every handle is gone, or the connection was drained: the commands
+                        // taken so far are still answered, new ones fail with `NotSent`.
+                        self.requests_closed = true;
+                        self.draining = self.shared.intake.is_closed();
                     }
-                    Poll::Ready(Some(Request::Drain)) => {
-                        // Commands already queued are still taken and answered; new ones are
-                        // refused by the closed queue and fail with `NotSent`.
-                        self.requests.close();
-                        self.shared.slots.close();
-                        self.draining = true;
-                        progress = true;
-                    }
-                    Poll::Ready(None) => self.requests_closed = true,
-                    Poll::Pending => break,
+                    Poll::Pending => {}
                 }
             }
-            if taken > 0 {
-                self.shared.slots.add_permits(taken);
+            while self.wbuf.len() < WRITE_HIGH_WATER && self.pending.len() < self.max_in_flight {
+                let Some(Request { command, reply }) = self.taken.pop_front() else {
+                    break;
+                };
+                self.enqueue(command, reply);
             }
 
             // Several callers were just answered and will send their next commands at once:
@@ -274,7 +263,7 @@ where
                 Poll::Pending => {}
             }
 
-            if self.requests_closed && self.wbuf.is_empty() {
+            if self.requests_closed && self.wbuf.is_empty() && self.taken.is_empty() {
                 // Every handle is gone: finish once nobody is owed an answer any more.
                 if self.pending.iter().all(|p| p.reply.is_closed()) {
                     return Poll::Ready(Ok(()));

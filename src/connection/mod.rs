@@ -32,6 +32,7 @@
 
 pub(crate) mod codec;
 mod connect;
+mod intake;
 mod io;
 mod options;
 mod pushes;
@@ -45,8 +46,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use pin_project::pin_project;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{oneshot, watch};
 use tower_service::Service;
 
 pub use codec::Limits;
@@ -59,6 +59,7 @@ use crate::command::Command;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::reply::Reply;
+use intake::{Intake, Refused};
 use io::Request;
 pub(crate) use io::{Answer, Failed};
 
@@ -80,7 +81,7 @@ pub struct ServerInfo {
     pub role: String,
 }
 
-type Reserve = Pin<Box<dyn Future<Output = Result<(), AcquireError>> + Send + Sync>>;
+type Reserve = Pin<Box<dyn Future<Output = Result<(), Refused>> + Send + Sync>>;
 
 /// State shared between the handles and the I/O task.
 pub(crate) struct Shared {
@@ -89,10 +90,8 @@ pub(crate) struct Shared {
     closed: watch::Sender<Option<Arc<str>>>,
     in_flight: AtomicUsize,
     pub(crate) pushes: PushHub,
-    /// Free places in the command queue. A handle takes one before it queues a command
-    /// (`poll_ready`, or `send`); the I/O task gives them back, a batch at a time, as it takes
-    /// commands off the queue, and closes it when it stops taking commands.
-    pub(crate) slots: Arc<Semaphore>,
+    /// The command queue, from the handles to the I/O task.
+    pub(crate) intake: Intake,
 }
 
 #[derive(Default)]
@@ -101,7 +100,7 @@ struct ServerInfoCell(OnceLock<ServerInfo>);
 impl Shared {
     fn new(endpoint: Endpoint, push_buffer: usize, queue_size: usize) -> Self {
         Shared {
-            slots: Arc::new(Semaphore::new(queue_size.clamp(1, Semaphore::MAX_PERMITS))),
+            intake: Intake::new(queue_size),
             pushes: PushHub::new(endpoint.clone(), push_buffer),
             endpoint,
             server: ServerInfoCell::default(),
@@ -141,9 +140,14 @@ pub struct Connection {
 
 /// What every clone of a connection shares: cloning a handle is one reference count.
 struct Handle {
-    // The only sender of the queue: when the last clone goes, the I/O task sees the queue close.
-    sender: mpsc::UnboundedSender<Request>,
     shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The last clone is gone: the I/O task closes the socket once nothing more is owed.
+        self.shared.intake.senders_gone();
+    }
 }
 
 impl Clone for Connection {
@@ -160,7 +164,7 @@ impl Clone for Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         if self.reserved {
-            self.handle.shared.slots.add_permits(1);
+            self.handle.shared.intake.unreserve();
         }
     }
 }
@@ -262,79 +266,61 @@ impl Connection {
     /// Queues a command as soon as the queue has room, and returns the future of its answer:
     /// several commands can be queued before any answer is awaited.
     pub(crate) async fn enqueue(&self, command: Command) -> AnswerFuture {
-        let slots = &self.handle.shared.slots;
-        let taken = match slots.try_acquire() {
-            Ok(permit) => Ok(permit),
-            Err(TryAcquireError::NoPermits) => slots.acquire().await.map_err(|_| ()),
-            Err(TryAcquireError::Closed) => Err(()),
+        let intake = &self.handle.shared.intake;
+        let (reply, rx) = oneshot::channel();
+        let request = match intake.try_push(Request { command, reply }) {
+            Ok(()) => return AnswerFuture::waiting(rx),
+            Err((request, Refused::Full)) => request,
+            Err((request, Refused::Closed)) => return self.refused(request),
         };
-        match taken {
-            Ok(permit) => permit.forget(),
-            Err(()) => {
-                return AnswerFuture::failed(Failed {
-                    error: self.not_sent(),
-                    command: Some(command),
-                })
-            }
+        if intake.reserve().await.is_err() {
+            return self.refused(request);
         }
-        self.queue(command)
+        match intake.push_reserved(request) {
+            Ok(()) => AnswerFuture::waiting(rx),
+            Err(request) => self.refused(request),
+        }
     }
 
-    /// Queues a command for which a slot was taken.
-    fn queue(&self, command: Command) -> AnswerFuture {
-        let (tx, rx) = oneshot::channel();
-        match self
-            .handle
-            .sender
-            .send(Request::Command { command, reply: tx })
-        {
-            Ok(()) => AnswerFuture::waiting(rx),
-            Err(e) => {
-                let command = match e.0 {
-                    Request::Command { command, .. } => Some(command),
-                    Request::Drain => None,
-                };
-                AnswerFuture::failed(Failed {
-                    error: self.not_sent(),
-                    command,
-                })
-            }
-        }
+    /// The answer of a command the queue refused because the connection takes no more.
+    fn refused(&self, request: Request) -> AnswerFuture {
+        AnswerFuture::failed(Failed {
+            error: self.not_sent(),
+            command: Some(request.command),
+        })
     }
 
     /// Like [`Service::call`], but the command comes back with the error if the connection ends
     /// under it. `poll_ready` must have returned ready first, as for `call`.
     pub(crate) fn call_recoverable(&mut self, command: Command) -> AnswerFuture {
-        if !std::mem::take(&mut self.reserved) {
+        let intake = &self.handle.shared.intake;
+        let (reply, rx) = oneshot::channel();
+        let request = Request { command, reply };
+        let queued = if std::mem::take(&mut self.reserved) {
+            intake
+                .push_reserved(request)
+                .map_err(|r| (r, Refused::Closed))
+        } else {
             // `call` without `poll_ready`: take a free slot if there is one.
-            match self.handle.shared.slots.try_acquire() {
-                Ok(permit) => permit.forget(),
-                Err(TryAcquireError::NoPermits) => {
-                    return AnswerFuture::failed(Failed {
-                        error: Error::NotSent {
-                            reason:
-                                "the command queue is full and `call` came without `poll_ready`"
-                                    .into(),
-                        },
-                        command: Some(command),
-                    })
-                }
-                Err(TryAcquireError::Closed) => {
-                    return AnswerFuture::failed(Failed {
-                        error: self.not_sent(),
-                        command: Some(command),
-                    })
-                }
-            }
+            intake.try_push(request)
+        };
+        match queued {
+            Ok(()) => AnswerFuture::waiting(rx),
+            Err((request, Refused::Closed)) => self.refused(request),
+            Err((request, Refused::Full)) => AnswerFuture::failed(Failed {
+                error: Error::NotSent {
+                    reason: "the command queue is full and `call` came without `poll_ready`".into(),
+                },
+                command: Some(request.command),
+            }),
         }
-        self.queue(command)
     }
 
     /// Stops taking commands and closes the socket once every command already taken has its
     /// answer: how a handoff retires the old connection. Commands sent afterwards through any
     /// handle fail with [`Error::NotSent`]. Resolves when the connection has closed.
     pub async fn drain(&self) -> Arc<str> {
-        let _ = self.handle.sender.send(Request::Drain);
+        self.handle.shared.intake.close();
         self.closed().await
     }
 
@@ -348,9 +334,9 @@ impl Connection {
         }
     }
 
-    fn from_parts(sender: mpsc::UnboundedSender<Request>, shared: Arc<Shared>) -> Self {
+    fn from_parts(shared: Arc<Shared>) -> Self {
         Connection {
-            handle: Arc::new(Handle { sender, shared }),
+            handle: Arc::new(Handle { shared }),
             reserved: false,
             reserving: None,
         }
@@ -367,22 +353,18 @@ impl Service<Command> for Connection {
             return Poll::Ready(Ok(()));
         }
         if self.reserving.is_none() {
-            match self.handle.shared.slots.try_acquire() {
-                Ok(permit) => {
-                    permit.forget();
+            match self.handle.shared.intake.try_reserve() {
+                Ok(()) => {
                     self.reserved = true;
                     return Poll::Ready(Ok(()));
                 }
-                Err(TryAcquireError::NoPermits) => {
-                    let slots = self.handle.shared.slots.clone();
-                    self.reserving = Some(Box::pin(async move {
-                        slots
-                            .acquire_owned()
-                            .await
-                            .map(OwnedSemaphorePermit::forget)
-                    }));
+                Err(Refused::Full) => {
+                    let handle = self.handle.clone();
+                    self.reserving = Some(Box::pin(
+                        async move { handle.shared.intake.reserve().await },
+                    ));
                 }
-                Err(TryAcquireError::Closed) => return Poll::Ready(Err(self.not_sent())),
+                Err(Refused::Closed) => return Poll::Ready(Err(self.not_sent())),
             }
         }
         let Some(reserving) = self.reserving.as_mut() else {

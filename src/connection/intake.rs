@@ -1,0 +1,223 @@
+//! The queue between a connection's handles and its I/O task.
+//!
+//! Every command of a busy connection passes through here, from many tasks on several threads
+//! to the one I/O task, so the queue is built for that path. A command costs one atomic
+//! increment for its slot and one short critical section to queue it; the I/O task takes every
+//! waiting command in one critical section, gives their slots back with one atomic subtraction,
+//! and is woken only when the queue goes from empty to not empty, not once per command.
+//!
+//! It is bounded: a handle takes a slot before it queues a command (`poll_ready` reserves one
+//! for the next `call`), and slots come back when the I/O task takes commands off the queue.
+//! Handles that find it full wait on a [`Notify`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+use super::io::Request;
+
+/// Why a command could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Every slot is taken.
+    Full,
+    /// The connection takes no more commands.
+    Closed,
+}
+
+pub(crate) struct Intake {
+    /// Slots in use: commands queued plus slots reserved for commands to come.
+    used: AtomicUsize,
+    capacity: usize,
+    /// Set once no new commands are taken; the copy under the lock is the one that counts.
+    closed: AtomicBool,
+    /// Whether a handle waits on `space` for a slot.
+    waiting: AtomicBool,
+    space: Notify,
+    state: Mutex<State>,
+}
+
+struct State {
+    queue: VecDeque<Request>,
+    /// No new commands are taken (drained, or the connection ended).
+    closed: bool,
+    /// Every handle is gone.
+    senders_gone: bool,
+    /// The I/O task, when it found the queue empty.
+    io_waker: Option<Waker>,
+}
+
+impl Intake {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Intake {
+            used: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            closed: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            space: Notify::new(),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                closed: false,
+                senders_gone: false,
+                io_waker: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while the lock is held; a poisoned lock still holds a sound state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a slot for a command to come, if one is free.
+    pub(crate) fn try_reserve(&self) -> Result<(), Refused> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used >= self.capacity {
+                return Err(Refused::Full);
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Waits for a free slot and takes it; fails once the connection takes no more commands.
+    pub(crate) async fn reserve(&self) -> Result<(), Refused> {
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a slot freed after it wakes this waiter.
+            notified.as_mut().enable();
+            self.waiting.store(true, Ordering::SeqCst);
+            match self.try_reserve() {
+                Err(Refused::Full) => notified.await,
+                done => return done,
+            }
+        }
+    }
+
+    /// Gives back `n` slots, and wakes the handles waiting for one.
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::SeqCst);
+        if self.waiting.swap(false, Ordering::SeqCst) {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Gives back a reserved slot that was not used.
+    pub(crate) fn unreserve(&self) {
+        self.release(1);
+    }
+
+    /// Queues a command if a slot is free; hands it back with the reason otherwise.
+    pub(crate) fn try_push(&self, request: Request) -> Result<(), (Request, Refused)> {
+        match self.try_reserve() {
+            Ok(()) => self
+                .push_reserved(request)
+                .map_err(|r| (r, Refused::Closed)),
+            Err(why) => Err((request, why)),
+        }
+    }
+
+    /// Queues a command in a slot reserved for it; hands it back if the connection takes no
+    /// more commands.
+    pub(crate) fn push_reserved(&self, request: Request) -> Result<(), Request> {
+        let waker = {
+            let mut s = self.lock();
+            if s.closed {
+                drop(s);
+                self.release(1);
+                return Err(request);
+            }
+            s.queue.push_back(request);
+            s.io_waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Takes up to `max` commands for the I/O task, oldest first, into `out`. `Ready(false)`
+    /// when the queue is empty and will stay so: every handle is gone or it was closed.
+    pub(crate) fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        max: usize,
+        out: &mut VecDeque<Request>,
+    ) -> Poll<bool> {
+        let n = {
+            let mut s = self.lock();
+            if s.queue.is_empty() {
+                if s.senders_gone || s.closed {
+                    return Poll::Ready(false);
+                }
+                match &mut s.io_waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    w => *w = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            let n = max.min(s.queue.len());
+            if n == s.queue.len() && out.is_empty() {
+                std::mem::swap(&mut s.queue, out);
+            } else {
+                out.extend(s.queue.drain(..n));
+            }
+            n
+        };
+        self.release(n);
+        Poll::Ready(true)
+    }
+
+    /// Takes no more commands. Those already queued stay, for the I/O task to take (a drain)
+    /// or to refuse (the end of the connection, with [`Intake::take_all`]).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let waker = {
+            let mut s = self.lock();
+            s.closed = true;
+            s.io_waker.take()
+        };
+        self.waiting.store(false, Ordering::SeqCst);
+        self.space.notify_waiters();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether the queue takes no more commands.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Every command still queued.
+    pub(crate) fn take_all(&self) -> VecDeque<Request> {
+        std::mem::take(&mut self.lock().queue)
+    }
+
+    /// The last handle is gone: the I/O task finishes once nothing more is owed.
+    pub(crate) fn senders_gone(&self) {
+        let waker = {
+            let mut s = self.lock();
+            s.senders_gone = true;
+            s.io_waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
