@@ -7,6 +7,12 @@
 //! come back in the order commands were sent). Push frames never take a command's place: they go
 //! to the push subscribers, except the confirmations of a `SUBSCRIBE`-family command, which are
 //! that command's answer.
+//!
+//! Two habits keep a busy connection pipelined. After answering several callers, the task lets
+//! them run before it writes, so their next commands share one write. And it answers a large
+//! read in slices ([`REPLY_SLICE`] replies at a time), writing the commands the first slice's
+//! callers send before it answers the next: the server then works on those while the client
+//! answers the rest, instead of the two taking turns on one big batch.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
@@ -73,6 +79,14 @@ enum Expect {
     },
 }
 
+// The most replies answered before the callers they woke get to send their next commands.
+// With many callers, answering a large read in slices keeps the server working on the first
+// slice's next commands while the client answers the rest, where answering it all at once
+// makes client and server take turns: `cargo bench --bench throughput` measured 16 at about
+// twice the throughput of unsliced answering with 100 and 1,000 tasks on one connection (2
+// cores), and 8, 12, 20, 24 and 32 all below 16.
+const REPLY_SLICE: usize = 16;
+
 // Stop taking commands once this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
@@ -93,6 +107,7 @@ pub(crate) struct IoTask<S> {
     // the callers they woke.
     answered: usize,
     yielded: bool,
+    more_frames: bool,
     rbuf: BytesMut,
     scanner: FrameScanner,
     shared: Arc<Shared>,
@@ -124,6 +139,7 @@ where
             need_flush: false,
             answered: 0,
             yielded: false,
+            more_frames: false,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             scanner: FrameScanner::new(limits),
             shared,
@@ -248,19 +264,32 @@ where
                 }
             }
 
-            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
+            // Read only once everything read so far is answered.
+            if !self.more_frames {
+                if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                    self.rbuf.reserve(READ_CHUNK);
+                }
+                match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf)
+                {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io_lost("the server closed the connection")))
+                    }
+                    Poll::Ready(Ok(_)) => self.more_frames = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(io_lost(&e.to_string()))),
+                    Poll::Pending => {}
+                }
             }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(io_lost("the server closed the connection")))
+            if self.more_frames {
+                self.more_frames = self.process_frames(REPLY_SLICE)?;
+                progress = true;
+                if self.more_frames {
+                    // A slice of callers was just answered and more replies wait: let those
+                    // callers run first; the next poll writes their next commands, then
+                    // answers the next slice.
+                    self.yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-                Poll::Ready(Ok(_)) => {
-                    self.process_frames()?;
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(io_lost(&e.to_string()))),
-                Poll::Pending => {}
             }
 
             if self.requests_closed && self.wbuf.is_empty() && self.taken.is_empty() {
@@ -296,7 +325,10 @@ where
         self.shared.set_in_flight(self.pending.len());
     }
 
-    fn process_frames(&mut self) -> Result<(), Error> {
+    /// Answers the replies read so far, at most `limit` of them; whether complete frames are
+    /// left in the buffer.
+    fn process_frames(&mut self, limit: usize) -> Result<bool, Error> {
+        let mut n = 0;
         while let Some(frame) = self.scanner.next_frame(&mut self.rbuf)? {
             if let BytesFrame::Push { data, .. } = &frame {
                 if self.confirms_front(data) {
@@ -316,8 +348,12 @@ where
             self.shared.set_in_flight(self.pending.len());
             self.answered += 1;
             let _ = p.reply.send(reply::from_frame(frame).map_err(Failed::from));
+            n += 1;
+            if n >= limit {
+                return Ok(true);
+            }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Whether this push confirms the subscription change at the front of the queue.
