@@ -17,12 +17,23 @@ pub struct RedisServer {
     args: Vec<String>,
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and never handed out before in this test process.
+///
+/// The kernel may hand the same ephemeral port to two tests that ask one right after the
+/// other; two servers started on it would leave one test talking to the other's server.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl RedisServer {
