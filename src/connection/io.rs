@@ -8,11 +8,14 @@
 //! to the push subscribers, except the confirmations of a `SUBSCRIBE`-family command, which are
 //! that command's answer.
 //!
-//! Two habits keep a busy connection pipelined. After answering several callers, the task lets
-//! them run before it writes, so their next commands share one write. And it answers a large
-//! read in slices ([`REPLY_SLICE`] replies at a time), writing the commands the first slice's
-//! callers send before it answers the next: the server then works on those while the client
-//! answers the rest, instead of the two taking turns on one big batch.
+//! Three habits keep the connection fast. After answering callers, the task lets them run
+//! before it does anything else, so their next commands share one write and go out before the
+//! task spends a system call finding the socket empty. It answers a large read in slices
+//! ([`REPLY_SLICE`] replies at a time), writing the commands the first slice's callers send
+//! before it answers the next: the server then works on those while the client answers the
+//! rest, instead of the two taking turns on one big batch. And when callers were answered since
+//! the last write, it waits for them once more before writing, so that a burst of next commands
+//! is not cut into one write each.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
@@ -280,12 +283,14 @@ where
                 }
             }
             if self.more_frames {
+                let before = self.answered;
                 self.more_frames = self.process_frames(REPLY_SLICE)?;
                 progress = true;
-                if self.more_frames {
-                    // A slice of callers was just answered and more replies wait: let those
-                    // callers run first; the next poll writes their next commands, then
-                    // answers the next slice.
+                if self.answered > before {
+                    // Callers were just answered: let them run first. The next poll writes
+                    // their next commands, then answers the next slice if more replies wait,
+                    // or reads; the read that finds the socket empty happens after the write,
+                    // not between a reply and the caller's next command.
                     self.yielded = true;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
