@@ -41,7 +41,7 @@ mod tls;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) endpoint: Endpoint,
     server: ServerInfoCell,
     closed: watch::Sender<Option<Arc<str>>>,
+    // Whether `closed` holds a reason: read on every call by the layers above, without a lock.
+    is_closed: AtomicBool,
     in_flight: AtomicUsize,
     pub(crate) pushes: PushHub,
     /// The command queue, from the handles to the I/O task.
@@ -105,11 +107,13 @@ impl Shared {
             endpoint,
             server: ServerInfoCell::default(),
             closed: watch::Sender::new(None),
+            is_closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn mark_closed(&self, reason: Arc<str>) {
+        self.is_closed.store(true, Ordering::Release);
         self.closed.send_if_modified(|r| {
             if r.is_none() {
                 *r = Some(reason);
@@ -215,7 +219,7 @@ impl Connection {
 
     /// Whether the connection has closed or failed.
     pub fn is_closed(&self) -> bool {
-        self.handle.shared.closed.borrow().is_some()
+        self.handle.shared.is_closed.load(Ordering::Acquire)
     }
 
     /// Why the connection closed, once it has.
