@@ -817,6 +817,43 @@ mod tests {
         assert_ne!(cmd!("GET", "ab"), cmd!("GET", "a", "b"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arguments_survive_building_and_encoding(
+            args in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..90), 1..12),
+            number in proptest::prelude::any::<i64>(),
+        ) {
+            let mut c = Command::new(&args[0][..]);
+            for a in &args[1..] {
+                c.push_arg(&a[..]);
+            }
+            c.push_arg(number);
+            let number_text = number.to_string().into_bytes();
+            let expected: Vec<&[u8]> = args.iter().map(|a| &a[..]).chain([&number_text[..]]).collect();
+            proptest::prop_assert!(c.args().eq(expected.iter().copied()));
+            proptest::prop_assert_eq!(c.args().len(), expected.len());
+            let mut out = BytesMut::new();
+            c.encode(&mut out);
+            let len = out.len();
+            let decoded = redis_protocol::resp3::decode::complete::decode_bytes_mut(&mut out);
+            let Ok(Some((frame, used, _))) = decoded else {
+                return Err(proptest::test_runner::TestCaseError::fail("not one RESP frame"));
+            };
+            proptest::prop_assert_eq!(used, len);
+            let want = redis_protocol::resp3::types::BytesFrame::Array {
+                data: expected
+                    .iter()
+                    .map(|a| redis_protocol::resp3::types::BytesFrame::BlobString {
+                        data: Bytes::copy_from_slice(a),
+                        attributes: None,
+                    })
+                    .collect(),
+                attributes: None,
+            };
+            proptest::prop_assert_eq!(frame, want);
+        }
+    }
+
     #[test]
     fn formats_numbers_and_binary_arguments() {
         let c = cmd!(
