@@ -23,6 +23,7 @@
 //! | `BENCH_WARMUP_SECS` | 0.5            | warm-up before each timed window, in seconds           |
 //! | `BENCH_NODELAY`     | 0              | 1: set `TCP_NODELAY` on fred's and redis-rs's sockets  |
 //! | `BENCH_FILTER`      | (all)          | only the workloads whose name contains this text       |
+//! | `BENCH_TASKS`       | 100            | tasks of the many-task workloads (one connection)      |
 //! | `BENCH_CLIENTS`     | (all)          | comma-separated subset of `tower,send,fred,redis-rs`   |
 //! | `REDIS_SERVER`      | `redis-server` | the server binary                                      |
 //!
@@ -65,6 +66,7 @@ struct Settings {
     rounds: usize,
     nodelay: bool,
     filter: Option<String>,
+    tasks: usize,
     clients: Option<Vec<String>>,
     server_bin: String,
     /// The environment variables that were set, to repeat in the printed command.
@@ -105,6 +107,13 @@ impl Settings {
             Some("1" | "true" | "yes")
         );
         let filter = var("BENCH_FILTER");
+        let tasks = match var("BENCH_TASKS") {
+            None => 100,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("BENCH_TASKS={v:?} is not a positive count").into()),
+            },
+        };
         let clients = var("BENCH_CLIENTS").map(|v| {
             v.split(',')
                 .map(|s| s.trim().to_owned())
@@ -118,6 +127,7 @@ impl Settings {
             rounds,
             nodelay,
             filter,
+            tasks,
             clients,
             server_bin,
             given,
@@ -280,30 +290,33 @@ enum Op {
     Get,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Workload {
-    name: &'static str,
+    name: String,
     op: Op,
     tasks: usize,
 }
 
-const WORKLOADS: [Workload; 3] = [
-    Workload {
-        name: "INCR, 1 task",
-        op: Op::Incr,
-        tasks: 1,
-    },
-    Workload {
-        name: "INCR, 100 tasks",
-        op: Op::Incr,
-        tasks: 100,
-    },
-    Workload {
-        name: "GET 1 KiB, 100 tasks",
-        op: Op::Get,
-        tasks: 100,
-    },
-];
+/// The workloads: one task, then `many` tasks sharing one connection.
+fn workloads(many: usize) -> [Workload; 3] {
+    [
+        Workload {
+            name: "INCR, 1 task".to_owned(),
+            op: Op::Incr,
+            tasks: 1,
+        },
+        Workload {
+            name: format!("INCR, {many} tasks"),
+            op: Op::Incr,
+            tasks: many,
+        },
+        Workload {
+            name: format!("GET 1 KiB, {many} tasks"),
+            op: Op::Get,
+            tasks: many,
+        },
+    ]
+}
 
 impl Workload {
     fn key(&self, task: usize) -> String {
@@ -466,7 +479,7 @@ fn run() -> Result<()> {
             kinds
         }
     };
-    let workloads: Vec<Workload> = WORKLOADS
+    let workloads: Vec<Workload> = workloads(settings.tasks)
         .into_iter()
         .filter(|w| {
             settings
@@ -653,7 +666,7 @@ impl Report<'_> {
                 let min = ops.iter().copied().fold(f64::INFINITY, f64::min);
                 let max = ops.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 rows.push(vec![
-                    if ki == 0 { w.name } else { "" }.to_owned(),
+                    if ki == 0 { w.name.as_str() } else { "" }.to_owned(),
                     kind.label().to_owned(),
                     thousands(median(&ops)),
                     format!("{}–{}", thousands(min), thousands(max)),
@@ -678,7 +691,7 @@ impl Report<'_> {
         header.push("ours/fred".to_owned());
         let mut rows = Vec::new();
         for (wi, w) in self.workloads.iter().enumerate() {
-            let mut row = vec![w.name.to_owned()];
+            let mut row = vec![w.name.clone()];
             row.extend(
                 self.kinds
                     .iter()
