@@ -77,7 +77,9 @@ impl Intake {
         if self.closed.load(Ordering::Acquire) {
             return Err(Refused::Closed);
         }
-        let mut used = self.used.load(Ordering::Relaxed);
+        // Sequentially consistent with `release`: a waiter that set `waiting` before this
+        // check either sees the slot given back or is notified (see `reserve`).
+        let mut used = self.used.load(Ordering::SeqCst);
         loop {
             if used >= self.capacity {
                 return Err(Refused::Full);
@@ -86,7 +88,7 @@ impl Intake {
                 used,
                 used + 1,
                 Ordering::SeqCst,
-                Ordering::Relaxed,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => return Ok(()),
                 Err(now) => used = now,
