@@ -631,10 +631,19 @@ impl Body {
             Body::Inline { len, data } => {
                 let at = usize::from(*len);
                 let end = at + bytes.len();
-                // `reserve` moved the body to the heap if this did not fit.
-                if let Some(dst) = data.get_mut(at..end) {
-                    dst.copy_from_slice(bytes);
-                    *len = end as u8;
+                // `reserve` moved the body to the heap if this did not fit; should it ever not
+                // have, the bytes still go to the heap rather than being lost.
+                match data.get_mut(at..end) {
+                    Some(dst) => {
+                        dst.copy_from_slice(bytes);
+                        *len = end as u8;
+                    }
+                    None => {
+                        let mut v = Vec::with_capacity(end);
+                        v.extend_from_slice(&data[..at]);
+                        v.extend_from_slice(bytes);
+                        *self = Body::Heap(v);
+                    }
                 }
             }
             Body::Heap(v) => v.extend_from_slice(bytes),
