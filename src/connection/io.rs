@@ -12,10 +12,10 @@
 //! before it does anything else, so their next commands share one write and go out before the
 //! task spends a system call finding the socket empty. It answers a large read in slices
 //! ([`REPLY_SLICE`] replies at a time, at most [`MAX_SLICES`] slices), writing the commands the
-//! first slice's callers send before it answers the next: the server then works on those while the client answers the
-//! rest, instead of the two taking turns on one big batch. And when callers were answered since
-//! the last write, it waits for them once more before writing, so that a burst of next commands
-//! is not cut into one write each.
+//! first slice's callers send before it answers the next: the server then works on those while
+//! the client answers the rest, instead of the two taking turns on one big batch. And when
+//! callers were answered since the last write, it waits for them once more before writing, so
+//! that a burst of next commands is not cut into one write each.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
