@@ -829,7 +829,10 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arguments_survive_building_and_encoding(
-            args in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..90), 1..12),
+            args in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..90),
+                1..12,
+            ),
             number in proptest::prelude::any::<i64>(),
         ) {
             let mut c = Command::new(&args[0][..]);
@@ -838,7 +841,8 @@ mod tests {
             }
             c.push_arg(number);
             let number_text = number.to_string().into_bytes();
-            let expected: Vec<&[u8]> = args.iter().map(|a| &a[..]).chain([&number_text[..]]).collect();
+            let expected: Vec<&[u8]> =
+                args.iter().map(|a| &a[..]).chain([&number_text[..]]).collect();
             proptest::prop_assert!(c.args().eq(expected.iter().copied()));
             proptest::prop_assert_eq!(c.args().len(), expected.len());
             let mut out = BytesMut::new();
