@@ -174,6 +174,11 @@ impl Kind {
     }
 }
 
+/// Settings from the environment.
+#[path = "support/env.rs"]
+mod env;
+use env::Env;
+
 struct Settings {
     scenarios: Vec<Scenario>,
     kinds: Vec<Kind>,
@@ -183,61 +188,38 @@ struct Settings {
     steady: Duration,
     tail: Duration,
     server_bin: String,
-    /// The environment variables that were set, to repeat in the printed command.
-    given: Vec<(&'static str, String)>,
+    /// The environment variables read, to repeat those set in the printed command.
+    env: Env,
 }
 
 impl Settings {
     fn from_env() -> Result<Settings> {
-        let mut given = Vec::new();
-        let mut var = |name: &'static str| -> Option<String> {
-            let v = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
-            given.push((name, v.clone()));
-            Some(v)
-        };
-        let number = |name: &str, v: Option<String>, default: f64| -> Result<f64> {
-            let Some(v) = v else { return Ok(default) };
-            match v.trim().parse::<f64>() {
-                Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-                _ => Err(format!("{name}={v:?} is not a non-negative number").into()),
-            }
-        };
-        let scenarios = match var("HANDOFF_BENCH_SCENARIOS") {
+        let mut env = Env::default();
+        let scenarios = match env.var("HANDOFF_BENCH_SCENARIOS") {
             None => Scenario::ALL.to_vec(),
             Some(v) => pick(&v, "HANDOFF_BENCH_SCENARIOS", &Scenario::ALL, |s| s.name())?,
         };
-        let kinds = match var("HANDOFF_BENCH_CLIENTS") {
+        let kinds = match env.var("HANDOFF_BENCH_CLIENTS") {
             None => Kind::ALL.to_vec(),
             Some(v) => pick(&v, "HANDOFF_BENCH_CLIENTS", &Kind::ALL, |k| k.short())?,
         };
-        let rate = match var("HANDOFF_BENCH_RATE") {
+        let rate = match env.var("HANDOFF_BENCH_RATE") {
             None => None,
-            Some(v) => match number("HANDOFF_BENCH_RATE", Some(v.clone()), 0.0)? {
-                r if r > 0.0 => Some(r),
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(r) if r.is_finite() && r > 0.0 => Some(r),
                 _ => return Err(format!("HANDOFF_BENCH_RATE={v:?} must be more than 0").into()),
             },
         };
-        let outage = Duration::from_secs_f64(
-            number(
-                "HANDOFF_BENCH_OUTAGE_MS",
-                var("HANDOFF_BENCH_OUTAGE_MS"),
-                1000.0,
-            )? / 1000.0,
-        );
-        let steady = Duration::from_secs_f64(number(
-            "HANDOFF_BENCH_STEADY_SECS",
-            var("HANDOFF_BENCH_STEADY_SECS"),
-            3.0,
-        )?);
+        let outage =
+            Duration::from_secs_f64(env.number("HANDOFF_BENCH_OUTAGE_MS", 1000.0)? / 1000.0);
+        let steady = env.secs("HANDOFF_BENCH_STEADY_SECS", 3.0)?;
         if steady.is_zero() {
             return Err("HANDOFF_BENCH_STEADY_SECS must be more than 0".into());
         }
-        let tail = Duration::from_secs_f64(number(
-            "HANDOFF_BENCH_TAIL_SECS",
-            var("HANDOFF_BENCH_TAIL_SECS"),
-            2.0,
-        )?);
-        let server_bin = var("REDIS_SERVER").unwrap_or_else(|| "redis-server".to_owned());
+        let tail = env.secs("HANDOFF_BENCH_TAIL_SECS", 2.0)?;
+        let server_bin = env
+            .var("REDIS_SERVER")
+            .unwrap_or_else(|| "redis-server".to_owned());
         Ok(Settings {
             scenarios,
             kinds,
@@ -246,17 +228,12 @@ impl Settings {
             steady,
             tail,
             server_bin,
-            given,
+            env,
         })
     }
 
     fn command_line(&self) -> String {
-        let mut s = String::new();
-        for (k, v) in &self.given {
-            let _ = write!(s, "{k}={v} ");
-        }
-        s.push_str("cargo bench --bench handoff");
-        s
+        self.env.command_line("handoff")
     }
 
     fn load(&self) -> String {

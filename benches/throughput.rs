@@ -69,58 +69,34 @@ struct Settings {
     tasks: usize,
     clients: Option<Vec<String>>,
     server_bin: String,
-    /// The environment variables that were set, to repeat in the printed command.
-    given: Vec<(&'static str, String)>,
+    /// The environment variables read, to repeat those set in the printed command.
+    env: Env,
 }
 
 impl Settings {
     fn from_env() -> Result<Settings> {
-        let mut given = Vec::new();
-        let mut var = |name: &'static str| -> Option<String> {
-            let v = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
-            given.push((name, v.clone()));
-            Some(v)
-        };
-        let secs = |name: &str, v: Option<String>, default: f64| -> Result<Duration> {
-            let Some(v) = v else {
-                return Ok(Duration::from_secs_f64(default));
-            };
-            match v.trim().parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-                _ => Err(format!("{name}={v:?} is not a number of seconds").into()),
-            }
-        };
-        let window = secs("BENCH_SECS", var("BENCH_SECS"), 3.0)?;
+        let mut env = Env::default();
+        let window = env.secs("BENCH_SECS", 3.0)?;
         if window.is_zero() {
             return Err("BENCH_SECS must be more than 0".into());
         }
-        let warmup = secs("BENCH_WARMUP_SECS", var("BENCH_WARMUP_SECS"), 0.5)?;
-        let rounds = match var("BENCH_ROUNDS") {
-            None => 3,
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => return Err(format!("BENCH_ROUNDS={v:?} is not a positive count").into()),
-            },
-        };
+        let warmup = env.secs("BENCH_WARMUP_SECS", 0.5)?;
+        let rounds = env.count("BENCH_ROUNDS", 3)?;
         let nodelay = matches!(
-            var("BENCH_NODELAY").as_deref().map(str::trim),
+            env.var("BENCH_NODELAY").as_deref().map(str::trim),
             Some("1" | "true" | "yes")
         );
-        let filter = var("BENCH_FILTER");
-        let tasks = match var("BENCH_TASKS") {
-            None => 100,
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => return Err(format!("BENCH_TASKS={v:?} is not a positive count").into()),
-            },
-        };
-        let clients = var("BENCH_CLIENTS").map(|v| {
+        let filter = env.var("BENCH_FILTER");
+        let tasks = env.count("BENCH_TASKS", 100)?;
+        let clients = env.var("BENCH_CLIENTS").map(|v| {
             v.split(',')
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect()
         });
-        let server_bin = var("REDIS_SERVER").unwrap_or_else(|| "redis-server".to_owned());
+        let server_bin = env
+            .var("REDIS_SERVER")
+            .unwrap_or_else(|| "redis-server".to_owned());
         Ok(Settings {
             window,
             warmup,
@@ -130,19 +106,19 @@ impl Settings {
             tasks,
             clients,
             server_bin,
-            given,
+            env,
         })
     }
 
     fn command_line(&self) -> String {
-        let mut s = String::new();
-        for (k, v) in &self.given {
-            let _ = write!(s, "{k}={v} ");
-        }
-        s.push_str("cargo bench --bench throughput");
-        s
+        self.env.command_line("throughput")
     }
 }
+
+/// Settings from the environment.
+#[path = "support/env.rs"]
+mod env;
+use env::Env;
 
 // ---------------------------------------------------------------------------------------------
 // The server
