@@ -2,8 +2,8 @@
 //! reconnect policy and redis-rs's `ConnectionManager`, under the same read/write load.
 //!
 //! ```text
-//! cargo bench --bench handoff
-//! HANDOFF_BENCH_SCENARIOS=moving HANDOFF_BENCH_RATE=5000 cargo bench --bench handoff
+//! cargo bench --features sim --bench handoff
+//! HANDOFF_BENCH_SCENARIOS=moving HANDOFF_BENCH_RATE=5000 cargo bench --features sim --bench handoff
 //! ```
 //!
 //! The bench starts its own `redis-server` (from `PATH`, or `REDIS_SERVER`) on a free loopback

@@ -1,7 +1,7 @@
 //! Quick start: the recommended stack through a rehearsed maintenance.
 //!
 //! ```sh
-//! cargo run --example quickstart      # Redis at REDIS_URL or 127.0.0.1:6379, else the embedded store
+//! cargo run --features sim --example quickstart # Redis at REDIS_URL or 127.0.0.1:6379, else the embedded store
 //! ```
 //!
 //! The program

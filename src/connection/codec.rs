@@ -66,7 +66,9 @@ impl FrameScanner {
         }
     }
 
-    /// Also accepts RESP2's null bulk string `$-1` and null array `*-1`.
+    /// Also accepts RESP2's null bulk string `$-1` and null array `*-1` (the simulator's proxy
+    /// reads what RESP2 clients send; a connection of ours speaks RESP3 only).
+    #[cfg(feature = "sim")]
     pub(crate) fn with_resp2_nulls(mut self) -> Self {
         self.resp2_nulls = true;
         self
