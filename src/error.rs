@@ -1,10 +1,14 @@
 //! The crate's one error type.
 //!
 //! Every layer returns [`Error`]. Each variant says what happened and carries what a caller needs
-//! to act: whether a command may have run ([`Error::may_have_executed`]), whether it is safe to send
-//! again, whether it counts as a connection failure ([`Error::class`]). The layers decide
-//! "retry?" and "does this open the circuit?" through [`ErrorClass`], in one place, rather than
-//! each matching on variants.
+//! to act. Two classifications, each written once here, are what every decision is made on:
+//!
+//! - [`Error::execution`]: did the command run? ([`Execution::NotRun`], [`Execution::MayHaveRun`],
+//!   [`Execution::Ran`]). HandoffRetry's resend policy decides on it.
+//! - [`Error::class`]: what kind of failure is it? ([`ErrorClass`]). CircuitBreaker counts what
+//!   [`ErrorClass::counts_as_failure`] says; MetricsHook labels outcomes by it.
+//!
+//! No layer matches on variants to decide "send again?" or "does this open the circuit?".
 
 use std::fmt;
 use std::sync::Arc;
@@ -164,6 +168,20 @@ impl fmt::Display for ServerError {
     }
 }
 
+/// Whether a failed command ran on the server; see [`Error::execution`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Execution {
+    /// It certainly did not run (never written, or refused before it was): sending it again is
+    /// always safe.
+    NotRun,
+    /// It was written and no reply came back: it may have run. Send it again only if running it
+    /// twice is harmless.
+    MayHaveRun,
+    /// The server answered (with an error reply, or one that could not be converted).
+    Ran,
+}
+
 /// The families of failure that retry, circuit-breaker and metrics decisions are made on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -213,32 +231,37 @@ impl Error {
         }
     }
 
-    /// Whether the command may have run on the server even though no reply came back.
-    ///
-    /// True for [`Error::ConnectionLost`] and [`Error::Timeout`]; such a command must only be sent
-    /// again when running it twice is harmless.
-    pub fn may_have_executed(&self) -> bool {
-        matches!(
-            self,
-            Error::ConnectionLost { .. } | Error::Timeout { .. } | Error::Protocol { .. }
-        )
+    /// Whether the command ran: the one place that says so for every variant.
+    pub fn execution(&self) -> Execution {
+        match self {
+            Error::Server(_) | Error::Conversion { .. } => Execution::Ran,
+            Error::ConnectionLost { .. } | Error::Timeout { .. } | Error::Protocol { .. } => {
+                Execution::MayHaveRun
+            }
+            Error::NotSent { .. }
+            | Error::Connect { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::Tls { .. }
+            | Error::Handshake { .. }
+            | Error::Resp3Unsupported { .. }
+            | Error::Auth { .. }
+            | Error::CircuitOpen { .. }
+            | Error::Config { .. }
+            | Error::MaintenanceUnsupported { .. }
+            | Error::HandoffFailed { .. } => Execution::NotRun,
+        }
     }
 
-    /// Whether the command certainly did not run, so that sending it again is always safe.
+    /// Whether the command may have run on the server even though no reply came back:
+    /// [`Execution::MayHaveRun`].
+    pub fn may_have_executed(&self) -> bool {
+        self.execution() == Execution::MayHaveRun
+    }
+
+    /// Whether the command certainly did not run, so that sending it again is always safe:
+    /// [`Execution::NotRun`].
     pub fn certainly_not_executed(&self) -> bool {
-        matches!(
-            self,
-            Error::NotSent { .. }
-                | Error::Connect { .. }
-                | Error::ConnectTimeout { .. }
-                | Error::Tls { .. }
-                | Error::Handshake { .. }
-                | Error::Resp3Unsupported { .. }
-                | Error::Auth { .. }
-                | Error::CircuitOpen { .. }
-                | Error::MaintenanceUnsupported { .. }
-                | Error::HandoffFailed { .. }
-        )
+        self.execution() == Execution::NotRun
     }
 
     /// The server's error reply, when this is one.

@@ -53,7 +53,7 @@ pub use command::{Args, Command, ToArg};
 pub use connection::{ConnectOptions, Connection, Connector, Limits, TlsOptions};
 pub use demux::{NotificationDemux, NotificationDemuxLayer};
 pub use endpoint::Endpoint;
-pub use error::{Error, ErrorClass, ServerError};
+pub use error::{Error, ErrorClass, Execution, ServerError};
 pub use maintenance::{
     AzureEvent, EndpointStatus, EndpointType, EventKind, Maintenance, MaintenanceConfig,
     MaintenanceEvent, MaintenanceMode, Notification, NotificationHook,

@@ -1,13 +1,56 @@
 //! How HandoffRetry moves, reconnects and retries.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Which commands are sent again when the connection died after they were written (their
-/// reply lost, so they may have run). Commands that were never written are always sent again:
-/// they certainly did not run.
+use crate::command::Command;
+use crate::error::{Error, Execution};
+
+/// Decides whether [`HandoffRetry`](super::HandoffRetry) sends a command again on the next
+/// connection after the one it went to ended under it.
+///
+/// Shaped like tower's retry `Policy`, with one difference: the command comes back from the
+/// connection that failed it, so nothing is cloned up front. The decision is made on
+/// [`Error::execution`]: a command that did not run ([`Execution::NotRun`]) is safe to send again
+/// whatever the policy; one that may have run ([`Execution::MayHaveRun`]) only if the policy says
+/// so. [`Resend`] is the default; implement this trait for a rule of your own (per key prefix,
+/// say) and set it with [`HandoffConfig::resend`].
+///
+/// ```
+/// use redis_handoff::handoff::{HandoffConfig, ResendPolicy};
+/// use redis_handoff::{Command, Error};
+///
+/// /// Sends again whatever did not run, and lost `INCR`s on `stats:` keys (counts may drift).
+/// #[derive(Debug)]
+/// struct StatsMayDrift;
+///
+/// impl ResendPolicy for StatsMayDrift {
+///     fn resend(&self, command: &Command, error: &Error) -> bool {
+///         error.certainly_not_executed()
+///             || (error.may_have_executed()
+///                 && command.name() == "INCR"
+///                 && command.arg_at(1).is_some_and(|k| k.starts_with(b"stats:")))
+///     }
+/// }
+///
+/// let config = HandoffConfig::default().resend(StatsMayDrift);
+/// ```
+///
+/// [`Error::execution`]: crate::Error::execution
+/// [`Execution::NotRun`]: crate::error::Execution::NotRun
+/// [`Execution::MayHaveRun`]: crate::error::Execution::MayHaveRun
+pub trait ResendPolicy: fmt::Debug + Send + Sync + 'static {
+    /// Whether `command`, failed with `error` because its connection ended, is sent again. At
+    /// most three resends are made whatever this says.
+    fn resend(&self, command: &Command, error: &Error) -> bool;
+}
+
+/// The built-in [`ResendPolicy`]: which commands that may have run (written, reply lost) are sent
+/// again. Commands that did not run are always sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum RetryPolicy {
+pub enum Resend {
     /// Never: such a command fails with [`Error::ConnectionLost`](crate::Error::ConnectionLost).
     Never,
     /// Only read-only and idempotent commands ([`Command::is_idempotent`](crate::Command::is_idempotent)).
@@ -17,11 +60,27 @@ pub enum RetryPolicy {
     Always,
 }
 
+impl ResendPolicy for Resend {
+    fn resend(&self, command: &Command, error: &Error) -> bool {
+        match error.execution() {
+            Execution::NotRun => true,
+            Execution::MayHaveRun => match self {
+                Resend::Never => false,
+                Resend::SafeOnly => command.is_idempotent(),
+                Resend::Always => true,
+            },
+            // Answered: there is nothing to send again.
+            _ => false,
+        }
+    }
+}
+
 /// Settings of [`HandoffRetry`](super::HandoffRetry) for reconnects and resends. The handoff's own
 /// bounds (`handoff_timeout`, `max_handoff_retries`) come from the
 /// [`MaintenanceConfig`](crate::MaintenanceConfig), where all maintenance settings live.
 ///
-/// Build it with struct update syntax: `HandoffConfig { retry: RetryPolicy::Never, ..Default::default() }`.
+/// Build it with struct update syntax (`HandoffConfig { wait_for_connection: d, ..Default::default() }`)
+/// and [`HandoffConfig::resend`] for the resend policy.
 #[derive(Debug, Clone)]
 pub struct HandoffConfig {
     /// Bound on one reconnect attempt after an unannounced loss. Default 5 s.
@@ -36,8 +95,8 @@ pub struct HandoffConfig {
     /// How long a command waits for a connection while the stack reconnects before it fails
     /// with [`Error::NotSent`](crate::Error::NotSent). Default 10 s.
     pub wait_for_connection: Duration,
-    /// Which lost commands are sent again.
-    pub retry: RetryPolicy,
+    /// Which lost commands are sent again; [`Resend::SafeOnly`] by default.
+    pub resend: Arc<dyn ResendPolicy>,
     /// Shared bound on concurrent handoffs, for the stacks of a pool. None: unbounded.
     pub limiter: Option<super::HandoffLimiter>,
 }
@@ -50,13 +109,20 @@ impl Default for HandoffConfig {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(3),
             wait_for_connection: Duration::from_secs(10),
-            retry: RetryPolicy::SafeOnly,
+            resend: Arc::new(Resend::SafeOnly),
             limiter: None,
         }
     }
 }
 
 impl HandoffConfig {
+    /// The same settings with `policy` deciding which lost commands are sent again.
+    #[must_use]
+    pub fn resend(mut self, policy: impl ResendPolicy) -> Self {
+        self.resend = Arc::new(policy);
+        self
+    }
+
     /// The backoff before attempt `attempt` (1-based), with up to 50% random jitter.
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
@@ -75,6 +141,27 @@ pub(crate) fn jitter(d: Duration, spread: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_resend_policy_decides_on_whether_the_command_ran() {
+        use crate::cmd;
+        let unsent = Error::NotSent {
+            reason: "closed".into(),
+        };
+        let lost = Error::ConnectionLost {
+            reason: "reset".into(),
+        };
+        let answered = Error::Server(crate::ServerError::new("ERR no"));
+        for policy in [Resend::Never, Resend::SafeOnly, Resend::Always] {
+            assert!(policy.resend(&cmd!("INCR", "k"), &unsent), "{policy:?}");
+            assert!(!policy.resend(&cmd!("GET", "k"), &answered), "{policy:?}");
+        }
+        assert!(!Resend::Never.resend(&cmd!("GET", "k"), &lost));
+        assert!(Resend::SafeOnly.resend(&cmd!("GET", "k"), &lost));
+        assert!(!Resend::SafeOnly.resend(&cmd!("INCR", "k"), &lost));
+        assert!(Resend::Always.resend(&cmd!("INCR", "k"), &lost));
+        assert_eq!(format!("{:?}", HandoffConfig::default().resend), "SafeOnly");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -24,7 +24,7 @@
 //!
 //! A command whose connection ended under it is sent again on the next connection when that
 //! cannot run it twice: always when it was never written ([`Error::NotSent`]); when it was
-//! written and its reply lost, per [`RetryPolicy`] (by default only read-only and idempotent
+//! written and its reply lost, per the [`ResendPolicy`] (by default [`Resend::SafeOnly`]: only read-only and idempotent
 //! commands). Other commands get [`Error::ConnectionLost`], which says they may have run.
 //!
 //! # Why a trait instead of `tower::MakeService`
@@ -66,7 +66,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tower_service::Service;
 
-pub use config::{HandoffConfig, RetryPolicy};
+pub use config::{HandoffConfig, Resend, ResendPolicy};
 
 use crate::demux::NotificationDemux;
 use crate::maintenance::{EventKind, Maintenance, MaintenanceEvent, MaintenanceEvents};
@@ -330,15 +330,7 @@ impl Inner {
     }
 
     fn should_retry(&self, error: &Error, command: &Command) -> bool {
-        match error {
-            Error::NotSent { .. } => true,
-            Error::ConnectionLost { .. } => match self.config.retry {
-                RetryPolicy::Never => false,
-                RetryPolicy::SafeOnly => command.is_idempotent(),
-                RetryPolicy::Always => true,
-            },
-            _ => false,
-        }
+        self.config.resend.resend(command, error)
     }
 }
 
