@@ -8,7 +8,50 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// A name for one connection, unique within the process: how events, pushes and layers say
+/// which connection they mean without holding it.
+///
+/// Every [`Connection`](crate::Connection) gets one when it is made
+/// ([`Connection::id`](crate::Connection::id)); a client of another kind that feeds its own
+/// pushes to a [`Maintenance`](crate::Maintenance) handle takes one with [`ConnectionId::next`].
+///
+/// ```
+/// use redis_handoff::ConnectionId;
+///
+/// let (a, b) = (ConnectionId::next(), ConnectionId::next());
+/// assert_ne!(a, b);
+/// assert!(a.to_string().starts_with("conn#"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    /// A fresh id, never handed out before in this process.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnectionId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// An id chosen by a unit test, to name the same connection twice.
+    #[cfg(test)]
+    pub(crate) const fn test(n: u64) -> Self {
+        ConnectionId(u64::MAX - n)
+    }
+
+    /// The id as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
 
 /// The port Redis listens on when an address names none.
 pub const DEFAULT_PORT: u16 = 6379;

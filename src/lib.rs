@@ -30,6 +30,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod circuit_breaker;
+mod clock;
 pub mod command;
 pub mod connection;
 pub mod demux;
@@ -38,6 +39,7 @@ pub mod demux;
 pub mod drill;
 pub mod endpoint;
 pub mod error;
+pub mod frame;
 pub mod handoff;
 pub mod maintenance;
 pub mod metrics;
@@ -52,7 +54,7 @@ pub mod stack;
 pub use command::{Args, Command, ToArg};
 pub use connection::{ConnectOptions, Connection, Connector, Limits, TlsOptions};
 pub use demux::{NotificationDemux, NotificationDemuxLayer};
-pub use endpoint::Endpoint;
+pub use endpoint::{ConnectionId, Endpoint};
 pub use error::{Error, ErrorClass, Execution, ServerError};
 pub use maintenance::{
     AzureEvent, EndpointStatus, EndpointType, EventKind, Maintenance, MaintenanceConfig,
@@ -61,8 +63,3 @@ pub use maintenance::{
 pub use metrics::{Metrics, MetricsHook, MetricsHookLayer, MetricsSnapshot};
 pub use reply::Reply;
 pub use stack::{Stack, StackBuilder};
-
-/// The RESP3 frame types, re-exported from redis-protocol (fred's `Resp3Frame` is `BytesFrame`).
-pub mod frame {
-    pub use redis_protocol::resp3::types::{BytesFrame, FrameKind};
-}

@@ -165,7 +165,6 @@ impl StackBuilder {
         );
         let metrics = Metrics::new();
         metrics.attach(&maintenance);
-        metrics.track_retries(timed.get_ref());
         let guarded = CircuitBreaker::new(timed, maintenance.clone(), endpoint, self.circuit);
         let service = MetricsHook::new(guarded, metrics);
         Ok(Stack {

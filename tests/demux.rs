@@ -414,6 +414,6 @@ async fn the_connection_form_demuxes_an_existing_connection() {
     })
     .await;
     assert_eq!(event.endpoint, configured);
-    assert!(event.is_from(&conn));
+    assert!(event.is_from(conn.id()));
     assert!(maintenance.status(&configured).in_maintenance());
 }

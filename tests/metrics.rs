@@ -367,7 +367,6 @@ mod simulator {
         let stack = HandoffRetry::connect(demuxed, maintenance, handoff)
             .await
             .unwrap();
-        metrics.track_retries(&stack);
         Stack {
             _server: server,
             sim,

@@ -109,7 +109,7 @@ async fn a_moving_moves_all_hundred_connections_within_the_worker_bound_with_non
     );
     assert_eq!(pool.limiter().rejected(), 0);
     let metrics = redis_handoff::Metrics::new();
-    metrics.track_pool(&pool);
+    metrics.follow(pool.maintenance());
     let gauges = metrics.snapshot().pool;
     assert_eq!((gauges.workers_max, gauges.queue_capacity), (33, 500));
     assert_eq!(gauges.workers_peak, peak as u64);

@@ -34,6 +34,7 @@ pub(crate) mod codec;
 mod connect;
 mod intake;
 mod io;
+mod make;
 mod options;
 mod pushes;
 mod tls;
@@ -51,12 +52,13 @@ use tower_service::Service;
 
 pub use codec::Limits;
 pub use connect::{Connector, Established};
+pub use make::MakeConnection;
 pub use options::{ConnectOptions, Password, TlsOptions};
 pub(crate) use pushes::PushHub;
 pub use pushes::Pushes;
 
 use crate::command::Command;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{ConnectionId, Endpoint};
 use crate::error::Error;
 use crate::reply::Reply;
 use intake::{Intake, Refused};
@@ -85,6 +87,7 @@ type Reserve = Pin<Box<dyn Future<Output = Result<(), Refused>> + Send + Sync>>;
 
 /// State shared between the handles and the I/O task.
 pub(crate) struct Shared {
+    pub(crate) id: ConnectionId,
     pub(crate) endpoint: Endpoint,
     server: ServerInfoCell,
     closed: watch::Sender<Option<Arc<str>>>,
@@ -102,6 +105,7 @@ struct ServerInfoCell(OnceLock<ServerInfo>);
 impl Shared {
     fn new(endpoint: Endpoint, push_buffer: usize, queue_size: usize) -> Self {
         Shared {
+            id: ConnectionId::next(),
             intake: Intake::new(queue_size),
             pushes: PushHub::new(endpoint.clone(), push_buffer),
             endpoint,
@@ -199,6 +203,11 @@ impl Connection {
     /// The endpoint this connection is connected to.
     pub fn endpoint(&self) -> &Endpoint {
         &self.handle.shared.endpoint
+    }
+
+    /// This connection's process-unique id: events and pushes name their connection by it.
+    pub fn id(&self) -> ConnectionId {
+        self.handle.shared.id
     }
 
     /// What the server said about itself during the handshake.

@@ -52,7 +52,10 @@
 
 mod future;
 mod layer;
+pub(crate) mod pipeline;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -64,7 +67,7 @@ pub use future::ConnectFuture;
 pub use layer::NotificationDemuxLayer;
 
 use crate::command::Command;
-use crate::connection::{Connection, Connector, Established, Pushes};
+use crate::connection::{Connection, Connector, Established, MakeConnection, Pushes};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::maintenance::{
@@ -170,7 +173,7 @@ impl NotificationDemux<Connection> {
         connection: Connection,
         maintenance: Maintenance,
     ) -> Self {
-        let origin = PushOrigin::from_connection(configured, &connection);
+        let origin = origin_of(configured, &connection);
         spawn_demux(connection.pushes(), origin, maintenance.clone());
         NotificationDemux {
             inner: connection,
@@ -195,6 +198,22 @@ where
 
     fn call(&mut self, command: Command) -> Self::Future {
         self.inner.call(command)
+    }
+}
+
+/// Makes demuxed connections for a stack that changes connection (HandoffRetry, a pool).
+impl MakeConnection for NotificationDemux<Connector> {
+    fn configured_endpoint(&self) -> Endpoint {
+        self.get_ref().endpoint().clone()
+    }
+
+    fn make_connection(
+        &self,
+        endpoint: Endpoint,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'static>> {
+        let this = self.clone();
+        Box::pin(async move { this.connect_within(&endpoint, timeout).await })
     }
 }
 
@@ -265,7 +284,7 @@ async fn establish(
         setup: answers,
         ..
     } = connector.establish(&endpoint, setup, timeout).await?;
-    let origin = PushOrigin::from_connection(configured.clone(), &connection);
+    let origin = origin_of(configured.clone(), &connection);
     let mut answers = answers.into_iter();
 
     if let Some(endpoint_type) = asked {
@@ -315,6 +334,16 @@ async fn establish(
 
     spawn_demux(pushes, origin, maintenance);
     Ok(connection)
+}
+
+/// Where the pushes of `connection`, in a stack configured for `configured`, come from.
+fn origin_of(configured: Endpoint, connection: &Connection) -> PushOrigin {
+    let client_id = Some(connection.server_info().id).filter(|&id| id != 0);
+    PushOrigin::new(configured).with_connection(
+        connection.id(),
+        connection.endpoint().clone(),
+        client_id,
+    )
 }
 
 /// Reads a connection's pushes into the handle until the connection closes.

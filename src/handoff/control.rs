@@ -419,7 +419,7 @@ async fn listen_for_moving(
         };
         // A pool shares one handle; each stack acts on what its own connection heard.
         let ours = event.endpoint == inner.configured
-            && inner.current().is_some_and(|c| event.is_from(&c));
+            && inner.current().is_some_and(|c| event.is_from(c.id()));
         drop(inner);
         if ours && triggers.send(trigger).is_err() {
             return;

@@ -30,8 +30,10 @@
 //! # Why a trait instead of `tower::MakeService`
 //! Making a connection here needs two things a `MakeService<Endpoint>` cannot say: the stack's
 //! configured address (where to go back to) and a per-attempt bound (`handoff_timeout` for a
-//! handoff, `connect_timeout` for a reconnect). [`MakeConnection`] carries both; it is
-//! implemented for [`Connector`] and for the notification demux over one.
+//! handoff, `connect_timeout` for a reconnect). [`MakeConnection`] carries both. It lives with
+//! the connection (`crate::connection`), implemented there for [`Connector`] and by the demux
+//! for [`NotificationDemux`](crate::NotificationDemux) over one, so this layer names no other
+//! layer.
 //!
 //! # Example
 //! ```no_run
@@ -52,11 +54,8 @@ mod config;
 mod control;
 mod future;
 mod layer;
-mod limiter;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
@@ -68,64 +67,16 @@ use tower_service::Service;
 
 pub use config::{HandoffConfig, Resend, ResendPolicy};
 
-use crate::demux::NotificationDemux;
+pub use crate::maintenance::HandoffLimiter;
 use crate::maintenance::{EventKind, Maintenance, MaintenanceEvent, MaintenanceEvents};
 pub use future::ResponseFuture;
 pub use layer::HandoffRetryLayer;
-pub use limiter::HandoffLimiter;
 
 use crate::command::{Command, SubscriptionKind};
-use crate::connection::{Connection, Connector, PushHub, Pushes};
+pub use crate::connection::MakeConnection;
+use crate::connection::{Connection, PushHub, Pushes};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-
-/// Opens connections for [`HandoffRetry`]: to the configured address or to a handoff's target.
-pub trait MakeConnection: Clone + Send + Sync + 'static {
-    /// The stack's configured address: where reconnects go, never changed by a handoff.
-    fn configured_endpoint(&self) -> Endpoint;
-
-    /// Opens a connection to `endpoint`, dial and handshake within `timeout`.
-    fn make_connection(
-        &self,
-        endpoint: Endpoint,
-        timeout: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'static>>;
-}
-
-impl MakeConnection for NotificationDemux<Connector> {
-    fn configured_endpoint(&self) -> Endpoint {
-        self.get_ref().endpoint().clone()
-    }
-
-    fn make_connection(
-        &self,
-        endpoint: Endpoint,
-        timeout: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'static>> {
-        let this = self.clone();
-        Box::pin(async move { this.connect_within(&endpoint, timeout).await })
-    }
-}
-
-impl MakeConnection for Connector {
-    fn configured_endpoint(&self) -> Endpoint {
-        self.endpoint().clone()
-    }
-
-    fn make_connection(
-        &self,
-        endpoint: Endpoint,
-        timeout: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'static>> {
-        let this = self.clone();
-        Box::pin(async move {
-            Ok(this
-                .establish(&endpoint, Vec::new(), timeout)
-                .await?
-                .connection)
-        })
-    }
-}
 
 /// Counters kept by a stack.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -230,7 +181,7 @@ pub(crate) struct Inner {
     pushes: PushHub,
     maintenance: Maintenance,
     triggers: mpsc::UnboundedSender<Trigger>,
-    // Shared, so that a metrics handle can read it without keeping the stack alive.
+    // Published on the maintenance handle, which observers read without keeping the stack.
     retried: Arc<AtomicU64>,
     handoffs: AtomicU64,
     handoffs_failed: AtomicU64,
@@ -277,7 +228,11 @@ impl Inner {
         }
         let mut event = MaintenanceEvent::new(self.configured.clone(), kind);
         if let Some(conn) = source {
-            event = event.with_source(conn.endpoint().clone(), Some(conn.server_info().id));
+            event = event.with_connection(
+                conn.id(),
+                conn.endpoint().clone(),
+                Some(conn.server_info().id),
+            );
         }
         self.maintenance.emit(event);
     }
@@ -382,6 +337,8 @@ impl HandoffRetry {
         let (triggers_tx, triggers_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let kick = Arc::new(Notify::new());
+        let retried = Arc::new(AtomicU64::new(0));
+        maintenance.publish_retries(retried.clone());
         let inner = Arc::new(Inner {
             configured: connector.configured_endpoint(),
             config,
@@ -395,7 +352,7 @@ impl HandoffRetry {
             pushes: PushHub::new(connector.configured_endpoint(), 4096),
             maintenance: maintenance.clone(),
             triggers: triggers_tx,
-            retried: Arc::new(AtomicU64::new(0)),
+            retried,
             handoffs: AtomicU64::new(0),
             handoffs_failed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -482,12 +439,6 @@ impl HandoffRetry {
             handoffs_failed: self.inner.handoffs_failed.load(Ordering::Relaxed),
             reconnects: self.inner.reconnects.load(Ordering::Relaxed),
         }
-    }
-
-    /// Reads [`HandoffStats::retried`] without keeping the stack (or its connection) alive.
-    pub fn retried_counter(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
-        let counter = self.inner.retried.clone();
-        move || counter.load(Ordering::Relaxed)
     }
 
     /// Starts a handoff as a `MOVING` notification would: to `endpoint`, or with `None` to the

@@ -4,7 +4,11 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use redis_protocol::resp3::types::BytesFrame;
+
 use crate::endpoint::Endpoint;
+use crate::frame::text;
 
 /// The Pub/Sub channel Azure Cache for Redis publishes maintenance events on.
 pub const AZURE_CHANNEL: &str = "AzureRedisEvents";
@@ -418,6 +422,26 @@ pub fn format_utc(t: SystemTime) -> String {
         out.push_str(fraction.trim_end_matches('0'));
     }
     out
+}
+
+/// The payload of a Pub/Sub message on `AzureRedisEvents`, if the push is one.
+pub(crate) fn payload(elements: &[BytesFrame]) -> Option<Result<&Bytes, &'static str>> {
+    let name = text(elements.first()?)?;
+    let (channel, payload) = if name.eq_ignore_ascii_case(b"message") {
+        (elements.get(1)?, elements.get(2))
+    } else if name.eq_ignore_ascii_case(b"pmessage") {
+        (elements.get(2)?, elements.get(3))
+    } else {
+        return None;
+    };
+    if text(channel)?.as_ref() != AZURE_CHANNEL.as_bytes() {
+        return None;
+    }
+    Some(
+        payload
+            .and_then(text)
+            .ok_or("malformed AzureRedisEvents message: the payload is not a string"),
+    )
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! Notification hooks: code of yours that runs on every maintenance notice.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::maintenance::azure::AzureEvent;
-use crate::maintenance::handle::PushOrigin;
+use crate::maintenance::events::PushOrigin;
 use crate::maintenance::notification::Notification;
 
 /// A maintenance notice from the server: a smart-client-handoff push notification or an Azure
@@ -161,4 +162,22 @@ where
     fn post(&self, cx: &HookContext<'_>, notice: &Notice, outcome: HookOutcome) {
         (self.0)(cx, notice, outcome)
     }
+}
+/// What [`Maintenance::process_push`](crate::Maintenance::process_push) did with a push frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PushOutcome {
+    /// Not a maintenance notification nor an Azure event: left alone.
+    NotMaintenance,
+    /// Processed: the state was updated and the event published.
+    Applied(Notice),
+    /// A pre-hook skipped it.
+    Skipped,
+    /// It repeated one already processed.
+    Duplicate,
+    /// It was malformed: counted, logged and dropped.
+    Dropped {
+        /// What was wrong with it.
+        reason: Arc<str>,
+    },
 }

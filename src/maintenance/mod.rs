@@ -61,25 +61,36 @@
 
 mod azure;
 mod config;
+mod counters;
+mod dedup;
 mod endpoint_type;
+mod events;
 mod handle;
 mod hook;
+mod limiter;
 mod notification;
+mod status;
+#[cfg(test)]
+mod tests;
 
+pub(crate) use azure::payload as azure_payload;
 pub use azure::{format_utc, AzureEvent, AzureEventKind, ParseAzureEventError, AZURE_CHANNEL};
 pub use config::{
     auto_handoff_queue_size, auto_max_workers, is_azure_cache_host, AzureEvents, MaintenanceConfig,
     MaintenanceConfigBuilder, MaintenanceMode,
 };
+pub use counters::NotificationCounts;
 pub use endpoint_type::{detect_endpoint_type, is_internal, EndpointType, RESOLVE_TIMEOUT};
-pub use handle::{
-    EndpointStatus, EventKind, Maintenance, MaintenanceEvent, MaintenanceEvents, MovingTarget,
-    NotificationCounts, NotificationSupport, PushOrigin, PushOutcome, RelaxationEnd,
-};
+pub use events::{EventKind, MaintenanceEvent, MaintenanceEvents, PushOrigin};
+pub use handle::Maintenance;
+pub(crate) use handle::WeakMaintenance;
+pub use hook::PushOutcome;
 pub use hook::{
     post_hook, HookAction, HookContext, HookOutcome, Notice, NotificationHook, PostHook,
 };
+pub use limiter::HandoffLimiter;
 pub use notification::{
     parse_slots, slots_to_string, Notification, NotificationKind, ParseNotificationError, SlotMove,
     SlotRange, SLOTS,
 };
+pub use status::{EndpointStatus, MovingTarget, NotificationSupport, RelaxationEnd};

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use redis_protocol::resp3::types::BytesFrame;
 
 use crate::endpoint::Endpoint;
+use crate::frame::text;
 
 /// The number of hash slots in a Redis cluster; slots are `0..SLOTS`.
 pub const SLOTS: u16 = 16384;
@@ -496,16 +497,6 @@ fn parse(kind: NotificationKind, args: &[BytesFrame]) -> Result<Notification, St
             moves: moves(args.get(1))?,
         },
     })
-}
-
-/// The bytes of a string frame (simple, bulk or verbatim).
-pub(crate) fn text(frame: &BytesFrame) -> Option<&Bytes> {
-    match frame {
-        BytesFrame::BlobString { data, .. }
-        | BytesFrame::SimpleString { data, .. }
-        | BytesFrame::VerbatimString { data, .. } => Some(data),
-        _ => None,
-    }
 }
 
 fn utf8<'a>(bytes: &'a Bytes, what: &str) -> Result<&'a str, String> {

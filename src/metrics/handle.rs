@@ -18,11 +18,10 @@ use super::snapshot::{
     CommandLatency, Latency, MaintenanceStats, MetricsSnapshot, NotificationCount, Outcomes,
     PoolStats,
 };
-use crate::endpoint::Endpoint;
-use crate::handoff::HandoffRetry;
+use crate::endpoint::{ConnectionId, Endpoint};
 use crate::maintenance::{
     AzureEventKind, EventKind, HookContext, HookOutcome, Maintenance, MaintenanceEvent,
-    MaintenanceEvents, Notice, NotificationHook, NotificationKind,
+    MaintenanceEvents, Notice, NotificationHook, NotificationKind, WeakMaintenance,
 };
 
 // ===== notice types =====
@@ -260,22 +259,21 @@ impl MaintenanceRecorder {
 /// What the event-watching task remembers between events.
 #[derive(Default)]
 struct WatchState {
-    // Connections already counted as opened, by endpoint and server client id.
-    seen: HashSet<(Endpoint, i64)>,
-    seen_order: VecDeque<(Endpoint, i64)>,
+    // Connections already counted as opened.
+    seen: HashSet<ConnectionId>,
+    seen_order: VecDeque<ConnectionId>,
     // When handoffs began, per (configured endpoint, target), oldest first.
     starts: HashMap<(Endpoint, Endpoint), VecDeque<Instant>>,
 }
 
 impl WatchState {
-    /// Whether the event's connection has not been counted yet. A connection whose server id
-    /// is unknown cannot be told apart from others, so it is always counted.
+    /// Whether the event's connection has not been counted yet. An event that names no
+    /// connection cannot be told apart from others, so it is always counted.
     fn first_sight(&mut self, event: &MaintenanceEvent) -> bool {
-        let Some(id) = event.client_id.filter(|&id| id != 0) else {
+        let Some(key) = event.connection else {
             return true;
         };
-        let key = (event.source.clone(), id);
-        if !self.seen.insert(key.clone()) {
+        if !self.seen.insert(key) {
             return false;
         }
         self.seen_order.push_back(key);
@@ -346,8 +344,9 @@ pub(crate) struct Inner {
     pub(crate) maintenance: MaintenanceRecorder,
     pub(crate) pool: PoolRecorder,
     retry_sources: RwLock<Vec<RetrySource>>,
-    // The handoff limiters of tracked pools, read at every snapshot.
-    limiters: RwLock<Vec<crate::handoff::HandoffLimiter>>,
+    // The maintenance handles followed: their stacks' resends and their pools' handoff
+    // limiters are read at every snapshot. Weak: the handle holds this one as a hook.
+    followed: RwLock<Vec<WeakMaintenance>>,
     // Dropped with the last handle: the event-watching tasks see it and end.
     closed: watch::Sender<()>,
     #[cfg(feature = "metrics")]
@@ -389,7 +388,7 @@ impl Metrics {
                 maintenance: MaintenanceRecorder::default(),
                 pool: PoolRecorder::default(),
                 retry_sources: RwLock::new(Vec::new()),
-                limiters: RwLock::new(Vec::new()),
+                followed: RwLock::new(Vec::new()),
                 closed,
                 #[cfg(feature = "metrics")]
                 exported: Mutex::new(super::export::Exported::default()),
@@ -403,15 +402,17 @@ impl Metrics {
     }
 
     /// Counts what `maintenance` sees: adds this handle as a notification hook (notices per
-    /// type, their processing time) and [watches](Metrics::watch) its events (handoffs,
-    /// relaxed timeouts, the circuit, connections). Attach once per maintenance handle: twice
-    /// counts everything twice.
+    /// type, their processing time), [watches](Metrics::watch) its events (handoffs, relaxed
+    /// timeouts, the circuit, connections) and [follows](Metrics::follow) what its stacks
+    /// publish (resends, pool gauges). Attach once per maintenance handle: twice counts
+    /// everything twice.
     ///
     /// # Panics
     /// Outside a Tokio runtime, as [`tokio::spawn`] does.
     pub fn attach(&self, maintenance: &Maintenance) {
         maintenance.add_hook(self.clone());
         self.watch(maintenance);
+        self.follow(maintenance);
     }
 
     /// Counts `maintenance`'s events from now on, in a background task that ends when this
@@ -426,18 +427,6 @@ impl Metrics {
         tokio::spawn(watch_events(Arc::downgrade(&self.inner), events, closed));
     }
 
-    /// Adds the commands `stack` sends again after their connection ended
-    /// ([`HandoffStats::retried`](crate::handoff::HandoffStats::retried)) to
-    /// [`Outcomes::retried`].
-    ///
-    /// A retry happens inside [`HandoffRetry`], below this layer, so it is read from the
-    /// stack's own counter rather than seen command by command. Only the counter is kept, not
-    /// the stack: a handle attached to the stack's maintenance handle must not keep the stack
-    /// (and its connection) alive.
-    pub fn track_retries(&self, stack: &HandoffRetry) {
-        self.add_retry_source(stack.retried_counter());
-    }
-
     /// Adds a count of retried commands, read at every snapshot, to [`Outcomes::retried`].
     pub fn add_retry_source(&self, source: impl Fn() -> u64 + Send + Sync + 'static) {
         self.inner
@@ -447,28 +436,30 @@ impl Metrics {
             .push(Box::new(source));
     }
 
-    /// Follows a [`Pool`](crate::pool::Pool): its handoff queue depth and worker utilisation
-    /// (peaks included) are read from its limiter at every snapshot, and the commands its
-    /// stacks sent again are added to [`Outcomes::retried`]. Keeps the limiter and the
-    /// counters, not the connections.
-    pub fn track_pool(&self, pool: &crate::pool::Pool) {
+    /// Reads, at every snapshot, what the stacks sharing `maintenance` publish there: the
+    /// commands they sent again after their connection ended (added to [`Outcomes::retried`])
+    /// and the handoff queue depth and worker utilisation (peaks included) of its pools.
+    /// [`Metrics::attach`] does this too. Does not keep the handle alive.
+    pub fn follow(&self, maintenance: &Maintenance) {
         self.inner
-            .limiters
+            .followed
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(pool.limiter().clone());
-        for stack in pool.stacks() {
-            self.track_retries(stack);
-        }
+            .push(maintenance.downgrade());
+    }
+
+    fn followed(&self) -> Vec<Maintenance> {
+        self.inner
+            .followed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(WeakMaintenance::upgrade)
+            .collect()
     }
 
     fn refresh_pools(&self) {
-        let limiters = self
-            .inner
-            .limiters
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        for l in limiters.iter() {
+        for l in self.followed().iter().flat_map(Maintenance::limiters) {
             self.set_handoff_queue(l.waiting(), l.queue_size());
             self.set_handoff_workers(l.active(), l.workers());
             let p = &self.inner.pool;
@@ -496,13 +487,20 @@ impl Metrics {
     }
 
     pub(crate) fn retried(&self) -> u64 {
-        self.inner
+        let sources: u64 = self
+            .inner
             .retry_sources
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|f| f())
-            .sum()
+            .sum();
+        sources
+            + self
+                .followed()
+                .iter()
+                .map(Maintenance::retried)
+                .sum::<u64>()
     }
 
     /// The command names kept apart and their latency counts, `"other"` last.
@@ -757,8 +755,9 @@ mod tests {
             time: Duration::from_secs(2),
             endpoint: Some(new.clone()),
         };
-        let conn =
-            |e: MaintenanceEvent, source: &Endpoint, id| e.with_source(source.clone(), Some(id));
+        let conn = |e: MaintenanceEvent, source: &Endpoint, id| {
+            e.with_connection(ConnectionId::test(id as u64), source.clone(), Some(id))
+        };
         let enabled = EventKind::NotificationsEnabled {
             endpoint_type: crate::maintenance::EndpointType::InternalIp,
         };

@@ -12,11 +12,12 @@
 //!   ([`ErrorClass::CircuitOpen`]), connection lost (any [`ErrorClass::Connection`] error:
 //!   `ConnectionLost`, `NotSent`, connect failures), other error, or cancelled (the future was
 //!   dropped before the answer).
-//! - **retried**: a retry happens inside [`HandoffRetry`](crate::handoff::HandoffRetry), below
-//!   this layer, where the command is sent again on the next connection; the layer sees one
-//!   command with one outcome. The count comes from the stack's own counter
-//!   ([`HandoffStats::retried`](crate::handoff::HandoffStats::retried)), read at each snapshot
-//!   from the stacks given to [`Metrics::track_retries`].
+//! - **retried**: a retry happens inside HandoffRetry, below this layer, where the command is
+//!   sent again on the next connection; the layer sees one command with one outcome. The stacks
+//!   publish their resend counts on the [`Maintenance`](crate::Maintenance) handle
+//!   ([`Maintenance::retried`](crate::Maintenance::retried)), read at each snapshot from the
+//!   handles given to [`Metrics::attach`] or [`Metrics::follow`]. Metrics imports no other
+//!   layer: everything it counts comes through the handle.
 //!
 //! Recording takes no lock, allocates nothing once warm, and shares no written memory between
 //! threads:
@@ -109,7 +110,6 @@
 //! let connector = Connector::new(ConnectOptions::from_url("redis://127.0.0.1:6379")?)?;
 //! let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
 //! let stack = HandoffRetry::connect(demuxed, maintenance, HandoffConfig::default()).await?;
-//! metrics.track_retries(&stack);
 //! let redis = ServiceBuilder::new().layer(metrics.layer()).service(stack);
 //! redis.oneshot(cmd!("PING")).await?;
 //! println!("{}", metrics.snapshot());

@@ -78,9 +78,9 @@ pub struct Outcomes {
     /// Dropped by the caller before an answer came (their time is not in the latencies).
     pub cancelled: u64,
     /// Commands sent again by [`HandoffRetry`](crate::handoff::HandoffRetry) after their
-    /// connection ended, from the stacks registered with
-    /// [`Metrics::track_retries`](super::Metrics::track_retries). A retried command is also
-    /// counted once under its final outcome.
+    /// connection ended, as the stacks of the followed maintenance handles published them
+    /// ([`Metrics::follow`](super::Metrics::follow)). A retried command is also counted once
+    /// under its final outcome.
     pub retried: u64,
 }
 

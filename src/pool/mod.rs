@@ -44,8 +44,10 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::command::Command;
+use crate::connection::MakeConnection;
 use crate::error::Error;
-use crate::handoff::{HandoffConfig, HandoffLimiter, HandoffRetry, MakeConnection};
+use crate::handoff::{HandoffConfig, HandoffRetry};
+use crate::maintenance::HandoffLimiter;
 use crate::maintenance::Maintenance;
 use crate::reply::Reply;
 
@@ -86,6 +88,7 @@ impl Pool {
         let size = size.max(1);
         let m = maintenance.config();
         let limiter = HandoffLimiter::new(m.max_workers(size), m.handoff_queue_size(size, None));
+        maintenance.publish_limiter(limiter.clone());
         let config = HandoffConfig {
             limiter: Some(limiter.clone()),
             ..config

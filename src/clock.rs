@@ -1,0 +1,56 @@
+//! Deadlines that fit in an atomic word.
+//!
+//! The maintenance state, the circuit breaker and the manual relaxation switch are read on every
+//! command, so they keep their deadlines as nanoseconds since one process-wide epoch in an
+//! `AtomicU64` instead of an `Instant` behind a lock. This is the one place that converts
+//! between the two. Every conversion saturates: a `Duration::MAX` from a configuration becomes
+//! "never", not a panic.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The instant every stored deadline counts from, fixed on first use.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// A duration in nanoseconds, `u64::MAX` when it does not fit (about 584 years).
+pub(crate) fn to_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `t` as nanoseconds since the epoch (0 for anything before it).
+pub(crate) fn nanos(t: Instant) -> u64 {
+    to_nanos(t.saturating_duration_since(epoch()))
+}
+
+/// Now, as nanoseconds since the epoch.
+pub(crate) fn now() -> u64 {
+    nanos(Instant::now())
+}
+
+/// The instant `n` nanoseconds after the epoch, if the platform's clock can represent it.
+pub(crate) fn instant(n: u64) -> Option<Instant> {
+    epoch().checked_add(Duration::from_nanos(n))
+}
+
+/// `d` from `from` (nanoseconds since the epoch), saturating.
+pub(crate) fn after(from: u64, d: Duration) -> u64 {
+    from.saturating_add(to_nanos(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_round_trip_and_saturate() {
+        let t = Instant::now() + Duration::from_millis(5);
+        let back = instant(nanos(t)).unwrap();
+        assert!(back <= t && t - back < Duration::from_micros(1));
+        assert_eq!(to_nanos(Duration::MAX), u64::MAX);
+        assert_eq!(after(now(), Duration::MAX), u64::MAX);
+        assert_eq!(nanos(epoch()), 0);
+    }
+}
