@@ -57,11 +57,8 @@ impl Reply {
     /// The bytes of a string reply (simple, bulk or verbatim).
     pub fn as_bytes(&self) -> Option<&Bytes> {
         match &self.frame {
-            BytesFrame::BlobString { data, .. }
-            | BytesFrame::SimpleString { data, .. }
-            | BytesFrame::VerbatimString { data, .. }
-            | BytesFrame::BigNumber { data, .. } => Some(data),
-            _ => None,
+            BytesFrame::BigNumber { data, .. } => Some(data),
+            frame => crate::frame::text(frame),
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 
 use super::config::CircuitBreakerConfig;
+use crate::clock;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorClass};
 use crate::maintenance::{
@@ -118,10 +119,6 @@ impl fmt::Debug for Word {
 const SUCCESS: u64 = 1 << 32;
 const FAILURE: u64 = (1 << 32) | 1;
 
-fn to_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 // ===== Shared =====
 
 /// What a caller may do now.
@@ -158,18 +155,17 @@ pub(crate) struct Shared {
     pub(crate) endpoint: Endpoint,
     pub(crate) config: CircuitBreakerConfig,
     maintenance: Maintenance,
-    epoch: Instant,
     word: AtomicU64,
     consecutive: AtomicU32,
     buckets: [AtomicU64; BUCKETS],
     bucket: AtomicUsize,
-    /// Nanoseconds after `epoch` when an open circuit turns half-open; `u64::MAX`: never.
+    /// Nanoseconds after the clock's epoch (`crate::clock`) when an open circuit turns half-open; `u64::MAX`: never.
     open_until: AtomicU64,
     /// When the circuit last opened from closed, for `CircuitClosed { open_for }`.
     opened_at: AtomicU64,
     /// Openings in a row without a successful close: the exponent of the wait.
     openings: AtomicU32,
-    /// Nanoseconds after `epoch` until which a handoff in progress holds commands; 0: none.
+    /// Nanoseconds after the clock's epoch (`crate::clock`) until which a handoff in progress holds commands; 0: none.
     handoff_until: AtomicU64,
     // When a hold scheduled by an Azure `NodeMaintenanceStarting` begins (0: none scheduled).
     hold_at: AtomicU64,
@@ -199,7 +195,7 @@ impl Shared {
             endpoint,
             config,
             maintenance,
-            epoch: Instant::now(),
+
             word: AtomicU64::new(Word::new(CircuitState::Closed, Cause::Failures, 0, 0).0),
             consecutive: AtomicU32::new(0),
             buckets: Default::default(),
@@ -222,14 +218,6 @@ impl Shared {
         });
         shared.ensure_started();
         shared
-    }
-
-    fn nanos(&self, t: Instant) -> u64 {
-        to_nanos(t.saturating_duration_since(self.epoch))
-    }
-
-    fn instant(&self, nanos: u64) -> Option<Instant> {
-        self.epoch.checked_add(Duration::from_nanos(nanos))
     }
 
     #[inline]
@@ -304,7 +292,7 @@ impl Shared {
     fn open_expired(&self, w: Word, now: Instant) -> bool {
         w.state() == CircuitState::Open
             && w.cause() != Cause::Forced
-            && self.nanos(now) >= self.open_until.load(Ordering::Acquire)
+            && clock::nanos(now) >= self.open_until.load(Ordering::Acquire)
     }
 
     fn take_probe(self: &Arc<Self>, mut w: Word) -> Option<ProbeSlot> {
@@ -360,8 +348,8 @@ impl Shared {
     /// switching, if one is.
     pub(crate) fn handoff_hold_until(&self, now: Instant) -> Option<Instant> {
         let until = self.handoff_until.load(Ordering::Acquire);
-        (self.nanos(now) < until)
-            .then(|| self.instant(until))
+        (clock::nanos(now) < until)
+            .then(|| clock::instant(until))
             .flatten()
     }
 
@@ -370,7 +358,7 @@ impl Shared {
     fn hold_at(&self) -> Option<Instant> {
         match self.hold_at.load(Ordering::Acquire) {
             0 => None,
-            n => self.instant(n),
+            n => clock::instant(n),
         }
     }
 
@@ -378,7 +366,7 @@ impl Shared {
         if w.state() != CircuitState::Open || w.cause() == Cause::Forced {
             return None;
         }
-        self.instant(self.open_until.load(Ordering::Acquire))
+        clock::instant(self.open_until.load(Ordering::Acquire))
     }
 
     pub(crate) fn note_held(&self) {
@@ -541,9 +529,9 @@ impl Shared {
             }
             let until = match cause {
                 Cause::Forced => u64::MAX,
-                Cause::Azure => self
-                    .nanos(now)
-                    .saturating_add(to_nanos(self.config.azure_hold_max)),
+                Cause::Azure => {
+                    clock::nanos(now).saturating_add(clock::to_nanos(self.config.azure_hold_max))
+                }
                 Cause::Failures => self.open_until.load(Ordering::Acquire),
             };
             self.open_until.store(until, Ordering::Release);
@@ -557,20 +545,20 @@ impl Shared {
             return true;
         }
         if w.state() == CircuitState::Closed {
-            self.opened_at.store(self.nanos(now), Ordering::Release);
+            self.opened_at.store(clock::nanos(now), Ordering::Release);
         }
         let until = match cause {
             Cause::Forced => u64::MAX,
-            Cause::Azure => self
-                .nanos(now)
-                .saturating_add(to_nanos(self.config.azure_hold_max)),
+            Cause::Azure => {
+                clock::nanos(now).saturating_add(clock::to_nanos(self.config.azure_hold_max))
+            }
             Cause::Failures => {
                 let opening = self
                     .openings
                     .fetch_add(1, Ordering::AcqRel)
                     .saturating_add(1);
-                self.nanos(now)
-                    .saturating_add(to_nanos(self.config.open_wait_for(opening)))
+                clock::nanos(now)
+                    .saturating_add(clock::to_nanos(self.config.open_wait_for(opening)))
             }
         };
         self.open_until.store(until, Ordering::Release);
@@ -630,7 +618,7 @@ impl Shared {
             Ordering::Release,
         );
         let opened_at = self.opened_at.load(Ordering::Acquire);
-        let open_for = Duration::from_nanos(self.nanos(Instant::now()).saturating_sub(opened_at));
+        let open_for = Duration::from_nanos(clock::nanos(Instant::now()).saturating_sub(opened_at));
         tracing::info!(endpoint = %self.endpoint, ?open_for, why, "circuit closed");
         self.publish(EventKind::CircuitClosed { open_for });
         drop(_guard);
@@ -679,7 +667,8 @@ impl Shared {
                         .unwrap_or(Duration::ZERO);
                     let at = Instant::now() + until_start.saturating_sub(lead);
                     tracing::info!(endpoint = %self.endpoint, in_ = ?until_start.saturating_sub(lead), "Azure maintenance announced: holding new commands from shortly before it starts");
-                    self.hold_at.store(self.nanos(at).max(1), Ordering::Release);
+                    self.hold_at
+                        .store(clock::nanos(at).max(1), Ordering::Release);
                 }
             }
             EventKind::Azure(azure) if azure.kind.is_end() => {
@@ -687,9 +676,8 @@ impl Shared {
                 self.connection_back(azure.kind.name());
             }
             EventKind::HandoffStarted { .. } => {
-                let until = self
-                    .nanos(Instant::now())
-                    .saturating_add(to_nanos(self.config.handoff_hold));
+                let until = clock::nanos(Instant::now())
+                    .saturating_add(clock::to_nanos(self.config.handoff_hold));
                 self.handoff_until.store(until, Ordering::Release);
             }
             EventKind::HandoffSwitched { .. } => {

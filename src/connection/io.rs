@@ -386,7 +386,7 @@ where
             return false;
         };
         data.first()
-            .and_then(frame_bytes)
+            .and_then(crate::frame::text)
             .is_some_and(|name| name.eq_ignore_ascii_case(kind.push_name().as_bytes()))
     }
 
@@ -440,7 +440,8 @@ where
 
     /// Keeps the sets of subscribed channels and patterns current from confirmations.
     fn track_subscription(&mut self, data: &[BytesFrame]) {
-        let (Some(name), Some(channel)) = (data.first().and_then(frame_bytes), data.get(1)) else {
+        let (Some(name), Some(channel)) = (data.first().and_then(crate::frame::text), data.get(1))
+        else {
             return;
         };
         let Some(kind) = SubscriptionKind::from_command(name) else {
@@ -453,7 +454,7 @@ where
                 &mut self.shard_channels
             }
         };
-        match frame_bytes(channel) {
+        match crate::frame::text(channel) {
             Some(ch) if kind.is_unsubscribe() => {
                 set.remove(ch);
             }
@@ -466,13 +467,6 @@ where
 
     fn publish_push(&self, frame: BytesFrame) {
         self.shared.pushes.publish(frame);
-    }
-}
-
-fn frame_bytes(frame: &BytesFrame) -> Option<&Bytes> {
-    match frame {
-        BytesFrame::BlobString { data, .. } | BytesFrame::SimpleString { data, .. } => Some(data),
-        _ => None,
     }
 }
 

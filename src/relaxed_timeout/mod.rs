@@ -45,7 +45,7 @@ mod future;
 mod layer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,7 @@ use tower_service::Service;
 pub use future::ResponseFuture;
 pub use layer::RelaxedTimeoutLayer;
 
+use crate::clock;
 use crate::command::{Block, Command};
 use crate::error::Error;
 
@@ -81,13 +82,8 @@ impl Relaxation for crate::maintenance::EndpointStatus {
 /// A [`Relaxation`] switched by hand: for tests, drills, and apps with their own signal.
 #[derive(Debug, Clone, Default)]
 pub struct RelaxationSwitch {
-    // Nanoseconds after `epoch()`; 0 means not relaxed.
+    // Nanoseconds after the clock's epoch (`crate::clock`); 0 means not relaxed.
     until: Arc<AtomicU64>,
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
 }
 
 impl RelaxationSwitch {
@@ -98,9 +94,8 @@ impl RelaxationSwitch {
 
     /// Relaxed from now for `duration`.
     pub fn relax_for(&self, duration: Duration) {
-        let until = (Instant::now() + duration).saturating_duration_since(epoch());
-        self.until
-            .store(until.as_nanos().max(1) as u64, Ordering::Release);
+        let until = clock::after(clock::now(), duration);
+        self.until.store(until.max(1), Ordering::Release);
     }
 
     /// Not relaxed any more.
@@ -113,7 +108,7 @@ impl Relaxation for RelaxationSwitch {
     fn relaxed_until(&self) -> Option<Instant> {
         match self.until.load(Ordering::Acquire) {
             0 => None,
-            n => Some(epoch() + Duration::from_nanos(n)),
+            n => clock::instant(n),
         }
     }
 }
