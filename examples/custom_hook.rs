@@ -208,13 +208,13 @@ pub fn build(options: ConnectOptions) -> Result<App, Error> {
     let hook = MaintenanceLog::default();
     maintenance.add_hook(hook.clone());
     let slow_log = SlowLog::default();
-    let status = maintenance.status(&options.endpoint);
+    let endpoint = options.endpoint.clone();
     let connector = Connector::new(options)?;
     let redis = ServiceBuilder::new()
-        .layer(RelaxedTimeoutLayer::new(
+        .layer(RelaxedTimeoutLayer::from_maintenance(
             TIMEOUT,
-            maintenance.config().relaxed_timeout(),
-            status,
+            &maintenance,
+            &endpoint,
         ))
         .layer(SlowLogLayer::new(SLOW, slow_log.clone()))
         .layer(HandoffRetryLayer::new(

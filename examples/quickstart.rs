@@ -93,10 +93,10 @@ pub async fn run(redis_url: &str) -> Result<Summary, Box<dyn Error>> {
     let connector = Connector::new(ConnectOptions::from_url(&sim.node(0).url())?)?;
     let endpoint = connector.endpoint().clone();
     let redis = ServiceBuilder::new()
-        .layer(RelaxedTimeoutLayer::new(
+        .layer(RelaxedTimeoutLayer::from_maintenance(
             Duration::from_secs(1),
-            maintenance.config().relaxed_timeout(),
-            maintenance.status(&endpoint),
+            &maintenance,
+            &endpoint,
         ))
         .layer(HandoffRetryLayer::new(
             maintenance.clone(),

@@ -20,6 +20,47 @@
 //! println!("visit number {}", n.as_i64().unwrap_or_default());
 //! # Ok(()) }
 //! ```
+//!
+//! [`Stack::connect`] assembles the recommended layers in one call; each layer is also a
+//! [`tower::Layer`] of its own, to put in a `ServiceBuilder` with yours in between.
+//!
+//! # The path of a command
+//!
+//! Each hop is one module; the layers never import each other.
+//!
+//! ```text
+//!  your code ── Command ──▶ metrics          MetricsHook: latency, outcome
+//!                           circuit_breaker  CircuitBreaker: fail fast while the endpoint is down
+//!                           relaxed_timeout  RelaxedTimeout: deadline, relaxed in maintenance
+//!                           handoff          HandoffRetry: the current connection; resends
+//!                           demux            NotificationDemux: commands pass straight through
+//!                           connection       Connection: queue (intake) -> I/O task (io) ->
+//!                                            socket; replies matched in order (codec)
+//!  your code ◀── Reply or Error ── back up the same way
+//! ```
+//!
+//! Failures are classified once, in [`error`]: [`Error::execution`] says whether the command
+//! ran (HandoffRetry's [`ResendPolicy`] decides on it), [`Error::class`] what kind of failure
+//! it was (what the circuit counts and metrics label).
+//!
+//! # The path of a `MOVING`
+//!
+//! ```text
+//!  socket ─▶ connection::io     a push frame, not a reply: to the connection's push hub
+//!         ─▶ demux::pipeline    parsed (maintenance::notification), hooks run
+//!                               (maintenance::hook), de-duplicated (maintenance::dedup)
+//!         ─▶ maintenance::status  the endpoint's relaxation window opens: RelaxedTimeout
+//!                               reads it on every command
+//!         ─▶ maintenance::events  a MaintenanceEvent, naming the connection by ConnectionId
+//!         ─▶ handoff::control   the stack whose connection heard it dials the target
+//!                               (connection::make), switches, drains the old connection;
+//!                               circuit_breaker holds commands during the switch
+//!         ─▶ metrics            counts the notice, the handoff and its duration
+//! ```
+//!
+//! The layers meet only through the [`Maintenance`] handle ([`maintenance`]): the demux writes
+//! into it, the others read its [`EndpointStatus`] or subscribe to its events, and publish
+//! what observers need (resends, pool gauges) back into it.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -51,15 +92,28 @@ pub mod reply;
 pub mod sim;
 pub mod stack;
 
+// The request, the response, the error and the address.
 pub use command::{Args, Command, ToArg};
-pub use connection::{ConnectOptions, Connection, Connector, Limits, TlsOptions};
-pub use demux::{NotificationDemux, NotificationDemuxLayer};
 pub use endpoint::{ConnectionId, Endpoint};
 pub use error::{Error, ErrorClass, Execution, ServerError};
+pub use reply::Reply;
+
+// The connection at the bottom of every stack, and how stacks open new ones.
+pub use connection::{ConnectOptions, Connection, Connector, Limits, MakeConnection, TlsOptions};
+
+// The shared maintenance model the layers meet through.
 pub use maintenance::{
     AzureEvent, EndpointStatus, EndpointType, EventKind, Maintenance, MaintenanceConfig,
     MaintenanceEvent, MaintenanceMode, Notification, NotificationHook,
 };
+
+// Every layer and its `Layer`, bottom to top, and their configuration.
+pub use circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer};
+pub use demux::{NotificationDemux, NotificationDemuxLayer};
+pub use handoff::{HandoffConfig, HandoffRetry, HandoffRetryLayer, Resend, ResendPolicy};
 pub use metrics::{Metrics, MetricsHook, MetricsHookLayer, MetricsSnapshot};
-pub use reply::Reply;
+pub use relaxed_timeout::{RelaxedTimeout, RelaxedTimeoutLayer};
+
+// Assembled: the recommended stack in one call, and a pool of them.
+pub use pool::Pool;
 pub use stack::{Stack, StackBuilder};

@@ -162,10 +162,10 @@ async fn enabled_mode_against_plain_redis_fails_naming_the_answer() {
     init_logging();
     let server = RedisServer::start();
     let maintenance = maintenance(MaintenanceMode::Enabled, AzureEvents::Off);
-    let mut demux = NotificationDemux::over_connector(connector(server.port), maintenance.clone());
+    let demux = NotificationDemux::over_connector(connector(server.port), maintenance.clone());
 
     let err = demux
-        .call(Endpoint::new("127.0.0.1", server.port))
+        .connect_to(&Endpoint::new("127.0.0.1", server.port))
         .await
         .expect_err("Enabled needs the server to agree");
     let Error::MaintenanceUnsupported { endpoint, message } = &err else {

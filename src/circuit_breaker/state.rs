@@ -6,6 +6,10 @@
 //! a closed circuit reads the word once and adds its outcome to a bucket of the sliding window
 //! and to the run of failures: atomics only. Transitions (rare) are applied under a mutex, so
 //! that the word, the reason and the timers change together and the events come out in order.
+//!
+//! It is one file of about 950 lines on purpose: the word's layout, every transition of it and
+//! the task that drives the maintenance-triggered ones must be read together to see that no
+//! transition is lost or applied twice.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

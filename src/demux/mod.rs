@@ -13,7 +13,7 @@
 //! It wraps either of two things:
 //!
 //! - **A [`Connector`]** (the form to use). `NotificationDemux<Connector>` is a
-//!   [`MakeService`](tower::MakeService) from [`Endpoint`] to [`Connection`]: every connection
+//!   [`MakeConnection`] (what HandoffRetry and a pool open connections with): every connection
 //!   it makes, to the configured endpoint or to a handoff's target, gets the opt-in
 //!   `CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type <type>` (and `SUBSCRIBE AzureRedisEvents`
 //!   when Azure events are wanted) pipelined with its handshake, and a task that demuxes its
@@ -50,7 +50,6 @@
 //!
 //! [`MaintenanceMode`]: crate::maintenance::MaintenanceMode
 
-mod future;
 mod layer;
 pub(crate) mod pipeline;
 
@@ -63,7 +62,6 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tower_service::Service;
 
-pub use future::ConnectFuture;
 pub use layer::NotificationDemuxLayer;
 
 use crate::command::Command;
@@ -214,28 +212,6 @@ impl MakeConnection for NotificationDemux<Connector> {
     ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'static>> {
         let this = self.clone();
         Box::pin(async move { this.connect_within(&endpoint, timeout).await })
-    }
-}
-
-/// Makes demuxed connections: the [`MakeService`](tower::MakeService) form.
-impl Service<Endpoint> for NotificationDemux<Connector> {
-    type Response = Connection;
-    type Error = Error;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, endpoint: Endpoint) -> ConnectFuture {
-        let timeout = self.inner.options().connect_timeout;
-        ConnectFuture::new(establish(
-            self.inner.clone(),
-            self.maintenance.clone(),
-            self.endpoint_type.clone(),
-            endpoint,
-            timeout,
-        ))
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::config::jitter;
-use super::{Inner, MakeConnection, Trigger};
+use super::{Inner, MakeConnection, Move};
 use crate::connection::Connection;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -17,7 +17,7 @@ use crate::maintenance::{AzureEventKind, EventKind, MaintenanceEvents, Notificat
 pub(super) async fn run<M: MakeConnection>(
     weak: Weak<Inner>,
     connector: M,
-    mut triggers: mpsc::UnboundedReceiver<Trigger>,
+    mut triggers: mpsc::UnboundedReceiver<Move>,
     events: MaintenanceEvents,
     mut shutdown: oneshot::Receiver<()>,
     kick: Arc<Notify>,
@@ -158,13 +158,11 @@ async fn reconnect<M: MakeConnection>(
 async fn handoff<M: MakeConnection>(
     weak: &Weak<Inner>,
     connector: &M,
-    mut trigger: Trigger,
-    triggers: &mut mpsc::UnboundedReceiver<Trigger>,
+    mut trigger: Move,
+    triggers: &mut mpsc::UnboundedReceiver<Move>,
 ) {
     loop {
-        let target = match &trigger {
-            Trigger::Moving { endpoint, .. } => endpoint.clone(),
-        };
+        let target = trigger.endpoint.clone();
         tokio::select! {
             prepared = connect_for_handoff(weak, connector, &trigger) => {
                 if let Some((conn, started)) = prepared {
@@ -187,9 +185,9 @@ async fn handoff<M: MakeConnection>(
 async fn connect_for_handoff<M: MakeConnection>(
     weak: &Weak<Inner>,
     connector: &M,
-    trigger: &Trigger,
+    trigger: &Move,
 ) -> Option<(Connection, Instant)> {
-    let Trigger::Moving {
+    let Move {
         seq,
         time,
         endpoint,
@@ -380,7 +378,7 @@ fn switch(weak: &Weak<Inner>, conn: Connection, started: Instant) {
 async fn listen_for_moving(
     weak: Weak<Inner>,
     mut events: MaintenanceEvents,
-    triggers: mpsc::UnboundedSender<Trigger>,
+    triggers: mpsc::UnboundedSender<Move>,
 ) {
     loop {
         let event = tokio::select! {
@@ -397,7 +395,7 @@ async fn listen_for_moving(
                 seq,
                 time,
                 endpoint,
-            }) => Trigger::Moving {
+            }) => Move {
                 seq: Some(*seq),
                 time: *time,
                 endpoint: endpoint.clone(),
@@ -409,7 +407,7 @@ async fn listen_for_moving(
                         | AzureEventKind::NodeMaintenanceScaleComplete
                 ) =>
             {
-                Trigger::Moving {
+                Move {
                     seq: None,
                     time: Duration::ZERO,
                     endpoint: Some(inner.configured.clone()),

@@ -92,15 +92,13 @@ pub struct HandoffStats {
     pub reconnects: u64,
 }
 
-/// A reason to move the stack to another connection.
-pub(crate) enum Trigger {
-    /// Move to `endpoint` now, or with none to the configured address at half of `time`. A
-    /// `MOVING` has a sequence number; an Azure refresh has none.
-    Moving {
-        seq: Option<u64>,
-        time: Duration,
-        endpoint: Option<Endpoint>,
-    },
+/// An instruction to move the stack to another connection: to `endpoint` now, or with none to
+/// the configured address at half of `time`. A `MOVING` has a sequence number; an Azure refresh
+/// has none.
+pub(crate) struct Move {
+    pub(crate) seq: Option<u64>,
+    pub(crate) time: Duration,
+    pub(crate) endpoint: Option<Endpoint>,
 }
 
 #[derive(Default)]
@@ -180,7 +178,7 @@ pub(crate) struct Inner {
     subscriptions: Mutex<Subscriptions>,
     pushes: PushHub,
     maintenance: Maintenance,
-    triggers: mpsc::UnboundedSender<Trigger>,
+    triggers: mpsc::UnboundedSender<Move>,
     // Published on the maintenance handle, which observers read without keeping the stack.
     retried: Arc<AtomicU64>,
     handoffs: AtomicU64,
@@ -444,21 +442,10 @@ impl HandoffRetry {
     /// Starts a handoff as a `MOVING` notification would: to `endpoint`, or with `None` to the
     /// configured address at half of `time`.
     pub fn moving(&self, seq: u64, time: Duration, endpoint: Option<Endpoint>) {
-        let _ = self.inner.triggers.send(Trigger::Moving {
+        let _ = self.inner.triggers.send(Move {
             seq: Some(seq),
             time,
             endpoint,
-        });
-    }
-
-    /// Replaces the connection with a fresh one to the configured address, made before the old
-    /// one is dropped: what an Azure `NodeMaintenanceFailoverComplete` or
-    /// `NodeMaintenanceScaleComplete` does.
-    pub fn refresh(&self) {
-        let _ = self.inner.triggers.send(Trigger::Moving {
-            seq: None,
-            time: Duration::ZERO,
-            endpoint: Some(self.inner.configured.clone()),
         });
     }
 

@@ -57,7 +57,7 @@ const AZURE_SUFFIXES: [&str; 6] = [
 /// assert!(is_azure_cache_host("Contoso.Redis.Cache.Windows.Net."));
 /// assert!(!is_azure_cache_host("redis.example.com"));
 /// ```
-pub fn is_azure_cache_host(host: &str) -> bool {
+pub(crate) fn is_azure_cache_host(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     AZURE_SUFFIXES.iter().any(|s| host.ends_with(s))
 }
@@ -71,7 +71,7 @@ pub fn is_azure_cache_host(host: &str) -> bool {
 /// assert_eq!(auto_max_workers(10), 5);
 /// assert_eq!(auto_max_workers(1), 1);
 /// ```
-pub fn auto_max_workers(pool_size: usize) -> usize {
+pub(crate) fn auto_max_workers(pool_size: usize) -> usize {
     (pool_size / 2).min((pool_size / 3).max(10)).max(1)
 }
 
@@ -84,7 +84,7 @@ pub fn auto_max_workers(pool_size: usize) -> usize {
 /// assert_eq!(auto_handoff_queue_size(100, 33, None), 500);
 /// assert_eq!(auto_handoff_queue_size(100, 33, Some(150)), 151);
 /// ```
-pub fn auto_handoff_queue_size(
+pub(crate) fn auto_handoff_queue_size(
     pool_size: usize,
     workers: usize,
     max_active_conns: Option<usize>,

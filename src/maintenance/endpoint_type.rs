@@ -85,7 +85,7 @@ impl fmt::Display for EndpointType {
 /// Decides the endpoint type for `configured`: `*-fqdn` with TLS, `*-ip` without; internal when
 /// every address the host resolves to is internal ([`is_internal`]). A resolution that fails,
 /// finds nothing or takes longer than `timeout` means external.
-pub async fn detect_endpoint_type(
+pub(crate) async fn detect_endpoint_type(
     configured: &Endpoint,
     tls: bool,
     timeout: Duration,
@@ -138,7 +138,7 @@ pub async fn detect_endpoint_type(
 ///     assert!(!is_internal(external.parse().unwrap()), "{external}");
 /// }
 /// ```
-pub fn is_internal(ip: IpAddr) -> bool {
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_internal_v4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

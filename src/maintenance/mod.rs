@@ -75,12 +75,9 @@ mod tests;
 
 pub(crate) use azure::payload as azure_payload;
 pub use azure::{format_utc, AzureEvent, AzureEventKind, ParseAzureEventError, AZURE_CHANNEL};
-pub use config::{
-    auto_handoff_queue_size, auto_max_workers, is_azure_cache_host, AzureEvents, MaintenanceConfig,
-    MaintenanceConfigBuilder, MaintenanceMode,
-};
+pub use config::{AzureEvents, MaintenanceConfig, MaintenanceConfigBuilder, MaintenanceMode};
 pub use counters::NotificationCounts;
-pub use endpoint_type::{detect_endpoint_type, is_internal, EndpointType, RESOLVE_TIMEOUT};
+pub use endpoint_type::{EndpointType, RESOLVE_TIMEOUT};
 pub use events::{EventKind, MaintenanceEvent, MaintenanceEvents, PushOrigin};
 pub use handle::Maintenance;
 pub(crate) use handle::WeakMaintenance;
@@ -90,7 +87,6 @@ pub use hook::{
 };
 pub use limiter::HandoffLimiter;
 pub use notification::{
-    parse_slots, slots_to_string, Notification, NotificationKind, ParseNotificationError, SlotMove,
-    SlotRange, SLOTS,
+    Notification, NotificationKind, ParseNotificationError, SlotMove, SlotRange, SLOTS,
 };
 pub use status::{EndpointStatus, MovingTarget, NotificationSupport, RelaxationEnd};

@@ -10,8 +10,8 @@ use ::metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
 
-use super::handle::{LazyBuckets, Metrics, NOTICE_NAMES, NOTICE_TYPES};
 use super::recorder::{bucket_value, Failure, BUCKETS, ERROR_KINDS};
+use super::store::{LazyBuckets, Metrics, NOTICE_NAMES, NOTICE_TYPES};
 
 /// `db.client.operation.duration`: the time of each command, in seconds (histogram; labels
 /// `db.system.name`, `db.operation.name`).

@@ -125,22 +125,22 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod export;
 mod future;
-mod handle;
 mod layer;
 mod recorder;
 mod snapshot;
+mod store;
 
 use std::task::{Context, Poll};
 
 use tower_service::Service;
 
 pub use future::ResponseFuture;
-pub use handle::Metrics;
 pub use layer::MetricsHookLayer;
 pub use snapshot::{
     CommandLatency, Latency, MaintenanceStats, MetricsSnapshot, NotificationCount, Outcomes,
     PoolStats,
 };
+pub use store::Metrics;
 
 use crate::command::Command;
 use crate::error::Error;

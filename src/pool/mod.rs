@@ -5,7 +5,9 @@
 //! own connection, all sharing one [`Maintenance`] handle:
 //!
 //! - A command goes to the less loaded of two stacks picked at random (fewest commands in
-//!   flight): nearly as good as the least loaded of all, without scanning them.
+//!   flight): nearly as good as the least loaded of all, without scanning them. The pick is
+//!   made in `poll_ready`, as tower's `balance` does, and waits there for that stack's queue:
+//!   backpressure reaches the caller instead of piling up in response futures.
 //! - A blocking command (`BLPOP`, `XREAD ... BLOCK`, `WAIT`, ...) takes a connection of its own
 //!   for its duration, so other commands never queue behind it.
 //! - A `MOVING` reaches every connection at once; each stack hands off on its own, but through
@@ -39,6 +41,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use pin_project::pin_project;
 use tokio::sync::Notify;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -46,15 +49,26 @@ use tower_service::Service;
 use crate::command::Command;
 use crate::connection::MakeConnection;
 use crate::error::Error;
-use crate::handoff::{HandoffConfig, HandoffRetry};
+use crate::handoff::{self, HandoffConfig, HandoffRetry};
 use crate::maintenance::HandoffLimiter;
 use crate::maintenance::Maintenance;
 use crate::reply::Reply;
 
 /// A pool of handoff-aware connections; see the [module docs](self). Cheap to clone.
-#[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,
+    // The stack picked by `poll_ready`, ready for the next `call` (its queue slot reserved).
+    ready: Option<HandoffRetry>,
+}
+
+impl Clone for Pool {
+    fn clone(&self) -> Self {
+        // A clone makes its own pick: the reservation belongs to this handle.
+        Pool {
+            inner: self.inner.clone(),
+            ready: None,
+        }
+    }
 }
 
 struct Inner {
@@ -109,6 +123,7 @@ impl Pool {
             stacks.push(stack);
         }
         Ok(Pool {
+            ready: None,
             inner: Arc::new(Inner {
                 held: (0..size).map(|_| AtomicBool::new(false)).collect(),
                 stacks,
@@ -228,21 +243,45 @@ async fn hold_one(inner: Arc<Inner>) -> Result<Hold, Error> {
 }
 
 /// The answer to a command sent through a [`Pool`].
+#[pin_project]
 pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>,
+    #[pin]
+    state: State,
+}
+
+#[pin_project(project = StateProj)]
+enum State {
+    // The common case: sent on the stack picked in `poll_ready`, nothing boxed.
+    Sent {
+        #[pin]
+        answer: handoff::ResponseFuture,
+    },
+    // A blocking command: waits for a connection of its own first.
+    Blocking {
+        future: Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>,
+    },
 }
 
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("pool::ResponseFuture")
+        let state = match self.state {
+            State::Sent { .. } => "sent",
+            State::Blocking { .. } => "blocking",
+        };
+        f.debug_struct("pool::ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 
 impl Future for ResponseFuture {
     type Output = Result<Reply, Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Sent { answer } => answer.poll(cx),
+            StateProj::Blocking { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -251,27 +290,42 @@ impl Service<Command> for Pool {
     type Error = Error;
     type Future = ResponseFuture;
 
-    /// Always ready: each stack applies its own backpressure inside the response future.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
+    /// Picks the less loaded of two random stacks and waits until it can take a command.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let stack = match &mut self.ready {
+            Some(stack) => stack,
+            None => self.ready.insert(self.inner.stacks[self.pick()].clone()),
+        };
+        stack.poll_ready(cx)
     }
 
     fn call(&mut self, command: Command) -> ResponseFuture {
-        let inner = self.inner.clone();
         if command.blocking().is_some() {
+            // The stack picked for it is given back (dropping it returns its queue slot): a
+            // blocking command takes the idlest connection nobody holds.
+            self.ready = None;
+            let inner = self.inner.clone();
+            let future = Box::pin(async move {
+                let hold = hold_one(inner.clone()).await?;
+                let stack = inner.stacks[hold.index].clone();
+                let reply = stack.oneshot(command).await;
+                drop(hold);
+                reply
+            });
             return ResponseFuture {
-                inner: Box::pin(async move {
-                    let hold = hold_one(inner.clone()).await?;
-                    let stack = inner.stacks[hold.index].clone();
-                    let reply = stack.oneshot(command).await;
-                    drop(hold);
-                    reply
-                }),
+                state: State::Blocking { future },
             };
         }
-        let stack = self.inner.stacks[self.pick()].clone();
+        let mut stack = match self.ready.take() {
+            Some(stack) => stack,
+            // `call` without `poll_ready` breaks the Service contract; the stack copes (the
+            // command waits for a slot in its response future) rather than panic.
+            None => self.inner.stacks[self.pick()].clone(),
+        };
         ResponseFuture {
-            inner: Box::pin(stack.oneshot(command)),
+            state: State::Sent {
+                answer: stack.call(command),
+            },
         }
     }
 }

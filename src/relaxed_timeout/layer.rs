@@ -1,10 +1,13 @@
 //! [`RelaxedTimeoutLayer`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
 use super::{Relaxation, RelaxedTimeout};
+use crate::endpoint::Endpoint;
+use crate::maintenance::{EndpointStatus, Maintenance};
 
 /// [`Layer`] that applies [`RelaxedTimeout`]; see the [module docs](super).
 #[derive(Debug, Clone)]
@@ -22,6 +25,23 @@ impl<R: Relaxation + Clone> RelaxedTimeoutLayer<R> {
             relaxed,
             relaxation,
         }
+    }
+}
+
+impl RelaxedTimeoutLayer<Arc<EndpointStatus>> {
+    /// A normal `timeout`, relaxed as `maintenance` says for `endpoint` (the stack's configured
+    /// address), to the relaxed timeout of its configuration: the form to use in a stack,
+    /// where every maintenance setting lives in one [`MaintenanceConfig`](crate::MaintenanceConfig).
+    pub fn from_maintenance(
+        timeout: Duration,
+        maintenance: &Maintenance,
+        endpoint: &Endpoint,
+    ) -> Self {
+        RelaxedTimeoutLayer::new(
+            timeout,
+            maintenance.config().relaxed_timeout(),
+            maintenance.status(endpoint),
+        )
     }
 }
 
