@@ -49,14 +49,6 @@ const AZURE_SUFFIXES: [&str; 6] = [
 ];
 
 /// Whether `host` is an Azure Cache for Redis name, such as `contoso.redis.cache.windows.net`.
-///
-/// ```
-/// use redis_handoff::maintenance::is_azure_cache_host;
-///
-/// assert!(is_azure_cache_host("contoso.redis.cache.windows.net"));
-/// assert!(is_azure_cache_host("Contoso.Redis.Cache.Windows.Net."));
-/// assert!(!is_azure_cache_host("redis.example.com"));
-/// ```
 pub(crate) fn is_azure_cache_host(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     AZURE_SUFFIXES.iter().any(|s| host.ends_with(s))
@@ -64,13 +56,6 @@ pub(crate) fn is_azure_cache_host(host: &str) -> bool {
 
 /// The automatic number of concurrent handoff workers for a pool of `pool_size` connections:
 /// `min(pool/2, max(10, pool/3))`, and at least 1.
-///
-/// ```
-/// use redis_handoff::maintenance::auto_max_workers;
-/// assert_eq!(auto_max_workers(100), 33);
-/// assert_eq!(auto_max_workers(10), 5);
-/// assert_eq!(auto_max_workers(1), 1);
-/// ```
 pub(crate) fn auto_max_workers(pool_size: usize) -> usize {
     (pool_size / 2).min((pool_size / 3).max(10)).max(1)
 }
@@ -78,12 +63,6 @@ pub(crate) fn auto_max_workers(pool_size: usize) -> usize {
 /// The automatic handoff queue size for a pool of `pool_size` connections served by `workers`
 /// workers: `max(20 x workers, pool)`, capped at `max_active_conns + 1` when that is set and at
 /// `5 x pool` otherwise, and at least 1.
-///
-/// ```
-/// use redis_handoff::maintenance::auto_handoff_queue_size;
-/// assert_eq!(auto_handoff_queue_size(100, 33, None), 500);
-/// assert_eq!(auto_handoff_queue_size(100, 33, Some(150)), 151);
-/// ```
 pub(crate) fn auto_handoff_queue_size(
     pool_size: usize,
     workers: usize,
@@ -491,5 +470,25 @@ mod tests {
             .build()
             .unwrap();
         assert!(!off.azure_events_for(&Endpoint::new("x.redis.cache.windows.net", 6380)));
+    }
+
+    #[test]
+    fn azure_cache_hosts_are_recognised() {
+        assert!(is_azure_cache_host("contoso.redis.cache.windows.net"));
+        assert!(is_azure_cache_host("Contoso.Redis.Cache.Windows.Net."));
+        assert!(!is_azure_cache_host("redis.example.com"));
+    }
+
+    #[test]
+    fn auto_workers_follow_the_formula() {
+        assert_eq!(auto_max_workers(100), 33);
+        assert_eq!(auto_max_workers(10), 5);
+        assert_eq!(auto_max_workers(1), 1);
+    }
+
+    #[test]
+    fn auto_queue_size_follows_the_formula() {
+        assert_eq!(auto_handoff_queue_size(100, 33, None), 500);
+        assert_eq!(auto_handoff_queue_size(100, 33, Some(150)), 151);
     }
 }

@@ -126,18 +126,6 @@ pub(crate) async fn detect_endpoint_type(
 /// Whether an address is internal: private (RFC 1918, RFC 4193 unique local), loopback,
 /// link-local, or carrier-grade NAT (100.64.0.0/10). IPv4-mapped IPv6 addresses are judged as
 /// the IPv4 address they carry.
-///
-/// ```
-/// use redis_handoff::maintenance::is_internal;
-///
-/// for internal in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.0.7",
-///                  "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
-///     assert!(is_internal(internal.parse().unwrap()), "{internal}");
-/// }
-/// for external in ["8.8.8.8", "100.128.0.1", "172.32.0.1", "2001:db8::1", "0.0.0.0"] {
-///     assert!(!is_internal(external.parse().unwrap()), "{external}");
-/// }
-/// ```
 pub(crate) fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_internal_v4(v4),
@@ -189,5 +177,32 @@ mod tests {
             detect_endpoint_type(&e, true, RESOLVE_TIMEOUT).await,
             EndpointType::ExternalFqdn
         );
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for internal in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.0.7",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_internal(internal.parse().unwrap()), "{internal}");
+        }
+        for external in [
+            "8.8.8.8",
+            "100.128.0.1",
+            "172.32.0.1",
+            "2001:db8::1",
+            "0.0.0.0",
+        ] {
+            assert!(!is_internal(external.parse().unwrap()), "{external}");
+        }
     }
 }

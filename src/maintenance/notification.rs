@@ -429,15 +429,6 @@ pub(crate) fn slots_to_string(slots: &[SlotRange]) -> String {
 }
 
 /// Parses slot ranges written as the servers do: `"1,5-10"` (spaces and empty parts ignored).
-///
-/// ```
-/// use redis_handoff::maintenance::{parse_slots, SlotRange};
-///
-/// let slots = parse_slots("1, 5-10").unwrap();
-/// assert_eq!(slots, vec![SlotRange::new(1, 1).unwrap(), SlotRange::new(5, 10).unwrap()]);
-/// assert!(parse_slots("10-5").is_err());
-/// assert!(parse_slots("16384").is_err());
-/// ```
 pub(crate) fn parse_slots(s: &str) -> Result<Vec<SlotRange>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {

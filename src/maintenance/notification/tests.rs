@@ -258,3 +258,17 @@ fn to_push_round_trips() {
         assert_eq!(Notification::from_push(&n.to_push()), Ok(Some(n.clone())));
     }
 }
+
+#[test]
+fn slot_ranges_parse_as_servers_write_them() {
+    let slots = parse_slots("1, 5-10").unwrap();
+    assert_eq!(
+        slots,
+        vec![
+            SlotRange::new(1, 1).unwrap(),
+            SlotRange::new(5, 10).unwrap()
+        ]
+    );
+    assert!(parse_slots("10-5").is_err());
+    assert!(parse_slots("16384").is_err());
+}
