@@ -17,20 +17,20 @@
 //! callers were answered since the last write, it waits for them once more before writing, so
 //! that a burst of next commands is not cut into one write each.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use redis_protocol::resp3::types::BytesFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use crate::command::{Command, SubscriptionKind};
 use crate::connection::codec::{FrameScanner, Limits};
-use crate::connection::Shared;
+use crate::connection::{Shared, Subscriptions};
 use crate::error::Error;
 use crate::reply::{self, Reply};
 
@@ -117,9 +117,7 @@ pub(crate) struct IoTask<S> {
     rbuf: BytesMut,
     scanner: FrameScanner,
     shared: Arc<Shared>,
-    channels: HashSet<Bytes>,
-    patterns: HashSet<Bytes>,
-    shard_channels: HashSet<Bytes>,
+    subscriptions: Subscriptions,
 }
 
 impl<S> IoTask<S>
@@ -150,9 +148,7 @@ where
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             scanner: FrameScanner::new(limits),
             shared,
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            shard_channels: HashSet::new(),
+            subscriptions: Subscriptions::default(),
         }
     }
 
@@ -394,11 +390,6 @@ where
         if let BytesFrame::Push { data, .. } = &frame {
             self.track_subscription(data);
         }
-        let set_sizes = [
-            self.channels.len(),
-            self.patterns.len(),
-            self.shard_channels.len(),
-        ];
         let Some(front) = self.pending.front_mut() else {
             return;
         };
@@ -413,11 +404,7 @@ where
         if remaining.is_none() {
             // "Unsubscribe from all": one confirmation per subscription that existed before this
             // one was processed (the sets were just updated for it), or one if there were none.
-            let before = match kind {
-                SubscriptionKind::Unsubscribe => set_sizes[0],
-                SubscriptionKind::PUnsubscribe => set_sizes[1],
-                _ => set_sizes[2],
-            } + 1;
+            let before = self.subscriptions.len(*kind) + 1;
             *remaining = Some(before.max(1));
         }
         got.push(frame.clone());
@@ -447,21 +434,8 @@ where
         let Some(kind) = SubscriptionKind::from_command(name) else {
             return;
         };
-        let set = match kind {
-            SubscriptionKind::Subscribe | SubscriptionKind::Unsubscribe => &mut self.channels,
-            SubscriptionKind::PSubscribe | SubscriptionKind::PUnsubscribe => &mut self.patterns,
-            SubscriptionKind::SSubscribe | SubscriptionKind::SUnsubscribe => {
-                &mut self.shard_channels
-            }
-        };
-        match crate::frame::text(channel) {
-            Some(ch) if kind.is_unsubscribe() => {
-                set.remove(ch);
-            }
-            Some(ch) => {
-                set.insert(ch.clone());
-            }
-            None => {}
+        if let Some(channel) = crate::frame::text(channel) {
+            self.subscriptions.apply(kind, channel);
         }
     }
 

@@ -37,6 +37,7 @@ mod io;
 mod make;
 mod options;
 mod pushes;
+mod subscriptions;
 mod tls;
 
 use std::fmt;
@@ -56,6 +57,7 @@ pub use make::MakeConnection;
 pub use options::{ConnectOptions, Password, TlsOptions};
 pub(crate) use pushes::PushHub;
 pub use pushes::Pushes;
+pub(crate) use subscriptions::Subscriptions;
 
 use crate::command::Command;
 use crate::endpoint::{ConnectionId, Endpoint};

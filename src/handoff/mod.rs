@@ -61,7 +61,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tower_service::Service;
 
@@ -72,9 +71,9 @@ use crate::maintenance::{EventKind, Maintenance, MaintenanceEvent, MaintenanceEv
 pub use future::ResponseFuture;
 pub use layer::HandoffRetryLayer;
 
-use crate::command::{Command, SubscriptionKind};
+use crate::command::Command;
 pub use crate::connection::MakeConnection;
-use crate::connection::{Connection, PushHub, Pushes};
+use crate::connection::{Connection, PushHub, Pushes, Subscriptions};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 
@@ -99,71 +98,6 @@ pub(crate) struct Move {
     pub(crate) seq: Option<u64>,
     pub(crate) time: Duration,
     pub(crate) endpoint: Option<Endpoint>,
-}
-
-#[derive(Default)]
-struct Subscriptions {
-    channels: Vec<Bytes>,
-    patterns: Vec<Bytes>,
-    shard_channels: Vec<Bytes>,
-}
-
-impl Subscriptions {
-    fn track(&mut self, command: &Command) {
-        let Some(sub) = command.subscription() else {
-            return;
-        };
-        let set = match sub.kind {
-            SubscriptionKind::Subscribe | SubscriptionKind::Unsubscribe => &mut self.channels,
-            SubscriptionKind::PSubscribe | SubscriptionKind::PUnsubscribe => &mut self.patterns,
-            SubscriptionKind::SSubscribe | SubscriptionKind::SUnsubscribe => {
-                &mut self.shard_channels
-            }
-        };
-        let names = command.args().skip(1);
-        if sub.kind.is_unsubscribe() {
-            if names.len() == 0 {
-                set.clear();
-            } else {
-                let names: Vec<&[u8]> = names.collect();
-                set.retain(|c| !names.contains(&&c[..]));
-            }
-        } else {
-            for n in names {
-                if !set.iter().any(|c| c[..] == *n) {
-                    set.push(Bytes::copy_from_slice(n));
-                }
-            }
-        }
-    }
-
-    /// The commands that put these subscriptions in place on a new connection.
-    fn restore_commands(&self) -> Vec<Command> {
-        self.families()
-            .filter(|(_, _, set)| !set.is_empty())
-            .map(|(subscribe, _, set)| Command::new(subscribe).args_from(set.iter()))
-            .collect()
-    }
-
-    /// The commands that end these subscriptions on an old connection. Redis answers each after
-    /// every message it queued before it, so once they are answered the old connection has
-    /// delivered all its messages and may close.
-    fn release_commands(&self) -> Vec<Command> {
-        self.families()
-            .filter(|(_, _, set)| !set.is_empty())
-            .map(|(_, unsubscribe, _)| Command::new(unsubscribe))
-            .collect()
-    }
-
-    /// Each family: the command that subscribes, the one that unsubscribes from all, the names.
-    fn families(&self) -> impl Iterator<Item = (&'static str, &'static str, &Vec<Bytes>)> {
-        [
-            ("SUBSCRIBE", "UNSUBSCRIBE", &self.channels),
-            ("PSUBSCRIBE", "PUNSUBSCRIBE", &self.patterns),
-            ("SSUBSCRIBE", "SUNSUBSCRIBE", &self.shard_channels),
-        ]
-        .into_iter()
-    }
 }
 
 pub(crate) struct Inner {

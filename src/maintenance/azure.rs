@@ -91,16 +91,21 @@ impl AzureEventKind {
         AzureEventKind::NodeMaintenanceEnded,
     ];
 
+    /// The names of [`AzureEventKind::KNOWN`], in the same order.
+    pub const KNOWN_NAMES: [&'static str; 6] = [
+        "NodeMaintenanceScheduled",
+        "NodeMaintenanceStarting",
+        "NodeMaintenanceStart",
+        "NodeMaintenanceFailoverComplete",
+        "NodeMaintenanceScaleComplete",
+        "NodeMaintenanceEnded",
+    ];
+
     /// The type as Azure names it.
     pub fn name(&self) -> &str {
         match self {
-            AzureEventKind::NodeMaintenanceScheduled => "NodeMaintenanceScheduled",
-            AzureEventKind::NodeMaintenanceStarting => "NodeMaintenanceStarting",
-            AzureEventKind::NodeMaintenanceStart => "NodeMaintenanceStart",
-            AzureEventKind::NodeMaintenanceFailoverComplete => "NodeMaintenanceFailoverComplete",
-            AzureEventKind::NodeMaintenanceScaleComplete => "NodeMaintenanceScaleComplete",
-            AzureEventKind::NodeMaintenanceEnded => "NodeMaintenanceEnded",
             AzureEventKind::Unknown(name) => name,
+            known => Self::KNOWN_NAMES[known.index()],
         }
     }
 

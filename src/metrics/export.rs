@@ -11,7 +11,7 @@ use ::metrics::{
 };
 
 use super::recorder::{bucket_value, Failure, BUCKETS, ERROR_KINDS};
-use super::store::{LazyBuckets, Metrics, NOTICE_NAMES, NOTICE_TYPES};
+use super::store::{notice_name, LazyBuckets, Metrics, NOTICE_TYPES};
 
 /// `db.client.operation.duration`: the time of each command, in seconds (histogram; labels
 /// `db.system.name`, `db.operation.name`).
@@ -229,12 +229,12 @@ impl Metrics {
 
         // Notifications.
         let m = &inner.maintenance;
-        for (i, name) in NOTICE_NAMES.iter().enumerate() {
+        for (i, name) in (0..NOTICE_TYPES).map(|i| (i, notice_name(i))) {
             let now = load(&m.notices[i]);
             let d = now.saturating_sub(last.notices[i]);
             last.notices[i] = now;
             if d > 0 {
-                counter!(NOTIFICATIONS, "redis.client.connection.notification" => *name)
+                counter!(NOTIFICATIONS, "redis.client.connection.notification" => name)
                     .increment(d);
             }
         }

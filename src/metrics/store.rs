@@ -30,23 +30,16 @@ const PUSH_KINDS: usize = NotificationKind::ALL.len();
 /// Push notification kinds, then the known Azure kinds, then unknown Azure types.
 pub(crate) const NOTICE_TYPES: usize = PUSH_KINDS + AzureEventKind::KNOWN.len() + 1;
 
-/// The names of the notice types, in counter order.
-pub(crate) const NOTICE_NAMES: [&str; NOTICE_TYPES] = [
-    NotificationKind::ALL[0].name(),
-    NotificationKind::ALL[1].name(),
-    NotificationKind::ALL[2].name(),
-    NotificationKind::ALL[3].name(),
-    NotificationKind::ALL[4].name(),
-    NotificationKind::ALL[5].name(),
-    NotificationKind::ALL[6].name(),
-    "NodeMaintenanceScheduled",
-    "NodeMaintenanceStarting",
-    "NodeMaintenanceStart",
-    "NodeMaintenanceFailoverComplete",
-    "NodeMaintenanceScaleComplete",
-    "NodeMaintenanceEnded",
-    "Unknown",
-];
+/// The name of notice type `i`, in counter order (`"Unknown"` for unknown Azure types).
+pub(crate) fn notice_name(i: usize) -> &'static str {
+    match NotificationKind::ALL.get(i) {
+        Some(kind) => kind.name(),
+        None => AzureEventKind::KNOWN_NAMES
+            .get(i - PUSH_KINDS)
+            .copied()
+            .unwrap_or("Unknown"),
+    }
+}
 
 fn notice_index(notice: &Notice) -> usize {
     match notice {
@@ -223,7 +216,7 @@ impl MaintenanceRecorder {
             .filter_map(|i| {
                 let received = load(&self.notices[i]);
                 (received > 0).then(|| NotificationCount {
-                    name: NOTICE_NAMES[i],
+                    name: notice_name(i),
                     received,
                     applied: load(&self.applied[i]),
                 })
@@ -872,12 +865,12 @@ mod tests {
     #[test]
     fn notice_names_follow_the_counter_order() {
         for (i, k) in NotificationKind::ALL.iter().enumerate() {
-            assert_eq!(NOTICE_NAMES[k.index()], k.name(), "{i}");
+            assert_eq!(notice_name(k.index()), k.name(), "{i}");
         }
         for k in AzureEventKind::KNOWN.iter() {
-            assert_eq!(NOTICE_NAMES[PUSH_KINDS + k.index()], k.name());
+            assert_eq!(notice_name(PUSH_KINDS + k.index()), k.name());
         }
         let unknown = AzureEventKind::Unknown("NodeRebooted".into());
-        assert_eq!(NOTICE_NAMES[PUSH_KINDS + unknown.index()], "Unknown");
+        assert_eq!(notice_name(PUSH_KINDS + unknown.index()), "Unknown");
     }
 }
