@@ -17,8 +17,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::lock;
-use super::proxy::UpFrame;
 use super::resp::{format_double, Value};
+use super::upstream::UpFrame;
 
 const DATABASES: usize = 16;
 

@@ -52,6 +52,7 @@ mod intercept;
 mod memory;
 mod proxy;
 mod resp;
+mod upstream;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -73,8 +74,9 @@ pub use http::HttpServer;
 use crate::endpoint::Endpoint;
 use intercept::{Interceptors, SlotOwner};
 use memory::MemoryStore;
-use proxy::{Conn, Control, Node, Target};
+use proxy::{Conn, Control, Node};
 use resp::Value;
+use upstream::Target;
 
 /// The Pub/Sub channel Azure publishes maintenance events on.
 pub const AZURE_CHANNEL: &str = "AzureRedisEvents";

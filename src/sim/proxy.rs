@@ -30,37 +30,8 @@ use tokio_util::sync::CancellationToken;
 use super::intercept::Outcome;
 use super::memory::Session;
 use super::resp::{self, command_args, encode_command, Cut, Elem, FrameCutter, FrameLimits};
+use super::upstream::{Target, UpFrame};
 use super::{lock, Core, EndpointType, AZURE_CHANNEL};
-
-/// A reply frame from upstream, and when it may be written (now, or later under added latency).
-#[derive(Debug)]
-pub(crate) struct UpFrame {
-    pub(crate) bytes: Bytes,
-    pub(crate) due: Instant,
-}
-
-/// Where a node's connections go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target {
-    Redis { host: String, port: u16 },
-    Memory,
-}
-
-impl Target {
-    pub(crate) fn host(&self) -> &str {
-        match self {
-            Target::Redis { host, .. } => host,
-            Target::Memory => "memory",
-        }
-    }
-
-    pub(crate) fn port(&self) -> u16 {
-        match self {
-            Target::Redis { port, .. } => *port,
-            Target::Memory => 0,
-        }
-    }
-}
 
 /// The fault state of a node, changed by scenarios.
 #[derive(Debug, Default)]
