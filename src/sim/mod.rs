@@ -49,9 +49,9 @@
 mod azure;
 pub mod http;
 mod intercept;
-mod memory;
 mod proxy;
 mod resp;
+mod store;
 mod upstream;
 
 use std::collections::HashMap;
@@ -73,9 +73,9 @@ pub use http::HttpServer;
 
 use crate::endpoint::Endpoint;
 use intercept::{Interceptors, SlotOwner};
-use memory::MemoryStore;
 use proxy::{Conn, Control, Node};
 use resp::Value;
+use store::MemoryStore;
 use upstream::Target;
 
 /// The Pub/Sub channel Azure publishes maintenance events on.

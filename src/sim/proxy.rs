@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::intercept::Outcome;
-use super::memory::Session;
 use super::resp::{self, command_args, encode_command, Cut, Elem, FrameCutter, FrameLimits};
+use super::store::Session;
 use super::upstream::{Target, UpFrame};
 use super::{lock, Core, EndpointType, AZURE_CHANNEL};
 
