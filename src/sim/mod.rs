@@ -57,7 +57,6 @@ mod upstream;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -68,6 +67,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The moving-endpoint-type a client asks for: the form of the address its `MOVING` carries.
+pub use crate::maintenance::EndpointType;
+/// The Pub/Sub channel Azure publishes maintenance events on.
+pub use crate::maintenance::AZURE_CHANNEL;
 pub use azure::{AzureEvent, AzureEventKind};
 pub use http::HttpServer;
 
@@ -77,9 +80,6 @@ use proxy::{Conn, Control, Node};
 use resp::Value;
 use store::MemoryStore;
 use upstream::Target;
-
-/// The Pub/Sub channel Azure publishes maintenance events on.
-pub const AZURE_CHANNEL: &str = "AzureRedisEvents";
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -115,61 +115,6 @@ impl Backend {
                 })
             }
         }
-    }
-}
-
-/// The `moving-endpoint-type` a client asked for in its handshake: the form of the address a
-/// `MOVING` notification carries to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EndpointType {
-    /// `internal-ip`: an IP address (`127.0.0.1:port` here).
-    InternalIp,
-    /// `internal-fqdn`: a host name (`localhost:port` here).
-    InternalFqdn,
-    /// `external-ip`: an IP address (`127.0.0.1:port` here).
-    ExternalIp,
-    /// `external-fqdn`: a host name (`localhost:port` here).
-    ExternalFqdn,
-    /// `none`: no address; `MOVING` carries a RESP3 null and the client reconnects to the
-    /// address it knows.
-    None,
-}
-
-impl EndpointType {
-    /// The name used in the handshake.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndpointType::InternalIp => "internal-ip",
-            EndpointType::InternalFqdn => "internal-fqdn",
-            EndpointType::ExternalIp => "external-ip",
-            EndpointType::ExternalFqdn => "external-fqdn",
-            EndpointType::None => "none",
-        }
-    }
-}
-
-impl fmt::Display for EndpointType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EndpointType {
-    type Err = SimError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "internal-ip" => EndpointType::InternalIp,
-            "internal-fqdn" => EndpointType::InternalFqdn,
-            "external-ip" => EndpointType::ExternalIp,
-            "external-fqdn" => EndpointType::ExternalFqdn,
-            "none" => EndpointType::None,
-            _ => {
-                return Err(SimError::InvalidArgument {
-                    message: format!("unknown moving-endpoint-type {s:?}"),
-                })
-            }
-        })
     }
 }
 
@@ -709,7 +654,8 @@ fn endpoint_for(node: &Node, kind: EndpointType) -> Option<String> {
         EndpointType::InternalFqdn | EndpointType::ExternalFqdn => {
             Some(format!("localhost:{}", node.port()))
         }
-        EndpointType::InternalIp | EndpointType::ExternalIp => {
+        // `auto` is never asked for (the handshake refuses it); it would mean an IP address.
+        EndpointType::InternalIp | EndpointType::ExternalIp | EndpointType::Auto => {
             let ip = match node.listen_host.parse::<IpAddr>() {
                 Ok(ip) if !ip.is_unspecified() => ip,
                 _ => IpAddr::from([127, 0, 0, 1]),

@@ -536,7 +536,7 @@ fn parse_options(opts: &[Bytes]) -> Result<EndpointType, String> {
         if key.eq_ignore_ascii_case(b"moving-endpoint-type") {
             kind = std::str::from_utf8(value)
                 .ok()
-                .and_then(|v| v.parse().ok())
+                .and_then(endpoint_type_named)
                 .ok_or_else(|| {
                     format!(
                         "ERR invalid moving-endpoint-type '{}'",
@@ -552,6 +552,20 @@ fn parse_options(opts: &[Bytes]) -> Result<EndpointType, String> {
         i += 2;
     }
     Ok(kind)
+}
+
+/// The `moving-endpoint-type` named `name`, in any case. `auto` is not one: a client decides
+/// it for itself and sends what it decided.
+fn endpoint_type_named(name: &str) -> Option<EndpointType> {
+    [
+        EndpointType::InternalIp,
+        EndpointType::InternalFqdn,
+        EndpointType::ExternalIp,
+        EndpointType::ExternalFqdn,
+        EndpointType::None,
+    ]
+    .into_iter()
+    .find(|t| name.eq_ignore_ascii_case(t.as_str()))
 }
 
 /// How many replies (pushes excluded) a forwarded command will get.
