@@ -1076,7 +1076,7 @@ impl Simulator {
             ]);
             if self
                 .core
-                .send_recorded(&conn, event.kind.wire_name(), None, msg.encode(state.resp3))
+                .send_recorded(&conn, event.kind.name(), None, msg.encode(state.resp3))
             {
                 sent += 1;
             }
