@@ -8,6 +8,43 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::SimError;
+use crate::endpoint::Endpoint;
+
+/// What the nodes forward to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A redis-server at `host:port`.
+    Redis(String),
+    /// The embedded in-memory store, shared by all nodes of the simulator (for demos).
+    Memory,
+}
+
+// ===== impl Backend =====
+
+impl Backend {
+    /// A redis-server at `addr` (`host:port`).
+    pub fn redis(addr: impl Into<String>) -> Self {
+        Backend::Redis(addr.into())
+    }
+
+    /// Where a node's connections go: the backend with its address parsed.
+    pub(crate) fn target(&self) -> Result<Target, SimError> {
+        match self {
+            Backend::Memory => Ok(Target::Memory),
+            Backend::Redis(addr) => {
+                let e: Endpoint = addr.parse().map_err(|e| SimError::InvalidArgument {
+                    message: format!("backend address: {e}"),
+                })?;
+                Ok(Target::Redis {
+                    host: e.host().to_string(),
+                    port: e.port(),
+                })
+            }
+        }
+    }
+}
+
 /// A reply frame from upstream, and when it may be written (now, or later under added latency).
 #[derive(Debug)]
 pub(crate) struct UpFrame {
