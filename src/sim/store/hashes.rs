@@ -7,8 +7,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::keys::live;
-use super::{int_arg, not_int, wrong_args, wrong_type, Data, Db, Entry, Family, Run};
+use super::{collection_mut, int_arg, not_int, wrong_args, Data, Db, Family, Run};
 use crate::sim::resp::Value;
 
 pub(super) const FAMILY: Family = Family {
@@ -136,26 +135,16 @@ fn hash_mut<'a>(
     key: &Bytes,
     create: bool,
 ) -> Result<Option<&'a mut HashMap<Bytes, Bytes>>, Value> {
-    if live(db, key).is_none() {
-        if !create {
-            return Ok(None);
-        }
-        db.insert(
-            key.clone(),
-            Entry {
-                data: Data::Hash(HashMap::new()),
-                expires: None,
-            },
-        );
-    }
-    match db.get_mut(key) {
-        Some(Entry {
-            data: Data::Hash(h),
-            ..
-        }) => Ok(Some(h)),
-        Some(_) => Err(wrong_type()),
-        None => Ok(None),
-    }
+    collection_mut(
+        db,
+        key,
+        create,
+        || Data::Hash(HashMap::new()),
+        |data| match data {
+            Data::Hash(v) => Some(v),
+            _ => None,
+        },
+    )
 }
 
 /// The fields and values of a hash (none for a missing one), in byte order.

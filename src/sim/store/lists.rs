@@ -6,8 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::keys::live;
-use super::{int_arg, not_int, wrong_args, wrong_type, Data, Db, Entry, Family, Run};
+use super::{collection_mut, int_arg, not_int, wrong_args, Data, Db, Family, Run};
 use crate::sim::resp::Value;
 
 pub(super) const FAMILY: Family = Family {
@@ -110,26 +109,16 @@ fn list_mut<'a>(
     key: &Bytes,
     create: bool,
 ) -> Result<Option<&'a mut VecDeque<Bytes>>, Value> {
-    if live(db, key).is_none() {
-        if !create {
-            return Ok(None);
-        }
-        db.insert(
-            key.clone(),
-            Entry {
-                data: Data::List(VecDeque::new()),
-                expires: None,
-            },
-        );
-    }
-    match db.get_mut(key) {
-        Some(Entry {
-            data: Data::List(l),
-            ..
-        }) => Ok(Some(l)),
-        Some(_) => Err(wrong_type()),
-        None => Ok(None),
-    }
+    collection_mut(
+        db,
+        key,
+        create,
+        || Data::List(VecDeque::new()),
+        |data| match data {
+            Data::List(v) => Some(v),
+            _ => None,
+        },
+    )
 }
 
 /// The inclusive index range `start..=stop` of a list of `len` elements, negative indexes

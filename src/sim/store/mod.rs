@@ -220,6 +220,33 @@ fn eq(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
 
+/// The collection at `key` (a hash or a list: `pick` finds it in the data), created as `empty()`
+/// when `create` is set and the key does not exist. `WRONGTYPE` when the key holds another type.
+fn collection_mut<'a, T>(
+    db: &'a mut Db,
+    key: &Bytes,
+    create: bool,
+    empty: fn() -> Data,
+    pick: fn(&mut Data) -> Option<&mut T>,
+) -> Result<Option<&'a mut T>, Value> {
+    if keys::live(db, key).is_none() {
+        if !create {
+            return Ok(None);
+        }
+        db.insert(
+            key.clone(),
+            Entry {
+                data: empty(),
+                expires: None,
+            },
+        );
+    }
+    match db.get_mut(key) {
+        Some(entry) => pick(&mut entry.data).map(Some).ok_or_else(wrong_type),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
