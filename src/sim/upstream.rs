@@ -1,5 +1,6 @@
 //! The upstream side of a client connection: where it goes, and the frames it hands back.
 //!
+//! [`Backend`] is what a user configures; each node holds it resolved into a [`Target`].
 //! Both upstreams, a redis-server reached over TCP and a session of the embedded store, hand
 //! their replies to the connection's writer as [`UpFrame`]s. The type lives here, apart from the
 //! proxy and the store, so that each of them depends on it and neither on the other.
