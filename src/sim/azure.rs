@@ -9,11 +9,24 @@
 //!
 //! [`AzureEvent`] builds such a payload. [`Simulator::azure`](super::Simulator::azure) delivers it
 //! to every client subscribed to the channel, as a Pub/Sub message.
+//!
+//! The library's [`maintenance::AzureEvent`] is the other side: what a client parses. This
+//! builder is for sending, with defaults for every field and the start time as text, so that a
+//! test can also send what no parser would accept. It holds the library's
+//! [`maintenance::AzureEventKind`], and times are written by the library's [`format_utc`].
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The kinds of Azure maintenance events.
+use crate::maintenance::{self, format_utc};
+
+/// Short names for the library's [`maintenance::AzureEventKind`], for writing scenarios:
+/// `AzureEventKind::Starting` is `NodeMaintenanceStarting`.
+///
+/// The wire names are the library's; [`Other`](AzureEventKind::Other) sends any name as given,
+/// such as `NodeMaintenanceFailover`, which older servers send. Parsing accepts the short names
+/// in any case and spelling (`starting`, `failover-complete`) as well as the wire names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AzureEventKind {
@@ -36,20 +49,35 @@ pub enum AzureEventKind {
 impl AzureEventKind {
     /// The `NotificationType` value on the wire.
     pub fn wire_name(&self) -> &str {
-        match self {
-            AzureEventKind::Scheduled => "NodeMaintenanceScheduled",
-            AzureEventKind::Starting => "NodeMaintenanceStarting",
-            AzureEventKind::Start => "NodeMaintenanceStart",
-            AzureEventKind::FailoverComplete => "NodeMaintenanceFailoverComplete",
-            AzureEventKind::ScaleComplete => "NodeMaintenanceScaleComplete",
-            AzureEventKind::Ended => "NodeMaintenanceEnded",
-            AzureEventKind::Other(name) => name,
+        match self.known() {
+            Ok(kind) => kind.name(),
+            Err(name) => name,
         }
     }
 
-    /// Whether this kind carries a start time by default.
-    fn has_start_time(&self) -> bool {
-        matches!(self, AzureEventKind::Scheduled | AzureEventKind::Starting)
+    /// The library's kind of this name, or the name of an [`Other`](AzureEventKind::Other).
+    fn known(&self) -> Result<&'static maintenance::AzureEventKind, &str> {
+        use maintenance::AzureEventKind as Wire;
+        Ok(match self {
+            AzureEventKind::Scheduled => &Wire::NodeMaintenanceScheduled,
+            AzureEventKind::Starting => &Wire::NodeMaintenanceStarting,
+            AzureEventKind::Start => &Wire::NodeMaintenanceStart,
+            AzureEventKind::FailoverComplete => &Wire::NodeMaintenanceFailoverComplete,
+            AzureEventKind::ScaleComplete => &Wire::NodeMaintenanceScaleComplete,
+            AzureEventKind::Ended => &Wire::NodeMaintenanceEnded,
+            AzureEventKind::Other(name) => return Err(name),
+        })
+    }
+}
+
+impl From<AzureEventKind> for maintenance::AzureEventKind {
+    /// The library's kind; an [`Other`](AzureEventKind::Other) is kept as `Unknown` with its
+    /// name as given, so it is sent as given.
+    fn from(kind: AzureEventKind) -> Self {
+        match kind.known() {
+            Ok(known) => known.clone(),
+            Err(name) => maintenance::AzureEventKind::Unknown(name.to_string()),
+        }
     }
 }
 
@@ -85,6 +113,9 @@ impl FromStr for AzureEventKind {
 
 /// One Azure maintenance event: what [`Simulator::azure`](super::Simulator::azure) publishes.
 ///
+/// The kind may be given by its short name ([`AzureEventKind`]) or as the library's
+/// [`maintenance::AzureEventKind`].
+///
 /// ```
 /// use redis_handoff::sim::{AzureEvent, AzureEventKind};
 ///
@@ -100,7 +131,7 @@ impl FromStr for AzureEventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AzureEvent {
     /// The notification type.
-    pub kind: AzureEventKind,
+    pub kind: maintenance::AzureEventKind,
     /// `StartTimeInUTC`, ISO-8601 without zone. When `None`, Scheduled and Starting events get a
     /// time 20 seconds from now and the others carry no start time.
     pub start_time: Option<String>,
@@ -116,9 +147,9 @@ pub struct AzureEvent {
 
 impl AzureEvent {
     /// An event of this kind for a primary at 10.0.0.5, ports 15001 (TLS) and 13001.
-    pub fn new(kind: AzureEventKind) -> Self {
+    pub fn new(kind: impl Into<maintenance::AzureEventKind>) -> Self {
         AzureEvent {
-            kind,
+            kind: kind.into(),
             start_time: None,
             is_replica: false,
             ip_address: "10.0.0.5".to_string(),
@@ -154,11 +185,10 @@ impl AzureEvent {
 
     /// The message published on `AzureRedisEvents`.
     pub fn payload(&self) -> String {
-        let mut parts: Vec<String> =
-            vec!["NotificationType".into(), self.kind.wire_name().to_string()];
+        let mut parts: Vec<String> = vec!["NotificationType".into(), self.kind.name().to_string()];
         let start = match &self.start_time {
             Some(t) => Some(t.clone()),
-            None if self.kind.has_start_time() => Some(utc_in(20)),
+            None if has_start_time(&self.kind) => Some(utc_in(20)),
             None => None,
         };
         if let Some(t) = start {
@@ -179,32 +209,31 @@ impl AzureEvent {
     }
 }
 
-/// The UTC time `secs` seconds from now, as `YYYY-MM-DDTHH:MM:SS`.
-pub(crate) fn utc_in(secs: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// Whether events of this kind carry a start time by default.
+fn has_start_time(kind: &maintenance::AzureEventKind) -> bool {
+    matches!(
+        kind,
+        maintenance::AzureEventKind::NodeMaintenanceScheduled
+            | maintenance::AzureEventKind::NodeMaintenanceStarting
+    )
+}
+
+/// The UTC time `secs` whole seconds from now, as `YYYY-MM-DDTHH:MM:SS`.
+fn utc_in(secs: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
         + secs;
     iso_utc(now)
 }
 
-/// Formats seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS` (UTC).
+/// Formats whole seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS` (UTC), with the
+/// library's [`format_utc`]. Empty for a time the system clock cannot hold.
 pub(crate) fn iso_utc(epoch_secs: u64) -> String {
-    let days = (epoch_secs / 86_400) as i64;
-    let rem = epoch_secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil-from-days (proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}")
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(epoch_secs))
+        .map_or_else(String::new, format_utc)
 }
 
 #[cfg(test)]

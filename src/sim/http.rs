@@ -56,7 +56,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::azure::iso_utc;
-use super::proxy::Target;
+use super::upstream::Target;
 use super::{AzureEvent, AzureEventKind, Scope, SimError, Simulator};
 
 /// A running admin API. Stops when dropped, on [`HttpServer::shutdown`], or when the simulator

@@ -28,39 +28,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::intercept::Outcome;
-use super::memory::Session;
 use super::resp::{self, command_args, encode_command, Cut, Elem, FrameCutter, FrameLimits};
+use super::store::Session;
+use super::upstream::{Target, UpFrame};
 use super::{lock, Core, EndpointType, AZURE_CHANNEL};
-
-/// A reply frame from upstream, and when it may be written (now, or later under added latency).
-#[derive(Debug)]
-pub(crate) struct UpFrame {
-    pub(crate) bytes: Bytes,
-    pub(crate) due: Instant,
-}
-
-/// Where a node's connections go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target {
-    Redis { host: String, port: u16 },
-    Memory,
-}
-
-impl Target {
-    pub(crate) fn host(&self) -> &str {
-        match self {
-            Target::Redis { host, .. } => host,
-            Target::Memory => "memory",
-        }
-    }
-
-    pub(crate) fn port(&self) -> u16 {
-        match self {
-            Target::Redis { port, .. } => *port,
-            Target::Memory => 0,
-        }
-    }
-}
 
 /// The fault state of a node, changed by scenarios.
 #[derive(Debug, Default)]
@@ -565,7 +536,7 @@ fn parse_options(opts: &[Bytes]) -> Result<EndpointType, String> {
         if key.eq_ignore_ascii_case(b"moving-endpoint-type") {
             kind = std::str::from_utf8(value)
                 .ok()
-                .and_then(|v| v.parse().ok())
+                .and_then(endpoint_type_named)
                 .ok_or_else(|| {
                     format!(
                         "ERR invalid moving-endpoint-type '{}'",
@@ -581,6 +552,20 @@ fn parse_options(opts: &[Bytes]) -> Result<EndpointType, String> {
         i += 2;
     }
     Ok(kind)
+}
+
+/// The `moving-endpoint-type` named `name`, in any case. `auto` is not one: a client decides
+/// it for itself and sends what it decided.
+fn endpoint_type_named(name: &str) -> Option<EndpointType> {
+    [
+        EndpointType::InternalIp,
+        EndpointType::InternalFqdn,
+        EndpointType::ExternalIp,
+        EndpointType::ExternalFqdn,
+        EndpointType::None,
+    ]
+    .into_iter()
+    .find(|t| name.eq_ignore_ascii_case(t.as_str()))
 }
 
 /// How many replies (pushes excluded) a forwarded command will get.
