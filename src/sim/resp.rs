@@ -381,20 +381,8 @@ pub(crate) fn format_double(d: f64) -> String {
     }
 }
 
-/// The first bytes of a buffer, escaped, for logs.
-pub(crate) fn preview(bytes: &[u8]) -> String {
-    let shown: String = bytes
-        .iter()
-        .take(120)
-        .flat_map(|b| std::ascii::escape_default(*b))
-        .map(char::from)
-        .collect();
-    if bytes.len() > 120 {
-        format!("\"{shown}...\" ({} bytes)", bytes.len())
-    } else {
-        format!("\"{shown}\"")
-    }
-}
+/// The first bytes of a frame, escaped, for logs: the connection's own preview.
+pub(crate) use crate::connection::codec::preview;
 
 #[cfg(test)]
 mod tests {
