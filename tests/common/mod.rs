@@ -1,4 +1,7 @@
 //! Test support: real redis-server processes on free ports, started and stopped by the tests.
+//! The submodules build on them: the simulator and the stacks over it (`sim`), connectors and a
+//! publisher (`client`), a workload (`load`), waits for events and conditions (`events`), and
+//! log capture (`logs`).
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpListener;
@@ -6,8 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod client;
+pub mod events;
 pub mod load;
 pub mod logs;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 /// A redis-server process that lives as long as this value.
 pub struct RedisServer {
