@@ -1,13 +1,11 @@
 //! A workload for tests that run commands across maintenance: tasks that each increment their
-//! own counter (and read it back) until stopped, recording every outcome, and a helper to wait
-//! for maintenance events.
+//! own counter (and read it back) until stopped, recording every outcome.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis_handoff::maintenance::MaintenanceEvents;
-use redis_handoff::{cmd, Command, Error, EventKind, Reply};
+use redis_handoff::{cmd, Command, Error, Reply};
 use tower::{Service, ServiceExt};
 
 /// What one task saw.
@@ -129,22 +127,4 @@ where
         .await
         .expect("GET");
     r.as_i64().unwrap_or(0) as u64
-}
-
-/// The next event whose kind matches, within 30 s.
-pub async fn next_event(
-    events: &mut MaintenanceEvents,
-    pred: impl Fn(&EventKind) -> bool,
-) -> EventKind {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match events.recv().await {
-                Some(e) if pred(&e.kind) => return e.kind,
-                Some(_) => {}
-                None => panic!("the event stream ended"),
-            }
-        }
-    })
-    .await
-    .expect("the event came")
 }
