@@ -1,7 +1,6 @@
 //! Test support: real redis-server processes on free ports, started and stopped by the tests.
-//! The submodules build on them: the simulator and the stacks over it (`sim`), connectors and a
-//! publisher (`client`), a workload (`load`), waits for events and conditions (`events`), and
-//! log capture (`logs`).
+//! Built on them: the simulator and stacks over it (`sim`), connectors and a publisher
+//! (`client`), a workload (`load`), event and condition waits (`events`), log capture (`logs`).
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpListener;
