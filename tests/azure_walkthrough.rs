@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::RedisServer;
+use common::load;
+use common::sim::redis_and_sim;
 use redis_handoff::circuit_breaker::{CircuitBreakerConfig, OpenMode};
 use redis_handoff::maintenance::{format_utc, AzureEventKind, AzureEvents};
-use redis_handoff::sim::{self, Backend, Scope, Simulator};
+use redis_handoff::sim::{self, Scope};
 use redis_handoff::{cmd, ConnectOptions, EventKind, MaintenanceConfig, Stack};
 use tower::ServiceExt;
 
@@ -30,13 +29,7 @@ fn step(kind: &EventKind) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_azure_walkthrough_with_hold_fails_no_command_and_reports_every_step_in_order() {
-    let server = RedisServer::start();
-    let sim = Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .nodes(1)
-        .start()
-        .await
-        .unwrap();
+    let (_server, sim) = redis_and_sim(1).await;
     let stack = Stack::builder(ConnectOptions::from_url(&sim.node(0).url()).unwrap())
         .maintenance(
             MaintenanceConfig::builder()
@@ -57,28 +50,7 @@ async fn the_azure_walkthrough_with_hold_fails_no_command_and_reports_every_step
         .unwrap();
     let mut events = stack.maintenance().subscribe();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..20)
-        .map(|t| {
-            let stack = stack.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let (mut incr_ok, mut errors) = (0u64, Vec::new());
-                let key = format!("walk:{t}");
-                while !stop.load(Ordering::Relaxed) {
-                    match stack.clone().oneshot(cmd!("INCR", &key)).await {
-                        Ok(_) => incr_ok += 1,
-                        Err(e) => errors.push(e.to_string()),
-                    }
-                    if let Err(e) = stack.clone().oneshot(cmd!("GET", &key)).await {
-                        errors.push(e.to_string());
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                (incr_ok, errors)
-            })
-        })
-        .collect();
+    let load = load::start(&stack, 20, "walk", Duration::ZERO, Duration::from_millis(2));
 
     let azure = |kind: sim::AzureEventKind, start: Option<SystemTime>| {
         let mut e = sim::AzureEvent::new(kind);
@@ -116,10 +88,10 @@ async fn the_azure_walkthrough_with_hold_fails_no_command_and_reports_every_step
     pause(500).await;
     azure(sim::AzureEventKind::Ended, None);
     pause(500).await;
-    stop.store(true, Ordering::Relaxed);
+    let outcomes = load.finish().await;
 
-    for (t, task) in tasks.into_iter().enumerate() {
-        let (incr_ok, errors) = task.await.unwrap();
+    for (t, o) in outcomes.iter().enumerate() {
+        let (incr_ok, errors) = (o.incr_ok, &o.errors);
         assert!(errors.is_empty(), "task {t}: {errors:?}");
         let v = stack
             .clone()

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use common::client::handoff_to_url;
+use common::events::wait_until;
+use common::sim::{handoff_to, sim_over};
 use common::RedisServer;
 use redis_handoff::circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitHandle, CircuitState,
@@ -17,10 +20,9 @@ use redis_handoff::circuit_breaker::{
 };
 use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
 use redis_handoff::maintenance::{AzureEvents, MaintenanceEvents};
-use redis_handoff::sim::{AzureEvent, AzureEventKind, Backend, Simulator};
+use redis_handoff::sim::{AzureEvent, AzureEventKind, Simulator};
 use redis_handoff::{
-    cmd, Command, ConnectOptions, Connector, Error, ErrorClass, EventKind, Maintenance,
-    MaintenanceConfig, NotificationDemux, Reply,
+    cmd, Command, Error, ErrorClass, EventKind, Maintenance, MaintenanceConfig, Reply,
 };
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -122,22 +124,14 @@ fn stack(
 async fn direct(server: &RedisServer, config: CircuitBreakerConfig) -> Setup {
     let maintenance = Maintenance::default();
     let events = maintenance.subscribe();
-    let connector = Connector::new(ConnectOptions::from_url(&server.url()).unwrap()).unwrap();
-    let redis = HandoffRetry::connect(connector, maintenance.clone(), handoff_config())
-        .await
-        .unwrap();
+    let redis = handoff_to_url(&server.url(), &maintenance, handoff_config()).await;
     stack(maintenance, redis, events, config)
 }
 
 /// The stack through the simulator, listening to Azure events: CircuitBreaker over
 /// HandoffRetry over NotificationDemux.
 async fn through_sim(server: &RedisServer, config: CircuitBreakerConfig) -> (Simulator, Setup) {
-    let sim = Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .nodes(1)
-        .start()
-        .await
-        .unwrap();
+    let sim = sim_over(server, 1).await;
     let maintenance = Maintenance::new(
         MaintenanceConfig::builder()
             .azure_events(AzureEvents::On)
@@ -145,24 +139,23 @@ async fn through_sim(server: &RedisServer, config: CircuitBreakerConfig) -> (Sim
             .unwrap(),
     );
     let events = maintenance.subscribe();
-    let connector = Connector::new(ConnectOptions::from_url(&sim.node(0).url()).unwrap()).unwrap();
-    let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
-    let redis = HandoffRetry::connect(demuxed, maintenance.clone(), handoff_config())
-        .await
-        .unwrap();
+    let redis = handoff_to(&sim, &maintenance, handoff_config()).await;
     let setup = stack(maintenance, redis, events, config);
     // The subscription to AzureRedisEvents went out with the handshake; wait until the
     // simulator has seen it.
-    wait_until(|| sim.connections().iter().any(|c| c.azure_subscribed)).await;
+    azure_subscribed(&sim).await;
     (sim, setup)
 }
 
-async fn wait_until(mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < WIDE, "the condition never held");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// The simulator has seen the stack's subscription to AzureRedisEvents.
+async fn azure_subscribed(sim: &Simulator) {
+    wait_until(
+        "the subscription to AzureRedisEvents",
+        WIDE,
+        Duration::from_millis(10),
+        || sim.connections().iter().any(|c| c.azure_subscribed),
+    )
+    .await;
 }
 
 async fn send(redis: &Stack, command: Command) -> Result<Reply, Error> {
@@ -414,7 +407,7 @@ async fn wait_mode_holds_commands_through_a_short_failover_and_every_one_succeed
     sim.reset_all(0).unwrap();
     next(&mut s.events, "reconnected").await;
     next(&mut s.events, "circuit_closed").await;
-    wait_until(|| sim.connections().iter().any(|c| c.azure_subscribed)).await;
+    azure_subscribed(&sim).await;
     sim.azure(0, &AzureEvent::new(AzureEventKind::FailoverComplete))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

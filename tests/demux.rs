@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::events::next_picked;
 use common::logs::CapturedLogs;
 
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use redis_handoff::demux::{NotificationDemux, NotificationDemuxLayer};
 use redis_handoff::frame::BytesFrame;
 use redis_handoff::maintenance::{
     AzureEventKind, AzureEvents, EndpointType, EventKind, Maintenance, MaintenanceConfig,
-    MaintenanceEvent, MaintenanceEvents, MaintenanceMode, NotificationSupport, AZURE_CHANNEL,
+    MaintenanceMode, NotificationSupport, AZURE_CHANNEL,
 };
 use redis_handoff::{cmd, ConnectOptions, Connection, Connector, Endpoint, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,22 +35,8 @@ fn connector(port: u16) -> Connector {
     Connector::new(ConnectOptions::new(Endpoint::new("127.0.0.1", port))).unwrap()
 }
 
-/// The next event that `pick` accepts, within 5 s.
-async fn next_event<T>(
-    events: &mut MaintenanceEvents,
-    mut pick: impl FnMut(&MaintenanceEvent) -> Option<T>,
-) -> T {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let event = events.recv().await.expect("the handle is alive");
-            if let Some(t) = pick(&event) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("the expected event within 5 s")
-}
+/// How long a test waits for an event before it gives up.
+const EVENT_WAIT: Duration = Duration::from_secs(5);
 
 async fn publish(server: &RedisServer, channel: &str, payload: &str) {
     let publisher = Connection::connect(&server.url()).await.unwrap();
@@ -132,7 +119,7 @@ async fn auto_mode_against_plain_redis_connects_cleanly_without_notifications() 
         .expect("Auto carries on without notifications");
     set_then_get(&conn).await;
 
-    let answer = next_event(&mut events, |e| match &e.kind {
+    let answer = next_picked(&mut events, EVENT_WAIT, |e| match &e.kind {
         EventKind::NotificationsRefused { answer } => Some(answer.clone()),
         _ => None,
     })
@@ -249,7 +236,7 @@ async fn azure_events_on_request_become_typed_events() {
     let payload = "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|2021-03-02T23:34:56|IsReplica|False|IPAddress|10.0.0.5|SSLPort|15001|NonSSLPort|13001";
     publish(&server, AZURE_CHANNEL, payload).await;
 
-    let (event, endpoint, source) = next_event(&mut events, |e| match &e.kind {
+    let (event, endpoint, source) = next_picked(&mut events, EVENT_WAIT, |e| match &e.kind {
         EventKind::Azure(a) => Some((a.clone(), e.endpoint.clone(), e.source.clone())),
         _ => None,
     })
@@ -279,7 +266,7 @@ async fn azure_events_on_request_become_typed_events() {
         "NotificationType|NodeMaintenanceEnded",
     )
     .await;
-    next_event(&mut events, |e| match &e.kind {
+    next_picked(&mut events, EVENT_WAIT, |e| match &e.kind {
         EventKind::Azure(a) if a.kind == AzureEventKind::NodeMaintenanceEnded => Some(()),
         _ => None,
     })
@@ -347,7 +334,7 @@ async fn a_malformed_azure_message_is_counted_and_dropped_while_commands_continu
         "NotificationType|NodeMaintenanceStart|SSLPort|many",
     )
     .await;
-    let (reason, preview) = next_event(&mut events, |e| match &e.kind {
+    let (reason, preview) = next_picked(&mut events, EVENT_WAIT, |e| match &e.kind {
         EventKind::NotificationDropped { reason, preview } => {
             Some((reason.clone(), preview.clone()))
         }
@@ -367,7 +354,7 @@ async fn a_malformed_azure_message_is_counted_and_dropped_while_commands_continu
         "NotificationType|NodeMaintenanceStart",
     )
     .await;
-    next_event(&mut events, |e| {
+    next_picked(&mut events, EVENT_WAIT, |e| {
         matches!(e.kind, EventKind::Azure(_)).then_some(())
     })
     .await;
@@ -409,7 +396,7 @@ async fn the_connection_form_demuxes_an_existing_connection() {
         "NotificationType|NodeMaintenanceStarting",
     )
     .await;
-    let event = next_event(&mut events, |e| {
+    let event = next_picked(&mut events, EVENT_WAIT, |e| {
         matches!(e.kind, EventKind::Azure(_)).then(|| e.clone())
     })
     .await;

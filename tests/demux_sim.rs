@@ -9,29 +9,21 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use common::events::next_picked;
+use common::sim::{demux_to, redis_and_sim, sim_over_with};
 use common::{show, RedisServer};
-use redis_handoff::demux::NotificationDemux;
 use redis_handoff::maintenance::{
     post_hook, AzureEventKind, AzureEvents, EndpointStatus, EndpointType, EventKind, HookAction,
     HookContext, HookOutcome, Maintenance, MaintenanceConfig, MaintenanceEvent, MaintenanceEvents,
     MaintenanceMode, Notice, Notification, NotificationKind, RelaxationEnd,
 };
-use redis_handoff::sim::{self, Backend, Simulator};
-use redis_handoff::{cmd, ConnectOptions, Connection, Connector, Endpoint};
+use redis_handoff::sim;
+use redis_handoff::{cmd, Connection, Endpoint};
 use tokio::task::JoinSet;
 
 /// How long a test waits for an event before it gives up: wide, the events come in
 /// milliseconds.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
-
-async fn sim_over(server: &RedisServer, nodes: usize) -> Simulator {
-    Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .nodes(nodes)
-        .start()
-        .await
-        .expect("simulator starts")
-}
 
 /// `Enabled`, so a connection fails unless the simulator accepted the opt-in.
 fn maintenance(endpoint_type: EndpointType, azure: AzureEvents) -> Maintenance {
@@ -43,33 +35,6 @@ fn maintenance(endpoint_type: EndpointType, azure: AzureEvents) -> Maintenance {
             .build()
             .unwrap(),
     )
-}
-
-/// A demux over a connector configured with node `node` of the simulator.
-fn demux_to(
-    sim: &Simulator,
-    node: usize,
-    maintenance: &Maintenance,
-) -> NotificationDemux<Connector> {
-    let connector = Connector::new(ConnectOptions::new(sim.node(node).endpoint())).unwrap();
-    NotificationDemux::over_connector(connector, maintenance.clone())
-}
-
-/// The next event that `pick` accepts.
-async fn next_event<T>(
-    events: &mut MaintenanceEvents,
-    mut pick: impl FnMut(&MaintenanceEvent) -> Option<T>,
-) -> T {
-    tokio::time::timeout(EVENT_WAIT, async {
-        loop {
-            let event = events.recv().await.expect("the handle is alive");
-            if let Some(t) = pick(&event) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("the expected event within 10 s")
 }
 
 /// Every event up to and including the first that `last` accepts.
@@ -134,8 +99,7 @@ async fn command(conn: &Connection, command: redis_handoff::Command) -> redis_ha
 
 #[tokio::test]
 async fn migrate_arrives_as_migrating_then_migrated_and_relaxes_only_in_between() {
-    let server = RedisServer::start();
-    let sim = sim_over(&server, 1).await;
+    let (_server, sim) = redis_and_sim(1).await;
     let maintenance = maintenance(EndpointType::InternalIp, AzureEvents::Off);
     let mut events = maintenance.subscribe();
     let demux = demux_to(&sim, 0, &maintenance);
@@ -147,7 +111,7 @@ async fn migrate_arrives_as_migrating_then_migrated_and_relaxes_only_in_between(
         let sim = sim.clone();
         tokio::spawn(async move { sim.migrate(0, Duration::from_secs(4)).await })
     };
-    let (migrating, source) = next_event(&mut events, |e| {
+    let (migrating, source) = next_picked(&mut events, EVENT_WAIT, |e| {
         notification(e)
             .filter(|n| n.kind() == NotificationKind::Migrating)
             .map(|n| (n, e.clone()))
@@ -193,8 +157,7 @@ async fn migrate_arrives_as_migrating_then_migrated_and_relaxes_only_in_between(
 
 #[tokio::test]
 async fn failover_arrives_as_failing_over_then_failed_over_and_relaxes_only_in_between() {
-    let server = RedisServer::start();
-    let sim = sim_over(&server, 1).await;
+    let (_server, sim) = redis_and_sim(1).await;
     let maintenance = maintenance(EndpointType::InternalFqdn, AzureEvents::Off);
     let mut events = maintenance.subscribe();
     let demux = demux_to(&sim, 0, &maintenance);
@@ -206,7 +169,12 @@ async fn failover_arrives_as_failing_over_then_failed_over_and_relaxes_only_in_b
         let sim = sim.clone();
         tokio::spawn(async move { sim.failover(0, Duration::from_secs(4)).await })
     };
-    let failing = next_event(&mut events, notification_of(NotificationKind::FailingOver)).await;
+    let failing = next_picked(
+        &mut events,
+        EVENT_WAIT,
+        notification_of(NotificationKind::FailingOver),
+    )
+    .await;
     assert_eq!(
         failing,
         Notification::FailingOver {
@@ -243,13 +211,12 @@ async fn failover_arrives_as_failing_over_then_failed_over_and_relaxes_only_in_b
 /// Connects to node 0 with `endpoint_type`, has the simulator move node 0 to node 1, and
 /// returns the typed `MOVING`, the endpoint state after it, and node 1's port.
 async fn moving_seen_with(endpoint_type: EndpointType) -> (Notification, Arc<EndpointStatus>, u16) {
-    let server = RedisServer::start();
-    let sim = sim_over(&server, 2).await;
+    let (_server, sim) = redis_and_sim(2).await;
     let maintenance = maintenance(endpoint_type, AzureEvents::Off);
     let mut events = maintenance.subscribe();
     let demux = demux_to(&sim, 0, &maintenance);
     let conn = demux.connect().await.unwrap();
-    let asked = next_event(&mut events, |e| match e.kind {
+    let asked = next_picked(&mut events, EVENT_WAIT, |e| match e.kind {
         EventKind::NotificationsEnabled { endpoint_type } => Some(endpoint_type),
         _ => None,
     })
@@ -263,7 +230,7 @@ async fn moving_seen_with(endpoint_type: EndpointType) -> (Notification, Arc<End
 
     let moving = sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(moving.recipients(), 1);
-    let (notification, event) = next_event(&mut events, |e| {
+    let (notification, event) = next_picked(&mut events, EVENT_WAIT, |e| {
         notification(e)
             .filter(|n| n.kind() == NotificationKind::Moving)
             .map(|n| (n, e.clone()))
@@ -320,8 +287,7 @@ async fn moving_with_endpoint_type_none_carries_a_null_endpoint() {
 
 #[tokio::test]
 async fn azure_events_from_the_simulator_become_typed_events() {
-    let server = RedisServer::start();
-    let sim = sim_over(&server, 1).await;
+    let (_server, sim) = redis_and_sim(1).await;
     let maintenance = maintenance(EndpointType::InternalIp, AzureEvents::On);
     let mut events = maintenance.subscribe();
     let demux = demux_to(&sim, 0, &maintenance);
@@ -335,7 +301,7 @@ async fn azure_events_from_the_simulator_become_typed_events() {
         .ip_address("10.1.2.3")
         .ports(16000, 14000);
     assert_eq!(sim.azure(0, &starting).unwrap(), 1);
-    let (event, from) = next_event(&mut events, |e| match &e.kind {
+    let (event, from) = next_picked(&mut events, EVENT_WAIT, |e| match &e.kind {
         EventKind::Azure(a) => Some((a.clone(), e.clone())),
         _ => None,
     })
@@ -362,7 +328,7 @@ async fn azure_events_from_the_simulator_become_typed_events() {
 
     // The same event again is a repeat: suppressed, not published twice.
     assert_eq!(sim.azure(0, &starting).unwrap(), 1);
-    let repeat = next_event(&mut events, |e| match &e.kind {
+    let repeat = next_picked(&mut events, EVENT_WAIT, |e| match &e.kind {
         EventKind::DuplicateSuppressed { name, seq } => Some((name.to_string(), *seq)),
         EventKind::Azure(a) => panic!("the repeat was published again: {a:?}"),
         _ => None,
@@ -377,7 +343,7 @@ async fn azure_events_from_the_simulator_become_typed_events() {
     let old_name =
         sim::AzureEvent::new(sim::AzureEventKind::Other("NodeMaintenanceFailover".into()));
     assert_eq!(sim.azure(0, &old_name).unwrap(), 1);
-    let ended = next_event(&mut events, |e| match &e.kind {
+    let ended = next_picked(&mut events, EVENT_WAIT, |e| match &e.kind {
         EventKind::Azure(a) => Some(a.clone()),
         _ => None,
     })
@@ -401,8 +367,7 @@ async fn azure_events_from_the_simulator_become_typed_events() {
 
 #[tokio::test]
 async fn azure_events_off_leaves_the_channel_unsubscribed() {
-    let server = RedisServer::start();
-    let sim = sim_over(&server, 1).await;
+    let (_server, sim) = redis_and_sim(1).await;
     let maintenance = maintenance(EndpointType::InternalIp, AzureEvents::Off);
     let demux = demux_to(&sim, 0, &maintenance);
     let conn = demux.connect().await.unwrap();
@@ -420,8 +385,7 @@ const MIGRATED_77: &[u8] = b">3\r\n$8\r\nMIGRATED\r\n:77\r\n*1\r\n$1\r\n3\r\n";
 
 #[tokio::test]
 async fn the_same_push_sent_twice_yields_one_event_and_one_duplicate() {
-    let server = RedisServer::start();
-    let sim = sim_over(&server, 1).await;
+    let (_server, sim) = redis_and_sim(1).await;
     let maintenance = maintenance(EndpointType::InternalIp, AzureEvents::Off);
     let mut events = maintenance.subscribe();
     let demux = demux_to(&sim, 0, &maintenance);
@@ -469,12 +433,7 @@ async fn the_same_push_sent_twice_yields_one_event_and_one_duplicate() {
 #[tokio::test]
 async fn a_replayed_migrated_on_a_new_connection_is_suppressed_not_reapplied() {
     let server = RedisServer::start();
-    let sim = Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .replay(true)
-        .start()
-        .await
-        .unwrap();
+    let sim = sim_over_with(&server, |b| b.replay(true)).await;
     let maintenance = maintenance(EndpointType::InternalIp, AzureEvents::Off);
     let mut events = maintenance.subscribe();
     let demux = demux_to(&sim, 0, &maintenance);
@@ -494,7 +453,12 @@ async fn a_replayed_migrated_on_a_new_connection_is_suppressed_not_reapplied() {
         let sim = sim.clone();
         tokio::spawn(async move { sim.migrate(0, Duration::from_secs(5)).await })
     };
-    let started = next_event(&mut events, notification_of(NotificationKind::Migrating)).await;
+    let started = next_picked(
+        &mut events,
+        EVENT_WAIT,
+        notification_of(NotificationKind::Migrating),
+    )
+    .await;
     assert_eq!(started.seq(), 2);
     assert!(relaxed(&status), "{status:?}");
 
@@ -529,7 +493,7 @@ async fn a_replayed_migrated_on_a_new_connection_is_suppressed_not_reapplied() {
     let mut applied = 0;
     let mut suppressed = 0;
     while applied + suppressed < 2 {
-        next_event(&mut events, |e| match &e.kind {
+        next_picked(&mut events, EVENT_WAIT, |e| match &e.kind {
             EventKind::Notification(Notification::Migrated { seq: 2, .. }) => {
                 applied += 1;
                 Some(())
@@ -556,8 +520,7 @@ async fn a_replayed_migrated_on_a_new_connection_is_suppressed_not_reapplied() {
 
 #[tokio::test]
 async fn a_pre_hook_rewrites_moving_and_another_skips_failing_over() {
-    let server = RedisServer::start();
-    let sim = sim_over(&server, 2).await;
+    let (_server, sim) = redis_and_sim(2).await;
     let maintenance = maintenance(EndpointType::InternalIp, AzureEvents::Off);
     let elsewhere = Endpoint::new("10.9.8.7", 6380);
     let rewrite_to = elsewhere.clone();
@@ -605,7 +568,12 @@ async fn a_pre_hook_rewrites_moving_and_another_skips_failing_over() {
     assert_eq!(counts.notifications(NotificationKind::FailingOver), 1);
 
     let moving = sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
-    let rewritten = next_event(&mut events, notification_of(NotificationKind::Moving)).await;
+    let rewritten = next_picked(
+        &mut events,
+        EVENT_WAIT,
+        notification_of(NotificationKind::Moving),
+    )
+    .await;
     assert_eq!(
         rewritten,
         Notification::Moving {
@@ -638,8 +606,7 @@ async fn a_pre_hook_rewrites_moving_and_another_skips_failing_over() {
 #[tokio::test]
 async fn a_malformed_push_is_dropped_and_counted_while_commands_keep_their_replies() {
     const BAD: &[u8] = b">2\r\n$9\r\nMIGRATING\r\n$3\r\nabc\r\n";
-    let server = RedisServer::start();
-    let sim = sim_over(&server, 1).await;
+    let (_server, sim) = redis_and_sim(1).await;
     let maintenance = maintenance(EndpointType::InternalIp, AzureEvents::Off);
     let mut events = maintenance.subscribe();
     let demux = demux_to(&sim, 0, &maintenance);
@@ -649,7 +616,7 @@ async fn a_malformed_push_is_dropped_and_counted_while_commands_keep_their_repli
         .await
         .is_ok());
     assert_eq!(sim.send_raw(0, BAD).unwrap(), 1);
-    let (reason, preview, event) = next_event(&mut events, |e| match &e.kind {
+    let (reason, preview, event) = next_picked(&mut events, EVENT_WAIT, |e| match &e.kind {
         EventKind::NotificationDropped { reason, preview } => {
             Some((reason.clone(), preview.clone(), e.clone()))
         }
@@ -683,7 +650,7 @@ async fn a_malformed_push_is_dropped_and_counted_while_commands_keep_their_repli
     }
     counted.sort_unstable();
     assert_eq!(counted, (1..=20).collect::<Vec<i64>>());
-    next_event(&mut events, |e| {
+    next_picked(&mut events, EVENT_WAIT, |e| {
         matches!(e.kind, EventKind::NotificationDropped { .. }).then_some(())
     })
     .await;

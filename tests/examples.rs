@@ -22,13 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::RedisServer;
+use common::events::{handoff_drained, handoff_switched, next_event};
+use common::sim::redis_and_sim;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use redis_handoff::maintenance::{AzureEventKind, MaintenanceEvents, NotificationKind};
-use redis_handoff::sim::{self, Backend, Scope, Simulator};
+use redis_handoff::sim::{self, Scope, Simulator};
 use redis_handoff::{cmd, ConnectOptions, EventKind, Notification, Stack};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -39,31 +40,8 @@ const WIDE: Duration = Duration::from_secs(30);
 /// Concurrent clients of the HTTP and gRPC apps.
 const CLIENTS: usize = 20;
 
-async fn simulator(server: &RedisServer, nodes: usize) -> Simulator {
-    Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .nodes(nodes)
-        .start()
-        .await
-        .unwrap()
-}
-
 fn options(sim: &Simulator) -> ConnectOptions {
     ConnectOptions::from_url(&sim.node(0).url()).unwrap()
-}
-
-async fn next(events: &mut MaintenanceEvents, pred: impl Fn(&EventKind) -> bool) -> EventKind {
-    tokio::time::timeout(WIDE, async {
-        loop {
-            match events.recv().await {
-                Some(e) if pred(&e.kind) => return e.kind,
-                Some(_) => {}
-                None => panic!("the event stream ended"),
-            }
-        }
-    })
-    .await
-    .expect("the event came")
 }
 
 /// Moves the stack's endpoint from node 0 to node 1 while the clients run, and waits until the
@@ -77,8 +55,8 @@ async fn move_endpoint(sim: &Simulator, events: &mut MaintenanceEvents) {
         1,
         "the stack's connection heard MOVING"
     );
-    next(events, |k| matches!(k, EventKind::HandoffSwitched { .. })).await;
-    next(events, |k| matches!(k, EventKind::HandoffDrained { .. })).await;
+    next_event(events, handoff_switched).await;
+    next_event(events, handoff_drained).await;
     moving.done().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
@@ -182,8 +160,7 @@ fn start_http_clients(addr: SocketAddr) -> Clients {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_app_answers_every_request_with_200_while_the_endpoint_moves() {
-    let server = RedisServer::start();
-    let sim = simulator(&server, 2).await;
+    let (_server, sim) = redis_and_sim(2).await;
     let stack = Stack::builder(options(&sim)).connect().await.unwrap();
     let mut events = stack.maintenance().subscribe();
 
@@ -257,8 +234,7 @@ fn start_grpc_clients(addr: SocketAddr) -> Clients {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tonic_service_answers_every_call_with_ok_while_the_endpoint_moves() {
-    let server = RedisServer::start();
-    let sim = simulator(&server, 2).await;
+    let (_server, sim) = redis_and_sim(2).await;
     let stack = Stack::builder(options(&sim)).connect().await.unwrap();
     let mut events = stack.maintenance().subscribe();
 
@@ -299,8 +275,7 @@ async fn tonic_service_answers_every_call_with_ok_while_the_endpoint_moves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_hook_layer_sees_every_command_and_the_hook_skips_failing_over() {
-    let server = RedisServer::start();
-    let sim = simulator(&server, 1).await;
+    let (_server, sim) = redis_and_sim(1).await;
     let app = custom_hook::build(options(&sim)).unwrap();
     let mut events = app.maintenance.subscribe();
     app.redis.clone().oneshot(cmd!("PING")).await.unwrap();
@@ -383,8 +358,7 @@ async fn custom_hook_layer_sees_every_command_and_the_hook_skips_failing_over() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_events_app_observes_each_event_in_order_and_reacts() {
-    let server = RedisServer::start();
-    let sim = simulator(&server, 1).await;
+    let (_server, sim) = redis_and_sim(1).await;
     let stack = Stack::builder(options(&sim))
         .maintenance(azure_events::config().unwrap())
         .connect()
@@ -412,10 +386,7 @@ async fn azure_events_app_observes_each_event_in_order_and_reacts() {
             .expect("the watcher runs");
         observed.push(reaction);
         if refresh {
-            next(&mut events, |k| {
-                matches!(k, EventKind::HandoffSwitched { .. })
-            })
-            .await;
+            next_event(&mut events, handoff_switched).await;
         }
     }
 

@@ -2,34 +2,27 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::load::{self, counter, next_event};
+use common::client::{connector, handoff_to_url, message_number, Publisher};
+use common::events::{handoff_drained, handoff_failed, handoff_switched, next_event};
+use common::load::{self, counter};
 use common::RedisServer;
 use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
-use redis_handoff::{
-    cmd, ConnectOptions, Connector, Endpoint, Error, EventKind, Maintenance, MaintenanceConfig,
-};
+use redis_handoff::{cmd, Endpoint, Error, EventKind, Maintenance, MaintenanceConfig};
 use tower::ServiceExt;
 
 const WIDE: Duration = Duration::from_secs(30);
 
-fn connector(url: &str) -> Connector {
-    Connector::new(ConnectOptions::from_url(url).unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handoff_under_load_switches_with_zero_failed_commands() {
     let server = RedisServer::start();
-    let redis = HandoffRetry::connect(
-        connector(&server.url()),
-        Maintenance::default(),
+    let redis = handoff_to_url(
+        &server.url(),
+        &Maintenance::default(),
         HandoffConfig::default(),
     )
-    .await
-    .unwrap();
+    .await;
     let mut events = redis.events();
     let load = load::start(&redis, 50, "load", Duration::ZERO, Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -37,14 +30,8 @@ async fn a_handoff_under_load_switches_with_zero_failed_commands() {
     // The same server under another name: a new endpoint with the same data.
     let target = Endpoint::new("localhost", server.port);
     redis.moving(1, Duration::from_secs(15), Some(target.clone()));
-    next_event(&mut events, |e| {
-        matches!(e, EventKind::HandoffSwitched { .. })
-    })
-    .await;
-    next_event(&mut events, |e| {
-        matches!(e, EventKind::HandoffDrained { .. })
-    })
-    .await;
+    next_event(&mut events, handoff_switched).await;
+    next_event(&mut events, handoff_drained).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let results = load.finish().await;
 
@@ -74,17 +61,12 @@ async fn a_handoff_to_an_endpoint_that_refuses_fails_and_keeps_serving() {
             .build()
             .unwrap(),
     );
-    let redis = HandoffRetry::connect(connector(&server.url()), maintenance, config)
-        .await
-        .unwrap();
+    let redis = handoff_to_url(&server.url(), &maintenance, config).await;
     let mut events = redis.events();
     let load = load::start(&redis, 50, "load", Duration::ZERO, Duration::ZERO);
     let nobody = Endpoint::new("127.0.0.1", common::free_port());
     redis.moving(1, Duration::from_secs(15), Some(nobody.clone()));
-    let failed = next_event(&mut events, |e| {
-        matches!(e, EventKind::HandoffFailed { .. })
-    })
-    .await;
+    let failed = next_event(&mut events, handoff_failed).await;
     let results = load.finish().await;
     assert!(matches!(failed, EventKind::HandoffFailed { to, attempts: 3, .. } if to == nobody));
     for (t, r) in results.iter().enumerate() {
@@ -106,9 +88,7 @@ async fn a_restarted_server_is_reconnected_and_no_increment_is_lost_or_doubled()
         backoff_base: Duration::from_millis(50),
         ..HandoffConfig::default()
     };
-    let redis = HandoffRetry::connect(connector(&server.url()), Maintenance::default(), config)
-        .await
-        .unwrap();
+    let redis = handoff_to_url(&server.url(), &Maintenance::default(), config).await;
     let mut events = redis.events();
     let load = load::start(&redis, 50, "load", Duration::ZERO, Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -177,13 +157,12 @@ async fn commands_wait_for_the_first_connection_and_fail_clearly_when_none_comes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_follow_the_connection_and_no_message_is_lost() {
     let server = RedisServer::start();
-    let redis = HandoffRetry::connect(
-        connector(&server.url()),
-        Maintenance::default(),
+    let redis = handoff_to_url(
+        &server.url(),
+        &Maintenance::default(),
         HandoffConfig::default(),
     )
-    .await
-    .unwrap();
+    .await;
     let mut pushes = redis.pushes();
     let mut events = redis.events();
     redis
@@ -191,58 +170,26 @@ async fn subscriptions_follow_the_connection_and_no_message_is_lost() {
         .oneshot(cmd!("SUBSCRIBE", "orders"))
         .await
         .unwrap();
-    let publisher = redis_handoff::Connection::connect(&server.url())
-        .await
-        .unwrap();
-    let published = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let pub_task = {
-        let published = published.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                publisher.send(cmd!("PUBLISH", "orders", i)).await.unwrap();
-                i += 1;
-                published.store(i, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            i
-        })
-    };
+    let publisher = Publisher::start(&server.url(), "orders", Duration::from_millis(1)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     redis.moving(
         1,
         Duration::from_secs(15),
         Some(Endpoint::new("localhost", server.port)),
     );
-    next_event(&mut events, |e| {
-        matches!(e, EventKind::HandoffDrained { .. })
-    })
-    .await;
+    next_event(&mut events, handoff_drained).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, Ordering::Relaxed);
-    let total = pub_task.await.unwrap();
+    let total = publisher.stop().await;
 
     let mut seen = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while (seen.len() as u64) < total && tokio::time::Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_secs(5), pushes.recv()).await {
-            Ok(Some(redis_handoff::frame::BytesFrame::Push { data, .. })) => {
-                if let Some(redis_handoff::frame::BytesFrame::BlobString { data: kind, .. }) =
-                    data.first()
-                {
-                    if &kind[..] == b"message" {
-                        if let Some(redis_handoff::frame::BytesFrame::BlobString {
-                            data: m, ..
-                        }) = data.get(2)
-                        {
-                            seen.insert(String::from_utf8_lossy(m).parse::<u64>().unwrap());
-                        }
-                    }
+            Ok(Some(frame)) => {
+                if let Some(n) = message_number(&frame) {
+                    seen.insert(n);
                 }
             }
-            Ok(Some(_)) => {}
             _ => break,
         }
     }

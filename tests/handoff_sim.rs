@@ -3,20 +3,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::load::{self, counter, next_event, Outcome};
+use common::client::{message_number, Publisher};
+use common::events::{handoff_drained, handoff_failed, handoff_switched, next_event};
+use common::load::{self, counter, Load, Outcome};
+use common::sim::{handoff_to, moving_until, redis_and_sim};
 use common::RedisServer;
-use redis_handoff::frame::BytesFrame;
 use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
 use redis_handoff::maintenance::{EndpointType, MaintenanceEvents};
-use redis_handoff::sim::{Backend, Simulator};
-use redis_handoff::{
-    cmd, ConnectOptions, Connection, Connector, Endpoint, EventKind, Maintenance,
-    MaintenanceConfig, NotificationDemux,
-};
+use redis_handoff::sim::Simulator;
+use redis_handoff::{cmd, Endpoint, EventKind, Maintenance, MaintenanceConfig};
 use tower::ServiceExt;
 
 struct Setup {
@@ -27,24 +24,14 @@ struct Setup {
 }
 
 async fn setup(nodes: usize, config: MaintenanceConfig) -> Setup {
-    let server = RedisServer::start();
-    let sim = Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .nodes(nodes)
-        .start()
-        .await
-        .unwrap();
+    let (server, sim) = redis_and_sim(nodes).await;
     let maintenance = Maintenance::new(config);
     let events = maintenance.subscribe();
-    let connector = Connector::new(ConnectOptions::from_url(&sim.node(0).url()).unwrap()).unwrap();
-    let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
     let handoff = HandoffConfig {
         backoff_base: Duration::from_millis(20),
         ..HandoffConfig::default()
     };
-    let redis = HandoffRetry::connect(demuxed, maintenance, handoff)
-        .await
-        .unwrap();
+    let redis = handoff_to(&sim, &maintenance, handoff).await;
     Setup {
         _server: server,
         sim,
@@ -61,13 +48,21 @@ fn config(endpoint_type: EndpointType) -> MaintenanceConfig {
         .unwrap()
 }
 
+/// The keys the load's counters live under.
+const KEYS: &str = "sim-load";
+
+/// 50 tasks incrementing and reading back their counters, a millisecond apart.
+fn start_load(redis: &HandoffRetry, stagger: Duration) -> Load {
+    load::start(redis, 50, KEYS, stagger, Duration::from_millis(1))
+}
+
 /// Zero failed commands, and each counter holds exactly the increments acknowledged.
 async fn assert_no_failures(redis: &HandoffRetry, outcomes: &[Outcome]) {
     for (t, o) in outcomes.iter().enumerate() {
         assert!(o.errors.is_empty(), "task {t}: {:?}", o.errors);
         assert!(o.incr_ok > 0 && o.get_ok > 0, "task {t} made no progress");
         assert_eq!(
-            counter(redis, format!("sim-load:{t}")).await,
+            counter(redis, format!("{KEYS}:{t}")).await,
             o.incr_ok,
             "task {t}: counter"
         );
@@ -76,16 +71,10 @@ async fn assert_no_failures(redis: &HandoffRetry, outcomes: &[Outcome]) {
 
 async fn moving_with_endpoint(endpoint_type: EndpointType, host: &str) {
     let mut s = setup(2, config(endpoint_type)).await;
-    let load = load::start(
-        &s.redis,
-        50,
-        "sim-load",
-        Duration::ZERO,
-        Duration::from_millis(1),
-    );
+    let load = start_load(&s.redis, Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let moving = s.sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
-    let seen = next_event(&mut s.events, |k| {
+    let grace = Duration::from_secs(2);
+    let (moving, seen) = moving_until(&s.sim, &mut s.events, (0, 1), grace, |k| {
         matches!(
             k,
             EventKind::Notification(redis_handoff::Notification::Moving { .. })
@@ -97,14 +86,8 @@ async fn moving_with_endpoint(endpoint_type: EndpointType, host: &str) {
         matches!(&seen, EventKind::Notification(redis_handoff::Notification::Moving { endpoint: Some(e), .. }) if *e == target),
         "{seen:?}"
     );
-    next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffSwitched { .. })
-    })
-    .await;
-    next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffDrained { .. })
-    })
-    .await;
+    next_event(&mut s.events, handoff_switched).await;
+    next_event(&mut s.events, handoff_drained).await;
     // The grace period ends and node 0 closes its connections: nobody notices.
     moving.done().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -128,13 +111,7 @@ async fn moving_to_an_fqdn_endpoint_moves_every_command_with_none_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_with_a_null_endpoint_reconnects_to_the_configured_address_at_half_time() {
     let mut s = setup(1, config(EndpointType::None)).await;
-    let load = load::start(
-        &s.redis,
-        50,
-        "sim-load",
-        Duration::ZERO,
-        Duration::from_millis(1),
-    );
+    let load = start_load(&s.redis, Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = tokio::time::Instant::now();
     let moving = s
@@ -142,10 +119,7 @@ async fn moving_with_a_null_endpoint_reconnects_to_the_configured_address_at_hal
         .moving_null(0, Duration::from_secs(2), Duration::from_millis(500))
         .await
         .unwrap();
-    next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffSwitched { .. })
-    })
-    .await;
+    next_event(&mut s.events, handoff_switched).await;
     let switched_after = sent.elapsed();
     // Half of the 2 s grace, less up to a quarter of that for jitter: well before the close.
     assert!(
@@ -164,18 +138,9 @@ async fn moving_with_a_null_endpoint_reconnects_to_the_configured_address_at_hal
 async fn a_new_endpoint_that_refuses_fails_the_handoff_and_the_old_connection_keeps_serving() {
     let mut s = setup(2, config(EndpointType::InternalIp)).await;
     s.sim.refuse(1).unwrap();
-    let load = load::start(
-        &s.redis,
-        50,
-        "sim-load",
-        Duration::ZERO,
-        Duration::from_millis(1),
-    );
-    let moving = s.sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
-    let failed = next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffFailed { .. })
-    })
-    .await;
+    let load = start_load(&s.redis, Duration::ZERO);
+    let grace = Duration::from_secs(30);
+    let (moving, failed) = moving_until(&s.sim, &mut s.events, (0, 1), grace, handoff_failed).await;
     assert!(
         matches!(failed, EventKind::HandoffFailed { attempts: 3, .. }),
         "{failed:?}"
@@ -192,19 +157,10 @@ async fn a_new_endpoint_that_refuses_fails_the_handoff_and_the_old_connection_ke
 async fn a_new_endpoint_that_blackholes_times_out_and_the_old_connection_keeps_serving() {
     let mut s = setup(2, config(EndpointType::InternalIp)).await;
     s.sim.blackhole(1).unwrap();
-    let load = load::start(
-        &s.redis,
-        50,
-        "sim-load",
-        Duration::ZERO,
-        Duration::from_millis(1),
-    );
+    let load = start_load(&s.redis, Duration::ZERO);
     let started = tokio::time::Instant::now();
-    let moving = s.sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
-    let failed = next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffFailed { .. })
-    })
-    .await;
+    let grace = Duration::from_secs(30);
+    let (moving, failed) = moving_until(&s.sim, &mut s.events, (0, 1), grace, handoff_failed).await;
     let took = started.elapsed();
     match &failed {
         EventKind::HandoffFailed {
@@ -232,19 +188,10 @@ async fn the_old_connection_killed_mid_drain_retries_safe_commands_and_never_dou
     // Slow replies on node 0, so commands are still owed when the switch happens.
     s.sim.latency(0, Duration::from_millis(400)).unwrap();
     // Staggered, so that at any moment some tasks are reading and others writing.
-    let load = load::start(
-        &s.redis,
-        50,
-        "sim-load",
-        Duration::from_millis(7),
-        Duration::from_millis(1),
-    );
+    let load = start_load(&s.redis, Duration::from_millis(7));
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let moving = s.sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
-    next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffSwitched { .. })
-    })
-    .await;
+    let grace = Duration::from_secs(30);
+    let (moving, _) = moving_until(&s.sim, &mut s.events, (0, 1), grace, handoff_switched).await;
     let killed = s.sim.reset_all(0).unwrap();
     assert!(killed >= 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -261,7 +208,7 @@ async fn the_old_connection_killed_mid_drain_retries_safe_commands_and_never_dou
             );
         }
         lost += o.incr_lost;
-        let value = counter(&s.redis, format!("sim-load:{t}")).await;
+        let value = counter(&s.redis, format!("{KEYS}:{t}")).await;
         assert!(
             value >= o.incr_ok && value <= o.incr_ok + o.incr_lost,
             "task {t}: counter {value}, acknowledged {}, lost {}",
@@ -277,24 +224,11 @@ async fn the_old_connection_killed_mid_drain_retries_safe_commands_and_never_dou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_movings_in_a_row_end_on_the_last_node_with_none_failed() {
     let mut s = setup(3, config(EndpointType::InternalIp)).await;
-    let load = load::start(
-        &s.redis,
-        50,
-        "sim-load",
-        Duration::ZERO,
-        Duration::from_millis(1),
-    );
+    let load = start_load(&s.redis, Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let first = s.sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
-    next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffSwitched { .. })
-    })
-    .await;
-    let second = s.sim.moving(1, 2, Duration::from_secs(2)).await.unwrap();
-    next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffSwitched { .. })
-    })
-    .await;
+    let grace = Duration::from_secs(2);
+    let (first, _) = moving_until(&s.sim, &mut s.events, (0, 1), grace, handoff_switched).await;
+    let (second, _) = moving_until(&s.sim, &mut s.events, (1, 2), grace, handoff_switched).await;
     first.done().await;
     second.done().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -314,30 +248,13 @@ async fn a_subscriber_receives_every_message_published_across_the_move() {
         .await
         .unwrap();
     // The publisher talks to the backend directly: it is not moving.
-    let publisher = Connection::connect(&s._server.url()).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let pub_task = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                publisher.send(cmd!("PUBLISH", "orders", i)).await.unwrap();
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            i
-        })
-    };
+    let publisher = Publisher::start(&s._server.url(), "orders", Duration::from_millis(2)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let moving = s.sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
-    next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffDrained { .. })
-    })
-    .await;
+    let grace = Duration::from_secs(2);
+    let (moving, _) = moving_until(&s.sim, &mut s.events, (0, 1), grace, handoff_drained).await;
     moving.done().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let total = pub_task.await.unwrap();
+    let total = publisher.stop().await;
 
     let mut seen = std::collections::BTreeSet::new();
     while (seen.len() as u64) < total {
@@ -349,14 +266,8 @@ async fn a_subscriber_receives_every_message_published_across_the_move() {
                 &missing[..missing.len().min(20)]
             );
         };
-        let frame = frame.unwrap();
-        if let BytesFrame::Push { data, .. } = frame {
-            if matches!(data.first(), Some(BytesFrame::BlobString { data, .. }) if &data[..] == b"message")
-            {
-                if let Some(BytesFrame::BlobString { data, .. }) = data.get(2) {
-                    seen.insert(String::from_utf8_lossy(data).parse::<u64>().unwrap());
-                }
-            }
+        if let Some(n) = message_number(&frame.unwrap()) {
+            seen.insert(n);
         }
     }
     assert_eq!(seen.len() as u64, total, "every message arrived");
@@ -372,13 +283,7 @@ async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() 
         .build()
         .unwrap();
     let mut s = setup(1, config).await;
-    let load = load::start(
-        &s.redis,
-        50,
-        "sim-load",
-        Duration::ZERO,
-        Duration::from_millis(1),
-    );
+    let load = start_load(&s.redis, Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = s
         .sim
@@ -391,19 +296,13 @@ async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() 
         sent, 1,
         "the stack's connection is subscribed to AzureRedisEvents"
     );
-    let switched = next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffSwitched { .. })
-    })
-    .await;
+    let switched = next_event(&mut s.events, handoff_switched).await;
     // A fresh connection to the configured address, made before the old one was dropped.
     assert!(
         matches!(&switched, EventKind::HandoffSwitched { to, .. } if *to == s.sim.node(0).endpoint()),
         "{switched:?}"
     );
-    next_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffDrained { .. })
-    })
-    .await;
+    next_event(&mut s.events, handoff_drained).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outcomes = load.finish().await;
     assert_no_failures(&s.redis, &outcomes).await;

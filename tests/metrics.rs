@@ -323,13 +323,13 @@ async fn percentiles_follow_known_injected_latencies() {
 #[cfg(feature = "sim")]
 mod simulator {
     use super::*;
+    use common::events::{handoff_drained, handoff_failed};
+    use common::load;
+    use common::sim::{handoff_to, moving_until, redis_and_sim};
     use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
     use redis_handoff::maintenance::{EndpointType, MaintenanceEvents};
-    use redis_handoff::sim::{Backend, Simulator};
-    use redis_handoff::{
-        ConnectOptions, Connector, EventKind, MaintenanceConfig, NotificationDemux,
-    };
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use redis_handoff::sim::Simulator;
+    use redis_handoff::MaintenanceConfig;
 
     struct Stack {
         _server: RedisServer,
@@ -340,13 +340,7 @@ mod simulator {
     }
 
     async fn stack(nodes: usize) -> Stack {
-        let server = RedisServer::start();
-        let sim = Simulator::builder()
-            .backend(Backend::redis(server.addr()))
-            .nodes(nodes)
-            .start()
-            .await
-            .unwrap();
+        let (server, sim) = redis_and_sim(nodes).await;
         let config = MaintenanceConfig::builder()
             .endpoint_type(EndpointType::InternalIp)
             .handoff_timeout(Duration::from_millis(500))
@@ -357,16 +351,11 @@ mod simulator {
         let metrics = Metrics::new();
         metrics.attach(&maintenance);
         let events = maintenance.subscribe();
-        let connector =
-            Connector::new(ConnectOptions::from_url(&sim.node(0).url()).unwrap()).unwrap();
-        let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
         let handoff = HandoffConfig {
             backoff_base: Duration::from_millis(20),
             ..HandoffConfig::default()
         };
-        let stack = HandoffRetry::connect(demuxed, maintenance, handoff)
-            .await
-            .unwrap();
+        let stack = handoff_to(&sim, &maintenance, handoff).await;
         Stack {
             _server: server,
             sim,
@@ -376,71 +365,11 @@ mod simulator {
         }
     }
 
-    async fn next(events: &mut MaintenanceEvents, pred: impl Fn(&EventKind) -> bool) {
-        tokio::time::timeout(WIDE, async {
-            loop {
-                match events.recv().await {
-                    Some(e) if pred(&e.kind) => return,
-                    Some(_) => {}
-                    None => panic!("the event stream ended"),
-                }
-            }
-        })
-        .await
-        .expect("the event came")
-    }
-
-    /// Four tasks sending INCR and GET through MetricsHook until stopped.
-    struct Load {
-        stop: Arc<AtomicBool>,
-        tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
-    }
-
-    fn load(svc: MetricsHook<HandoffRetry>) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..4)
-            .map(|t| {
-                let (svc, stop) = (svc.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let (mut ok, mut errors) = (0, Vec::new());
-                    while !stop.load(Ordering::Relaxed) {
-                        for c in [
-                            cmd!("INCR", format!("m:{t}")),
-                            cmd!("GET", format!("m:{t}")),
-                        ] {
-                            match svc.clone().oneshot(c).await {
-                                Ok(_) => ok += 1,
-                                Err(e) => errors.push(e.to_string()),
-                            }
-                        }
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    (ok, errors)
-                })
-            })
-            .collect();
-        Load { stop, tasks }
-    }
-
-    impl Load {
-        /// Stops the tasks; how many answers came back ok (none may have failed).
-        async fn finish(self) -> u64 {
-            self.stop.store(true, Ordering::Relaxed);
-            let mut total = 0;
-            for t in self.tasks {
-                let (ok, errors) = tokio::time::timeout(WIDE, t).await.unwrap().unwrap();
-                assert!(errors.is_empty(), "{errors:?}");
-                total += ok;
-            }
-            total
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_simulator_scenario_yields_the_expected_notification_and_handoff_counts() {
         let mut s = stack(2).await;
         let svc = s.metrics.layer().layer(s.stack.clone());
-        let running = load(svc);
+        let running = load::start(&svc, 4, "m", Duration::ZERO, Duration::from_millis(2));
         tokio::time::sleep(Duration::from_millis(100)).await;
 
         s.sim.migrate(0, Duration::from_millis(200)).await.unwrap();
@@ -448,13 +377,14 @@ mod simulator {
         // A MIGRATING whose sequence number is not a number: dropped, counted as an error.
         let bad = &b">3\r\n$9\r\nMIGRATING\r\n$3\r\nabc\r\n:5\r\n"[..];
         assert_eq!(s.sim.send_raw(0, bad).unwrap(), 1);
-        let moving = s.sim.moving(0, 1, Duration::from_secs(2)).await.unwrap();
-        next(&mut s.events, |k| {
-            matches!(k, EventKind::HandoffDrained { .. })
-        })
-        .await;
+        let grace = Duration::from_secs(2);
+        let (moving, _) = moving_until(&s.sim, &mut s.events, (0, 1), grace, handoff_drained).await;
         moving.done().await;
-        let ok = running.finish().await;
+        let outcomes = running.finish().await;
+        for o in &outcomes {
+            assert!(o.errors.is_empty(), "{:?}", o.errors);
+        }
+        let ok: u64 = outcomes.iter().map(|o| o.incr_ok + o.get_ok).sum();
 
         let snap = settled(&s.metrics, |x| {
             let m = &x.maintenance;
@@ -504,11 +434,8 @@ mod simulator {
     async fn a_failed_handoff_is_counted_with_its_duration() {
         let mut s = stack(2).await;
         s.sim.refuse(1).unwrap();
-        let moving = s.sim.moving(0, 1, Duration::from_secs(30)).await.unwrap();
-        next(&mut s.events, |k| {
-            matches!(k, EventKind::HandoffFailed { .. })
-        })
-        .await;
+        let grace = Duration::from_secs(30);
+        let (moving, _) = moving_until(&s.sim, &mut s.events, (0, 1), grace, handoff_failed).await;
         let snap = settled(&s.metrics, |x| x.maintenance.handoffs_failed >= 1).await;
         moving.abort();
         let m = &snap.maintenance;

@@ -2,18 +2,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::events::wait_until;
+use common::load;
+use common::sim::{demux_to, sim_over};
 use common::RedisServer;
 use redis_handoff::handoff::HandoffConfig;
 use redis_handoff::maintenance::EndpointType;
 use redis_handoff::pool::Pool;
-use redis_handoff::sim::{Backend, Simulator};
-use redis_handoff::{
-    cmd, ConnectOptions, Connector, EventKind, Maintenance, MaintenanceConfig, NotificationDemux,
-};
+use redis_handoff::sim::Simulator;
+use redis_handoff::{cmd, EventKind, Maintenance, MaintenanceConfig};
 use tower::ServiceExt;
 
 const WIDE: Duration = Duration::from_secs(60);
@@ -24,15 +23,9 @@ async fn pool_over_sim(
     size: usize,
     config: MaintenanceConfig,
 ) -> (Simulator, Pool, Maintenance) {
-    let sim = Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .nodes(nodes)
-        .start()
-        .await
-        .unwrap();
+    let sim = sim_over(server, nodes).await;
     let maintenance = Maintenance::new(config);
-    let connector = Connector::new(ConnectOptions::from_url(&sim.node(0).url()).unwrap()).unwrap();
-    let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
+    let demuxed = demux_to(&sim, 0, &maintenance);
     let pool = Pool::connect(demuxed, maintenance.clone(), size, HandoffConfig::default())
         .await
         .unwrap();
@@ -55,25 +48,7 @@ async fn a_moving_moves_all_hundred_connections_within_the_worker_bound_with_non
     assert_eq!(pool.limiter().queue_size(), 500);
     let mut events = maintenance.subscribe();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..50)
-        .map(|t| {
-            let pool = pool.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let (mut ok, mut errors) = (0u64, Vec::new());
-                let key = format!("pool:{t}");
-                while !stop.load(Ordering::Relaxed) {
-                    match pool.clone().oneshot(cmd!("INCR", &key)).await {
-                        Ok(_) => ok += 1,
-                        Err(e) => errors.push(e.to_string()),
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                (ok, errors)
-            })
-        })
-        .collect();
+    let load = load::start_incr_only(&pool, 50, "pool", Duration::ZERO, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let moving = sim.moving(0, 1, Duration::from_secs(5)).await.unwrap();
@@ -96,7 +71,7 @@ async fn a_moving_moves_all_hundred_connections_within_the_worker_bound_with_non
     .expect("every connection switched");
     moving.done().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
+    let outcomes = load.finish().await;
 
     let target = sim.node(1).endpoint();
     for stack in pool.stacks() {
@@ -113,8 +88,8 @@ async fn a_moving_moves_all_hundred_connections_within_the_worker_bound_with_non
     let gauges = metrics.snapshot().pool;
     assert_eq!((gauges.workers_max, gauges.queue_capacity), (33, 500));
     assert_eq!(gauges.workers_peak, peak as u64);
-    for (t, task) in tasks.into_iter().enumerate() {
-        let (ok, errors) = task.await.unwrap();
+    for (t, o) in outcomes.iter().enumerate() {
+        let (ok, errors) = (o.incr_ok, &o.errors);
         assert!(errors.is_empty(), "task {t}: {errors:?}");
         let value = pool
             .clone()
@@ -178,11 +153,13 @@ async fn a_blocking_command_takes_a_connection_of_its_own() {
         let pool = pool.clone();
         tokio::spawn(async move { pool.oneshot(cmd!("BLPOP", "jobs", 0)).await })
     };
-    let deadline = tokio::time::Instant::now() + WIDE;
-    while pool.held() == 0 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        "the BLPOP holds a connection",
+        WIDE,
+        Duration::from_millis(5),
+        || pool.held() > 0,
+    )
+    .await;
     // Other commands keep flowing on the other connection, not behind the BLPOP.
     for i in 0..200 {
         let r = tokio::time::timeout(

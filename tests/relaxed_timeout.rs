@@ -7,19 +7,23 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::events::{handoff_switched, next_matching, wait_until};
+use common::sim::{handoff_to, sim_over_with};
 use common::RedisServer;
 use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
-use redis_handoff::maintenance::{MaintenanceEvent, MaintenanceEvents, RelaxationEnd};
+use redis_handoff::maintenance::{MaintenanceEvents, RelaxationEnd};
 use redis_handoff::relaxed_timeout::{RelaxedTimeout, RelaxedTimeoutLayer};
-use redis_handoff::sim::{Backend, Simulator};
+use redis_handoff::sim::Simulator;
 use redis_handoff::{
-    cmd, ConnectOptions, Connection, Connector, EndpointStatus, Error, EventKind, Maintenance,
-    MaintenanceConfig, Notification, NotificationDemux,
+    cmd, Connection, EndpointStatus, Error, EventKind, Maintenance, MaintenanceConfig, Notification,
 };
 use tower::{ServiceBuilder, ServiceExt};
 
 /// Bound on anything the tests wait for; only reached when something is broken.
 const WIDE: Duration = Duration::from_secs(30);
+
+/// How often a condition is checked while waiting for it.
+const POLL: Duration = Duration::from_millis(5);
 
 /// A `MIGRATING` push frame, as Redis Software sends it.
 const MIGRATING: &[u8] = b">4\r\n$9\r\nMIGRATING\r\n:19\r\n:10\r\n*1\r\n$1\r\n1\r\n";
@@ -35,13 +39,7 @@ struct Stack {
 }
 
 async fn sim_over(server: &RedisServer, nodes: usize, migrate_latency: Duration) -> Simulator {
-    Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .nodes(nodes)
-        .migrate_latency(migrate_latency)
-        .start()
-        .await
-        .expect("simulator starts")
+    sim_over_with(server, |b| b.nodes(nodes).migrate_latency(migrate_latency)).await
 }
 
 async fn stack(
@@ -53,11 +51,7 @@ async fn stack(
     let node = sim.node(0);
     let maintenance = Maintenance::new(config);
     let events = maintenance.subscribe();
-    let connector = Connector::new(ConnectOptions::from_url(&node.url()).unwrap()).unwrap();
-    let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
-    let handoff = HandoffRetry::connect(demuxed, maintenance.clone(), HandoffConfig::default())
-        .await
-        .expect("the stack connects through the simulator");
+    let handoff = handoff_to(sim, &maintenance, HandoffConfig::default()).await;
     // State is kept under the configured endpoint: the node's.
     assert_eq!(handoff.configured_endpoint(), &node.endpoint());
     let status = maintenance.status(&node.endpoint());
@@ -74,31 +68,6 @@ async fn stack(
 
 fn config() -> redis_handoff::maintenance::MaintenanceConfigBuilder {
     MaintenanceConfig::builder()
-}
-
-async fn wait_for_event(
-    events: &mut MaintenanceEvents,
-    pred: impl Fn(&EventKind) -> bool,
-) -> MaintenanceEvent {
-    tokio::time::timeout(WIDE, async {
-        loop {
-            match events.recv().await {
-                Some(e) if pred(&e.kind) => return e,
-                Some(_) => {}
-                None => panic!("events ended"),
-            }
-        }
-    })
-    .await
-    .expect("the event came")
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WIDE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what} within {WIDE:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// What a load task saw: how many commands succeeded, the slowest one, and the failures.
@@ -169,7 +138,7 @@ async fn a_migration_fails_no_command_and_the_normal_timeout_is_back_once_it_is_
         tokio::spawn(async move { sim.migrate(0, window).await })
     };
     let status = s.status.clone();
-    wait_until("the endpoint is relaxed", || {
+    wait_until("the endpoint is relaxed", WIDE, POLL, || {
         status.is_relaxed(Instant::now())
     })
     .await;
@@ -192,7 +161,7 @@ async fn a_migration_fails_no_command_and_the_normal_timeout_is_back_once_it_is_
     );
 
     migration.await.unwrap().unwrap();
-    wait_for_event(&mut s.events, |k| {
+    next_matching(&mut s.events, WIDE, |k| {
         matches!(
             k,
             EventKind::RelaxationEnded {
@@ -245,7 +214,7 @@ async fn a_lost_migrated_ends_the_relaxation_at_the_backstop() {
 
     // A MIGRATING whose MIGRATED never comes.
     assert_eq!(sim.send_raw(0, MIGRATING).unwrap(), 1);
-    let start = wait_for_event(&mut s.events, |k| {
+    let start = next_matching(&mut s.events, WIDE, |k| {
         matches!(k, EventKind::Notification(Notification::Migrating { .. }))
     })
     .await;
@@ -255,7 +224,7 @@ async fn a_lost_migrated_ends_the_relaxation_at_the_backstop() {
     let reply = s.redis.clone().oneshot(cmd!("GET", "k")).await.unwrap();
     assert_eq!(reply.as_str(), Some("v"));
 
-    let ended = wait_for_event(&mut s.events, |k| {
+    let ended = next_matching(&mut s.events, WIDE, |k| {
         matches!(k, EventKind::RelaxationEnded { .. })
     })
     .await;
@@ -348,7 +317,7 @@ async fn a_relaxed_timeout_shorter_than_the_normal_one_keeps_the_normal_one() {
         tokio::spawn(async move { sim.migrate(0, window).await })
     };
     let status = s.status.clone();
-    wait_until("the endpoint is relaxed", || {
+    wait_until("the endpoint is relaxed", WIDE, POLL, || {
         status.is_relaxed(Instant::now())
     })
     .await;
@@ -392,23 +361,20 @@ async fn moving_relaxes_until_the_post_handoff_tail_ends() {
 
     let moving = sim.moving(0, 1, grace).await.unwrap();
     assert_eq!(moving.recipients(), 1);
-    let notified = wait_for_event(&mut s.events, |k| {
+    let notified = next_matching(&mut s.events, WIDE, |k| {
         matches!(k, EventKind::Notification(Notification::Moving { .. }))
     })
     .await;
     // Relaxed from the MOVING on (checked at the moment it was processed).
     assert!(s.status.is_relaxed(notified.at));
 
-    let switched = wait_for_event(&mut s.events, |k| {
-        matches!(k, EventKind::HandoffSwitched { .. })
-    })
-    .await;
+    let switched = next_matching(&mut s.events, WIDE, handoff_switched).await;
     assert!(s.status.is_relaxed(switched.at));
     assert_eq!(s.status.moving(), None, "the MOVING was acted on");
     // From the switch on, for the post-handoff duration only, not the MOVING's grace period.
     assert!(!s.status.is_relaxed(switched.at + Duration::from_secs(3)));
 
-    let ended = wait_for_event(&mut s.events, |k| {
+    let ended = next_matching(&mut s.events, WIDE, |k| {
         matches!(k, EventKind::RelaxationEnded { .. })
     })
     .await;
@@ -464,7 +430,7 @@ async fn a_timeout_says_whether_it_was_relaxed_and_after_how_long() {
     assert!(!text.contains("relaxed"), "{text}");
 
     assert_eq!(sim.send_raw(0, MIGRATING).unwrap(), 1);
-    wait_for_event(&mut s.events, |k| {
+    next_matching(&mut s.events, WIDE, |k| {
         matches!(k, EventKind::Notification(Notification::Migrating { .. }))
     })
     .await;

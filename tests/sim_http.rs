@@ -7,8 +7,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::sim::redis_and_sim;
 use common::{show, RawClient, RedisServer};
-use redis_handoff::sim::{Backend, HttpServer, Simulator};
+use redis_handoff::sim::{HttpServer, Simulator};
 use serde_json::{json, Value};
 
 struct Setup {
@@ -19,13 +20,7 @@ struct Setup {
 }
 
 async fn setup(nodes: usize) -> Setup {
-    let server = RedisServer::start();
-    let sim = Simulator::builder()
-        .backend(Backend::redis(server.addr()))
-        .nodes(nodes)
-        .start()
-        .await
-        .unwrap();
+    let (server, sim) = redis_and_sim(nodes).await;
     let http = sim.serve_http("127.0.0.1:0").await.unwrap();
     Setup {
         target: server.port,

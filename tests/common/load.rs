@@ -1,13 +1,11 @@
 //! A workload for tests that run commands across maintenance: tasks that each increment their
-//! own counter and read it back until stopped, recording every outcome, and a helper to wait for
-//! maintenance events.
+//! own counter (and read it back) until stopped, recording every outcome.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis_handoff::maintenance::MaintenanceEvents;
-use redis_handoff::{cmd, Command, Error, EventKind, Reply};
+use redis_handoff::{cmd, Command, Error, Reply};
 use tower::{Service, ServiceExt};
 
 /// What one task saw.
@@ -29,9 +27,40 @@ pub struct Load {
     tasks: Vec<tokio::task::JoinHandle<Outcome>>,
 }
 
-/// Starts `tasks` tasks on `service`; task `t` uses the key `{prefix}:{t}`, starts `stagger x t`
-/// late (so that tasks do not move in lockstep) and pauses `pause` between rounds.
+/// Starts `tasks` tasks on `service` that each round INCR their key and GET it back; task `t`
+/// uses the key `{prefix}:{t}`, starts `stagger x t` late (so that tasks do not move in
+/// lockstep) and pauses `pause` between rounds.
 pub fn start<S>(service: &S, tasks: usize, prefix: &str, stagger: Duration, pause: Duration) -> Load
+where
+    S: Service<Command, Response = Reply, Error = Error> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    spawn(service, tasks, prefix, stagger, pause, true)
+}
+
+/// Like [`start`], with an INCR alone each round (no GET).
+pub fn start_incr_only<S>(
+    service: &S,
+    tasks: usize,
+    prefix: &str,
+    stagger: Duration,
+    pause: Duration,
+) -> Load
+where
+    S: Service<Command, Response = Reply, Error = Error> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    spawn(service, tasks, prefix, stagger, pause, false)
+}
+
+fn spawn<S>(
+    service: &S,
+    tasks: usize,
+    prefix: &str,
+    stagger: Duration,
+    pause: Duration,
+    get: bool,
+) -> Load
 where
     S: Service<Command, Response = Reply, Error = Error> + Clone + Send + 'static,
     S::Future: Send,
@@ -55,9 +84,11 @@ where
                             o.errors.push(format!("INCR: {e}"));
                         }
                     }
-                    match service.clone().oneshot(cmd!("GET", &key)).await {
-                        Ok(_) => o.get_ok += 1,
-                        Err(e) => o.errors.push(format!("GET: {e}")),
+                    if get {
+                        match service.clone().oneshot(cmd!("GET", &key)).await {
+                            Ok(_) => o.get_ok += 1,
+                            Err(e) => o.errors.push(format!("GET: {e}")),
+                        }
                     }
                     if !pause.is_zero() {
                         tokio::time::sleep(pause).await;
@@ -96,22 +127,4 @@ where
         .await
         .expect("GET");
     r.as_i64().unwrap_or(0) as u64
-}
-
-/// The next event whose kind matches, within 30 s.
-pub async fn next_event(
-    events: &mut MaintenanceEvents,
-    pred: impl Fn(&EventKind) -> bool,
-) -> EventKind {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match events.recv().await {
-                Some(e) if pred(&e.kind) => return e.kind,
-                Some(_) => {}
-                None => panic!("the event stream ended"),
-            }
-        }
-    })
-    .await
-    .expect("the event came")
 }

@@ -1,4 +1,6 @@
 //! Test support: real redis-server processes on free ports, started and stopped by the tests.
+//! Built on them: the simulator and stacks over it (`sim`), connectors and a publisher
+//! (`client`), a workload (`load`), event and condition waits (`events`), log capture (`logs`).
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpListener;
@@ -6,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod client;
+pub mod events;
 pub mod load;
 pub mod logs;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 /// A redis-server process that lives as long as this value.
 pub struct RedisServer {

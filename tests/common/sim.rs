@@ -1,0 +1,70 @@
+//! The maintenance simulator in front of a real redis-server, and the client stacks tests build
+//! over it.
+
+use std::time::Duration;
+
+use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
+use redis_handoff::maintenance::MaintenanceEvents;
+use redis_handoff::sim::{Backend, Moving, Simulator, SimulatorBuilder};
+use redis_handoff::{Connector, EventKind, Maintenance, NotificationDemux};
+
+use super::client::connector;
+use super::events::next_event;
+use super::RedisServer;
+
+/// A simulator in front of `server`, configured further by `configure` (nodes, latency, replay).
+pub async fn sim_over_with(
+    server: &RedisServer,
+    configure: impl FnOnce(SimulatorBuilder) -> SimulatorBuilder,
+) -> Simulator {
+    configure(Simulator::builder().backend(Backend::redis(server.addr())))
+        .start()
+        .await
+        .expect("simulator starts")
+}
+
+/// A simulator of `nodes` nodes in front of `server`.
+pub async fn sim_over(server: &RedisServer, nodes: usize) -> Simulator {
+    sim_over_with(server, |b| b.nodes(nodes)).await
+}
+
+/// A fresh redis-server and a simulator of `nodes` nodes in front of it (keep both alive).
+pub async fn redis_and_sim(nodes: usize) -> (RedisServer, Simulator) {
+    let server = RedisServer::start();
+    let sim = sim_over(&server, nodes).await;
+    (server, sim)
+}
+
+/// A demux over a connector configured with node `node` of `sim`.
+pub fn demux_to(
+    sim: &Simulator,
+    node: usize,
+    maintenance: &Maintenance,
+) -> NotificationDemux<Connector> {
+    NotificationDemux::over_connector(connector(&sim.node(node).url()), maintenance.clone())
+}
+
+/// HandoffRetry over a demux to node 0 of `sim`, connected.
+pub async fn handoff_to(
+    sim: &Simulator,
+    maintenance: &Maintenance,
+    config: HandoffConfig,
+) -> HandoffRetry {
+    HandoffRetry::connect(demux_to(sim, 0, maintenance), maintenance.clone(), config)
+        .await
+        .expect("the stack connects through the simulator")
+}
+
+/// Sends a `MOVING` from node `from` to node `to` with `grace`, then waits for the first event
+/// that `until` accepts; returns the `MOVING` (to wait for or abort) and that event's kind.
+pub async fn moving_until(
+    sim: &Simulator,
+    events: &mut MaintenanceEvents,
+    (from, to): (usize, usize),
+    grace: Duration,
+    until: impl Fn(&EventKind) -> bool,
+) -> (Moving, EventKind) {
+    let moving = sim.moving(from, to, grace).await.unwrap();
+    let seen = next_event(events, until).await;
+    (moving, seen)
+}
