@@ -24,16 +24,17 @@
 //!
 //! A command whose connection ended under it is sent again on the next connection when that
 //! cannot run it twice: always when it was never written ([`Error::NotSent`]); when it was
-//! written and its reply lost, per the [`ResendPolicy`] (by default [`Resend::SafeOnly`]: only read-only and idempotent
-//! commands). Other commands get [`Error::ConnectionLost`], which says they may have run.
+//! written and its reply lost, per the [`ResendPolicy`] (by default [`Resend::SafeOnly`]: only
+//! read-only and idempotent commands). Other commands get [`Error::ConnectionLost`], which says
+//! they may have run.
 //!
 //! # Why a trait instead of `tower::MakeService`
 //! Making a connection here needs two things a `MakeService<Endpoint>` cannot say: the stack's
 //! configured address (where to go back to) and a per-attempt bound (`handoff_timeout` for a
 //! handoff, `connect_timeout` for a reconnect). [`MakeConnection`] carries both. It lives with
-//! the connection (`crate::connection`), implemented there for [`Connector`] and by the demux
-//! for [`NotificationDemux`](crate::NotificationDemux) over one, so this layer names no other
-//! layer.
+//! the connection (`crate::connection`), implemented there for [`Connector`](crate::Connector)
+//! and by the demux for [`NotificationDemux`](crate::NotificationDemux) over one, so this
+//! layer names no other layer.
 //!
 //! # Example
 //! ```no_run
