@@ -67,7 +67,9 @@ async fn open(kind: usize, url: &str) -> Box<dyn std::any::Any> {
         1 => {
             let s = Stack::connect(url).await.expect("connect");
             let mut svc = s.clone();
-            tower::ServiceExt::ready(&mut svc).await.expect("ready");
+            tower::ServiceExt::<redis_handoff::Command>::ready(&mut svc)
+                .await
+                .expect("ready");
             tower::Service::call(&mut svc, cmd!("PING"))
                 .await
                 .expect("ping");

@@ -305,12 +305,17 @@ impl Command {
         }
     }
 
-    /// Whether running the command twice leaves the same state as running it once, so that a
-    /// command whose reply was lost can be sent again. Read-only commands are idempotent.
+    /// Whether the command can be sent again after its reply was lost: running it twice leaves
+    /// the same data **and** gives the same reply as running it once, so the caller cannot tell.
     ///
-    /// Conservative: unknown commands, scripts, transactions and anything whose second run would
-    /// change state (`INCR`, `LPUSH`, `PUBLISH`) or whose reply would mislead (`SET ... NX`,
-    /// `SETNX`, `SET ... GET`) are not.
+    /// True for read-only commands and for the writes in [`Command::RESENDABLE_WRITES`]: `SET`
+    /// (without `NX`, `XX` or `GET`), `SETEX`, `PSETEX`, `MSET`, `HMSET`, `LSET`, `SETRANGE`,
+    /// `LTRIM`, and `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` without a condition (`NX`,
+    /// `XX`, `GT`, `LT`). Everything else is not, among them commands whose second run changes
+    /// the reply (`DEL`, `UNLINK`, `SADD`, `SREM`, `HSET`, `HDEL`, `ZADD`, `ZREM`, `PFADD`,
+    /// `PERSIST`, `SETBIT`, `TOUCH`), that change data each time (`INCR`, `LPUSH`, `PUBLISH`),
+    /// that wipe other clients' writes made in between (`FLUSHALL`, `FLUSHDB`), scripts,
+    /// transactions and connection-state commands.
     pub fn is_idempotent(&self) -> bool {
         if self.is_read_only() {
             return true;
@@ -318,11 +323,85 @@ impl Command {
         let Some(name) = self.upper_name() else {
             return false;
         };
-        match name.as_str() {
-            "SET" => !(self.has_option("NX") || self.has_option("XX") || self.has_option("GET")),
-            "ZADD" => !(self.has_option("INCR")),
-            n => IDEMPOTENT_WRITES.binary_search(&n).is_ok(),
+        let name = name.as_str();
+        if RESENDABLE_WRITES
+            .binary_search_by(|(n, _)| n.cmp(&name))
+            .is_err()
+        {
+            return false;
         }
+        match name {
+            // `NX`/`XX` answer differently the second time; `GET` returns the first run's value.
+            "SET" => !["NX", "XX", "GET"].iter().any(|o| self.has_option(o)),
+            // A condition can hold the first time and not the second (`NX`, `GT` at the same
+            // absolute time).
+            "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => {
+                !["NX", "XX", "GT", "LT"].iter().any(|o| self.has_option(o))
+            }
+            _ => true,
+        }
+    }
+
+    /// The writes [`Command::is_idempotent`] lets be sent again after a lost reply, each with
+    /// why running it twice is indistinguishable from running it once. Sorted by name.
+    pub const RESENDABLE_WRITES: &'static [(&'static str, &'static str)] = RESENDABLE_WRITES;
+
+    /// How the command changes the connection it is sent on rather than the data, if it does.
+    ///
+    /// Such commands are refused on a connection that several callers share: see
+    /// [`StateCommand`]. Cheap for every other command: a length and first-byte check.
+    pub fn state_change(&self) -> Option<StateCommand> {
+        let name = self.name_bytes();
+        let first = name.first()?.to_ascii_uppercase();
+        // Only names of these lengths and initials can be state commands.
+        let candidate = matches!(
+            (name.len(), first),
+            (4, b'A' | b'E' | b'Q' | b'S')
+                | (5, b'M' | b'W' | b'H' | b'R' | b'P')
+                | (6, b'S' | b'C' | b'A')
+                | (7, b'D' | b'U' | b'M')
+                | (8, b'R')
+                | (9, b'R')
+        );
+        if !candidate {
+            return None;
+        }
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        let state = if is("MULTI") || is("EXEC") || is("DISCARD") {
+            StateCommand::Transaction
+        } else if is("WATCH") || is("UNWATCH") {
+            StateCommand::Watch
+        } else if is("SELECT") {
+            StateCommand::Select
+        } else if is("AUTH") {
+            StateCommand::Auth
+        } else if is("READONLY") || is("READWRITE") {
+            StateCommand::ReadOnly
+        } else if is("ASKING") {
+            StateCommand::Asking
+        } else if is("HELLO") || is("RESET") {
+            StateCommand::Protocol
+        } else if is("MONITOR") || is("QUIT") || is("SYNC") || is("PSYNC") {
+            StateCommand::Replies
+        } else if is("CLIENT") {
+            let sub = |w: &str| self.arg_is(1, w);
+            if sub("REPLY") {
+                StateCommand::Replies
+            } else if sub("SETNAME") || sub("SETINFO") {
+                StateCommand::ClientName
+            } else if sub("TRACKING") || sub("CACHING") {
+                StateCommand::Tracking
+            } else if sub("NO-EVICT") || sub("NO-TOUCH") {
+                StateCommand::ClientFlag
+            } else if sub("MAINT_NOTIFICATIONS") {
+                StateCommand::Maintenance
+            } else {
+                return None;
+            }
+        } else {
+            return None;
+        };
+        Some(state)
     }
 
     /// How long the command may block on the server, when it is a blocking command.
@@ -441,6 +520,110 @@ pub enum Block {
     Forever,
     /// At most this long.
     For(Duration),
+}
+
+/// A command that changes the connection it is sent on rather than the data; from
+/// [`Command::state_change`].
+///
+/// On a connection that many callers share, such a command would change what every other
+/// caller's commands do (a `MULTI` makes the server queue them, a `SELECT` moves them to
+/// another database) or break the order in which replies are matched to commands. They are
+/// refused there with [`Error::Refused`](crate::Error::Refused) before anything is written. On
+/// a dedicated connection (`Stack::dedicated`) the first kinds are allowed; the last three
+/// never are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StateCommand {
+    /// `MULTI`, `EXEC`, `DISCARD`.
+    Transaction,
+    /// `WATCH`, `UNWATCH`.
+    Watch,
+    /// `SELECT`.
+    Select,
+    /// `AUTH` after the handshake.
+    Auth,
+    /// `CLIENT SETNAME`, `CLIENT SETINFO`.
+    ClientName,
+    /// `CLIENT TRACKING`, `CLIENT CACHING`.
+    Tracking,
+    /// `CLIENT NO-EVICT`, `CLIENT NO-TOUCH`.
+    ClientFlag,
+    /// `READONLY`, `READWRITE` (cluster replicas).
+    ReadOnly,
+    /// `ASKING` (a cluster redirect; applies to the next command on the connection).
+    Asking,
+    /// `HELLO`, `RESET`: they change the protocol and drop subscriptions. Never allowed.
+    Protocol,
+    /// `CLIENT REPLY`, `MONITOR`, `QUIT`, `SYNC`, `PSYNC`: the server stops answering one reply
+    /// per command. Never allowed.
+    Replies,
+    /// `CLIENT MAINT_NOTIFICATIONS`: set by the maintenance configuration. Never allowed by hand.
+    Maintenance,
+}
+
+impl StateCommand {
+    /// Whether a dedicated connection, which no other caller uses, accepts it.
+    pub fn allowed_on_dedicated(self) -> bool {
+        !matches!(
+            self,
+            StateCommand::Protocol | StateCommand::Replies | StateCommand::Maintenance
+        )
+    }
+
+    /// Why it is refused on a shared connection, and what to use instead.
+    pub fn advice(self) -> &'static str {
+        match self {
+            StateCommand::Transaction => {
+                "on a shared connection the server would queue other callers' commands in this \
+                 transaction; send a `Transaction` (MULTI ... EXEC written as one), or use a \
+                 dedicated connection"
+            }
+            StateCommand::Watch => {
+                "a WATCH belongs to the connection, which other callers share; use a dedicated \
+                 connection (`dedicated()` or the `watch` helper)"
+            }
+            StateCommand::Select => {
+                "SELECT would move every caller of the connection to another database; set the \
+                 database in the URL (`redis://host/3`) or `ConnectOptions::with_database`, or \
+                 use a dedicated connection"
+            }
+            StateCommand::Auth => {
+                "AUTH would change the user of every caller of the connection; set the user and \
+                 password in the URL or `ConnectOptions::with_auth`, or use a dedicated connection"
+            }
+            StateCommand::ClientName => {
+                "the connection's name is set once for everyone: use `client_name` in the URL or \
+                 `ConnectOptions::with_client_name`, or a dedicated connection"
+            }
+            StateCommand::Tracking => {
+                "client tracking is set for the whole connection: use \
+                 `ConnectOptions::with_tracking`, or a dedicated connection"
+            }
+            StateCommand::ClientFlag => {
+                "this flag would apply to every caller of the connection; use a dedicated connection"
+            }
+            StateCommand::ReadOnly => {
+                "READONLY/READWRITE would change where every caller of the connection may read; \
+                 use a dedicated connection"
+            }
+            StateCommand::Asking => {
+                "ASKING applies to whichever command comes next on the connection, possibly \
+                 another caller's; use a dedicated connection"
+            }
+            StateCommand::Protocol => {
+                "HELLO and RESET change the protocol and drop subscriptions under the \
+                 connection; the protocol is RESP3 and set at connect time"
+            }
+            StateCommand::Replies => {
+                "the server would stop answering one reply per command, and replies could no \
+                 longer be matched to their callers; not supported on any connection"
+            }
+            StateCommand::Maintenance => {
+                "maintenance notifications are switched on by the `MaintenanceConfig` of the \
+                 stack, for every new connection"
+            }
+        }
+    }
 }
 
 /// A subscription change: which family, and how many channels the command names.
@@ -742,32 +925,53 @@ const READ_ONLY: &[&str] = &[
     "ZUNION",
 ];
 
-// Sorted: writes that leave the same state when run twice.
-const IDEMPOTENT_WRITES: &[&str] = &[
-    "DEL",
-    "EXPIRE",
-    "EXPIREAT",
-    "FLUSHALL",
-    "FLUSHDB",
-    "HDEL",
-    "HMSET",
-    "HSET",
-    "LSET",
-    "MSET",
-    "PERSIST",
-    "PEXPIRE",
-    "PEXPIREAT",
-    "PFADD",
-    "PSETEX",
-    "SADD",
-    "SELECT",
-    "SETBIT",
-    "SETEX",
-    "SETRANGE",
-    "SREM",
-    "TOUCH",
-    "UNLINK",
-    "ZREM",
+// The one list of writes sent again after a lost reply, sorted by name (binary search), each
+// with why a second run cannot be told from the first: same data, same reply. Options that break
+// this (`SET ... NX`, `EXPIRE ... GT`) are checked in `Command::is_idempotent`.
+//
+// Left out on purpose, with the reason: DEL, UNLINK, PERSIST (1 then 0); SADD, SREM, HSET, HDEL,
+// ZADD, ZREM, PFADD (the count of changed members drops to 0); SETBIT (returns the old bit, the
+// new one the second time); TOUCH (harmless to repeat, but never worth the risk of a changed
+// count); FLUSHALL, FLUSHDB (a second run wipes what other clients wrote in between); SELECT and
+// other connection-state commands (refused on shared connections); GETSET, GETDEL, MSETNX,
+// HSETNX, RENAME, COPY (reply or effect differ the second time).
+const RESENDABLE_WRITES: &[(&str, &str)] = &[
+    (
+        "EXPIRE",
+        "without NX/XX/GT/LT: sets the same TTL again, answers 1 again",
+    ),
+    (
+        "EXPIREAT",
+        "without NX/XX/GT/LT: the same absolute time, answers 1 again",
+    ),
+    (
+        "HMSET",
+        "sets the same fields to the same values, answers OK",
+    ),
+    ("LSET", "sets the same index to the same value, answers OK"),
+    (
+        "LTRIM",
+        "a list already trimmed to the range stays the same, answers OK",
+    ),
+    ("MSET", "sets the same values, answers OK"),
+    (
+        "PEXPIRE",
+        "without NX/XX/GT/LT: sets the same TTL again, answers 1 again",
+    ),
+    (
+        "PEXPIREAT",
+        "without NX/XX/GT/LT: the same absolute time, answers 1 again",
+    ),
+    ("PSETEX", "sets the same value and TTL, answers OK"),
+    (
+        "SET",
+        "without NX/XX/GET: sets the same value (and TTL), answers OK",
+    ),
+    ("SETEX", "sets the same value and TTL, answers OK"),
+    (
+        "SETRANGE",
+        "writes the same bytes at the same offset, answers the same length",
+    ),
 ];
 
 #[cfg(test)]

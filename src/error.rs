@@ -131,6 +131,38 @@ pub enum Error {
         /// The last attempt's failure.
         reason: Arc<str>,
     },
+
+    /// The command was refused before anything was written, because it would change the
+    /// connection (its database, protocol, transaction state, ...) for every caller sharing it,
+    /// or break the order in which replies are matched. The reason says what to use instead.
+    Refused {
+        /// The command, such as `MULTI` or `CLIENT REPLY`.
+        command: Arc<str>,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
+
+    /// A transaction did not apply because a key it `WATCH`ed changed before `EXEC` (the server
+    /// answered `EXEC` with null). Nothing in it ran; read again and retry.
+    WatchConflict {
+        /// How many times it was tried (1 for a single `EXEC`; the attempts of a watch loop).
+        attempts: u32,
+    },
+
+    /// The connection that held a `WATCH` or an open `MULTI` was replaced (a handoff or a
+    /// reconnect), and with it the server forgot them. `EXEC` was not sent, so nothing ran
+    /// unguarded; read again and retry on the new connection.
+    WatchLost {
+        /// What replaced the connection.
+        reason: Arc<str>,
+    },
+
+    /// The server discarded a transaction (`EXECABORT`) because some of its commands were refused
+    /// when queued (a wrong number of arguments, an unknown command). Nothing in it ran.
+    TransactionDiscarded {
+        /// Each refused command's position in the transaction (from 0) and the server's error.
+        errors: Arc<[(usize, ServerError)]>,
+    },
 }
 
 /// An error reply from the server, split into its code and message.
@@ -197,6 +229,9 @@ pub enum ErrorClass {
     CircuitOpen,
     /// The caller's input or configuration is wrong. Retrying will not help.
     Usage,
+    /// A transaction did not apply (a watched key changed, or the watch was lost with its
+    /// connection). Nothing ran; the caller may read again and retry.
+    Aborted,
 }
 
 impl ErrorClass {
@@ -216,7 +251,9 @@ impl Error {
             Error::Server(_) | Error::Conversion { .. } => ErrorClass::Server,
             Error::Timeout { .. } => ErrorClass::Timeout,
             Error::CircuitOpen { .. } => ErrorClass::CircuitOpen,
-            Error::Config { .. } => ErrorClass::Usage,
+            Error::Config { .. } | Error::Refused { .. } => ErrorClass::Usage,
+            Error::TransactionDiscarded { .. } => ErrorClass::Server,
+            Error::WatchConflict { .. } | Error::WatchLost { .. } => ErrorClass::Aborted,
             Error::ConnectionLost { .. }
             | Error::NotSent { .. }
             | Error::Connect { .. }
@@ -248,7 +285,11 @@ impl Error {
             | Error::CircuitOpen { .. }
             | Error::Config { .. }
             | Error::MaintenanceUnsupported { .. }
-            | Error::HandoffFailed { .. } => Execution::NotRun,
+            | Error::HandoffFailed { .. }
+            | Error::Refused { .. }
+            | Error::WatchConflict { .. }
+            | Error::WatchLost { .. }
+            | Error::TransactionDiscarded { .. } => Execution::NotRun,
         }
     }
 
@@ -341,6 +382,30 @@ impl fmt::Display for Error {
             ),
             Error::HandoffFailed { endpoint, reason } => {
                 write!(f, "handoff to {endpoint} failed: {reason}")
+            }
+            Error::Refused { command, reason } => {
+                write!(f, "{command} refused, nothing was sent: {reason}")
+            }
+            Error::WatchConflict { attempts: 1 } => write!(
+                f,
+                "the transaction did not apply: a watched key changed before EXEC; nothing ran"
+            ),
+            Error::WatchConflict { attempts } => write!(
+                f,
+                "the transaction did not apply in {attempts} attempts: a watched key changed \
+                 before EXEC every time; nothing ran"
+            ),
+            Error::WatchLost { reason } => write!(
+                f,
+                "the WATCH (or MULTI) was lost with its connection ({reason}); EXEC was not sent \
+                 and nothing ran unguarded: read again and retry"
+            ),
+            Error::TransactionDiscarded { errors } => {
+                write!(f, "the server discarded the transaction (EXECABORT); nothing ran")?;
+                for (i, e) in errors.iter() {
+                    write!(f, "; command {i}: {e}")?;
+                }
+                Ok(())
             }
         }
     }

@@ -74,6 +74,7 @@ pub mod circuit_breaker;
 mod clock;
 pub mod command;
 pub mod connection;
+pub mod dedicated;
 pub mod demux;
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
@@ -87,16 +88,18 @@ pub mod metrics;
 pub mod pool;
 pub mod relaxed_timeout;
 pub mod reply;
+pub mod request;
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
 pub mod stack;
 
 // The request, the response, the error and the address.
-pub use command::{Args, Command, ToArg};
+pub use command::{Args, Command, StateCommand, ToArg};
 pub use endpoint::{ConnectionId, Endpoint};
 pub use error::{Error, ErrorClass, Execution, ServerError};
 pub use reply::Reply;
+pub use request::{Pipeline, Request, Transaction};
 
 // The connection at the bottom of every stack, and how stacks open new ones.
 pub use connection::{ConnectOptions, Connection, Connector, Limits, MakeConnection, TlsOptions};
@@ -115,5 +118,6 @@ pub use metrics::{Metrics, MetricsHook, MetricsHookLayer, MetricsSnapshot};
 pub use relaxed_timeout::{RelaxedTimeout, RelaxedTimeoutLayer};
 
 // Assembled: the recommended stack in one call, and a pool of them.
+pub use dedicated::Dedicated;
 pub use pool::Pool;
 pub use stack::{Stack, StackBuilder};

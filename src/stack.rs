@@ -34,8 +34,9 @@ use std::time::Duration;
 use tower_service::Service;
 
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitHandle};
-use crate::command::Command;
+use crate::command::ToArg;
 use crate::connection::{ConnectOptions, Connector};
+use crate::dedicated::Dedicated;
 use crate::demux::NotificationDemux;
 use crate::error::Error;
 use crate::handoff::{HandoffConfig, HandoffRetry};
@@ -43,6 +44,7 @@ use crate::maintenance::{EndpointStatus, Maintenance, MaintenanceConfig};
 use crate::metrics::{Metrics, MetricsHook};
 use crate::relaxed_timeout::{self, RelaxedTimeout};
 use crate::reply::Reply;
+use crate::request::{Request, Transaction};
 
 /// The service type of the recommended stack.
 pub type StackService =
@@ -113,6 +115,34 @@ impl Stack {
         self.service.metrics()
     }
 
+    /// Opens a connection of one's own under the same layers (the same timeouts, circuit
+    /// breaker and metrics as this stack, its own handoffs), for what a shared connection
+    /// refuses: `WATCH`/`MULTI`/`EXEC` by hand, `SELECT`, client tracking. Closed when dropped.
+    /// See [`Dedicated`].
+    pub async fn dedicated(&self) -> Result<Dedicated<StackService>, Error> {
+        let own = self.handoff().dedicated().await?.into_inner();
+        let mut service = self.service.clone();
+        *service.get_mut().get_mut().get_mut() = own;
+        Ok(Dedicated::new(service))
+    }
+
+    /// The optimistic-locking loop on a dedicated connection opened for it:
+    /// [`Dedicated::watch`]. For several transactions in a row, keep one
+    /// [`dedicated`](Stack::dedicated) connection and call `watch` on it instead.
+    pub async fn watch<K, F, Fut>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        attempts: u32,
+        body: F,
+    ) -> Result<Option<Vec<Result<Reply, Error>>>, Error>
+    where
+        K: ToArg,
+        F: FnMut(StackService) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Transaction>, Error>>,
+    {
+        self.dedicated().await?.watch(keys, attempts, body).await
+    }
+
     /// The whole service, for wrapping in more layers.
     pub fn into_service(self) -> StackService {
         self.service
@@ -174,16 +204,17 @@ impl StackBuilder {
     }
 }
 
-impl Service<Command> for Stack {
-    type Response = Reply;
+/// Commands, pipelines and transactions alike.
+impl<R: Request> Service<R> for Stack {
+    type Response = R::Response;
     type Error = Error;
-    type Future = <StackService as Service<Command>>::Future;
+    type Future = <StackService as Service<R>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.service.poll_ready(cx)
+        Service::<R>::poll_ready(&mut self.service, cx)
     }
 
-    fn call(&mut self, command: Command) -> Self::Future {
-        self.service.call(command)
+    fn call(&mut self, request: R) -> Self::Future {
+        self.service.call(request)
     }
 }

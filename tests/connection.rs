@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::RedisServer;
 use redis_handoff::frame::BytesFrame;
-use redis_handoff::{cmd, ConnectOptions, Connection, Error, TlsOptions};
+use redis_handoff::{cmd, Command, ConnectOptions, Connection, Error, TlsOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
@@ -405,7 +405,7 @@ async fn a_slot_reserved_by_poll_ready_is_released_when_call_never_comes() {
     let conn = Connection::connect_with(opts).await.unwrap();
     for _ in 0..10 {
         let mut reserving = conn.clone();
-        std::future::poll_fn(|cx| reserving.poll_ready(cx))
+        std::future::poll_fn(|cx| Service::<Command>::poll_ready(&mut reserving, cx))
             .await
             .unwrap();
         drop(reserving);

@@ -16,7 +16,7 @@ use redis_handoff::maintenance::{
     AzureEventKind, AzureEvents, EndpointType, EventKind, Maintenance, MaintenanceConfig,
     MaintenanceMode, NotificationSupport, AZURE_CHANNEL,
 };
-use redis_handoff::{cmd, ConnectOptions, Connection, Connector, Endpoint, Error};
+use redis_handoff::{cmd, Command, ConnectOptions, Connection, Connector, Endpoint, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Layer, Service, ServiceExt};
@@ -374,16 +374,14 @@ async fn the_connection_form_demuxes_an_existing_connection() {
         .layer(conn.clone());
 
     // Commands pass straight through.
-    let reply = demuxed
-        .ready()
+    let reply = ServiceExt::<Command>::ready(&mut demuxed)
         .await
         .unwrap()
         .call(cmd!("PING"))
         .await
         .unwrap();
     assert_eq!(reply.as_str(), Some("PONG"));
-    demuxed
-        .ready()
+    ServiceExt::<Command>::ready(&mut demuxed)
         .await
         .unwrap()
         .call(cmd!("SUBSCRIBE", AZURE_CHANNEL))

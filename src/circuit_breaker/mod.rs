@@ -128,11 +128,10 @@ pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
 pub use state::{CircuitHandle, CircuitState, CircuitStats};
 
-use crate::command::Command;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::maintenance::Maintenance;
-use crate::reply::Reply;
+use crate::request::Request;
 use future::Admission;
 use state::{changed_or, Admit, Outcome, ProbeSlot, Shared, Word};
 
@@ -277,12 +276,12 @@ impl<S> CircuitBreaker<S> {
     }
 }
 
-impl<S> CircuitBreaker<S>
-where
-    S: Service<Command, Response = Reply, Error = Error>,
-{
+impl<S> CircuitBreaker<S> {
     #[inline]
-    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn poll_inner<R>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
+    where
+        S: Service<R, Error = Error>,
+    {
         match self.inner.poll_ready(cx) {
             Poll::Ready(Err(e)) => {
                 // The inner service failed before the command could go: that is its outcome.
@@ -300,11 +299,12 @@ where
     }
 }
 
-impl<S> Service<Command> for CircuitBreaker<S>
+impl<S, R> Service<R> for CircuitBreaker<S>
 where
-    S: Service<Command, Response = Reply, Error = Error>,
+    R: Request,
+    S: Service<R, Error = Error>,
 {
-    type Response = Reply;
+    type Response = S::Response;
     type Error = Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -315,11 +315,11 @@ where
             match &self.ready {
                 Ready::None => {}
                 Ready::Reject(_) => return Poll::Ready(Ok(())),
-                Ready::Probe(_) => return self.poll_inner(cx),
+                Ready::Probe(_) => return self.poll_inner::<R>(cx),
                 Ready::Pass(generation) => {
                     // Let through earlier while the inner service was not ready: still closed?
                     if self.shared.word().generation() == *generation {
-                        return self.poll_inner(cx);
+                        return self.poll_inner::<R>(cx);
                     }
                     self.ready = Ready::None;
                 }
@@ -330,12 +330,12 @@ where
                         self.held = None;
                     }
                     self.ready = Ready::Pass(generation);
-                    return self.poll_inner(cx);
+                    return self.poll_inner::<R>(cx);
                 }
                 Admit::Probe(slot) => {
                     self.held = None;
                     self.ready = Ready::Probe(slot);
-                    return self.poll_inner(cx);
+                    return self.poll_inner::<R>(cx);
                 }
                 Admit::Blocked(seen) => match self.hold(cx, seen) {
                     Poll::Pending => return Poll::Pending,
@@ -351,7 +351,7 @@ where
     }
 
     #[inline]
-    fn call(&mut self, command: Command) -> Self::Future {
+    fn call(&mut self, command: R) -> Self::Future {
         let admission = match std::mem::replace(&mut self.ready, Ready::None) {
             Ready::Pass(generation) => Admission::Closed {
                 shared: self.shared.clone(),

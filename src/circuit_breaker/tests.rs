@@ -7,10 +7,12 @@ use redis_protocol::resp3::types::BytesFrame;
 use tower::{service_fn, ServiceExt};
 
 use super::*;
+use crate::command::Command;
 use crate::error::ServerError;
 use crate::maintenance::{
     AzureEvent, AzureEventKind, EventKind, MaintenanceEvent, MaintenanceEvents,
 };
+use crate::reply::Reply;
 
 const OK: u8 = 0;
 const DOWN: u8 = 1;

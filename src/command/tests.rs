@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn tables_are_sorted_for_binary_search() {
     assert!(READ_ONLY.windows(2).all(|w| w[0] < w[1]));
-    assert!(IDEMPOTENT_WRITES.windows(2).all(|w| w[0] < w[1]));
+    assert!(RESENDABLE_WRITES.windows(2).all(|w| w[0].0 < w[1].0));
 }
 
 #[test]
@@ -143,8 +143,19 @@ fn classifies_reads_and_writes() {
     assert!(!cmd!("PUBLISH", "c", "m").is_idempotent());
     assert!(!cmd!("EVAL", "return 1", 0).is_idempotent());
     assert!(!cmd!("ZADD", "z", "INCR", 1, "m").is_idempotent());
-    assert!(cmd!("ZADD", "z", 1, "m").is_idempotent());
-    assert!(cmd!("DEL", "k").is_idempotent());
+    assert!(cmd!("EXPIRE", "k", 10).is_idempotent());
+    assert!(!cmd!("EXPIRE", "k", 10, "NX").is_idempotent());
+    assert!(!cmd!("PEXPIREAT", "k", 10, "gt").is_idempotent());
+    // A second run answers differently, or wipes what others wrote in between.
+    for name in [
+        "DEL", "UNLINK", "SADD", "SREM", "HSET", "HDEL", "ZADD", "ZREM", "PFADD", "PERSIST",
+        "SETBIT", "TOUCH", "FLUSHALL", "FLUSHDB", "SELECT",
+    ] {
+        assert!(
+            !Command::new(name).arg("k").arg(1).arg("m").is_idempotent(),
+            "{name} must not be sent again after a lost reply"
+        );
+    }
     assert!(!Command::new(&b"\xff\xfe"[..]).is_idempotent());
 }
 
@@ -192,4 +203,57 @@ fn debug_redacts_secrets() {
     let auth = format!("{:?}", cmd!("auth", "hunter2"));
     assert!(!auth.contains("hunter2"), "{auth}");
     assert_eq!(format!("{:?}", cmd!("GET", "k")), r#"Command("GET", "k")"#);
+}
+
+#[test]
+fn connection_state_commands_are_recognised_and_others_are_not() {
+    use super::StateCommand as S;
+    let cases: &[(Command, Option<S>)] = &[
+        (cmd!("MULTI"), Some(S::Transaction)),
+        (cmd!("exec"), Some(S::Transaction)),
+        (cmd!("Discard"), Some(S::Transaction)),
+        (cmd!("WATCH", "k"), Some(S::Watch)),
+        (cmd!("UNWATCH"), Some(S::Watch)),
+        (cmd!("SELECT", 3), Some(S::Select)),
+        (cmd!("AUTH", "pw"), Some(S::Auth)),
+        (cmd!("READONLY"), Some(S::ReadOnly)),
+        (cmd!("READWRITE"), Some(S::ReadOnly)),
+        (cmd!("ASKING"), Some(S::Asking)),
+        (cmd!("HELLO", 2), Some(S::Protocol)),
+        (cmd!("RESET"), Some(S::Protocol)),
+        (cmd!("MONITOR"), Some(S::Replies)),
+        (cmd!("QUIT"), Some(S::Replies)),
+        (cmd!("SYNC"), Some(S::Replies)),
+        (cmd!("PSYNC", "?", -1), Some(S::Replies)),
+        (cmd!("CLIENT", "REPLY", "OFF"), Some(S::Replies)),
+        (cmd!("client", "setname", "x"), Some(S::ClientName)),
+        (
+            cmd!("CLIENT", "SETINFO", "LIB-NAME", "x"),
+            Some(S::ClientName),
+        ),
+        (cmd!("CLIENT", "TRACKING", "ON"), Some(S::Tracking)),
+        (cmd!("CLIENT", "CACHING", "YES"), Some(S::Tracking)),
+        (cmd!("CLIENT", "NO-EVICT", "ON"), Some(S::ClientFlag)),
+        (
+            cmd!("CLIENT", "MAINT_NOTIFICATIONS", "ON"),
+            Some(S::Maintenance),
+        ),
+        (cmd!("CLIENT", "ID"), None),
+        (cmd!("CLIENT", "LIST"), None),
+        (cmd!("GET", "k"), None),
+        (cmd!("SET", "k", "v"), None),
+        (cmd!("EXISTS", "k"), None),
+        (cmd!("SUBSCRIBE", "c"), None),
+        (cmd!("SETEX", "k", 1, "v"), None),
+        (cmd!("HSET", "k", "f", "v"), None),
+        (cmd!("MSET", "k", "v"), None),
+        (cmd!("RENAME", "a", "b"), None),
+        (cmd!("PUBLISH", "c", "m"), None),
+    ];
+    for (command, expected) in cases {
+        assert_eq!(command.state_change(), *expected, "{command:?}");
+    }
+    assert!(S::Transaction.allowed_on_dedicated());
+    assert!(!S::Replies.allowed_on_dedicated());
+    assert!(!S::Protocol.allowed_on_dedicated());
 }

@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
-use super::io::Request;
+use super::io::Job;
 
 /// Why a command could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub(crate) struct Intake {
     capacity: usize,
     /// Set once no new commands are taken; the copy under the lock is the one that counts.
     closed: AtomicBool,
+    /// The connection is to close now, owed replies or not.
+    aborted: AtomicBool,
     /// Whether a handle waits on `space` for a slot.
     waiting: AtomicBool,
     space: Notify,
@@ -41,11 +43,12 @@ pub(crate) struct Intake {
 }
 
 struct State {
-    queue: VecDeque<Request>,
+    queue: VecDeque<Job>,
     /// No new commands are taken (drained, or the connection ended).
     closed: bool,
     /// Every handle is gone.
     senders_gone: bool,
+
     /// The I/O task, when it found the queue empty.
     io_waker: Option<Waker>,
 }
@@ -57,6 +60,7 @@ impl Intake {
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
             space: Notify::new(),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -125,26 +129,24 @@ impl Intake {
     }
 
     /// Queues a command if a slot is free; hands it back with the reason otherwise.
-    pub(crate) fn try_push(&self, request: Request) -> Result<(), (Request, Refused)> {
+    pub(crate) fn try_push(&self, job: Job) -> Result<(), (Job, Refused)> {
         match self.try_reserve() {
-            Ok(()) => self
-                .push_reserved(request)
-                .map_err(|r| (r, Refused::Closed)),
-            Err(why) => Err((request, why)),
+            Ok(()) => self.push_reserved(job).map_err(|j| (j, Refused::Closed)),
+            Err(why) => Err((job, why)),
         }
     }
 
     /// Queues a command in a slot reserved for it; hands it back if the connection takes no
     /// more commands.
-    pub(crate) fn push_reserved(&self, request: Request) -> Result<(), Request> {
+    pub(crate) fn push_reserved(&self, job: Job) -> Result<(), Job> {
         let waker = {
             let mut s = self.lock();
             if s.closed {
                 drop(s);
                 self.release(1);
-                return Err(request);
+                return Err(job);
             }
-            s.queue.push_back(request);
+            s.queue.push_back(job);
             s.io_waker.take()
         };
         if let Some(w) = waker {
@@ -159,7 +161,7 @@ impl Intake {
         &self,
         cx: &mut Context<'_>,
         max: usize,
-        out: &mut VecDeque<Request>,
+        out: &mut VecDeque<Job>,
     ) -> Poll<bool> {
         let n = {
             let mut s = self.lock();
@@ -201,13 +203,27 @@ impl Intake {
         }
     }
 
+    /// Closes the connection now: the I/O task ends at its next poll, and every command it owes
+    /// fails.
+    pub(crate) fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
+        // Wakes the I/O task if it waits for commands.
+        self.close();
+    }
+
+    /// Whether [`Intake::abort`] was called.
+    #[inline]
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
+    }
+
     /// Whether the queue takes no more commands.
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
     }
 
     /// Every command still queued.
-    pub(crate) fn take_all(&self) -> VecDeque<Request> {
+    pub(crate) fn take_all(&self) -> VecDeque<Job> {
         std::mem::take(&mut self.lock().queue)
     }
 

@@ -33,25 +33,71 @@ use crate::connection::codec::{FrameScanner, Limits};
 use crate::connection::{Shared, Subscriptions};
 use crate::error::Error;
 use crate::reply::{self, Reply};
+use crate::request::Batch;
 
-/// A command for the I/O task to send; its answer goes back on `reply`.
-pub(crate) struct Request {
-    pub(crate) command: Command,
-    pub(crate) reply: oneshot::Sender<Answer>,
+/// Work for the I/O task: a command, or a batch (a pipeline or a transaction) written as one.
+/// The answer goes back on `reply`.
+pub enum Job {
+    /// One command.
+    One {
+        /// The command.
+        command: Command,
+        /// Where its answer goes.
+        reply: oneshot::Sender<Answer>,
+    },
+    /// Commands written together, answered together.
+    Batch {
+        /// The commands.
+        batch: Batch,
+        /// Where the frames of their replies go, in order.
+        reply: oneshot::Sender<BatchAnswer>,
+    },
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::One { command, .. } => f.debug_tuple("Job::One").field(command).finish(),
+            Job::Batch { batch, .. } => f.debug_tuple("Job::Batch").field(batch).finish(),
+        }
+    }
+}
+
+impl Job {
+    /// Answers the job with `error` without sending it; the request comes back with it.
+    pub(crate) fn fail(self, error: Error) {
+        match self {
+            Job::One { command, reply } => {
+                let _ = reply.send(Err(Failed {
+                    error,
+                    command: Some(command),
+                }));
+            }
+            Job::Batch { batch, reply } => {
+                let _ = reply.send(Err(Failed {
+                    error,
+                    command: Some(batch),
+                }));
+            }
+        }
+    }
 }
 
 /// A command's answer. A command that failed because the connection ended comes back with it,
 /// so a layer above can send it again elsewhere without having kept a copy.
 pub(crate) type Answer = Result<Reply, Failed>;
 
-/// A failed command and, when the connection ended under it, the command itself.
+/// A batch's answer: the frames of its replies, in order, or the batch back with the error.
+pub(crate) type BatchAnswer = Result<Vec<BytesFrame>, Failed<Batch>>;
+
+/// A failed request and, when the connection ended under it, the request itself.
 #[derive(Debug)]
-pub(crate) struct Failed {
+pub struct Failed<C = Command> {
     pub(crate) error: Error,
-    pub(crate) command: Option<Command>,
+    pub(crate) command: Option<C>,
 }
 
-impl From<Error> for Failed {
+impl<C> From<Error> for Failed<C> {
     fn from(error: Error) -> Self {
         Failed {
             error,
@@ -60,14 +106,47 @@ impl From<Error> for Failed {
     }
 }
 
-/// A command written (or being written) whose answer has not come back yet.
+impl<C> Failed<C> {
+    /// The same failure, with the request it carries turned into another.
+    pub(crate) fn map<D>(self, f: impl FnOnce(C) -> D) -> Failed<D> {
+        Failed {
+            error: self.error,
+            command: self.command.map(f),
+        }
+    }
+}
+
+/// A request written (or being written) whose answer has not come back yet.
 struct Pending {
-    reply: oneshot::Sender<Answer>,
-    command: Command,
-    /// Where the command's bytes end in the stream of everything encoded; it has reached the
-    /// socket once `written` passes this.
+    owed: Owed,
+    /// Where the request's bytes start and end in the stream of everything encoded; it has
+    /// reached the socket once `written` passes `end`.
+    start: u64,
     end: u64,
-    expect: Expect,
+}
+
+enum Owed {
+    One {
+        command: Command,
+        reply: oneshot::Sender<Answer>,
+        expect: Expect,
+    },
+    Batch {
+        batch: Batch,
+        reply: oneshot::Sender<BatchAnswer>,
+        /// Frames still to come, and those come so far.
+        left: usize,
+        got: Vec<BytesFrame>,
+    },
+}
+
+impl Owed {
+    fn is_closed(&self) -> bool {
+        match self {
+            Owed::One { reply, .. } => reply.is_closed(),
+            Owed::Batch { reply, .. } => reply.is_closed(),
+        }
+    }
 }
 
 enum Expect {
@@ -98,7 +177,7 @@ const READ_CHUNK: usize = 16 * 1024;
 pub(crate) struct IoTask<S> {
     stream: S,
     // Commands taken off the shared queue and not yet encoded.
-    taken: VecDeque<Request>,
+    taken: VecDeque<Job>,
     requests_closed: bool,
     draining: bool,
     pending: VecDeque<Pending>,
@@ -172,7 +251,14 @@ where
         self.shared.pushes.close();
         let written = self.written;
         for p in self.pending.drain(..) {
-            let err = if p.end <= written {
+            // Whether the server may have run any of it: a command runs only once all of it has
+            // arrived; some of a pipeline's commands may have while the rest was unwritten; a
+            // transaction runs only at its EXEC, its last bytes.
+            let may_have_run = match &p.owed {
+                Owed::Batch { batch, .. } if !batch.atomic => p.start < written,
+                _ => p.end <= written,
+            };
+            let err = if may_have_run {
                 match &outcome {
                     Err(Error::Protocol { .. }) => outcome.clone().err(),
                     _ => None,
@@ -185,29 +271,41 @@ where
                     reason: reason.clone(),
                 }
             };
-            let _ = p.reply.send(Err(Failed {
-                error: err,
-                command: Some(p.command),
-            }));
+            match p.owed {
+                Owed::One { command, reply, .. } => {
+                    let _ = reply.send(Err(Failed {
+                        error: err,
+                        command: Some(command),
+                    }));
+                }
+                Owed::Batch { batch, reply, .. } => {
+                    let _ = reply.send(Err(Failed {
+                        error: err,
+                        command: Some(batch),
+                    }));
+                }
+            }
         }
         self.shared.set_in_flight(0);
         // Close the socket now, then answer whatever is still queued or sent by a handle that
         // had reserved a slot.
         drop(self.stream);
         let unsent = self.taken.drain(..).chain(self.shared.intake.take_all());
-        for Request { command, reply } in unsent {
-            let _ = reply.send(Err(Failed {
-                error: Error::NotSent {
-                    reason: reason.clone(),
-                },
-                command: Some(command),
-            }));
+        for job in unsent {
+            job.fail(Error::NotSent {
+                reason: reason.clone(),
+            });
         }
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         loop {
             let mut progress = false;
+            if self.shared.intake.is_aborted() {
+                return Poll::Ready(Err(io_lost(
+                    "closed by the client while the server still owed a reply (its caller gave up)",
+                )));
+            }
 
             // Take every waiting command there is room for, in one go, and encode them.
             let room = self.max_in_flight.saturating_sub(self.pending.len());
@@ -228,10 +326,10 @@ where
                 }
             }
             while self.wbuf.len() < WRITE_HIGH_WATER && self.pending.len() < self.max_in_flight {
-                let Some(Request { command, reply }) = self.taken.pop_front() else {
+                let Some(job) = self.taken.pop_front() else {
                     break;
                 };
-                self.enqueue(command, reply);
+                self.enqueue(job);
             }
 
             // Several callers were just answered and will send their next commands at once:
@@ -310,7 +408,7 @@ where
 
             if self.requests_closed && self.wbuf.is_empty() && self.taken.is_empty() {
                 // Every handle is gone: finish once nobody is owed an answer any more.
-                if self.pending.iter().all(|p| p.reply.is_closed()) {
+                if self.pending.iter().all(|p| p.owed.is_closed()) {
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -320,23 +418,42 @@ where
         }
     }
 
-    fn enqueue(&mut self, command: Command, reply: oneshot::Sender<Answer>) {
-        let expect = match command.subscription() {
-            Some(sub) => Expect::Confirmations {
-                kind: sub.kind,
-                remaining: (sub.channels > 0).then_some(sub.channels),
-                got: Vec::new(),
-            },
-            None => Expect::Reply,
-        };
+    fn enqueue(&mut self, job: Job) {
+        let start = self.encoded;
         let before = self.wbuf.len();
-        command.encode(&mut self.wbuf);
+        let owed = match job {
+            Job::One { command, reply } => {
+                let expect = match command.subscription() {
+                    Some(sub) => Expect::Confirmations {
+                        kind: sub.kind,
+                        remaining: (sub.channels > 0).then_some(sub.channels),
+                        got: Vec::new(),
+                    },
+                    None => Expect::Reply,
+                };
+                command.encode(&mut self.wbuf);
+                Owed::One {
+                    command,
+                    reply,
+                    expect,
+                }
+            }
+            Job::Batch { batch, reply } => {
+                batch.encode(&mut self.wbuf);
+                let left = batch.frames();
+                Owed::Batch {
+                    got: Vec::with_capacity(left),
+                    batch,
+                    reply,
+                    left,
+                }
+            }
+        };
         self.encoded += (self.wbuf.len() - before) as u64;
         self.pending.push_back(Pending {
-            reply,
-            command,
+            owed,
+            start,
             end: self.encoded,
-            expect,
         });
         self.shared.set_in_flight(self.pending.len());
     }
@@ -355,16 +472,39 @@ where
                 }
                 continue;
             }
+            n += 1;
+            match self.pending.front_mut().map(|p| &mut p.owed) {
+                None => {
+                    return Err(Error::protocol(format!(
+                        "the server sent a reply nobody asked for: {}",
+                        crate::frame::preview(&frame)
+                    )))
+                }
+                Some(Owed::Batch { left, got, .. }) if *left > 1 => {
+                    // More of this batch's replies to come.
+                    *left -= 1;
+                    got.push(frame);
+                    if n >= limit {
+                        return Ok(true);
+                    }
+                    continue;
+                }
+                Some(_) => {}
+            }
             let Some(p) = self.pending.pop_front() else {
-                return Err(Error::protocol(format!(
-                    "the server sent a reply nobody asked for: {:?}",
-                    frame
-                )));
+                continue;
             };
             self.shared.set_in_flight(self.pending.len());
             self.answered += 1;
-            let _ = p.reply.send(reply::from_frame(frame).map_err(Failed::from));
-            n += 1;
+            match p.owed {
+                Owed::One { reply, .. } => {
+                    let _ = reply.send(reply::from_frame(frame).map_err(Failed::from));
+                }
+                Owed::Batch { reply, mut got, .. } => {
+                    got.push(frame);
+                    let _ = reply.send(Ok(got));
+                }
+            }
             if n >= limit {
                 return Ok(true);
             }
@@ -375,7 +515,11 @@ where
     /// Whether this push confirms the subscription change at the front of the queue.
     fn confirms_front(&self, data: &[BytesFrame]) -> bool {
         let Some(Pending {
-            expect: Expect::Confirmations { kind, .. },
+            owed:
+                Owed::One {
+                    expect: Expect::Confirmations { kind, .. },
+                    ..
+                },
             ..
         }) = self.pending.front()
         else {
@@ -390,14 +534,19 @@ where
         if let BytesFrame::Push { data, .. } = &frame {
             self.track_subscription(data);
         }
-        let Some(front) = self.pending.front_mut() else {
-            return;
-        };
-        let Expect::Confirmations {
-            kind,
-            remaining,
-            got,
-        } = &mut front.expect
+        let Some(Pending {
+            owed:
+                Owed::One {
+                    expect:
+                        Expect::Confirmations {
+                            kind,
+                            remaining,
+                            got,
+                        },
+                    ..
+                },
+            ..
+        }) = self.pending.front_mut()
         else {
             return;
         };
@@ -415,8 +564,13 @@ where
         if left == 0 {
             if let Some(p) = self.pending.pop_front() {
                 self.shared.set_in_flight(self.pending.len());
-                if let Expect::Confirmations { got, .. } = p.expect {
-                    let _ = p.reply.send(Ok(Reply::from(BytesFrame::Array {
+                if let Owed::One {
+                    reply,
+                    expect: Expect::Confirmations { got, .. },
+                    ..
+                } = p.owed
+                {
+                    let _ = reply.send(Ok(Reply::from(BytesFrame::Array {
                         data: got,
                         attributes: None,
                     })));

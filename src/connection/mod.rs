@@ -62,10 +62,10 @@ pub(crate) use subscriptions::Subscriptions;
 use crate::command::Command;
 use crate::endpoint::{ConnectionId, Endpoint};
 use crate::error::Error;
-use crate::reply::Reply;
+use crate::request::wire::Wire;
+use crate::request::Request;
 use intake::{Intake, Refused};
-use io::Request;
-pub(crate) use io::{Answer, Failed};
+pub(crate) use io::{Answer, BatchAnswer, Failed, Job};
 
 /// What the server said about itself in its answer to `HELLO 3`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     // Whether `closed` holds a reason: read on every call by the layers above, without a lock.
     is_closed: AtomicBool,
     in_flight: AtomicUsize,
+    // Whether one caller owns the connection, so that it takes connection-state commands.
+    dedicated: AtomicBool,
     pub(crate) pushes: PushHub,
     /// The command queue, from the handles to the I/O task.
     pub(crate) intake: Intake,
@@ -115,6 +117,7 @@ impl Shared {
             closed: watch::Sender::new(None),
             is_closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            dedicated: AtomicBool::new(false),
         }
     }
 
@@ -266,69 +269,110 @@ impl Connection {
         self.handle.shared.pushes.unheard()
     }
 
-    /// Sends a command and waits for its answer, without going through `poll_ready`.
+    /// Sends a request (a command, a pipeline or a transaction) and waits for its answer,
+    /// without going through `poll_ready`.
     ///
-    /// The same as `self.clone().oneshot(command)`, a little cheaper.
-    pub async fn send(&self, command: Command) -> Result<Reply, Error> {
-        self.send_recoverable(command).await.map_err(|f| f.error)
+    /// The same as `self.clone().oneshot(request)`, a little cheaper.
+    pub async fn send<R: Request>(&self, request: R) -> Result<R::Response, Error> {
+        self.send_recoverable(request).await.map_err(|f| f.error)
     }
 
-    /// Sends a command; if the connection ends under it, the command comes back with the error.
-    pub(crate) async fn send_recoverable(&self, command: Command) -> Answer {
-        self.enqueue(command).await.await
+    /// Sends a request; if the connection ends under it, the request comes back with the error.
+    pub(crate) async fn send_recoverable<R: Request>(
+        &self,
+        request: R,
+    ) -> Result<R::Response, Failed<R>> {
+        if let Err(error) = request.check(self.is_dedicated()) {
+            return Err(Failed::from(error));
+        }
+        if let Some(raw) = request.immediate() {
+            return R::finish(raw);
+        }
+        let intake = &self.handle.shared.intake;
+        let (reply, rx) = oneshot::channel();
+        let job = match intake.try_push(request.into_job(reply)) {
+            Ok(()) => return AnswerFuture::<R>::waiting(rx).await,
+            Err((job, Refused::Full)) => job,
+            Err((job, Refused::Closed)) => {
+                job.fail(self.not_sent());
+                return AnswerFuture::<R>::waiting(rx).await;
+            }
+        };
+        if intake.reserve().await.is_err() {
+            job.fail(self.not_sent());
+        } else if let Err(job) = intake.push_reserved(job) {
+            job.fail(self.not_sent());
+        }
+        AnswerFuture::<R>::waiting(rx).await
     }
 
     /// Queues a command as soon as the queue has room, and returns the future of its answer:
-    /// several commands can be queued before any answer is awaited.
-    pub(crate) async fn enqueue(&self, command: Command) -> AnswerFuture {
+    /// several commands can be queued before any answer is awaited. For the crate's own
+    /// commands (the handshake): connection-state commands are not refused here.
+    pub(crate) async fn enqueue(&self, command: Command) -> AnswerFuture<Command> {
         let intake = &self.handle.shared.intake;
         let (reply, rx) = oneshot::channel();
-        let request = match intake.try_push(Request { command, reply }) {
+        let job = match intake.try_push(command.into_job(reply)) {
             Ok(()) => return AnswerFuture::waiting(rx),
-            Err((request, Refused::Full)) => request,
-            Err((request, Refused::Closed)) => return self.refused(request),
+            Err((job, Refused::Full)) => job,
+            Err((job, Refused::Closed)) => {
+                job.fail(self.not_sent());
+                return AnswerFuture::waiting(rx);
+            }
         };
         if intake.reserve().await.is_err() {
-            return self.refused(request);
+            job.fail(self.not_sent());
+        } else if let Err(job) = intake.push_reserved(job) {
+            job.fail(self.not_sent());
         }
-        match intake.push_reserved(request) {
-            Ok(()) => AnswerFuture::waiting(rx),
-            Err(request) => self.refused(request),
-        }
+        AnswerFuture::waiting(rx)
     }
 
-    /// The answer of a command the queue refused because the connection takes no more.
-    fn refused(&self, request: Request) -> AnswerFuture {
-        AnswerFuture::failed(Failed {
-            error: self.not_sent(),
-            command: Some(request.command),
-        })
-    }
-
-    /// Like [`Service::call`], but the command comes back with the error if the connection ends
+    /// Like [`Service::call`], but the request comes back with the error if the connection ends
     /// under it. `poll_ready` must have returned ready first, as for `call`.
-    pub(crate) fn call_recoverable(&mut self, command: Command) -> AnswerFuture {
+    pub(crate) fn call_recoverable<R: Request>(&mut self, request: R) -> AnswerFuture<R> {
+        if let Err(error) = request.check(self.is_dedicated()) {
+            // Refused before anything was written: not sent again by any layer.
+            return AnswerFuture::done(Err(Failed::from(error)));
+        }
+        if let Some(raw) = request.immediate() {
+            return AnswerFuture::done(R::finish(raw));
+        }
         let intake = &self.handle.shared.intake;
         let (reply, rx) = oneshot::channel();
-        let request = Request { command, reply };
+        let job = request.into_job(reply);
         let queued = if std::mem::take(&mut self.reserved) {
-            intake
-                .push_reserved(request)
-                .map_err(|r| (r, Refused::Closed))
+            intake.push_reserved(job).map_err(|j| (j, Refused::Closed))
         } else {
             // `call` without `poll_ready`: take a free slot if there is one.
-            intake.try_push(request)
+            intake.try_push(job)
         };
         match queued {
-            Ok(()) => AnswerFuture::waiting(rx),
-            Err((request, Refused::Closed)) => self.refused(request),
-            Err((request, Refused::Full)) => AnswerFuture::failed(Failed {
-                error: Error::NotSent {
-                    reason: "the command queue is full and `call` came without `poll_ready`".into(),
-                },
-                command: Some(request.command),
+            Ok(()) => {}
+            Err((job, Refused::Closed)) => job.fail(self.not_sent()),
+            Err((job, Refused::Full)) => job.fail(Error::NotSent {
+                reason: "the command queue is full and `call` came without `poll_ready`".into(),
             }),
         }
+        AnswerFuture::waiting(rx)
+    }
+
+    /// Whether one caller owns this connection, so that it takes connection-state commands.
+    pub fn is_dedicated(&self) -> bool {
+        self.handle.shared.dedicated.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection as owned by one caller: from now on it takes connection-state
+    /// commands (`MULTI`, `WATCH`, `SELECT`, ...; see [`StateCommand`](crate::StateCommand)),
+    /// which change it for every handle. Only for a connection that no other caller uses:
+    /// clones share the state.
+    pub fn into_dedicated(self) -> Self {
+        self.set_dedicated();
+        self
+    }
+
+    pub(crate) fn set_dedicated(&self) {
+        self.handle.shared.dedicated.store(true, Ordering::Relaxed);
     }
 
     /// Stops taking commands and closes the socket once every command already taken has its
@@ -337,6 +381,14 @@ impl Connection {
     pub async fn drain(&self) -> Arc<str> {
         self.handle.shared.intake.close();
         self.closed().await
+    }
+
+    /// Closes the connection at once, without waiting for the replies it still owes: they fail
+    /// with [`Error::ConnectionLost`]. For a connection the server is blocking on for a caller
+    /// that went away (a pool's blocking command), which would otherwise be reused while the
+    /// server still blocks, or answer nobody.
+    pub(crate) fn abort(&self) {
+        self.handle.shared.intake.abort();
     }
 
     fn not_sent(&self) -> Error {
@@ -358,10 +410,10 @@ impl Connection {
     }
 }
 
-impl Service<Command> for Connection {
-    type Response = Reply;
+impl<R: Request> Service<R> for Connection {
+    type Response = R::Response;
     type Error = Error;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.reserved {
@@ -399,23 +451,29 @@ impl Service<Command> for Connection {
         }
     }
 
-    fn call(&mut self, command: Command) -> ResponseFuture {
+    fn call(&mut self, request: R) -> ResponseFuture<R> {
         ResponseFuture {
-            inner: self.call_recoverable(command),
+            inner: self.call_recoverable(request),
         }
     }
 }
 
-/// The answer to one command sent on a [`Connection`].
+/// The answer to one request sent on a [`Connection`].
 #[pin_project]
-#[derive(Debug)]
-pub struct ResponseFuture {
+pub struct ResponseFuture<R: Request = Command> {
     #[pin]
-    inner: AnswerFuture,
+    inner: AnswerFuture<R>,
 }
 
-impl Future for ResponseFuture {
-    type Output = Result<Reply, Error>;
+impl<R: Request> fmt::Debug for ResponseFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("connection::ResponseFuture")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Request> Future for ResponseFuture<R> {
+    type Output = Result<R::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project()
@@ -425,24 +483,28 @@ impl Future for ResponseFuture {
     }
 }
 
-/// The answer to a command, with the command given back if the connection ended under it.
+/// The answer to a request, with the request given back if the connection ended under it.
 #[pin_project]
-#[derive(Debug)]
-pub(crate) struct AnswerFuture {
+pub(crate) struct AnswerFuture<R: Request = Command> {
     #[pin]
-    state: AnswerState,
+    state: AnswerState<R>,
 }
 
 #[pin_project(project = AnswerStateProj)]
-#[derive(Debug)]
-enum AnswerState {
+enum AnswerState<R: Request> {
     Waiting {
         #[pin]
-        rx: oneshot::Receiver<Answer>,
+        rx: oneshot::Receiver<R::Raw>,
     },
-    Failed {
-        failed: Option<Failed>,
+    Done {
+        answer: Option<Result<R::Response, Failed<R>>>,
     },
+}
+
+impl<R: Request> fmt::Debug for AnswerFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnswerFuture").finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Shared {
@@ -453,45 +515,43 @@ impl fmt::Debug for Shared {
     }
 }
 
-impl AnswerFuture {
-    fn waiting(rx: oneshot::Receiver<Answer>) -> Self {
+impl<R: Request> AnswerFuture<R> {
+    fn waiting(rx: oneshot::Receiver<R::Raw>) -> Self {
         AnswerFuture {
             state: AnswerState::Waiting { rx },
         }
     }
 
-    fn failed(failed: Failed) -> Self {
+    fn done(answer: Result<R::Response, Failed<R>>) -> Self {
         AnswerFuture {
-            state: AnswerState::Failed {
-                failed: Some(failed),
+            state: AnswerState::Done {
+                answer: Some(answer),
             },
         }
     }
 }
 
-impl Future for AnswerFuture {
-    type Output = Answer;
+impl<R: Request> Future for AnswerFuture<R> {
+    type Output = Result<R::Response, Failed<R>>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             AnswerStateProj::Waiting { rx } => match rx.poll(cx) {
-                Poll::Ready(Ok(answer)) => Poll::Ready(answer),
-                // The I/O task answers every command it takes; this is the task having gone
+                Poll::Ready(Ok(raw)) => Poll::Ready(R::finish(raw)),
+                // The I/O task answers every request it takes; this is the task having gone
                 // away abnormally (a runtime shutting down).
-                Poll::Ready(Err(_)) => Poll::Ready(Err(Failed::from(Error::ConnectionLost {
+                Poll::Ready(Err(_)) => Poll::Ready(R::finish(R::lost(Error::ConnectionLost {
                     reason: "the connection's task ended without answering (was its runtime \
                              shut down?)"
                         .into(),
                 }))),
                 Poll::Pending => Poll::Pending,
             },
-            AnswerStateProj::Failed { failed } => {
-                Poll::Ready(Err(failed.take().unwrap_or_else(|| {
-                    Failed::from(Error::NotSent {
-                        reason: "the connection is closed".into(),
-                    })
-                })))
-            }
+            AnswerStateProj::Done { answer } => Poll::Ready(answer.take().unwrap_or_else(|| {
+                Err(Failed::from(Error::NotSent {
+                    reason: "the answer was already taken".into(),
+                }))
+            })),
         }
     }
 }

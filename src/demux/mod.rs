@@ -72,6 +72,7 @@ use crate::maintenance::{
     EndpointType, EventKind, Maintenance, MaintenanceEvent, MaintenanceMode, NotificationSupport,
     PushOrigin, AZURE_CHANNEL,
 };
+use crate::request::Request;
 
 /// Demuxes the push frames of a connection, or of every connection a connector makes, into the
 /// [`Maintenance`] handle; see the [module docs](self).
@@ -182,9 +183,10 @@ impl NotificationDemux<Connection> {
 }
 
 /// Commands pass straight through.
-impl<S> Service<Command> for NotificationDemux<S>
+impl<S, R> Service<R> for NotificationDemux<S>
 where
-    S: Service<Command>,
+    R: Request,
+    S: Service<R>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -194,8 +196,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, command: Command) -> Self::Future {
-        self.inner.call(command)
+    fn call(&mut self, request: R) -> Self::Future {
+        self.inner.call(request)
     }
 }
 

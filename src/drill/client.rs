@@ -69,10 +69,18 @@ impl Client {
     /// Sends one command, waiting for room first.
     pub(crate) async fn call(&mut self, command: Command) -> Result<Reply, Error> {
         match self {
-            Client::Stack(stack) => stack.ready().await?.call(command).await,
+            Client::Stack(stack) => {
+                ServiceExt::<Command>::ready(stack)
+                    .await?
+                    .call(command)
+                    .await
+            }
             Client::Bare(bare) => {
                 let mut conn = bare.current();
-                conn.ready().await?.call(command).await
+                ServiceExt::<Command>::ready(&mut conn)
+                    .await?
+                    .call(command)
+                    .await
             }
         }
     }

@@ -314,6 +314,14 @@ async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<(), Error> {
             inner.pushes.publish(frame);
         }
     });
+    if inner.dedicated {
+        // The owner's database, name, tracking... first, as its old connection had them.
+        conn.set_dedicated();
+        let session = inner.lock_session().restore_commands();
+        for command in session {
+            conn.send(command).await?;
+        }
+    }
     let restore = match inner.subscriptions.lock() {
         Ok(subs) => subs.restore_commands(),
         Err(_) => Vec::new(),

@@ -9,39 +9,40 @@ use std::task::{Context, Poll};
 
 use pin_project::pin_project;
 
+use super::session::Verdict;
 use super::Inner;
 use crate::command::Command;
 use crate::connection::{AnswerFuture, Failed};
-use crate::error::Error;
-use crate::reply::Reply;
+use crate::error::{Error, Execution};
+use crate::request::Request;
 
-/// Sends again at most this many times: a command that keeps meeting dying connections fails.
+/// Sends again at most this many times: a request that keeps meeting dying connections fails.
 const MAX_RESENDS: u32 = 3;
 
-type Resend = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
+type Resend<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
-/// The answer to a command sent through [`HandoffRetry`](super::HandoffRetry).
+/// The answer to a request sent through [`HandoffRetry`](super::HandoffRetry).
 #[pin_project]
-pub struct ResponseFuture {
+pub struct ResponseFuture<R: Request = Command> {
     #[pin]
-    state: State,
+    state: State<R>,
     inner: Arc<Inner>,
 }
 
 #[pin_project(project = StateProj)]
-enum State {
+enum State<R: Request> {
     // The common case: sent on the current connection, nothing boxed.
     Sent {
         #[pin]
-        answer: AnswerFuture,
+        answer: AnswerFuture<R>,
     },
-    // The cold path: waiting for a connection, or sending again.
+    // The cold path: waiting for a connection, sending again, or a dedicated stack.
     Resending {
-        future: Resend,
+        future: Resend<R::Response>,
     },
 }
 
-impl fmt::Debug for ResponseFuture {
+impl<R: Request> fmt::Debug for ResponseFuture<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Sent { .. } => "sent",
@@ -53,16 +54,24 @@ impl fmt::Debug for ResponseFuture {
     }
 }
 
-impl ResponseFuture {
-    pub(super) fn sent(answer: AnswerFuture, inner: Arc<Inner>) -> Self {
+impl<R: Request> ResponseFuture<R> {
+    pub(super) fn sent(answer: AnswerFuture<R>, inner: Arc<Inner>) -> Self {
         ResponseFuture {
             state: State::Sent { answer },
             inner,
         }
     }
 
-    pub(super) fn waiting(command: Command, inner: Arc<Inner>) -> Self {
-        let future = Box::pin(resend(inner.clone(), command, 0));
+    pub(super) fn waiting(request: R, inner: Arc<Inner>) -> Self {
+        let future = Box::pin(resend(inner.clone(), request, 0));
+        ResponseFuture {
+            state: State::Resending { future },
+            inner,
+        }
+    }
+
+    pub(super) fn dedicated(request: R, inner: Arc<Inner>) -> Self {
+        let future = Box::pin(dedicated(inner.clone(), request));
         ResponseFuture {
             state: State::Resending { future },
             inner,
@@ -70,8 +79,8 @@ impl ResponseFuture {
     }
 }
 
-impl Future for ResponseFuture {
-    type Output = Result<Reply, Error>;
+impl<R: Request> Future for ResponseFuture<R> {
+    type Output = Result<R::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -81,10 +90,10 @@ impl Future for ResponseFuture {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(reply)) => return Poll::Ready(Ok(reply)),
                     Poll::Ready(Err(Failed { error, command })) => match command {
-                        Some(command) if this.inner.should_retry(&error, &command) => {
+                        Some(request) if this.inner.should_retry(&error, &request) => {
                             this.inner.retried.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(command = command.name(), %error, "sending again");
-                            let future = Box::pin(resend(this.inner.clone(), command, 1));
+                            tracing::debug!(command = request.name(), %error, "sending again");
+                            let future = Box::pin(resend(this.inner.clone(), request, 1));
                             this.state.set(State::Resending { future });
                         }
                         _ => return Poll::Ready(Err(error)),
@@ -97,11 +106,15 @@ impl Future for ResponseFuture {
 }
 
 /// Waits for a usable connection and sends there, again while the connection keeps dying
-/// under a command that may be sent again.
-async fn resend(inner: Arc<Inner>, mut command: Command, mut resends: u32) -> Result<Reply, Error> {
+/// under a request that may be sent again.
+async fn resend<R: Request>(
+    inner: Arc<Inner>,
+    mut request: R,
+    mut resends: u32,
+) -> Result<R::Response, Error> {
     loop {
         let conn = inner.wait_for_connection().await?;
-        match conn.send_recoverable(command).await {
+        match conn.send_recoverable(request).await {
             Ok(reply) => return Ok(reply),
             Err(Failed {
                 error,
@@ -109,7 +122,67 @@ async fn resend(inner: Arc<Inner>, mut command: Command, mut resends: u32) -> Re
             }) if resends < MAX_RESENDS && inner.should_retry(&error, &returned) => {
                 resends += 1;
                 inner.retried.fetch_add(1, Ordering::Relaxed);
-                command = returned;
+                request = returned;
+            }
+            Err(failed) => return Err(failed.error),
+        }
+    }
+}
+
+/// Sends a dedicated stack's request: its session says first whether it may go to the
+/// connection it would go to (a WATCH or MULTI lost with its connection stops it), and learns
+/// from the answer what the request set. State commands only come alone (a pipeline refuses
+/// them), so a command's own answer says whether it took effect.
+async fn dedicated<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R::Response, Error> {
+    let mut resends = 0;
+    loop {
+        let conn = inner.wait_for_connection().await?;
+        let id = conn.id();
+        let transaction = request.is_transaction();
+        match inner
+            .lock_session()
+            .before(request.parts(), transaction, id)
+        {
+            Verdict::Send => {}
+            Verdict::Answer(reply) => return R::finish(R::local(reply)).map_err(|f| f.error),
+            Verdict::Fail(error) => return Err(error),
+        }
+        let state = request
+            .as_command()
+            .filter(|c| c.state_change().is_some())
+            .cloned();
+        let outcome = conn.send_recoverable(request).await;
+        let answered = match &outcome {
+            Ok(_) => Some(true),
+            // Answered by the server: an EXEC answered null or EXECABORT still ended the WATCH.
+            Err(Failed { error, .. })
+                if error.execution() == Execution::Ran
+                    || matches!(
+                        error,
+                        Error::WatchConflict { .. } | Error::TransactionDiscarded { .. }
+                    ) =>
+            {
+                Some(false)
+            }
+            Err(_) => None,
+        };
+        if let Some(ok) = answered {
+            let mut session = inner.lock_session();
+            match &state {
+                Some(c) => session.after(std::slice::from_ref(c), false, ok, id),
+                None if transaction => session.after(&[], true, ok, id),
+                None => {}
+            }
+        }
+        match outcome {
+            Ok(response) => return Ok(response),
+            Err(Failed {
+                error,
+                command: Some(returned),
+            }) if resends < MAX_RESENDS && inner.should_retry(&error, &returned) => {
+                resends += 1;
+                inner.retried.fetch_add(1, Ordering::Relaxed);
+                request = returned;
             }
             Err(failed) => return Err(failed.error),
         }

@@ -55,6 +55,7 @@ mod config;
 mod control;
 mod future;
 mod layer;
+mod session;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,11 +73,12 @@ use crate::maintenance::{EventKind, Maintenance, MaintenanceEvent, MaintenanceEv
 pub use future::ResponseFuture;
 pub use layer::HandoffRetryLayer;
 
-use crate::command::Command;
 pub use crate::connection::MakeConnection;
 use crate::connection::{Connection, PushHub, Pushes, Subscriptions};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::request::Request;
+use session::Session;
 
 /// Counters kept by a stack.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -119,6 +121,12 @@ pub(crate) struct Inner {
     handoffs: AtomicU64,
     handoffs_failed: AtomicU64,
     reconnects: AtomicU64,
+    // Whether one owner uses this stack (see `HandoffRetry::dedicated`), and what it set on
+    // its connection.
+    dedicated: bool,
+    session: Mutex<Session>,
+    // Opens a dedicated stack over the same connector, maintenance handle and configuration.
+    sibling: Arc<dyn Fn() -> HandoffRetry + Send + Sync>,
     // Dropped with the last handle: the control task sees it and ends.
     _shutdown: oneshot::Sender<()>,
 }
@@ -217,8 +225,14 @@ impl Inner {
         }
     }
 
-    fn should_retry(&self, error: &Error, command: &Command) -> bool {
-        self.config.resend.resend(command, error)
+    fn should_retry<R: Request>(&self, error: &Error, request: &R) -> bool {
+        request.resend(error, &*self.config.resend)
+    }
+
+    fn lock_session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -266,12 +280,39 @@ impl HandoffRetry {
         maintenance: Maintenance,
         config: HandoffConfig,
     ) -> Self {
+        let retried = Arc::new(AtomicU64::new(0));
+        maintenance.publish_retries(retried.clone());
+        HandoffRetry::start(connector, maintenance, config, false, retried)
+    }
+
+    fn start<M: MakeConnection>(
+        connector: M,
+        maintenance: Maintenance,
+        config: HandoffConfig,
+        dedicated: bool,
+        retried: Arc<AtomicU64>,
+    ) -> Self {
         let (changed, _) = watch::channel(0);
         let (triggers_tx, triggers_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let kick = Arc::new(Notify::new());
-        let retried = Arc::new(AtomicU64::new(0));
-        maintenance.publish_retries(retried.clone());
+        let sibling: Arc<dyn Fn() -> HandoffRetry + Send + Sync> = {
+            let (connector, maintenance, config, retried) = (
+                connector.clone(),
+                maintenance.clone(),
+                config.clone(),
+                retried.clone(),
+            );
+            Arc::new(move || {
+                HandoffRetry::start(
+                    connector.clone(),
+                    maintenance.clone(),
+                    config.clone(),
+                    true,
+                    retried.clone(),
+                )
+            })
+        };
         let inner = Arc::new(Inner {
             configured: connector.configured_endpoint(),
             config,
@@ -289,6 +330,9 @@ impl HandoffRetry {
             handoffs: AtomicU64::new(0),
             handoffs_failed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            dedicated,
+            session: Mutex::new(Session::default()),
+            sibling,
             _shutdown: shutdown_tx,
         });
         tokio::spawn(control::run(
@@ -313,7 +357,37 @@ impl HandoffRetry {
         maintenance: Maintenance,
         config: HandoffConfig,
     ) -> Result<Self, Error> {
-        let this = HandoffRetry::new(connector, maintenance, config);
+        HandoffRetry::new(connector, maintenance, config)
+            .connected()
+            .await
+    }
+
+    /// Opens a stack of its own for one owner: a new connection (with the same connector,
+    /// maintenance handle and configuration, so it hands off and reconnects like this one)
+    /// that takes connection-state commands (`WATCH`, `MULTI`, `SELECT`, ...). What they set
+    /// is carried over to a new connection where possible, and a `WATCH` or `MULTI` lost with
+    /// its connection makes the next `EXEC` fail with [`Error::WatchLost`]; see
+    /// [`Dedicated`](crate::Dedicated). The connection closes when the result is dropped.
+    pub async fn dedicated(&self) -> Result<crate::Dedicated<HandoffRetry>, Error> {
+        let stack = (self.inner.sibling)().connected().await?;
+        Ok(crate::Dedicated::new(stack))
+    }
+
+    /// Closes the current connection at once (its owed replies fail); the stack reconnects.
+    pub(crate) fn abort_current(&self) {
+        if let Some(conn) = self.inner.current() {
+            conn.abort();
+        }
+    }
+
+    /// Whether this stack belongs to one owner (from [`HandoffRetry::dedicated`]).
+    pub fn is_dedicated(&self) -> bool {
+        self.inner.dedicated
+    }
+
+    /// Waits for the first connection, or the reconnect attempts' error.
+    async fn connected(self) -> Result<Self, Error> {
+        let this = self;
         let mut changed = this.inner.changed.subscribe();
         loop {
             if this.inner.usable().is_some() {
@@ -393,10 +467,10 @@ impl HandoffRetry {
     }
 }
 
-impl Service<Command> for HandoffRetry {
-    type Response = crate::reply::Reply;
+impl<R: Request> Service<R> for HandoffRetry {
+    type Response = R::Response;
     type Error = Error;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.reserved {
@@ -404,7 +478,7 @@ impl Service<Command> for HandoffRetry {
         }
         self.refresh_cache();
         match &mut self.cached {
-            Some((_, conn)) if !conn.is_closed() => match conn.poll_ready(cx) {
+            Some((_, conn)) if !conn.is_closed() => match Service::<R>::poll_ready(conn, cx) {
                 Poll::Ready(Ok(())) => {
                     self.reserved = true;
                     Poll::Ready(Ok(()))
@@ -417,17 +491,27 @@ impl Service<Command> for HandoffRetry {
         }
     }
 
-    fn call(&mut self, command: Command) -> ResponseFuture {
-        if command.subscription().is_some() {
-            if let Ok(mut subs) = self.inner.subscriptions.lock() {
-                subs.track(&command);
+    fn call(&mut self, request: R) -> ResponseFuture<R> {
+        if let Some(command) = request.as_command() {
+            if command.subscription().is_some() {
+                if let Ok(mut subs) = self.inner.subscriptions.lock() {
+                    subs.track(command);
+                }
             }
+        }
+        if self.inner.dedicated {
+            // One owner: its session decides, on the connection the request really goes to.
+            if std::mem::take(&mut self.reserved) {
+                // Dropping the connection handle gives back the slot it reserved.
+                self.cached = None;
+            }
+            return ResponseFuture::dedicated(request, self.inner.clone());
         }
         match (&mut self.cached, std::mem::take(&mut self.reserved)) {
             (Some((_, conn)), true) => {
-                ResponseFuture::sent(conn.call_recoverable(command), self.inner.clone())
+                ResponseFuture::sent(conn.call_recoverable(request), self.inner.clone())
             }
-            _ => ResponseFuture::waiting(command, self.inner.clone()),
+            _ => ResponseFuture::waiting(request, self.inner.clone()),
         }
     }
 }

@@ -142,8 +142,8 @@ pub use snapshot::{
 };
 pub use store::Metrics;
 
-use crate::command::Command;
 use crate::error::Error;
+use crate::request::Request;
 
 /// [`Service`] that records each command's latency and outcome into a [`Metrics`] handle; see
 /// the [module docs](self).
@@ -182,9 +182,10 @@ impl<S> MetricsHook<S> {
     }
 }
 
-impl<S> Service<Command> for MetricsHook<S>
+impl<S, R> Service<R> for MetricsHook<S>
 where
-    S: Service<Command, Error = Error>,
+    R: Request,
+    S: Service<R, Error = Error>,
 {
     type Response = S::Response;
     type Error = Error;
@@ -194,14 +195,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, command: Command) -> Self::Future {
+    fn call(&mut self, command: R) -> Self::Future {
         let commands = &self.metrics.inner.commands;
-        let slot = commands.names.slot(command.name_bytes());
-        let span = tracing::debug_span!(
-            "redis.command",
-            command = command.name(),
-            outcome = tracing::field::Empty
-        );
+        let slot = commands.names.slot(command.name().as_bytes());
+        let span = match command.as_command() {
+            Some(c) => tracing::debug_span!(
+                "redis.command",
+                command = c.name(),
+                outcome = tracing::field::Empty
+            ),
+            // A pipeline or transaction: one entry, under its own name, with its size.
+            None => tracing::debug_span!(
+                "redis.command",
+                command = command.name(),
+                size = command.len(),
+                outcome = tracing::field::Empty
+            ),
+        };
         let started = recorder::clock().raw();
         let response = {
             let _entered = span.enter();

@@ -9,7 +9,16 @@
 //!   made in `poll_ready`, as tower's `balance` does, and waits there for that stack's queue:
 //!   backpressure reaches the caller instead of piling up in response futures.
 //! - A blocking command (`BLPOP`, `XREAD ... BLOCK`, `WAIT`, ...) takes a connection of its own
-//!   for its duration, so other commands never queue behind it.
+//!   for its duration, so other commands never queue behind it. If its caller drops the future
+//!   before the reply (axum does when the HTTP client goes away), that connection is closed at
+//!   once and its stack reconnects: the server stops blocking for nobody, and an element pushed
+//!   later stays in the list for a live caller instead of being popped for a dead one (one
+//!   popped in the instant between the server's reply and the drop is lost, as with any client).
+//! - Pub/Sub commands all go to the first connection, so one subscriber's subscriptions live on
+//!   one connection; [`Pool::pushes`] is one stream of every connection's pushes.
+//! - A [`Pipeline`](crate::Pipeline) or [`Transaction`](crate::Transaction) runs on one
+//!   connection, as one request; [`Pool::dedicated`] opens a connection of one's own for
+//!   `WATCH` and other connection-state commands, which the pool's shared connections refuse.
 //! - A `MOVING` reaches every connection at once; each stack hands off on its own, but through
 //!   one [`HandoffLimiter`]: at most `max_workers` handoffs dial at once and at most
 //!   `handoff_queue_size` wait. A handoff that finds the queue full fails with an error and a
@@ -46,13 +55,13 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use crate::command::Command;
-use crate::connection::MakeConnection;
+use crate::connection::{MakeConnection, PushHub, Pushes};
+use crate::dedicated::Dedicated;
 use crate::error::Error;
 use crate::handoff::{self, HandoffConfig, HandoffRetry};
 use crate::maintenance::HandoffLimiter;
 use crate::maintenance::Maintenance;
-use crate::reply::Reply;
+use crate::request::Request;
 
 /// A pool of handoff-aware connections; see the [module docs](self). Cheap to clone.
 pub struct Pool {
@@ -79,6 +88,8 @@ struct Inner {
     limiter: HandoffLimiter,
     maintenance: Maintenance,
     wait_for_connection: Duration,
+    // Every stack's pushes, as one stream.
+    pushes: Arc<PushHub>,
 }
 
 impl fmt::Debug for Pool {
@@ -122,9 +133,20 @@ impl Pool {
             })??;
             stacks.push(stack);
         }
+        let pushes = Arc::new(PushHub::new(connector.configured_endpoint(), 4096));
+        for stack in &stacks {
+            let mut from = stack.pushes();
+            let to = pushes.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = from.recv().await {
+                    to.publish(frame);
+                }
+            });
+        }
         Ok(Pool {
             ready: None,
             inner: Arc::new(Inner {
+                pushes,
                 held: (0..size).map(|_| AtomicBool::new(false)).collect(),
                 stacks,
                 freed: Notify::new(),
@@ -153,6 +175,19 @@ impl Pool {
     /// The maintenance handle the pool's stacks share.
     pub fn maintenance(&self) -> &Maintenance {
         &self.inner.maintenance
+    }
+
+    /// Push frames from every connection of the pool, as one stream: Pub/Sub messages (all
+    /// subscriptions live on the first connection), client-tracking invalidations.
+    pub fn pushes(&self) -> Pushes {
+        self.inner.pushes.subscribe()
+    }
+
+    /// Opens a connection of one's own (with the pool's connector and handoff settings) for
+    /// `WATCH`, `MULTI` by hand, `SELECT` and other connection-state commands; see
+    /// [`Dedicated`]. Closed when dropped.
+    pub async fn dedicated(&self) -> Result<Dedicated<HandoffRetry>, Error> {
+        self.inner.stacks[0].dedicated().await
     }
 
     /// How many connections a blocking command holds now.
@@ -242,27 +277,27 @@ async fn hold_one(inner: Arc<Inner>) -> Result<Hold, Error> {
     }
 }
 
-/// The answer to a command sent through a [`Pool`].
+/// The answer to a request sent through a [`Pool`].
 #[pin_project]
-pub struct ResponseFuture {
+pub struct ResponseFuture<R: Request = crate::Command> {
     #[pin]
-    state: State,
+    state: State<R>,
 }
 
 #[pin_project(project = StateProj)]
-enum State {
+enum State<R: Request> {
     // The common case: sent on the stack picked in `poll_ready`, nothing boxed.
     Sent {
         #[pin]
-        answer: handoff::ResponseFuture,
+        answer: handoff::ResponseFuture<R>,
     },
     // A blocking command: waits for a connection of its own first.
     Blocking {
-        future: Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>,
+        future: Pin<Box<dyn Future<Output = Result<R::Response, Error>> + Send>>,
     },
 }
 
-impl fmt::Debug for ResponseFuture {
+impl<R: Request> fmt::Debug for ResponseFuture<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Sent { .. } => "sent",
@@ -274,8 +309,8 @@ impl fmt::Debug for ResponseFuture {
     }
 }
 
-impl Future for ResponseFuture {
-    type Output = Result<Reply, Error>;
+impl<R: Request> Future for ResponseFuture<R> {
+    type Output = Result<R::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -285,10 +320,28 @@ impl Future for ResponseFuture {
     }
 }
 
-impl Service<Command> for Pool {
-    type Response = Reply;
+/// Closes a held connection whose blocking command's caller went away before the reply.
+struct AbortUnlessDone {
+    stack: Option<HandoffRetry>,
+}
+
+impl Drop for AbortUnlessDone {
+    fn drop(&mut self) {
+        if let Some(stack) = self.stack.take() {
+            tracing::debug!(
+                endpoint = %stack.configured_endpoint(),
+                "a blocking command's caller went away before its reply: closing its connection"
+            );
+            stack.abort_current();
+        }
+    }
+}
+
+/// Commands, pipelines and transactions: each goes whole to one connection.
+impl<R: Request> Service<R> for Pool {
+    type Response = R::Response;
     type Error = Error;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<R>;
 
     /// Picks the less loaded of two random stacks and waits until it can take a command.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -296,11 +349,11 @@ impl Service<Command> for Pool {
             Some(stack) => stack,
             None => self.ready.insert(self.inner.stacks[self.pick()].clone()),
         };
-        stack.poll_ready(cx)
+        Service::<R>::poll_ready(stack, cx)
     }
 
-    fn call(&mut self, command: Command) -> ResponseFuture {
-        if command.blocking().is_some() {
+    fn call(&mut self, request: R) -> ResponseFuture<R> {
+        if request.blocking().is_some() {
             // The stack picked for it is given back (dropping it returns its queue slot): a
             // blocking command takes the idlest connection nobody holds.
             self.ready = None;
@@ -308,12 +361,30 @@ impl Service<Command> for Pool {
             let future = Box::pin(async move {
                 let hold = hold_one(inner.clone()).await?;
                 let stack = inner.stacks[hold.index].clone();
-                let reply = stack.oneshot(command).await;
+                let mut guard = AbortUnlessDone {
+                    stack: Some(stack.clone()),
+                };
+                let reply = stack.oneshot(request).await;
+                // Answered: the connection is free again, and nothing is to be closed.
+                guard.stack = None;
                 drop(hold);
                 reply
             });
             return ResponseFuture {
                 state: State::Blocking { future },
+            };
+        }
+        if request
+            .as_command()
+            .is_some_and(|c| c.subscription().is_some())
+        {
+            // One subscriber's subscriptions live on one connection: the first.
+            self.ready = None;
+            let mut stack = self.inner.stacks[0].clone();
+            return ResponseFuture {
+                state: State::Sent {
+                    answer: stack.call(request),
+                },
             };
         }
         let mut stack = match self.ready.take() {
@@ -324,7 +395,7 @@ impl Service<Command> for Pool {
         };
         ResponseFuture {
             state: State::Sent {
-                answer: stack.call(command),
+                answer: stack.call(request),
             },
         }
     }

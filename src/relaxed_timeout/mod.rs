@@ -55,8 +55,9 @@ pub use future::ResponseFuture;
 pub use layer::RelaxedTimeoutLayer;
 
 use crate::clock;
-use crate::command::{Block, Command};
+use crate::command::Block;
 use crate::error::Error;
+use crate::request::Request;
 
 /// Says until when an endpoint's timeouts are relaxed. Read on every command: keep it to an
 /// atomic load.
@@ -151,7 +152,7 @@ impl<S, R: Relaxation> RelaxedTimeout<S, R> {
     }
 
     /// The budget for `command` now, and whether it is the relaxed one; `None` for no timeout.
-    fn budget(&self, command: &Command, now: Instant) -> (Option<Duration>, bool) {
+    fn budget<Q: Request>(&self, command: &Q, now: Instant) -> (Option<Duration>, bool) {
         let relaxed = self
             .relaxation
             .relaxed_until()
@@ -161,7 +162,7 @@ impl<S, R: Relaxation> RelaxedTimeout<S, R> {
     }
 
     /// The budget for `command` with or without the relaxation.
-    fn budget_with(&self, command: &Command, relaxed: bool) -> Option<Duration> {
+    fn budget_with<Q: Request>(&self, command: &Q, relaxed: bool) -> Option<Duration> {
         let base = if relaxed {
             self.timeout.max(self.relaxed)
         } else {
@@ -175,9 +176,10 @@ impl<S, R: Relaxation> RelaxedTimeout<S, R> {
     }
 }
 
-impl<S, R> Service<Command> for RelaxedTimeout<S, R>
+impl<S, R, Q> Service<Q> for RelaxedTimeout<S, R>
 where
-    S: Service<Command, Error = Error>,
+    Q: Request,
+    S: Service<Q, Error = Error>,
     R: Relaxation + Clone,
 {
     type Response = S::Response;
@@ -188,7 +190,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, command: Command) -> Self::Future {
+    fn call(&mut self, command: Q) -> Self::Future {
         let now = tokio::time::Instant::now();
         let (budget, relaxed) = self.budget(&command, now.into_std());
         // A maintenance that begins while the command waits can still give it the relaxed
@@ -208,6 +210,7 @@ where
 mod tests {
     use super::*;
     use crate::cmd;
+    use crate::command::Command;
 
     fn svc(
         timeout_ms: u64,
