@@ -102,7 +102,9 @@ pub use reply::Reply;
 pub use request::{Pipeline, Request, Transaction};
 
 // The connection at the bottom of every stack, and how stacks open new ones.
-pub use connection::{ConnectOptions, Connection, Connector, Limits, MakeConnection, TlsOptions};
+pub use connection::{
+    ClientTracking, ConnectOptions, Connection, Connector, Limits, MakeConnection, TlsOptions,
+};
 
 // The shared maintenance model the layers meet through.
 pub use maintenance::{

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::RedisServer;
 use redis_handoff::frame::BytesFrame;
-use redis_handoff::{cmd, Command, ConnectOptions, Connection, Error, TlsOptions};
+use redis_handoff::{cmd, ClientTracking, Command, ConnectOptions, Connection, Error, TlsOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
@@ -69,16 +69,13 @@ async fn a_hundred_tasks_share_one_connection_and_every_reply_is_their_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_interleaved_with_replies_never_take_a_replys_place() {
     let server = RedisServer::start();
-    let conn = connect(&server).await;
+    // Client-side caching: reads register keys, and writes from elsewhere push invalidations.
+    let opts = ConnectOptions::from_url(&server.url())
+        .unwrap()
+        .with_tracking(ClientTracking::new());
+    let conn = Connection::connect_with(opts).await.unwrap();
     let publisher = connect(&server).await;
     let mut pushes = conn.pushes();
-
-    // Client-side caching: reads register keys, and writes from elsewhere push invalidations.
-    assert!(conn
-        .send(cmd!("CLIENT", "TRACKING", "ON"))
-        .await
-        .unwrap()
-        .is_ok());
     // Pub/Sub on the same RESP3 connection, answered with its confirmation.
     let confirm = conn.send(cmd!("SUBSCRIBE", "news", "sport")).await.unwrap();
     assert_eq!(confirm.as_array().map(|a| a.len()), Some(2));
@@ -249,7 +246,13 @@ async fn selects_the_database_and_sets_the_client_name() {
     let list = list.as_str().unwrap().to_string();
     assert!(list.contains("name=checkout-api"), "{list}");
     assert!(list.contains("db=5"), "{list}");
+    // A connection of one's own takes SELECT by hand; a shared one refuses it.
     let plain = connect(&server).await;
+    assert!(matches!(
+        plain.send(cmd!("SELECT", 5)).await,
+        Err(Error::Refused { .. })
+    ));
+    let plain = plain.into_dedicated();
     assert!(plain.send(cmd!("GET", "where")).await.unwrap().is_null());
     plain.send(cmd!("SELECT", 5)).await.unwrap();
     assert_eq!(

@@ -153,6 +153,9 @@ impl Connector {
         if opts.database != 0 {
             steps.push(("SELECT", Command::new("SELECT").arg(opts.database)));
         }
+        if let Some(tracking) = &opts.tracking {
+            steps.push(("CLIENT TRACKING", tracking.command()));
+        }
         steps.push((
             "CLIENT SETINFO",
             Command::new("CLIENT")
@@ -184,9 +187,9 @@ impl Connector {
                     let _ = shared.server.0.set(info);
                 }
                 ("HELLO", Err(Error::Server(e))) => return Err(hello_error(e.text())),
-                ("SELECT", Err(Error::Server(e))) => {
+                (step @ ("SELECT" | "CLIENT TRACKING"), Err(Error::Server(e))) => {
                     return Err(Error::Handshake {
-                        step: "SELECT",
+                        step,
                         message: e.text().into(),
                     })
                 }

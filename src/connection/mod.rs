@@ -54,7 +54,7 @@ use tower_service::Service;
 pub use codec::Limits;
 pub use connect::{Connector, Established};
 pub use make::MakeConnection;
-pub use options::{ConnectOptions, Password, TlsOptions};
+pub use options::{ClientTracking, ConnectOptions, Password, TlsOptions};
 pub(crate) use pushes::PushHub;
 pub use pushes::Pushes;
 pub(crate) use subscriptions::Subscriptions;

@@ -49,6 +49,61 @@ pub struct ConnectOptions {
     /// How many push frames a slow push subscriber may fall behind before it misses some.
     /// Default 4096.
     pub push_buffer: usize,
+    /// Client-side caching: `CLIENT TRACKING ON` with these settings, sent in the handshake of
+    /// every connection (so it survives handoffs and reconnects). Invalidations arrive as push
+    /// frames. Off by default.
+    pub tracking: Option<ClientTracking>,
+}
+
+/// The settings of `CLIENT TRACKING ON`; see [`ConnectOptions::with_tracking`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientTracking {
+    /// Broadcasting mode: invalidations for every key under `prefixes`, read or not.
+    pub bcast: bool,
+    /// Key prefixes (broadcasting mode only).
+    pub prefixes: Vec<String>,
+    /// No invalidations for keys this connection itself modified.
+    pub noloop: bool,
+}
+
+impl ClientTracking {
+    /// Tracking of the keys this connection reads.
+    pub fn new() -> Self {
+        ClientTracking::default()
+    }
+
+    /// Broadcasting mode for keys under these prefixes (all keys if none).
+    #[must_use]
+    pub fn broadcast<I: IntoIterator<Item = S>, S: Into<String>>(mut self, prefixes: I) -> Self {
+        self.bcast = true;
+        self.prefixes = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// No invalidations for this connection's own writes.
+    #[must_use]
+    pub fn noloop(mut self) -> Self {
+        self.noloop = true;
+        self
+    }
+
+    /// The `CLIENT TRACKING ON ...` command.
+    pub(crate) fn command(&self) -> crate::command::Command {
+        let mut c = crate::command::Command::new("CLIENT")
+            .arg("TRACKING")
+            .arg("ON");
+        if self.bcast {
+            c = c.arg("BCAST");
+            for p in &self.prefixes {
+                c = c.arg("PREFIX").arg(p.as_str());
+            }
+        }
+        if self.noloop {
+            c = c.arg("NOLOOP");
+        }
+        c
+    }
 }
 
 /// A password that never appears in `Debug` output or logs.
@@ -152,6 +207,7 @@ impl ConnectOptions {
             queue_size: 1024,
             max_in_flight: 16 * 1024,
             push_buffer: 4096,
+            tracking: None,
         }
     }
 
@@ -278,6 +334,15 @@ impl ConnectOptions {
     #[must_use]
     pub fn with_tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Turns client-side caching invalidations on for every connection: `CLIENT TRACKING ON`
+    /// in the handshake. A shared connection refuses `CLIENT TRACKING` sent by hand, since it
+    /// would be lost at the next handoff or reconnect.
+    #[must_use]
+    pub fn with_tracking(mut self, tracking: ClientTracking) -> Self {
+        self.tracking = Some(tracking);
         self
     }
 
