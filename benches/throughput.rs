@@ -1,4 +1,5 @@
-//! Throughput of `redis_handoff::Connection` against fred and redis-rs on one local Redis.
+//! Throughput of `redis_handoff::Connection` and of the full `Stack` against fred and redis-rs
+//! on one local Redis: single commands, pipelines and transactions.
 //!
 //! ```text
 //! cargo bench --bench throughput
@@ -24,10 +25,15 @@
 //! | `BENCH_NODELAY`     | 0              | 1: set `TCP_NODELAY` on fred's and redis-rs's sockets  |
 //! | `BENCH_FILTER`      | (all)          | only the workloads whose name contains this text       |
 //! | `BENCH_TASKS`       | 100            | tasks of the many-task workloads (one connection)      |
-//! | `BENCH_CLIENTS`     | (all)          | comma-separated subset of `tower,send,fred,redis-rs`   |
+//! | `BENCH_CLIENTS`     | (all)          | subset of `tower,send,stack,fred,redis-rs`, by commas  |
 //! | `REDIS_SERVER`      | `redis-server` | the server binary                                      |
 //!
 //! All clients share one multi-thread tokio runtime with two workers.
+//!
+//! The pipeline workload sends a `Pipeline` of 100 `SET`s per call (redis-rs: `redis::pipe()`,
+//! fred: `client.pipeline()`), the transaction workload a `Transaction` of 5 commands
+//! (redis-rs: `redis::pipe().atomic()`, fred: `client.multi()`); both count commands per second,
+//! so a pipeline is 100 operations.
 
 use std::error::Error as StdError;
 use std::fmt::Write as _;
@@ -38,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::{ClientLike, KeysInterface};
-use redis_handoff::{cmd, Connection};
+use redis_handoff::{cmd, Connection, Pipeline, Stack, Transaction};
 use tower::ServiceExt;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -135,17 +141,25 @@ use server::Server;
 enum Kind {
     Tower,
     Send,
+    Stack,
     Fred,
     RedisRs,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Tower, Kind::Send, Kind::Fred, Kind::RedisRs];
+    const ALL: [Kind; 5] = [
+        Kind::Tower,
+        Kind::Send,
+        Kind::Stack,
+        Kind::Fred,
+        Kind::RedisRs,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Kind::Tower => "redis-handoff",
             Kind::Send => "redis-handoff (send)",
+            Kind::Stack => "redis-handoff Stack",
             Kind::Fred => "fred 10.1",
             Kind::RedisRs => "redis-rs 0.32",
         }
@@ -155,6 +169,7 @@ impl Kind {
         match self {
             Kind::Tower => "tower",
             Kind::Send => "send",
+            Kind::Stack => "stack",
             Kind::Fred => "fred",
             Kind::RedisRs => "redis-rs",
         }
@@ -168,6 +183,8 @@ enum Client {
     Tower(Connection),
     /// Our connection, called through `Connection::send`.
     Send(Connection),
+    /// Our full stack (every layer on), called through tower.
+    Stack(Stack),
     Fred(fred::clients::Client),
     RedisRs(redis::aio::MultiplexedConnection),
 }
@@ -177,6 +194,7 @@ impl Client {
         Ok(match kind {
             Kind::Tower => Client::Tower(Connection::connect(url).await?),
             Kind::Send => Client::Send(Connection::connect(url).await?),
+            Kind::Stack => Client::Stack(Stack::connect(url).await?),
             Kind::Fred => {
                 let config = fred::prelude::Config::from_url(url)?;
                 let mut builder = fred::prelude::Builder::from_config(config);
@@ -208,6 +226,9 @@ impl Client {
             Client::Tower(c) | Client::Send(c) => {
                 c.send(cmd!("SET", key, value)).await?;
             }
+            Client::Stack(c) => {
+                c.clone().oneshot(cmd!("SET", key, value)).await?;
+            }
             Client::Fred(c) => c.set::<(), _, _>(key, value, None, None, false).await?,
             Client::RedisRs(c) => {
                 redis::cmd("SET")
@@ -230,6 +251,10 @@ impl Client {
                 let reply = c.send(cmd!("INCR", key)).await?;
                 reply.as_i64().ok_or("INCR did not answer an integer")?
             }
+            Client::Stack(c) => {
+                let reply = c.clone().oneshot(cmd!("INCR", key)).await?;
+                reply.as_i64().ok_or("INCR did not answer an integer")?
+            }
             Client::Fred(c) => c.incr::<i64, _>(key).await?,
             Client::RedisRs(c) => redis::cmd("INCR").arg(key).query_async::<i64>(c).await?,
         };
@@ -246,6 +271,10 @@ impl Client {
                 let reply = c.send(cmd!("GET", key)).await?;
                 reply.as_bytes().ok_or("GET did not answer a string")?.len()
             }
+            Client::Stack(c) => {
+                let reply = c.clone().oneshot(cmd!("GET", key)).await?;
+                reply.as_bytes().ok_or("GET did not answer a string")?.len()
+            }
             Client::Fred(c) => c.get::<Bytes, _>(key).await?.len(),
             Client::RedisRs(c) => redis::cmd("GET")
                 .arg(key)
@@ -255,6 +284,105 @@ impl Client {
         };
         Ok(len)
     }
+
+    /// A pipeline of `n` `SET`s of `value` on `key:0` .. `key:n-1`; the commands answered.
+    async fn pipeline(&mut self, key: &str, n: usize, value: &Bytes) -> Result<u64> {
+        let ours = || -> Pipeline {
+            (0..n)
+                .map(|i| cmd!("SET", format!("{key}:{i}"), value))
+                .collect()
+        };
+        let answered = match self {
+            Client::Tower(c) => ok_count(c.clone().oneshot(ours()).await?)?,
+            Client::Send(c) => ok_count(c.send(ours()).await?)?,
+            Client::Stack(c) => ok_count(c.clone().oneshot(ours()).await?)?,
+            Client::Fred(c) => {
+                use fred::prelude::KeysInterface as _;
+                let p = c.pipeline();
+                for i in 0..n {
+                    let () = p
+                        .set(format!("{key}:{i}"), value.clone(), None, None, false)
+                        .await?;
+                }
+                let replies: Vec<fred::types::Value> = p.all().await?;
+                replies.len() as u64
+            }
+            Client::RedisRs(c) => {
+                let mut p = redis::pipe();
+                for i in 0..n {
+                    p.cmd("SET").arg(format!("{key}:{i}")).arg(&value[..]);
+                }
+                let replies: Vec<redis::Value> = p.query_async(c).await?;
+                replies.len() as u64
+            }
+        };
+        if answered != n as u64 {
+            return Err(format!("a pipeline of {n} got {answered} OKs").into());
+        }
+        Ok(answered)
+    }
+
+    /// A transaction of 5 commands on `key`: three `INCR`s, a `GET`, a `SET` of a sibling key.
+    async fn transaction(&mut self, key: &str) -> Result<u64> {
+        let side = format!("{key}:side");
+        let ours = || {
+            Transaction::new()
+                .cmd(cmd!("INCR", key))
+                .cmd(cmd!("INCR", key))
+                .cmd(cmd!("INCR", key))
+                .cmd(cmd!("GET", key))
+                .cmd(cmd!("SET", side.as_str(), "v"))
+        };
+        let results = match self {
+            Client::Tower(c) => c.clone().oneshot(ours()).await?.len(),
+            Client::Send(c) => c.send(ours()).await?.len(),
+            Client::Stack(c) => c.clone().oneshot(ours()).await?.len(),
+            Client::Fred(c) => {
+                use fred::interfaces::TransactionInterface as _;
+                let tx = c.multi();
+                let () = tx.incr(key).await?;
+                let () = tx.incr(key).await?;
+                let () = tx.incr(key).await?;
+                let () = tx.get(key).await?;
+                let () = tx.set(side.as_str(), "v", None, None, false).await?;
+                let replies: Vec<fred::types::Value> = tx.exec(true).await?;
+                replies.len()
+            }
+            Client::RedisRs(c) => {
+                let replies: Vec<redis::Value> = redis::pipe()
+                    .atomic()
+                    .cmd("INCR")
+                    .arg(key)
+                    .cmd("INCR")
+                    .arg(key)
+                    .cmd("INCR")
+                    .arg(key)
+                    .cmd("GET")
+                    .arg(key)
+                    .cmd("SET")
+                    .arg(&side)
+                    .arg("v")
+                    .query_async(c)
+                    .await?;
+                replies.len()
+            }
+        };
+        if results != 5 {
+            return Err(format!("a transaction of 5 answered {results} results").into());
+        }
+        Ok(5)
+    }
+}
+
+/// How many replies of a batch are `OK`; an error reply fails the bench.
+fn ok_count(replies: Vec<Result<redis_handoff::Reply, redis_handoff::Error>>) -> Result<u64> {
+    let mut n = 0;
+    for r in replies {
+        if r?.is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,6 +392,10 @@ impl Client {
 enum Op {
     Incr,
     Get,
+    /// A `Pipeline` of this many `SET`s.
+    Pipeline(usize),
+    /// A `Transaction` of 5 commands.
+    Transaction,
 }
 
 #[derive(Clone)]
@@ -273,8 +405,9 @@ struct Workload {
     tasks: usize,
 }
 
-/// The workloads: one task, then `many` tasks sharing one connection.
-fn workloads(many: usize) -> [Workload; 3] {
+/// The workloads: one task, then `many` tasks sharing one connection; then pipelines from 10
+/// tasks and transactions from 50.
+fn workloads(many: usize) -> [Workload; 5] {
     [
         Workload {
             name: "INCR, 1 task".to_owned(),
@@ -291,6 +424,16 @@ fn workloads(many: usize) -> [Workload; 3] {
             op: Op::Get,
             tasks: many,
         },
+        Workload {
+            name: "Pipeline of 100 SET, 10 tasks".to_owned(),
+            op: Op::Pipeline(100),
+            tasks: 10,
+        },
+        Workload {
+            name: "Transaction of 5, 50 tasks".to_owned(),
+            op: Op::Transaction,
+            tasks: 50,
+        },
     ]
 }
 
@@ -299,6 +442,8 @@ impl Workload {
         match self.op {
             Op::Incr => format!("bench:incr:{}:{task}", self.tasks),
             Op::Get => format!("bench:get:{}:{task}", self.tasks),
+            Op::Pipeline(_) => format!("bench:pipe:{}:{task}", self.tasks),
+            Op::Transaction => format!("bench:multi:{}:{task}", self.tasks),
         }
     }
 
@@ -326,25 +471,30 @@ impl Workload {
             let key = self.key(task);
             let stop = stop.clone();
             let op = self.op;
+            let value = Bytes::from(vec![b'x'; 16]);
             handles.push(tokio::spawn(async move {
                 let mut done: u64 = 0;
                 loop {
-                    match op {
+                    let ops = match op {
                         Op::Incr => {
                             client.incr(&key).await?;
+                            1
                         }
                         Op::Get => {
                             let len = client.get(&key).await?;
                             if len != VALUE_SIZE {
                                 return Err(format!("GET {key} answered {len} bytes").into());
                             }
+                            1
                         }
-                    }
+                        Op::Pipeline(n) => client.pipeline(&key, n, &value).await?,
+                        Op::Transaction => client.transaction(&key).await?,
+                    };
                     // An operation that finishes after the window closed is not counted.
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    done += 1;
+                    done += ops;
                 }
                 Ok::<u64, BoxError>(done)
             }));
@@ -448,7 +598,7 @@ fn run() -> Result<()> {
                     .into_iter()
                     .find(|k| k.short() == name)
                     .ok_or_else(|| {
-                        format!("unknown client {name:?} in BENCH_CLIENTS (tower, send, fred, redis-rs)")
+                        format!("unknown client {name:?} in BENCH_CLIENTS (tower, send, stack, fred, redis-rs)")
                     })?;
                 kinds.push(kind);
             }
@@ -665,6 +815,8 @@ impl Report<'_> {
         header.extend(self.kinds.iter().map(|k| format!("{} ops/s", k.label())));
         header.push("ours/redis-rs".to_owned());
         header.push("ours/fred".to_owned());
+        header.push("Stack/redis-rs".to_owned());
+        header.push("Stack/ours".to_owned());
         let mut rows = Vec::new();
         for (wi, w) in self.workloads.iter().enumerate() {
             let mut row = vec![w.name.clone()];
@@ -680,6 +832,9 @@ impl Report<'_> {
                 .unwrap_or(f64::NAN);
             row.push(ratio(ours, self.median_ops(wi, Kind::RedisRs)));
             row.push(ratio(ours, self.median_ops(wi, Kind::Fred)));
+            let stack = self.median_ops(wi, Kind::Stack).unwrap_or(f64::NAN);
+            row.push(ratio(stack, self.median_ops(wi, Kind::RedisRs)));
+            row.push(ratio(stack, Some(ours)));
             rows.push(row);
         }
         Table {
@@ -714,7 +869,8 @@ impl Report<'_> {
             "redis-handoff: RESP3, TCP_NODELAY on; `conn.clone().oneshot(cmd)` through tower, and `conn.send(cmd)` in the (send) row".to_owned(),
             format!("fred 10.1: one client, default config (RESP2), TCP_NODELAY {nodelay}"),
             format!("redis-rs 0.32: `get_multiplexed_async_connection` (RESP2), TCP_NODELAY {nodelay}"),
-            "ours/x: median ops/s of redis-handoff (tower) over x's".to_owned(),
+            "redis-handoff Stack: `Stack::connect(url)` with every layer on (metrics, circuit breaker, relaxed timeout, handoff, demux), through tower".to_owned(),
+            "ours/x: median ops/s of redis-handoff (tower, the bare connection) over x's; Stack/x: the full Stack's over x's".to_owned(),
         ]
     }
 
