@@ -81,6 +81,14 @@ impl Session {
             }
             return Verdict::Fail(lost("MULTI"));
         }
+        if transaction && self.multi_on.is_some() {
+            // Its MULTI would fail as nested, and its commands would join the open one.
+            return Verdict::Fail(Error::Refused {
+                command: "TRANSACTION".into(),
+                reason: "a MULTI sent by hand is open on this connection: EXEC or DISCARD it \
+                         before sending a Transaction",
+            });
+        }
         if self.watch_on.is_some_and(|id| id != conn) {
             if is("UNWATCH") {
                 self.watch_on = None;

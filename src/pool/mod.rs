@@ -14,6 +14,9 @@
 //!   once and its stack reconnects: the server stops blocking for nobody, and an element pushed
 //!   later stays in the list for a live caller instead of being popped for a dead one (one
 //!   popped in the instant between the server's reply and the drop is lost, as with any client).
+//!   A command that arrives while blocking commands hold every connection waits for one to be
+//!   freed (up to `wait_for_connection`, then [`Error::NotSent`]) rather than queue behind a
+//!   connection the server is blocking.
 //! - Pub/Sub commands all go to the first connection, so one subscriber's subscriptions live on
 //!   one connection; [`Pool::pushes`] is one stream of every connection's pushes.
 //! - A [`Pipeline`](crate::Pipeline) or [`Transaction`](crate::Transaction) runs on one
@@ -199,31 +202,64 @@ impl Pool {
             .count()
     }
 
-    /// The less loaded of two random stacks not held by a blocking command.
-    fn pick(&self) -> usize {
-        let n = self.inner.stacks.len();
-        if n == 1 {
-            return 0;
-        }
-        let free = |i: usize| !self.inner.held[i].load(Ordering::Relaxed);
-        let a = fastrand::usize(..n);
-        let mut b = fastrand::usize(..n - 1);
-        if b >= a {
-            b += 1;
-        }
-        match (free(a), free(b)) {
-            (true, true) => {
-                if self.inner.stacks[b].in_flight() < self.inner.stacks[a].in_flight() {
-                    b
-                } else {
-                    a
-                }
+    /// The less loaded of two random stacks not held by a blocking command; `None` when a
+    /// blocking command holds every one.
+    fn pick(&self) -> Option<usize> {
+        pick(&self.inner)
+    }
+}
+
+fn pick(inner: &Inner) -> Option<usize> {
+    let n = inner.stacks.len();
+    let free = |i: usize| !inner.held[i].load(Ordering::Relaxed);
+    if n == 1 {
+        return free(0).then_some(0);
+    }
+    let a = fastrand::usize(..n);
+    let mut b = fastrand::usize(..n - 1);
+    if b >= a {
+        b += 1;
+    }
+    match (free(a), free(b)) {
+        (true, true) => {
+            if inner.stacks[b].in_flight() < inner.stacks[a].in_flight() {
+                Some(b)
+            } else {
+                Some(a)
             }
-            (true, false) => a,
-            (false, true) => b,
-            // Both held: look for any free one, else share one anyway.
-            (false, false) => (0..n).find(|&i| free(i)).unwrap_or(a),
         }
+        (true, false) => Some(a),
+        (false, true) => Some(b),
+        // Both held: any free one. None: a command never queues behind a blocked one.
+        (false, false) => (0..n).find(|&i| free(i)),
+    }
+}
+
+/// Waits, at most `wait_for_connection`, until a stack is not held by a blocking command.
+async fn wait_free(inner: &Inner) -> Result<usize, Error> {
+    let deadline = tokio::time::Instant::now() + inner.wait_for_connection;
+    loop {
+        let freed = inner.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(i) = pick(inner) {
+            // Pass the wake-up on: a blocking command may be waiting for the same release.
+            inner.freed.notify_one();
+            return Ok(i);
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            return Err(all_held(inner));
+        }
+    }
+}
+
+fn all_held(inner: &Inner) -> Error {
+    Error::NotSent {
+        reason: format!(
+            "every connection of the pool ({}) is held by a blocking command",
+            inner.stacks.len()
+        )
+        .into(),
     }
 }
 
@@ -266,13 +302,7 @@ async fn hold_one(inner: Arc<Inner>) -> Result<Hold, Error> {
             continue;
         }
         if tokio::time::timeout_at(deadline, freed).await.is_err() {
-            return Err(Error::NotSent {
-                reason: format!(
-                    "every connection of the pool ({}) is held by a blocking command",
-                    inner.stacks.len()
-                )
-                .into(),
-            });
+            return Err(all_held(&inner));
         }
     }
 }
@@ -347,7 +377,11 @@ impl<R: Request> Service<R> for Pool {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let stack = match &mut self.ready {
             Some(stack) => stack,
-            None => self.ready.insert(self.inner.stacks[self.pick()].clone()),
+            None => match self.pick() {
+                Some(i) => self.ready.insert(self.inner.stacks[i].clone()),
+                // Every connection is blocked: `call` waits for one to be free.
+                None => return Poll::Ready(Ok(())),
+            },
         };
         Service::<R>::poll_ready(stack, cx)
     }
@@ -387,11 +421,22 @@ impl<R: Request> Service<R> for Pool {
                 },
             };
         }
-        let mut stack = match self.ready.take() {
-            Some(stack) => stack,
+        let mut stack = match self.ready.take().or_else(|| {
             // `call` without `poll_ready` breaks the Service contract; the stack copes (the
             // command waits for a slot in its response future) rather than panic.
-            None => self.inner.stacks[self.pick()].clone(),
+            self.pick().map(|i| self.inner.stacks[i].clone())
+        }) {
+            Some(stack) => stack,
+            None => {
+                let inner = self.inner.clone();
+                let future = Box::pin(async move {
+                    let i = wait_free(&inner).await?;
+                    inner.stacks[i].clone().oneshot(request).await
+                });
+                return ResponseFuture {
+                    state: State::Blocking { future },
+                };
+            }
         };
         ResponseFuture {
             state: State::Sent {
