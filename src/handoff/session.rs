@@ -249,6 +249,21 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_is_refused_inside_a_multi_sent_by_hand() {
+        let mut s = Session::default();
+        s.after(&[cmd!("MULTI")], false, true, id(1));
+        assert!(matches!(
+            s.before(&[cmd!("INCR", "k")], true, id(1)),
+            Verdict::Fail(Error::Refused { .. })
+        ));
+        s.after(&[cmd!("EXEC")], false, true, id(1));
+        assert!(matches!(
+            s.before(&[cmd!("INCR", "k")], true, id(1)),
+            Verdict::Send
+        ));
+    }
+
+    #[test]
     fn database_name_and_tracking_are_carried_over() {
         let mut s = Session::default();
         s.after(&[cmd!("SELECT", 3)], false, true, id(1));
