@@ -75,7 +75,8 @@ impl Reply {
         }
     }
 
-    /// The elements of an array, set or push reply.
+    /// The elements of an array or push reply. A RESP3 set (`SMEMBERS`) is unordered: read it
+    /// from [`Reply::frame`] (`BytesFrame::Set`).
     pub fn as_array(&self) -> Option<&[BytesFrame]> {
         match &self.frame {
             BytesFrame::Array { data, .. } | BytesFrame::Push { data, .. } => Some(data),

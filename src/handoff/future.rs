@@ -166,6 +166,13 @@ async fn dedicated<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R::R
             }
             Err(_) => None,
         };
+        // A transaction written whole ended its WATCH whatever became of it: by its EXEC, or
+        // with the connection that closed under it.
+        let answered = answered.or_else(|| {
+            let written =
+                matches!(&outcome, Err(Failed { error, .. }) if error.may_have_executed());
+            (transaction && written).then_some(false)
+        });
         if let Some(ok) = answered {
             let mut session = inner.lock_session();
             match &state {

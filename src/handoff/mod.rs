@@ -373,11 +373,9 @@ impl HandoffRetry {
         Ok(crate::Dedicated::new(stack))
     }
 
-    /// Closes the current connection at once (its owed replies fail); the stack reconnects.
-    pub(crate) fn abort_current(&self) {
-        if let Some(conn) = self.inner.current() {
-            conn.abort();
-        }
+    /// The connection commands go to now, if one is usable.
+    pub(crate) fn current_connection(&self) -> Option<Connection> {
+        self.inner.usable()
     }
 
     /// Whether this stack belongs to one owner (from [`HandoffRetry::dedicated`]).

@@ -58,7 +58,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use crate::connection::{MakeConnection, PushHub, Pushes};
+use crate::connection::{Connection, MakeConnection, PushHub, Pushes};
 use crate::dedicated::Dedicated;
 use crate::error::Error;
 use crate::handoff::{self, HandoffConfig, HandoffRetry};
@@ -350,19 +350,21 @@ impl<R: Request> Future for ResponseFuture<R> {
     }
 }
 
-/// Closes a held connection whose blocking command's caller went away before the reply.
+/// Closes the connection a blocking command was sent on when its caller goes away before the
+/// reply. The connection it was written to, not the stack's current one: after a handoff the
+/// command is still owed by the old, draining connection.
 struct AbortUnlessDone {
-    stack: Option<HandoffRetry>,
+    sent_on: Option<Connection>,
 }
 
 impl Drop for AbortUnlessDone {
     fn drop(&mut self) {
-        if let Some(stack) = self.stack.take() {
+        if let Some(conn) = self.sent_on.take() {
             tracing::debug!(
-                endpoint = %stack.configured_endpoint(),
+                endpoint = %conn.endpoint(),
                 "a blocking command's caller went away before its reply: closing its connection"
             );
-            stack.abort_current();
+            conn.abort();
         }
     }
 }
@@ -395,12 +397,15 @@ impl<R: Request> Service<R> for Pool {
             let future = Box::pin(async move {
                 let hold = hold_one(inner.clone()).await?;
                 let stack = inner.stacks[hold.index].clone();
+                // The connection the command goes to: the stack's current one, taken just
+                // before sending. (While the stack has none, the command waits for the next
+                // one, and a caller that goes away meanwhile takes nothing with it.)
                 let mut guard = AbortUnlessDone {
-                    stack: Some(stack.clone()),
+                    sent_on: stack.current_connection(),
                 };
                 let reply = stack.oneshot(request).await;
                 // Answered: the connection is free again, and nothing is to be closed.
-                guard.stack = None;
+                guard.sent_on = None;
                 drop(hold);
                 reply
             });
