@@ -39,7 +39,10 @@ impl<F, R> ResponseFuture<F, R> {
     ) -> Self {
         ResponseFuture {
             response,
-            sleep: budget.map(|b| tokio::time::sleep_until(started + b)),
+            // A budget too large for the clock (`Duration::MAX`) is no deadline at all.
+            sleep: budget
+                .and_then(|b| started.checked_add(b))
+                .map(tokio::time::sleep_until),
             started,
             relaxed,
             extend,
@@ -72,11 +75,17 @@ where
                 let relaxed_now = relaxation
                     .relaxed_until()
                     .is_some_and(|until| until > now.into_std());
-                let deadline = *this.started + budget;
-                if relaxed_now && deadline > now {
+                let deadline = this.started.checked_add(budget);
+                if relaxed_now && deadline.is_none_or(|d| d > now) {
                     *this.relaxed = true;
-                    if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                        sleep.reset(deadline);
+                    match deadline {
+                        Some(deadline) => {
+                            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                                sleep.reset(deadline);
+                            }
+                        }
+                        // The relaxed budget is beyond the clock: no deadline any more.
+                        None => this.sleep.set(None),
                     }
                     continue;
                 }

@@ -296,6 +296,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_timeout_beyond_the_clock_means_no_deadline_and_never_panics() {
+        use tower::ServiceExt;
+        let switch = RelaxationSwitch::new();
+        let quick = tower::service_fn(|_: Command| async {
+            Ok::<_, Error>(crate::Reply::from(crate::frame::BytesFrame::Null))
+        });
+        let svc = RelaxedTimeout::new(quick, Duration::MAX, Duration::MAX, switch.clone());
+        assert!(svc.clone().oneshot(cmd!("GET", "k")).await.is_ok());
+        switch.relax_for(Duration::MAX);
+        assert!(svc.clone().oneshot(cmd!("BLPOP", "k", 5)).await.is_ok());
+        // A normal timeout with a relaxed one beyond the clock, for a command that outlives it.
+        let slow = tower::service_fn(|_: Command| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, Error>(crate::Reply::from(crate::frame::BytesFrame::Null))
+        });
+        switch.end();
+        let svc = RelaxedTimeout::new(
+            slow,
+            Duration::from_millis(10),
+            Duration::MAX,
+            switch.clone(),
+        );
+        let call = tokio::spawn(svc.oneshot(cmd!("GET", "k")));
+        switch.relax_for(Duration::from_secs(60));
+        assert!(call.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
     async fn an_expired_relaxation_is_not_in_force() {
         let switch = RelaxationSwitch::new();
         switch.relax_for(Duration::from_millis(1));
