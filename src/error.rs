@@ -186,6 +186,14 @@ impl ServerError {
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// Whether the server refused to run the command for now, so that it certainly did not run
+    /// and may be sent again shortly: `LOADING` (a restarted server reading its data back),
+    /// `MASTERDOWN` (a replica that lost its primary), `TRYAGAIN` (a cluster slot being
+    /// moved).
+    pub fn is_transient_refusal(&self) -> bool {
+        matches!(self.code(), "LOADING" | "MASTERDOWN" | "TRYAGAIN")
+    }
 }
 
 impl fmt::Debug for ServerError {
@@ -271,6 +279,7 @@ impl Error {
     /// Whether the command ran: the one place that says so for every variant.
     pub fn execution(&self) -> Execution {
         match self {
+            Error::Server(e) if e.is_transient_refusal() => Execution::NotRun,
             Error::Server(_) | Error::Conversion { .. } => Execution::Ran,
             Error::ConnectionLost { .. } | Error::Timeout { .. } | Error::Protocol { .. } => {
                 Execution::MayHaveRun
@@ -437,6 +446,21 @@ mod tests {
         assert!(!err.class().counts_as_failure());
         assert!(!err.may_have_executed());
         assert!(!err.certainly_not_executed());
+    }
+
+    #[test]
+    fn a_server_that_refuses_for_now_did_not_run_the_command() {
+        for text in [
+            "LOADING Redis is loading",
+            "MASTERDOWN Link down",
+            "TRYAGAIN slot moving",
+        ] {
+            let err = Error::Server(ServerError::new(text));
+            assert_eq!(err.execution(), Execution::NotRun, "{text}");
+            assert_eq!(err.class(), ErrorClass::Server);
+        }
+        let err = Error::Server(ServerError::new("ERR unknown command"));
+        assert_eq!(err.execution(), Execution::Ran);
     }
 
     #[test]

@@ -308,3 +308,37 @@ async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() 
     assert_no_failures(&s.redis, &outcomes).await;
     assert_eq!(s.redis.stats().handoffs, 1);
 }
+
+#[tokio::test]
+async fn a_command_refused_while_the_server_loads_is_sent_again_and_runs_once() {
+    let (_server, sim) = redis_and_sim(1).await;
+    let http = sim.serve_http("127.0.0.1:0").await.unwrap();
+    let redis = common::client::handoff_to_url(
+        &sim.node(0).url(),
+        &Maintenance::default(),
+        HandoffConfig::default(),
+    )
+    .await;
+    // The next two frames on any connection are answered as a restarted server reading its
+    // data back answers them.
+    let loading = "-LOADING Redis is loading the dataset in memory\r\n";
+    let body = format!(r#"{{"responses":["{loading}","{loading}"],"encoding":"raw"}}"#)
+        .replace("\r\n", "\\r\\n");
+    let (status, text) = common::http(http.addr(), "POST", "/scenarios", body.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+
+    let reply = redis
+        .clone()
+        .oneshot(cmd!("INCR", "loading:n"))
+        .await
+        .unwrap();
+    assert_eq!(reply.as_i64(), Some(1), "run once, after the refusals");
+    assert_eq!(redis.stats().retried, 2);
+    // A refusal is not an error that ran: it never reaches the caller while tries are left.
+    let again = redis
+        .clone()
+        .oneshot(cmd!("INCR", "loading:n"))
+        .await
+        .unwrap();
+    assert_eq!(again.as_i64(), Some(2));
+}

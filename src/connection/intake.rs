@@ -211,6 +211,16 @@ impl Intake {
         self.close();
     }
 
+    /// Where to wake the I/O task once it takes no more commands (a drained connection still
+    /// owing replies), so that [`Intake::abort`] reaches it.
+    pub(crate) fn register_io_waker(&self, waker: &Waker) {
+        let mut s = self.lock();
+        match &mut s.io_waker {
+            Some(w) if w.will_wake(waker) => {}
+            w => *w = Some(waker.clone()),
+        }
+    }
+
     /// Whether [`Intake::abort`] was called.
     #[inline]
     pub(crate) fn is_aborted(&self) -> bool {

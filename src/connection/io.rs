@@ -413,6 +413,14 @@ where
                 }
             }
             if !progress {
+                if self.requests_closed {
+                    // Taking no more commands, still owing replies: an abort must still wake us
+                    // (checked after registering, so one that came in between is not missed).
+                    self.shared.intake.register_io_waker(cx.waker());
+                    if self.shared.intake.is_aborted() {
+                        cx.waker().wake_by_ref();
+                    }
+                }
                 return Poll::Pending;
             }
         }
@@ -497,8 +505,18 @@ where
             self.shared.set_in_flight(self.pending.len());
             self.answered += 1;
             match p.owed {
-                Owed::One { reply, .. } => {
-                    let _ = reply.send(reply::from_frame(frame).map_err(Failed::from));
+                Owed::One { reply, command, .. } => {
+                    let answer = match reply::from_frame(frame) {
+                        Ok(r) => Ok(r),
+                        // Refused for now and certainly not run: the command comes back, so a
+                        // layer above may send it again shortly.
+                        Err(Error::Server(e)) if e.is_transient_refusal() => Err(Failed {
+                            error: Error::Server(e),
+                            command: Some(command),
+                        }),
+                        Err(e) => Err(Failed::from(e)),
+                    };
+                    let _ = reply.send(answer);
                 }
                 Owed::Batch { reply, mut got, .. } => {
                     got.push(frame);

@@ -63,7 +63,7 @@ impl<R: Request> ResponseFuture<R> {
     }
 
     pub(super) fn waiting(request: R, inner: Arc<Inner>) -> Self {
-        let future = Box::pin(resend(inner.clone(), request, 0));
+        let future = Box::pin(resend(inner.clone(), request, 0, false));
         ResponseFuture {
             state: State::Resending { future },
             inner,
@@ -93,7 +93,10 @@ impl<R: Request> Future for ResponseFuture<R> {
                         Some(request) if this.inner.should_retry(&error, &request) => {
                             this.inner.retried.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(command = request.name(), %error, "sending again");
-                            let future = Box::pin(resend(this.inner.clone(), request, 1));
+                            let refused = refusal(&error);
+                            let (resends, refusals) = if refused { (0, true) } else { (1, false) };
+                            let future =
+                                Box::pin(resend(this.inner.clone(), request, resends, refusals));
                             this.state.set(State::Resending { future });
                         }
                         _ => return Poll::Ready(Err(error)),
@@ -106,27 +109,56 @@ impl<R: Request> Future for ResponseFuture<R> {
 }
 
 /// Waits for a usable connection and sends there, again while the connection keeps dying
-/// under a request that may be sent again.
+/// under a request that may be sent again, or the server refuses it for now (`LOADING`).
 async fn resend<R: Request>(
     inner: Arc<Inner>,
     mut request: R,
     mut resends: u32,
+    refused: bool,
 ) -> Result<R::Response, Error> {
+    // After a refusal (`LOADING`), wait before the next try; after a lost connection, not.
+    let mut refusals = u32::from(refused);
     loop {
+        if refusals > 0 {
+            tokio::time::sleep(refusal_backoff(refusals)).await;
+        }
         let conn = inner.wait_for_connection().await?;
         match conn.send_recoverable(request).await {
             Ok(reply) => return Ok(reply),
+            Err(Failed {
+                error: Error::Server(e),
+                command: Some(returned),
+            }) if e.is_transient_refusal() && refusals < MAX_REFUSALS => {
+                // The server is up but not ready (a restart reading its data back): the
+                // caller's timeout bounds how long this goes on.
+                refusals += 1;
+                inner.retried.fetch_add(1, Ordering::Relaxed);
+                request = returned;
+            }
             Err(Failed {
                 error,
                 command: Some(returned),
             }) if resends < MAX_RESENDS && inner.should_retry(&error, &returned) => {
                 resends += 1;
+                refusals = 0;
                 inner.retried.fetch_add(1, Ordering::Relaxed);
                 request = returned;
             }
             Err(failed) => return Err(failed.error),
         }
     }
+}
+
+/// Whether the server refused the command for now (`LOADING`): it did not run.
+fn refusal(error: &Error) -> bool {
+    matches!(error, Error::Server(e) if e.is_transient_refusal())
+}
+
+/// Tries after a `LOADING`-like refusal: 10 ms doubling to 640 ms, about 2.5 s in all.
+const MAX_REFUSALS: u32 = 8;
+
+fn refusal_backoff(refusals: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(10 << refusals.saturating_sub(1).min(6))
 }
 
 /// Sends a dedicated stack's request: its session says first whether it may go to the
@@ -189,6 +221,9 @@ async fn dedicated<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R::R
             }) if resends < MAX_RESENDS && inner.should_retry(&error, &returned) => {
                 resends += 1;
                 inner.retried.fetch_add(1, Ordering::Relaxed);
+                if refusal(&error) {
+                    tokio::time::sleep(refusal_backoff(resends)).await;
+                }
                 request = returned;
             }
             Err(failed) => return Err(failed.error),
