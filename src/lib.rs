@@ -7,7 +7,10 @@
 //! traffic to the new endpoint before the old one goes away, so the application sees no errors.
 //!
 //! Everything stands on [`Connection`], a multiplexed RESP3 connection that is a
-//! [`tower::Service`] from [`Command`] to [`Reply`].
+//! [`tower::Service`] for every [`Request`]: a [`Command`] (answered with a [`Reply`]), a
+//! [`Pipeline`] or a [`Transaction`]. Commands that would change a shared connection for every
+//! caller (`MULTI`, `SELECT`, `CLIENT REPLY`, ...) are refused; [`Dedicated`] connections take
+//! them ([`dedicated`] module).
 //!
 //! ```no_run
 //! use redis_handoff::{cmd, Connection};

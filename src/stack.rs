@@ -11,8 +11,10 @@
 //! Connection          RESP3, pipelined
 //! ```
 //!
-//! The result is a cheap `Clone` [`tower::Service`] from [`Command`] to [`Reply`]: share it
-//! between axum handlers, tonic services or tasks as it is. Each part stays available for
+//! The result is a cheap `Clone` [`tower::Service`] for commands, pipelines and transactions
+//! (any [`Request`]): share it between axum handlers, tonic services or tasks as it is.
+//! [`Stack::dedicated`] opens a connection of one's own under the same layers for `WATCH` and
+//! other connection-state commands, which the shared one refuses. Each part stays available for
 //! callers who want to assemble their own stack with `ServiceBuilder`, and
 //! [`Stack::maintenance`] gives the handle to subscribe to what happens.
 //!

@@ -1,4 +1,5 @@
-//! The low-level RESP3 connection: a [`tower::Service`] from [`Command`] to [`Reply`].
+//! The low-level RESP3 connection: a [`tower::Service`] for commands, pipelines and
+//! transactions (any [`Request`](crate::Request)).
 //!
 //! Every layer of the crate wraps a [`Connection`]. It is a cheap `Clone` handle to one socket
 //! owned by a background task:
@@ -13,6 +14,12 @@
 //!   invalidations, maintenance notifications) never reach a caller as a reply; they go to
 //!   whoever subscribed with [`Connection::pushes`]. `SUBSCRIBE` and friends are answered with
 //!   their confirmations, and other commands keep flowing on the same connection.
+//! - **Connection state stays put.** Commands that change the connection for every caller
+//!   (`MULTI`, `WATCH`, `SELECT`, `CLIENT TRACKING`, ...) are refused with
+//!   [`Error::Refused`] before anything is written, unless [`Connection::into_dedicated`] says
+//!   one caller owns it; `HELLO`, `RESET`, `CLIENT REPLY`, `MONITOR`, `QUIT` never go, since the
+//!   server would stop answering one reply per command. A [`Pipeline`](crate::Pipeline) or
+//!   [`Transaction`](crate::Transaction) is written as one, with nothing else in between.
 //! - **Clear failure.** When the socket closes, each command in flight gets
 //!   [`Error::ConnectionLost`] (it was written: it may have run) or [`Error::NotSent`] (it was
 //!   not: it did not run), and later calls fail at once with `NotSent`. Dropping every handle

@@ -272,7 +272,7 @@ impl HandoffRetry {
     /// runtime.
     ///
     /// Handoffs start on the `MOVING` notifications `maintenance` hears from the stack's own
-    /// connection (use [`NotificationDemux`] over the connector so that it hears them), and take
+    /// connection (use [`NotificationDemux`](crate::NotificationDemux) over the connector so that it hears them), and take
     /// `handoff_timeout` and `max_handoff_retries` from its configuration. Everything the stack
     /// does is published there as events.
     pub fn new<M: MakeConnection>(
