@@ -1,5 +1,5 @@
 //! The low-level RESP3 connection: a [`tower::Service`] for commands, pipelines and
-//! transactions (any [`Request`](crate::Request)).
+//! transactions (any [`Request`]).
 //!
 //! Every layer of the crate wraps a [`Connection`]. It is a cheap `Clone` handle to one socket
 //! owned by a background task:
