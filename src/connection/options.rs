@@ -227,17 +227,16 @@ impl ConnectOptions {
         } else {
             return Err(bad("it must start with redis:// or rediss://"));
         };
+        // The credentials first: a password may hold `/`, `?` or `#`, which must not cut it
+        // (and then show part of it in an error about the host).
+        let (userinfo, rest) = split_userinfo(rest);
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),
         };
-        let (authority, path) = match rest.split_once('/') {
+        let (hostport, path) = match rest.split_once('/') {
             Some((a, p)) => (a, p),
             None => (rest, ""),
-        };
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
         };
         if hostport.is_empty() {
             return Err(bad("it names no host"));
@@ -368,6 +367,24 @@ impl std::str::FromStr for ConnectOptions {
 }
 
 /// The URL with any password replaced, for error messages.
+/// Splits `user:password@` off the front of what follows the scheme, at the last `@` that is
+/// not inside the query (`?client_name=a@b`).
+fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+    let Some(mut at) = rest.rfind('@') else {
+        return (None, rest);
+    };
+    if let Some(q) = rest[..at].find('?') {
+        if rest[q..at].contains('=') {
+            // That `@` is in a query value: the credentials, if any, end before the query.
+            match rest[..q].rfind('@') {
+                Some(earlier) => at = earlier,
+                None => return (None, rest),
+            }
+        }
+    }
+    (Some(&rest[..at]), &rest[at + 1..])
+}
+
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
@@ -458,6 +475,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("topsecret"), "{err}");
+    }
+
+    #[test]
+    fn a_password_with_slashes_or_question_marks_stays_whole_and_secret() {
+        for (url, password) in [
+            ("redis://u:pa/ss@h:6380/2", "pa/ss"),
+            ("redis://u:pa?ss@h:6380/2", "pa?ss"),
+            ("redis://u:a/b?c@h:6380/2?client_name=web", "a/b?c"),
+        ] {
+            let o = ConnectOptions::from_url(url).unwrap();
+            assert_eq!(o.password.as_ref().map(Password::expose), Some(password), "{url}");
+            assert_eq!(o.endpoint.to_string(), "h:6380", "{url}");
+            assert_eq!(o.database, 2, "{url}");
+        }
+        // An `@` inside a query value is not the end of the credentials.
+        let o = ConnectOptions::from_url("redis://h:6380?client_name=a@b").unwrap();
+        assert!(o.password.is_none());
+        assert_eq!(o.client_name.as_deref(), Some("a@b"));
+        let o = ConnectOptions::from_url("redis://:pw@h?client_name=a@b").unwrap();
+        assert_eq!(o.password.as_ref().map(Password::expose), Some("pw"));
+        // A bad host after such a password names no part of it.
+        let err = ConnectOptions::from_url("redis://u:pa/ss@h:99999")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("pa") && !err.contains("ss"), "{err}");
     }
 
     #[test]
