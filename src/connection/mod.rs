@@ -61,6 +61,7 @@ use tower_service::Service;
 pub use codec::Limits;
 pub use connect::{Connector, Established};
 pub use make::MakeConnection;
+pub(crate) use options::redact_url;
 pub use options::{ClientTracking, ConnectOptions, Password, TlsOptions};
 pub(crate) use pushes::PushHub;
 pub use pushes::Pushes;

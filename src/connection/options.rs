@@ -385,7 +385,8 @@ fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
     (Some(&rest[..at]), &rest[at + 1..])
 }
 
-fn redact_url(url: &str) -> String {
+/// The URL with its credentials replaced, for errors and reports.
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!(
@@ -485,7 +486,11 @@ mod tests {
             ("redis://u:a/b?c@h:6380/2?client_name=web", "a/b?c"),
         ] {
             let o = ConnectOptions::from_url(url).unwrap();
-            assert_eq!(o.password.as_ref().map(Password::expose), Some(password), "{url}");
+            assert_eq!(
+                o.password.as_ref().map(Password::expose),
+                Some(password),
+                "{url}"
+            );
             assert_eq!(o.endpoint.to_string(), "h:6380", "{url}");
             assert_eq!(o.database, 2, "{url}");
         }

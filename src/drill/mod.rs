@@ -204,7 +204,8 @@ impl fmt::Display for Target {
             Target::Simulator(Backend::Redis(addr)) => {
                 write!(f, "simulator over redis-server at {addr}")
             }
-            Target::Endpoint(url) => f.write_str(url),
+            // Never the password of a `redis://user:password@host` target.
+            Target::Endpoint(url) => f.write_str(&crate::connection::redact_url(url)),
         }
     }
 }
@@ -528,6 +529,14 @@ fn validate(config: &DrillConfig) -> Result<(), DrillError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_url_is_shown_without_its_password() {
+        let shown =
+            Target::Endpoint("redis://app:hunter2@cache.internal:6380/1".into()).to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("cache.internal:6380"), "{shown}");
+    }
 
     #[test]
     fn scenario_lists_parse_by_name() {

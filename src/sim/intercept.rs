@@ -153,7 +153,17 @@ impl Interceptors {
                 let mut kind = lock(&i.kind);
                 match &mut *kind {
                     Kind::Logger => {
-                        tracing::info!(node, connection = conn_id, frame = %preview(frame), "client frame");
+                        match args {
+                            // A command is logged as `Command`'s Debug shows it: the arguments
+                            // of AUTH, HELLO ... AUTH, ACL, CONFIG, MIGRATE redacted.
+                            Some([name, rest @ ..]) => {
+                                let command = crate::Command::new(name).args_from(rest);
+                                tracing::info!(node, connection = conn_id, command = ?command, "client command");
+                            }
+                            _ => {
+                                tracing::info!(node, connection = conn_id, frame = %preview(frame), "client frame");
+                            }
+                        }
                         None
                     }
                     Kind::Hitless => match args {
