@@ -1,4 +1,5 @@
-//! Commands: the request type of every service in the crate.
+//! Commands: the request most services of the crate are called with (with pipelines and
+//! transactions of them, [`crate::request`]).
 //!
 //! A [`Command`] is a list of arguments, the first being the command's name. It knows, from the
 //! name and arguments, what kind of command it is: read-only, idempotent (safe to run twice),
@@ -381,7 +382,11 @@ impl Command {
             StateCommand::Asking
         } else if is("HELLO") || is("RESET") {
             StateCommand::Protocol
-        } else if is("MONITOR") || is("QUIT") || is("SYNC") || is("PSYNC") {
+        } else if is("MONITOR") || is("QUIT") || is("SYNC") || is("PSYNC") || is("REPLCONF") {
+            // REPLCONF from a client that is not a replica is answered with nothing at all.
+            StateCommand::Replies
+        } else if is("SCRIPT") && self.arg_is(1, "DEBUG") {
+            // A Lua debugging session talks to the client outside one reply per command.
             StateCommand::Replies
         } else if is("CLIENT") {
             let sub = |w: &str| self.arg_is(1, w);
@@ -554,8 +559,8 @@ pub enum StateCommand {
     Asking,
     /// `HELLO`, `RESET`: they change the protocol and drop subscriptions. Never allowed.
     Protocol,
-    /// `CLIENT REPLY`, `MONITOR`, `QUIT`, `SYNC`, `PSYNC`: the server stops answering one reply
-    /// per command. Never allowed.
+    /// `CLIENT REPLY`, `MONITOR`, `QUIT`, `SYNC`, `PSYNC`, `REPLCONF`, `SCRIPT DEBUG`: the
+    /// server stops answering one reply per command. Never allowed.
     Replies,
     /// `CLIENT MAINT_NOTIFICATIONS`: set by the maintenance configuration. Never allowed by hand.
     Maintenance,

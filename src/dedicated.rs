@@ -5,8 +5,10 @@
 //! connections, so it refuses commands that change the connection for everyone
 //! ([`StateCommand`](crate::StateCommand)). `stack.dedicated().await?` opens a new connection
 //! that only its owner uses, under the same layers (timeouts, circuit breaker, metrics) and
-//! with the same handoff behaviour, and closes it when dropped. `Dedicated` is not `Clone`:
-//! nobody else can send on it.
+//! with the same handoff behaviour, and closes it when dropped. `Dedicated` is not `Clone`, so
+//! it is not shared by accident; the clone that [`Dedicated::watch`] hands its body is for that
+//! body's reads, and ends with it. Send on it one request after another: requests in flight at
+//! once on a dedicated connection are not ordered across a handoff.
 //!
 //! Through a handoff or a reconnect the dedicated stack carries over what its owner set (the
 //! database, the client name, client tracking, `READONLY`, `AUTH`), and reports what it cannot

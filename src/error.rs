@@ -157,9 +157,12 @@ pub enum Error {
         reason: Arc<str>,
     },
 
-    /// The server discarded a transaction (`EXECABORT`) because some of its commands were refused
-    /// when queued (a wrong number of arguments, an unknown command). Nothing in it ran.
+    /// The server discarded a transaction (`EXECABORT`): some of its commands were refused when
+    /// queued (a wrong number of arguments, an unknown command), or the server refused the
+    /// `EXEC` itself (out of memory, a read-only replica, no permission). Nothing in it ran.
     TransactionDiscarded {
+        /// The server's `EXECABORT` answer, which says why.
+        reason: ServerError,
         /// Each refused command's position in the transaction (from 0) and the server's error.
         errors: Arc<[(usize, ServerError)]>,
     },
@@ -409,8 +412,8 @@ impl fmt::Display for Error {
                 "the WATCH (or MULTI) was lost with its connection ({reason}); EXEC was not sent \
                  and nothing ran unguarded: read again and retry"
             ),
-            Error::TransactionDiscarded { errors } => {
-                write!(f, "the server discarded the transaction (EXECABORT); nothing ran")?;
+            Error::TransactionDiscarded { reason, errors } => {
+                write!(f, "the server discarded the transaction ({reason}); nothing ran")?;
                 for (i, e) in errors.iter() {
                     write!(f, "; command {i}: {e}")?;
                 }

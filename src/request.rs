@@ -554,7 +554,13 @@ fn exec_results(mut frames: Vec<BytesFrame>) -> Result<Vec<Result<Reply, Error>>
         .ok_or_else(|| Error::protocol("a transaction got no reply at all"))?;
     let mut frames = frames.into_iter();
     if let Some(multi) = frames.next() {
-        reply::from_frame(multi)?;
+        if let Err(Error::Server(e)) = reply::from_frame(multi) {
+            // Without MULTI the server ran each command on its own as it came.
+            return Err(Error::Server(ServerError::new(format!(
+                "{} (MULTI was refused, so the commands ran one by one, not as a transaction)",
+                e.text()
+            ))));
+        }
     }
     // What the server said when queueing each command.
     let queued: Vec<Result<Reply, Error>> = frames.map(reply::from_frame).collect();
@@ -572,6 +578,7 @@ fn exec_results(mut frames: Vec<BytesFrame>) -> Result<Vec<Result<Reply, Error>>
                     })
                     .collect();
                 Err(Error::TransactionDiscarded {
+                    reason: e,
                     errors: errors.into(),
                 })
             }
@@ -650,7 +657,8 @@ mod tests {
             error("EXECABORT Transaction discarded because of previous errors."),
         ]);
         match aborted {
-            Err(Error::TransactionDiscarded { errors }) => {
+            Err(Error::TransactionDiscarded { errors, reason }) => {
+                assert_eq!(reason.code(), "EXECABORT");
                 assert_eq!(errors.len(), 1);
                 assert_eq!(errors[0].0, 1);
                 assert!(errors[0].1.text().contains("wrong number"));

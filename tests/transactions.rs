@@ -1596,7 +1596,7 @@ async fn a_transaction_refused_while_queueing_is_discarded_and_names_the_command
         .cmd(cmd!("GET"))
         .cmd(cmd!("INCR", "tx:b"));
     match stack.clone().oneshot(t).await {
-        Err(Error::TransactionDiscarded { errors }) => {
+        Err(Error::TransactionDiscarded { errors, .. }) => {
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert_eq!(errors[0].0, 1, "the GET with no key");
             assert!(
@@ -1620,7 +1620,7 @@ async fn a_transaction_refused_while_queueing_is_discarded_and_names_the_command
         .cmd(cmd!("INCR", "tx:b"))
         .cmd(cmd!("NOSUCHCOMMAND", "x"));
     match stack.clone().oneshot(t).await {
-        Err(Error::TransactionDiscarded { errors }) => {
+        Err(Error::TransactionDiscarded { errors, .. }) => {
             let at: Vec<usize> = errors.iter().map(|(i, _)| *i).collect();
             assert_eq!(at, vec![2]);
         }

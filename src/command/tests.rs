@@ -226,6 +226,9 @@ fn connection_state_commands_are_recognised_and_others_are_not() {
         (cmd!("SYNC"), Some(S::Replies)),
         (cmd!("PSYNC", "?", -1), Some(S::Replies)),
         (cmd!("CLIENT", "REPLY", "OFF"), Some(S::Replies)),
+        (cmd!("REPLCONF", "ACK", 0), Some(S::Replies)),
+        (cmd!("SCRIPT", "DEBUG", "YES"), Some(S::Replies)),
+        (cmd!("SCRIPT", "LOAD", "return 1"), None),
         (cmd!("client", "setname", "x"), Some(S::ClientName)),
         (
             cmd!("CLIENT", "SETINFO", "LIB-NAME", "x"),

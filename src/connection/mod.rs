@@ -61,6 +61,7 @@ use tower_service::Service;
 pub use codec::Limits;
 pub use connect::{Connector, Established};
 pub use make::MakeConnection;
+#[cfg(feature = "sim")]
 pub(crate) use options::redact_url;
 pub use options::{ClientTracking, ConnectOptions, Password, TlsOptions};
 pub(crate) use pushes::PushHub;
@@ -234,7 +235,8 @@ impl Connection {
             .unwrap_or_else(|| EMPTY.get_or_init(ServerInfo::default))
     }
 
-    /// How many commands are written or being written and still owed a reply.
+    /// How many requests (a command, or a whole pipeline or transaction) are written or being
+    /// written and still owed a reply.
     pub fn in_flight(&self) -> usize {
         self.handle.shared.in_flight.load(Ordering::Relaxed)
     }
@@ -396,6 +398,10 @@ impl Connection {
     /// that went away (a pool's blocking command), which would otherwise be reused while the
     /// server still blocks, or answer nobody.
     pub(crate) fn abort(&self) {
+        // Closed from now on for every layer above, before the I/O task gets to run.
+        self.handle
+            .shared
+            .mark_closed("closed by the client: a blocking command's caller went away".into());
         self.handle.shared.intake.abort();
     }
 

@@ -40,6 +40,11 @@ use crate::error::{Error, Execution};
 /// [`Error::execution`]: crate::Error::execution
 /// [`Execution::NotRun`]: crate::error::Execution::NotRun
 /// [`Execution::MayHaveRun`]: crate::error::Execution::MayHaveRun
+///
+/// A pipeline asks the policy once per command, and is sent again only when every answer is
+/// yes; a transaction is only ever sent again when it did not run. A command the server refused
+/// for now (`LOADING`, `MASTERDOWN`, `TRYAGAIN`) did not run: the policy is asked too, and a
+/// policy that says no to it makes the caller get the refusal.
 pub trait ResendPolicy: fmt::Debug + Send + Sync + 'static {
     /// Whether `command`, failed with `error` because its connection ended, is sent again. At
     /// most three resends are made whatever this says.

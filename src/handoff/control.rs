@@ -319,7 +319,16 @@ async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<(), Error> {
         conn.set_dedicated();
         let session = inner.lock_session().restore_commands();
         for command in session {
-            conn.send(command).await?;
+            match conn.send(command.clone()).await {
+                Ok(_) => {}
+                // Refused now (a password rotated since AUTH): the connection is still usable;
+                // the owner's commands will say what the server thinks.
+                Err(Error::Server(e)) => {
+                    tracing::warn!(endpoint = %conn.endpoint(), command = ?command, answer = %e,
+                        "a dedicated connection's state could not be set again on its new connection");
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     let restore = match inner.subscriptions.lock() {

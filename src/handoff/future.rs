@@ -154,7 +154,7 @@ fn refusal(error: &Error) -> bool {
     matches!(error, Error::Server(e) if e.is_transient_refusal())
 }
 
-/// Tries after a `LOADING`-like refusal: 10 ms doubling to 640 ms, about 2.5 s in all.
+/// Tries after a `LOADING`-like refusal: waits of 10 ms doubling to 640 ms, about 1.3 s in all.
 const MAX_REFUSALS: u32 = 8;
 
 fn refusal_backoff(refusals: u32) -> std::time::Duration {

@@ -89,15 +89,58 @@ impl Session {
                          before sending a Transaction",
             });
         }
-        if self.watch_on.is_some_and(|id| id != conn) {
+        if let Some(lost_on) = self.watch_on.filter(|&id| id != conn) {
             if is("UNWATCH") {
                 self.watch_on = None;
                 return Verdict::Answer(ok());
             }
-            if transaction || is("MULTI") || is("EXEC") || is("WATCH") {
+            if is("MULTI") {
+                // What the owner queues next must not run as plain commands: the MULTI counts
+                // as open, and lost, until EXEC or DISCARD.
+                self.watch_on = None;
+                self.multi_on = Some(lost_on);
+                return Verdict::Fail(lost("WATCH"));
+            }
+            if transaction || is("EXEC") || is("WATCH") {
                 self.watch_on = None;
                 return Verdict::Fail(lost("WATCH"));
             }
+        }
+        if self.multi_on.is_some() && parts.iter().any(|c| c.state_change().is_some()) {
+            let inner = parts.iter().all(|c| {
+                ["EXEC", "DISCARD", "WATCH", "UNWATCH", "MULTI"]
+                    .iter()
+                    .any(|n| c.is(n))
+            });
+            if !inner {
+                // Queued, it would change the connection only at EXEC, out of sight.
+                return Verdict::Fail(Error::Refused {
+                    command: parts
+                        .first()
+                        .map_or_else(String::new, |c| c.name().to_ascii_uppercase())
+                        .into(),
+                    reason: "connection-state commands are refused inside a MULTI sent by hand: \
+                             send them before MULTI or after EXEC",
+                });
+            }
+        }
+        // What is about to be written, recorded now: the answer may never be seen (a timeout
+        // above drops this request), and the server acts on it all the same.
+        if let [c] = parts {
+            if c.is("EXEC") || c.is("DISCARD") {
+                self.multi_on = None;
+                self.watch_on = None;
+            } else if c.is("UNWATCH") {
+                self.watch_on = None;
+            } else if c.is("MULTI") {
+                self.multi_on = Some(conn);
+            } else if c.is("WATCH") && self.multi_on.is_none() {
+                self.watch_on = Some(conn);
+            }
+        }
+        if transaction {
+            // Its EXEC ends any WATCH, whatever becomes of it.
+            self.watch_on = None;
         }
         Verdict::Send
     }
@@ -130,6 +173,10 @@ impl Session {
             return;
         }
         if !ok {
+            if c.is("MULTI") && self.multi_on == Some(conn) {
+                // Refused (an ACL without transactions): no MULTI is open.
+                self.multi_on = None;
+            }
             return;
         }
         if c.is("UNWATCH") {
@@ -206,10 +253,6 @@ mod tests {
             s.before(&[cmd!("GET", "k")], false, id(1)),
             Verdict::Send
         ));
-        assert!(matches!(
-            s.before(&[cmd!("GET", "k")], true, id(1)),
-            Verdict::Send
-        ));
         // Replaced: reads go on, the transaction does not.
         assert!(matches!(
             s.before(&[cmd!("GET", "k")], false, id(2)),
@@ -259,6 +302,60 @@ mod tests {
         s.after(&[cmd!("EXEC")], false, true, id(1));
         assert!(matches!(
             s.before(&[cmd!("INCR", "k")], true, id(1)),
+            Verdict::Send
+        ));
+    }
+
+    #[test]
+    fn what_is_written_counts_even_if_its_answer_is_never_seen() {
+        let mut s = Session::default();
+        assert!(matches!(
+            s.before(&[cmd!("MULTI")], false, id(1)),
+            Verdict::Send
+        ));
+        assert!(matches!(
+            s.before(&[cmd!("EXEC")], false, id(1)),
+            Verdict::Send
+        ));
+        // The EXEC's answer was lost (a timeout): the MULTI is over all the same.
+        assert!(matches!(
+            s.before(&[cmd!("INCR", "k")], true, id(2)),
+            Verdict::Send
+        ));
+    }
+
+    #[test]
+    fn a_multi_after_a_lost_watch_fails_what_would_have_been_queued() {
+        let mut s = Session::default();
+        s.after(&[cmd!("WATCH", "k")], false, true, id(1));
+        assert!(matches!(
+            s.before(&[cmd!("MULTI")], false, id(2)),
+            Verdict::Fail(_)
+        ));
+        assert!(matches!(
+            s.before(&[cmd!("INCR", "k")], false, id(2)),
+            Verdict::Fail(_)
+        ));
+        assert!(matches!(
+            s.before(&[cmd!("EXEC")], false, id(2)),
+            Verdict::Fail(_)
+        ));
+        assert!(matches!(
+            s.before(&[cmd!("INCR", "k")], false, id(2)),
+            Verdict::Send
+        ));
+    }
+
+    #[test]
+    fn state_commands_inside_a_hand_written_multi_are_refused() {
+        let mut s = Session::default();
+        s.after(&[cmd!("MULTI")], false, true, id(1));
+        assert!(matches!(
+            s.before(&[cmd!("SELECT", 3)], false, id(1)),
+            Verdict::Fail(Error::Refused { .. })
+        ));
+        assert!(matches!(
+            s.before(&[cmd!("UNWATCH")], false, id(1)),
             Verdict::Send
         ));
     }

@@ -16,7 +16,10 @@
 //!   popped in the instant between the server's reply and the drop is lost, as with any client).
 //!   A command that arrives while blocking commands hold every connection waits for one to be
 //!   freed (up to `wait_for_connection`, then [`Error::NotSent`]) rather than queue behind a
-//!   connection the server is blocking.
+//!   connection the server is blocking. Blocking commands never take the first connection
+//!   (unless it is the only one): it carries the subscriptions. A command that raced onto a
+//!   connection just as a blocking command took it fails with the abort, as
+//!   [`Error::ConnectionLost`].
 //! - Pub/Sub commands all go to the first connection, so one subscriber's subscriptions live on
 //!   one connection; [`Pool::pushes`] is one stream of every connection's pushes.
 //! - A [`Pipeline`](crate::Pipeline) or [`Transaction`](crate::Transaction) runs on one
@@ -284,7 +287,9 @@ async fn hold_one(inner: Arc<Inner>) -> Result<Hold, Error> {
         // The idlest free connection.
         let mut best: Option<(usize, usize)> = None;
         for (i, stack) in inner.stacks.iter().enumerate() {
-            if inner.held[i].load(Ordering::Relaxed) {
+            // The first connection carries the subscriptions: never blocked, never closed for
+            // a blocking command (unless it is the only one).
+            if inner.held[i].load(Ordering::Relaxed) || (i == 0 && inner.stacks.len() > 1) {
                 continue;
             }
             let load = stack.in_flight();
@@ -355,11 +360,19 @@ impl<R: Request> Future for ResponseFuture<R> {
 /// command is still owed by the old, draining connection.
 struct AbortUnlessDone {
     sent_on: Option<Connection>,
+    // The held stack, for a command that waited for its stack's next connection.
+    stack: Option<HandoffRetry>,
 }
 
 impl Drop for AbortUnlessDone {
     fn drop(&mut self) {
-        if let Some(conn) = self.sent_on.take() {
+        // Still held (the hold is released after this): whatever connection the stack has now
+        // is the one the command went to if it had none when sent.
+        let conn = self
+            .sent_on
+            .take()
+            .or_else(|| self.stack.take().and_then(|s| s.current_connection()));
+        if let Some(conn) = conn {
             tracing::debug!(
                 endpoint = %conn.endpoint(),
                 "a blocking command's caller went away before its reply: closing its connection"
@@ -398,14 +411,15 @@ impl<R: Request> Service<R> for Pool {
                 let hold = hold_one(inner.clone()).await?;
                 let stack = inner.stacks[hold.index].clone();
                 // The connection the command goes to: the stack's current one, taken just
-                // before sending. (While the stack has none, the command waits for the next
-                // one, and a caller that goes away meanwhile takes nothing with it.)
+                // before sending (or, if it had none, the one it has when the caller goes).
                 let mut guard = AbortUnlessDone {
                     sent_on: stack.current_connection(),
+                    stack: Some(stack.clone()),
                 };
                 let reply = stack.oneshot(request).await;
                 // Answered: the connection is free again, and nothing is to be closed.
                 guard.sent_on = None;
+                guard.stack = None;
                 drop(hold);
                 reply
             });
