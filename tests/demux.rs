@@ -402,3 +402,46 @@ async fn the_connection_form_demuxes_an_existing_connection() {
     assert!(event.is_from(conn.id()));
     assert!(maintenance.status(&configured).in_maintenance());
 }
+
+#[tokio::test]
+async fn a_callers_unsubscribe_from_everything_keeps_the_azure_subscription() {
+    let server = RedisServer::start();
+    let maintenance = maintenance(MaintenanceMode::Auto, AzureEvents::On);
+    let demux = NotificationDemux::over_connector(connector(server.port), maintenance.clone());
+    let conn = demux.connect().await.unwrap();
+    let look = Connection::connect(&server.url()).await.unwrap();
+    let numsub = |channel: &'static str| {
+        let look = &look;
+        async move {
+            let reply = look.send(cmd!("PUBSUB", "NUMSUB", channel)).await.unwrap();
+            reply
+                .as_array()
+                .and_then(|a| a.get(1))
+                .and_then(|f| match f {
+                    BytesFrame::Number { data, .. } => Some(*data),
+                    _ => None,
+                })
+        }
+    };
+    assert_eq!(numsub(AZURE_CHANNEL).await, Some(1));
+
+    // Nothing of the caller's yet: answered without touching the server's subscription.
+    let reply = conn.send(cmd!("UNSUBSCRIBE")).await.unwrap();
+    assert_eq!(reply.as_array().map(<[BytesFrame]>::len), Some(1));
+    assert_eq!(numsub(AZURE_CHANNEL).await, Some(1));
+
+    // With channels of its own: those go, the connection's stays.
+    conn.send(cmd!("SUBSCRIBE", "news", "sports"))
+        .await
+        .unwrap();
+    let reply = conn.send(cmd!("UNSUBSCRIBE")).await.unwrap();
+    assert_eq!(reply.as_array().map(<[BytesFrame]>::len), Some(2));
+    assert_eq!(numsub("news").await, Some(0));
+    assert_eq!(numsub("sports").await, Some(0));
+    assert_eq!(numsub(AZURE_CHANNEL).await, Some(1));
+    // And the connection still answers commands in order.
+    assert_eq!(
+        conn.send(cmd!("PING")).await.unwrap().as_str(),
+        Some("PONG")
+    );
+}

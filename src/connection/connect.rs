@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis_protocol::resp3::types::BytesFrame;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
@@ -126,14 +127,37 @@ impl Connector {
         let connection = Connection::from_parts(shared.clone());
         // Subscribed before the first byte is read: no push is missed.
         let pushes = shared.pushes.subscribe();
+        // Channels the setup subscribes to belong to the connection, not to its callers.
+        let internal: Vec<Bytes> = setup
+            .iter()
+            .filter(|c| c.is("SUBSCRIBE"))
+            .flat_map(|c| {
+                c.args()
+                    .skip(1)
+                    .map(Bytes::copy_from_slice)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         match &self.inner.tls {
             Some(config) => {
                 let stream = tls::wrap(config.clone(), endpoint, tcp).await?;
-                let task = IoTask::new(stream, shared.clone(), opts.limits, opts.max_in_flight);
+                let task = IoTask::new(
+                    stream,
+                    shared.clone(),
+                    opts.limits,
+                    opts.max_in_flight,
+                    internal,
+                );
                 tokio::spawn(task.run());
             }
             None => {
-                let task = IoTask::new(tcp, shared.clone(), opts.limits, opts.max_in_flight);
+                let task = IoTask::new(
+                    tcp,
+                    shared.clone(),
+                    opts.limits,
+                    opts.max_in_flight,
+                    internal,
+                );
                 tokio::spawn(task.run());
             }
         }

@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use redis_protocol::resp3::types::BytesFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
@@ -197,6 +197,9 @@ pub(crate) struct IoTask<S> {
     scanner: FrameScanner,
     shared: Arc<Shared>,
     subscriptions: Subscriptions,
+    // Channels the connection's own setup subscribed to (`AzureRedisEvents`): a caller's
+    // `UNSUBSCRIBE` with no channel leaves them.
+    internal: Vec<Bytes>,
 }
 
 impl<S> IoTask<S>
@@ -208,6 +211,7 @@ where
         shared: Arc<Shared>,
         limits: Limits,
         max_in_flight: usize,
+        internal: Vec<Bytes>,
     ) -> Self {
         IoTask {
             stream,
@@ -228,6 +232,7 @@ where
             scanner: FrameScanner::new(limits),
             shared,
             subscriptions: Subscriptions::default(),
+            internal,
         }
     }
 
@@ -431,6 +436,14 @@ where
         let before = self.wbuf.len();
         let owed = match job {
             Job::One { command, reply } => {
+                let command = match self.keep_internal(command) {
+                    Ok(command) => command,
+                    Err(confirmation) => {
+                        // Nothing of the caller's to unsubscribe: answered without a write.
+                        let _ = reply.send(Ok(confirmation));
+                        return;
+                    }
+                };
                 let expect = match command.subscription() {
                     Some(sub) => Expect::Confirmations {
                         kind: sub.kind,
@@ -464,6 +477,46 @@ where
             end: self.encoded,
         });
         self.shared.set_in_flight(self.pending.len());
+    }
+
+    /// A caller's `UNSUBSCRIBE` with no channel would also drop the channels the connection's
+    /// own setup subscribed to: it becomes an `UNSUBSCRIBE` of every other channel, or, when
+    /// there is none, is answered at once with the confirmation the server would send.
+    fn keep_internal(&self, command: Command) -> Result<Command, Reply> {
+        let unsubscribe_all = command
+            .subscription()
+            .is_some_and(|s| s.kind == SubscriptionKind::Unsubscribe && s.channels == 0);
+        let kept = |ch: &Bytes| self.internal.iter().any(|i| i == ch);
+        if !unsubscribe_all
+            || !self.internal.iter().any(|i| {
+                self.subscriptions
+                    .contains(SubscriptionKind::Unsubscribe, i)
+            })
+        {
+            return Ok(command);
+        }
+        let others: Vec<&Bytes> = self.subscriptions.channels().filter(|c| !kept(c)).collect();
+        if others.is_empty() {
+            let left = self.subscriptions.len(SubscriptionKind::Subscribe) as i64;
+            return Err(Reply::from(BytesFrame::Array {
+                data: vec![BytesFrame::Push {
+                    data: vec![
+                        BytesFrame::BlobString {
+                            data: Bytes::from_static(b"unsubscribe"),
+                            attributes: None,
+                        },
+                        BytesFrame::Null,
+                        BytesFrame::Number {
+                            data: left,
+                            attributes: None,
+                        },
+                    ],
+                    attributes: None,
+                }],
+                attributes: None,
+            }));
+        }
+        Ok(Command::new(command.name_bytes()).args_from(others))
     }
 
     /// Answers the replies read so far, at most `limit` of them; whether complete frames are

@@ -43,6 +43,26 @@ impl Subscriptions {
 
     /// Applies one confirmation (or one name of a command): adds `name` for a subscribe,
     /// removes it for an unsubscribe.
+    /// Whether `name` is subscribed in the family of `kind`.
+    pub(crate) fn contains(&self, kind: SubscriptionKind, name: &[u8]) -> bool {
+        match kind {
+            SubscriptionKind::Subscribe | SubscriptionKind::Unsubscribe => {
+                self.channels.contains(name)
+            }
+            SubscriptionKind::PSubscribe | SubscriptionKind::PUnsubscribe => {
+                self.patterns.contains(name)
+            }
+            SubscriptionKind::SSubscribe | SubscriptionKind::SUnsubscribe => {
+                self.shard_channels.contains(name)
+            }
+        }
+    }
+
+    /// The channels subscribed with `SUBSCRIBE`.
+    pub(crate) fn channels(&self) -> impl Iterator<Item = &Bytes> {
+        self.channels.iter()
+    }
+
     pub(crate) fn apply(&mut self, kind: SubscriptionKind, name: &Bytes) {
         let set = self.set_mut(kind);
         if kind.is_unsubscribe() {
