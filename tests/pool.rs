@@ -183,3 +183,34 @@ async fn a_blocking_command_takes_a_connection_of_its_own() {
     assert_eq!(popped.as_array().map(|a| a.len()), Some(2));
     assert_eq!(pool.held(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_failover_complete_refreshes_every_connection_of_the_pool() {
+    use redis_handoff::maintenance::AzureEvents;
+    use redis_handoff::sim::{AzureEvent, AzureEventKind};
+    let server = RedisServer::start();
+    let config = MaintenanceConfig::builder()
+        .azure_events(AzureEvents::On)
+        .build()
+        .unwrap();
+    let (sim, pool, _maintenance) = pool_over_sim(&server, 1, 4, config).await;
+    assert!(pool.stacks().iter().all(|s| s.stats().handoffs == 0));
+
+    // Every connection hears it; the handle keeps one copy; every stack refreshes.
+    sim.azure(0, &AzureEvent::new(AzureEventKind::FailoverComplete))
+        .unwrap();
+    wait_until(
+        "every stack refreshed",
+        WIDE,
+        Duration::from_millis(10),
+        || pool.stacks().iter().all(|s| s.stats().handoffs >= 1),
+    )
+    .await;
+    let reply = pool
+        .clone()
+        .oneshot(cmd!("INCR", "pool:azure"))
+        .await
+        .unwrap();
+    assert_eq!(reply.as_i64(), Some(1));
+    sim.shutdown();
+}

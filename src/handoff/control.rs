@@ -432,9 +432,13 @@ async fn listen_for_moving(
             }
             _ => continue,
         };
-        // A pool shares one handle; each stack acts on what its own connection heard.
+        // A pool shares one handle. A MOVING is about the connection that heard it: each stack
+        // acts on its own. An Azure refresh is about the endpoint, and reaches the handle once
+        // (its copies from the other connections are de-duplicated): every stack of that
+        // endpoint acts on it.
+        let azure = matches!(event.kind, EventKind::Azure(_));
         let ours = event.endpoint == inner.configured
-            && inner.current().is_some_and(|c| event.is_from(c.id()));
+            && (azure || inner.current().is_some_and(|c| event.is_from(c.id())));
         drop(inner);
         if ours && triggers.send(trigger).is_err() {
             return;
