@@ -246,6 +246,61 @@ fn batch_lost(error: Error) -> BatchAnswer {
     Err(Failed::from(error))
 }
 
+/// The builder methods pipelines and transactions share.
+macro_rules! batch_builder {
+    ($t:ident, $what:literal) => {
+        impl $t {
+            #[doc = concat!("An empty ", $what, ".")]
+            pub fn new() -> Self {
+                $t::default()
+            }
+
+            #[doc = concat!("An empty ", $what, " with room for `n` commands.")]
+            pub fn with_capacity(n: usize) -> Self {
+                $t {
+                    batch: Vec::with_capacity(n),
+                }
+            }
+
+            /// Adds a command at the end.
+            #[must_use]
+            pub fn cmd(mut self, command: Command) -> Self {
+                self.batch.push(command);
+                self
+            }
+
+            /// Adds a command at the end, in place.
+            pub fn push(&mut self, command: Command) {
+                self.batch.push(command);
+            }
+
+            /// The commands, in order (a transaction's without its `MULTI` and `EXEC`).
+            pub fn commands(&self) -> &[Command] {
+                &self.batch
+            }
+
+            /// The commands, by value.
+            pub fn into_commands(self) -> Vec<Command> {
+                self.batch
+            }
+        }
+
+        impl FromIterator<Command> for $t {
+            fn from_iter<I: IntoIterator<Item = Command>>(iter: I) -> Self {
+                $t {
+                    batch: iter.into_iter().collect(),
+                }
+            }
+        }
+
+        impl Extend<Command> for $t {
+            fn extend<I: IntoIterator<Item = Command>>(&mut self, iter: I) {
+                self.batch.extend(iter);
+            }
+        }
+    };
+}
+
 /// A batch of commands written together, in order, and answered together; see the
 /// [module docs](self).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -253,55 +308,7 @@ pub struct Pipeline {
     batch: Vec<Command>,
 }
 
-impl Pipeline {
-    /// An empty pipeline.
-    pub fn new() -> Self {
-        Pipeline::default()
-    }
-
-    /// An empty pipeline with room for `n` commands.
-    pub fn with_capacity(n: usize) -> Self {
-        Pipeline {
-            batch: Vec::with_capacity(n),
-        }
-    }
-
-    /// Adds a command at the end.
-    #[must_use]
-    pub fn cmd(mut self, command: Command) -> Self {
-        self.batch.push(command);
-        self
-    }
-
-    /// Adds a command at the end, in place.
-    pub fn push(&mut self, command: Command) {
-        self.batch.push(command);
-    }
-
-    /// The commands, in order.
-    pub fn commands(&self) -> &[Command] {
-        &self.batch
-    }
-
-    /// The commands, by value.
-    pub fn into_commands(self) -> Vec<Command> {
-        self.batch
-    }
-}
-
-impl FromIterator<Command> for Pipeline {
-    fn from_iter<I: IntoIterator<Item = Command>>(iter: I) -> Self {
-        Pipeline {
-            batch: iter.into_iter().collect(),
-        }
-    }
-}
-
-impl Extend<Command> for Pipeline {
-    fn extend<I: IntoIterator<Item = Command>>(&mut self, iter: I) {
-        self.batch.extend(iter);
-    }
-}
+batch_builder!(Pipeline, "pipeline");
 
 impl wire::Wire for Pipeline {
     type Raw = BatchAnswer;
@@ -392,48 +399,7 @@ pub struct Transaction {
     batch: Vec<Command>,
 }
 
-impl Transaction {
-    /// An empty transaction.
-    pub fn new() -> Self {
-        Transaction::default()
-    }
-
-    /// Adds a command at the end.
-    #[must_use]
-    pub fn cmd(mut self, command: Command) -> Self {
-        self.batch.push(command);
-        self
-    }
-
-    /// Adds a command at the end, in place.
-    pub fn push(&mut self, command: Command) {
-        self.batch.push(command);
-    }
-
-    /// The commands, in order (without `MULTI` and `EXEC`).
-    pub fn commands(&self) -> &[Command] {
-        &self.batch
-    }
-
-    /// The commands, by value.
-    pub fn into_commands(self) -> Vec<Command> {
-        self.batch
-    }
-}
-
-impl FromIterator<Command> for Transaction {
-    fn from_iter<I: IntoIterator<Item = Command>>(iter: I) -> Self {
-        Transaction {
-            batch: iter.into_iter().collect(),
-        }
-    }
-}
-
-impl Extend<Command> for Transaction {
-    fn extend<I: IntoIterator<Item = Command>>(&mut self, iter: I) {
-        self.batch.extend(iter);
-    }
-}
+batch_builder!(Transaction, "transaction");
 
 /// Refuses what cannot go inside a pipeline or transaction, before anything is written.
 fn check_commands(commands: &[Command], atomic: bool, dedicated: bool) -> Result<(), Error> {

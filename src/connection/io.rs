@@ -141,6 +141,14 @@ enum Owed {
 }
 
 impl Owed {
+    /// Back to the job it was, to be failed like one never written.
+    fn into_job(self) -> Job {
+        match self {
+            Owed::One { command, reply, .. } => Job::One { command, reply },
+            Owed::Batch { batch, reply, .. } => Job::Batch { batch, reply },
+        }
+    }
+
     fn is_closed(&self) -> bool {
         match self {
             Owed::One { reply, .. } => reply.is_closed(),
@@ -276,20 +284,7 @@ where
                     reason: reason.clone(),
                 }
             };
-            match p.owed {
-                Owed::One { command, reply, .. } => {
-                    let _ = reply.send(Err(Failed {
-                        error: err,
-                        command: Some(command),
-                    }));
-                }
-                Owed::Batch { batch, reply, .. } => {
-                    let _ = reply.send(Err(Failed {
-                        error: err,
-                        command: Some(batch),
-                    }));
-                }
-            }
+            p.owed.into_job().fail(err);
         }
         self.shared.set_in_flight(0);
         // Close the socket now, then answer whatever is still queued or sent by a handle that

@@ -298,43 +298,33 @@ impl Connection {
         if let Some(raw) = request.immediate() {
             return R::finish(raw);
         }
-        let intake = &self.handle.shared.intake;
         let (reply, rx) = oneshot::channel();
-        let job = match intake.try_push(request.into_job(reply)) {
-            Ok(()) => return AnswerFuture::<R>::waiting(rx).await,
+        self.queue(request.into_job(reply)).await;
+        AnswerFuture::<R>::waiting(rx).await
+    }
+
+    /// Queues a job as soon as the queue has room; one the connection no longer takes is
+    /// answered with [`Error::NotSent`].
+    async fn queue(&self, job: Job) {
+        let intake = &self.handle.shared.intake;
+        let job = match intake.try_push(job) {
+            Ok(()) => return,
             Err((job, Refused::Full)) => job,
-            Err((job, Refused::Closed)) => {
-                job.fail(self.not_sent());
-                return AnswerFuture::<R>::waiting(rx).await;
-            }
+            Err((job, Refused::Closed)) => return job.fail(self.not_sent()),
         };
         if intake.reserve().await.is_err() {
             job.fail(self.not_sent());
         } else if let Err(job) = intake.push_reserved(job) {
             job.fail(self.not_sent());
         }
-        AnswerFuture::<R>::waiting(rx).await
     }
 
     /// Queues a command as soon as the queue has room, and returns the future of its answer:
     /// several commands can be queued before any answer is awaited. For the crate's own
     /// commands (the handshake): connection-state commands are not refused here.
     pub(crate) async fn enqueue(&self, command: Command) -> AnswerFuture<Command> {
-        let intake = &self.handle.shared.intake;
         let (reply, rx) = oneshot::channel();
-        let job = match intake.try_push(command.into_job(reply)) {
-            Ok(()) => return AnswerFuture::waiting(rx),
-            Err((job, Refused::Full)) => job,
-            Err((job, Refused::Closed)) => {
-                job.fail(self.not_sent());
-                return AnswerFuture::waiting(rx);
-            }
-        };
-        if intake.reserve().await.is_err() {
-            job.fail(self.not_sent());
-        } else if let Err(job) = intake.push_reserved(job) {
-            job.fail(self.not_sent());
-        }
+        self.queue(command.into_job(reply)).await;
         AnswerFuture::waiting(rx)
     }
 
