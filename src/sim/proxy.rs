@@ -195,6 +195,12 @@ pub(crate) async fn run_node(core: Arc<Core>, node: Arc<Node>, listener: TcpList
                 }
             }
             accepted = accept(listener.as_ref()) => match accepted {
+                // A client that connected between `refuse` and the listener's closing (the
+                // kernel completes handshakes on its own) is reset, as the closed port would.
+                Ok((stream, _)) if !*node.accepting.borrow() => {
+                    let _ = stream.set_zero_linger();
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
                     let core = Arc::clone(&core);
                     let node = Arc::clone(&node);
