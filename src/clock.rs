@@ -3,7 +3,7 @@
 //! The maintenance state, the circuit breaker and the manual relaxation switch are read on every
 //! command, so they keep their deadlines as nanoseconds since one process-wide epoch in an
 //! `AtomicU64` instead of an `Instant` behind a lock. This is the one place that converts
-//! between the two. Every conversion saturates: a `Duration::MAX` from a configuration becomes
+//! between the two, and that turns a duration into a timer's deadline. Every conversion saturates: a `Duration::MAX` from a configuration becomes
 //! "never", not a panic.
 
 use std::sync::OnceLock;
@@ -38,6 +38,14 @@ pub(crate) fn instant(n: u64) -> Option<Instant> {
 /// `d` from `from` (nanoseconds since the epoch), saturating.
 pub(crate) fn after(from: u64, d: Duration) -> u64 {
     from.saturating_add(to_nanos(d))
+}
+
+/// A timer deadline `d` after `from`; a duration too long for the clock gives one about a
+/// century away rather than an overflow.
+pub(crate) fn deadline(from: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    from.checked_add(d)
+        .or_else(|| from.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(from)
 }
 
 #[cfg(test)]

@@ -106,7 +106,8 @@ pub use request::{Pipeline, Request, Transaction};
 
 // The connection at the bottom of every stack, and how stacks open new ones.
 pub use connection::{
-    ClientTracking, ConnectOptions, Connection, Connector, Limits, MakeConnection, TlsOptions,
+    ClientTracking, ConnectOptions, Connection, Connector, Limits, Liveness, MakeConnection,
+    TlsOptions,
 };
 
 // The shared maintenance model the layers meet through.

@@ -37,7 +37,7 @@ use tower_service::Service;
 
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitHandle};
 use crate::command::ToArg;
-use crate::connection::{ConnectOptions, Connector};
+use crate::connection::{ConnectOptions, Connector, Liveness};
 use crate::dedicated::Dedicated;
 use crate::demux::NotificationDemux;
 use crate::error::Error;
@@ -174,7 +174,10 @@ impl StackBuilder {
     }
 
     /// The normal per-command timeout (default 1 s); relaxed to the maintenance settings'
-    /// relaxed timeout during maintenance.
+    /// relaxed timeout during maintenance. Unless the options set their own
+    /// [`Liveness`](crate::Liveness), it is also the connection's health bound (at least 1 s):
+    /// with replies owed and nothing read for that long the connection is probed with `PING`,
+    /// and replaced if the probe goes unanswered as long again.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -185,7 +188,16 @@ impl StackBuilder {
     pub async fn connect(self) -> Result<Stack, Error> {
         let endpoint = self.options.endpoint.clone();
         let maintenance = Maintenance::new(self.maintenance);
-        let connector = Connector::new(self.options)?;
+        let mut options = self.options;
+        if options.liveness == Liveness::default() {
+            // A dead peer is found in two to three command timeouts, not the kernel's minutes.
+            options.liveness.timeout = Some(self.timeout.max(Duration::from_secs(1)));
+            options.liveness.relaxed_timeout = maintenance
+                .config()
+                .relaxed_timeout()
+                .max(options.liveness.relaxed_timeout);
+        }
+        let connector = Connector::new(options)?;
         let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
         let handoff = HandoffRetry::connect(demuxed, maintenance.clone(), self.handoff).await?;
         let relaxed = maintenance.config().relaxed_timeout();

@@ -118,6 +118,7 @@ impl Connector {
                 source: Arc::new(e),
             })?;
         let _ = tcp.set_nodelay(true);
+        opts.liveness.apply_keepalive(&tcp);
 
         let shared = Arc::new(Shared::new(
             endpoint.clone(),
@@ -147,6 +148,7 @@ impl Connector {
                     opts.limits,
                     opts.max_in_flight,
                     internal,
+                    &opts.liveness,
                 );
                 tokio::spawn(task.run());
             }
@@ -157,6 +159,7 @@ impl Connector {
                     opts.limits,
                     opts.max_in_flight,
                     internal,
+                    &opts.liveness,
                 );
                 tokio::spawn(task.run());
             }

@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::command::{Command, SubscriptionKind};
 use crate::connection::codec::{FrameScanner, Limits};
+use crate::connection::liveness::{Liveness, Owing, Verdict, Watchdog};
 use crate::connection::{Shared, Subscriptions};
 use crate::error::Error;
 use crate::reply::{self, Reply};
@@ -208,6 +209,9 @@ pub(crate) struct IoTask<S> {
     // Channels the connection's own setup subscribed to (`AzureRedisEvents`): a caller's
     // `UNSUBSCRIBE` with no channel leaves them.
     internal: Vec<Bytes>,
+    // The health rule (see `liveness`), and how many reads returned bytes.
+    watchdog: Option<Watchdog>,
+    reads: u64,
 }
 
 impl<S> IoTask<S>
@@ -220,6 +224,7 @@ where
         limits: Limits,
         max_in_flight: usize,
         internal: Vec<Bytes>,
+        liveness: &Liveness,
     ) -> Self {
         IoTask {
             stream,
@@ -241,6 +246,8 @@ where
             shared,
             subscriptions: Subscriptions::default(),
             internal,
+            watchdog: Watchdog::new(liveness),
+            reads: 0,
         }
     }
 
@@ -376,6 +383,7 @@ where
                         return Poll::Ready(Err(io_lost("the server closed the connection")))
                     }
                     Poll::Ready(Ok(_)) => {
+                        self.reads += 1;
                         self.more_frames = true;
                         self.slices = 0;
                     }
@@ -413,6 +421,24 @@ where
                 }
             }
             if !progress {
+                // The health timer: polled only when there is nothing else to do (a busy
+                // connection is reading anyway), which also registers it for the next tick.
+                if let Some(dog) = self.watchdog.as_mut() {
+                    let pending = &self.pending;
+                    if let Poll::Ready(verdict) = dog.poll(cx, self.reads, || owing(pending)) {
+                        match verdict {
+                            Verdict::Fine => {}
+                            Verdict::Probe => self.probe(),
+                            Verdict::Dead(silent) => {
+                                return Poll::Ready(Err(io_lost(&format!(
+                                    "the server sent nothing for {silent:?} with replies owed, \
+                                     not even the answer to a PING: the connection is taken for dead"
+                                ))))
+                            }
+                        }
+                        continue;
+                    }
+                }
                 if self.requests_closed {
                     // Taking no more commands, still owing replies: an abort must still wake us
                     // (checked after registering, so one that came in between is not missed).
@@ -426,7 +452,31 @@ where
         }
     }
 
+    /// Writes a `PING` nobody waits for: its answer, or any other byte, shows the peer alive.
+    fn probe(&mut self) {
+        tracing::debug!(endpoint = %self.shared.endpoint, "nothing read for a while: probing with PING");
+        let (reply, _) = oneshot::channel();
+        let start = self.encoded;
+        let before = self.wbuf.len();
+        let command = Command::new("PING");
+        command.encode(&mut self.wbuf);
+        self.encoded += (self.wbuf.len() - before) as u64;
+        self.pending.push_back(Pending {
+            owed: Owed::One {
+                command,
+                reply,
+                expect: Expect::Reply,
+            },
+            start,
+            end: self.encoded,
+        });
+        self.shared.set_in_flight(self.pending.len());
+    }
+
     fn enqueue(&mut self, job: Job) {
+        if let Some(dog) = self.watchdog.as_mut() {
+            dog.on_request();
+        }
         let start = self.encoded;
         let before = self.wbuf.len();
         let owed = match job {
@@ -524,6 +574,11 @@ where
                     self.take_confirmation(frame);
                 } else {
                     self.track_subscription(data);
+                    if let Some(dog) = self.watchdog.as_mut() {
+                        if let Some(start) = data.first().and_then(maintenance_push) {
+                            dog.maintenance(start);
+                        }
+                    }
                     self.publish_push(frame);
                 }
                 continue;
@@ -661,6 +716,37 @@ where
 
     fn publish_push(&self, frame: BytesFrame) {
         self.shared.pushes.publish(frame);
+    }
+}
+
+/// What the I/O task owes, for the health rule.
+fn owing(pending: &VecDeque<Pending>) -> Owing {
+    if pending.is_empty() {
+        return Owing::Nothing;
+    }
+    let blocking = pending.iter().any(|p| match &p.owed {
+        Owed::One { command, .. } => command.blocking().is_some(),
+        Owed::Batch { batch, .. } => batch.commands.iter().any(|c| c.blocking().is_some()),
+    });
+    if blocking {
+        Owing::Blocking
+    } else {
+        Owing::Replies
+    }
+}
+
+/// Whether a push's name starts maintenance on this connection (`Some(true)`), ends it
+/// (`Some(false)`), or is something else.
+fn maintenance_push(name: &BytesFrame) -> Option<bool> {
+    let name = crate::frame::text(name)?;
+    const STARTS: [&[u8]; 4] = [b"MOVING", b"MIGRATING", b"FAILING_OVER", b"SMIGRATING"];
+    const ENDS: [&[u8]; 3] = [b"MIGRATED", b"FAILED_OVER", b"SMIGRATED"];
+    if STARTS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        Some(true)
+    } else if ENDS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        Some(false)
+    } else {
+        None
     }
 }
 

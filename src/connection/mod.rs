@@ -41,6 +41,7 @@ pub(crate) mod codec;
 mod connect;
 mod intake;
 mod io;
+mod liveness;
 mod make;
 mod options;
 mod pushes;
@@ -60,6 +61,7 @@ use tower_service::Service;
 
 pub use codec::Limits;
 pub use connect::{Connector, Established};
+pub use liveness::Liveness;
 pub use make::MakeConnection;
 #[cfg(feature = "sim")]
 pub(crate) use options::redact_url;

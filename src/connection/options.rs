@@ -7,6 +7,7 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 
 use crate::connection::codec::Limits;
+use crate::connection::liveness::Liveness;
 use crate::endpoint::{Endpoint, DEFAULT_PORT};
 use crate::error::Error;
 
@@ -53,6 +54,9 @@ pub struct ConnectOptions {
     /// every connection (so it survives handoffs and reconnects). Invalidations arrive as push
     /// frames. Off by default.
     pub tracking: Option<ClientTracking>,
+    /// How a peer that went away silently is noticed: TCP keepalive and a `PING` health check
+    /// when nothing is read with replies owed; see [`Liveness`].
+    pub liveness: Liveness,
 }
 
 /// The settings of `CLIENT TRACKING ON`; see [`ConnectOptions::with_tracking`].
@@ -188,6 +192,7 @@ impl fmt::Debug for ConnectOptions {
             .field("queue_size", &self.queue_size)
             .field("max_in_flight", &self.max_in_flight)
             .field("push_buffer", &self.push_buffer)
+            .field("liveness", &self.liveness)
             .finish()
     }
 }
@@ -208,6 +213,7 @@ impl ConnectOptions {
             max_in_flight: 16 * 1024,
             push_buffer: 4096,
             tracking: None,
+            liveness: Liveness::default(),
         }
     }
 
@@ -342,6 +348,13 @@ impl ConnectOptions {
     #[must_use]
     pub fn with_tracking(mut self, tracking: ClientTracking) -> Self {
         self.tracking = Some(tracking);
+        self
+    }
+
+    /// Sets how a silently dead peer is noticed (keepalive, `PING` health check).
+    #[must_use]
+    pub fn with_liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
         self
     }
 

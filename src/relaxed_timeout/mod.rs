@@ -44,6 +44,8 @@
 mod future;
 mod layer;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -115,12 +117,26 @@ impl Relaxation for RelaxationSwitch {
 }
 
 /// [`Service`] that bounds each command's time; see the [module docs](self).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RelaxedTimeout<S, R> {
     inner: S,
     timeout: Duration,
     relaxed: Duration,
     relaxation: R,
+    // Armed while `poll_ready` waits for room below: the wait is bounded by the timeout too.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: Clone, R: Clone> Clone for RelaxedTimeout<S, R> {
+    fn clone(&self) -> Self {
+        RelaxedTimeout {
+            inner: self.inner.clone(),
+            timeout: self.timeout,
+            relaxed: self.relaxed,
+            relaxation: self.relaxation.clone(),
+            waiting: None,
+        }
+    }
 }
 
 // ===== impl RelaxedTimeout =====
@@ -133,6 +149,7 @@ impl<S, R: Relaxation> RelaxedTimeout<S, R> {
             timeout,
             relaxed,
             relaxation,
+            waiting: None,
         }
     }
 
@@ -187,7 +204,38 @@ where
     type Future = ResponseFuture<S::Future, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx)
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => {}
+            ready => {
+                self.waiting = None;
+                return ready;
+            }
+        }
+        // No room below (a full queue, a connection on its way): wait as long as a command
+        // would, then fail without sending anything.
+        let now = tokio::time::Instant::now();
+        let bound = if self
+            .relaxation
+            .relaxed_until()
+            .is_some_and(|until| until > now.into_std())
+        {
+            self.timeout.max(self.relaxed)
+        } else {
+            self.timeout
+        };
+        let sleep = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(clock::deadline(now, bound))));
+        match sleep.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                self.waiting = None;
+                Poll::Ready(Err(Error::NotSent {
+                    reason: format!("no room to send within {bound:?} (the queue stayed full)")
+                        .into(),
+                }))
+            }
+        }
     }
 
     fn call(&mut self, command: Q) -> Self::Future {

@@ -164,10 +164,7 @@ impl Conn {
 
 /// The instant `d` from now, saturating far in the future instead of overflowing.
 pub(crate) fn after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(now)
+    crate::clock::deadline(tokio::time::Instant::now(), d).into_std()
 }
 
 // ===== accept loop =====
