@@ -42,7 +42,11 @@ async fn a_silent_server_is_taken_for_dead_and_its_commands_may_have_run() {
     assert!(err.may_have_executed(), "{err}");
     assert!(conn.is_closed());
     // Three silence bounds at most; the margin is for a slow machine.
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     // Later commands fail at once, as on any closed connection.
     assert!(matches!(
         conn.send(cmd!("PING")).await,
@@ -79,10 +83,7 @@ async fn a_live_server_keeps_its_connection_through_slow_replies_and_blocking_co
         .await
         .unwrap();
     // A blocking command keeps the server silent on purpose for longer than the bound.
-    let popped = conn
-        .send(cmd!("BLPOP", "live:nothing", "1"))
-        .await
-        .unwrap();
+    let popped = conn.send(cmd!("BLPOP", "live:nothing", "1")).await.unwrap();
     assert!(popped.is_null(), "{popped:?}");
     // Idle for many bounds: the idle probes are answered.
     tokio::time::sleep(Duration::from_millis(800)).await;

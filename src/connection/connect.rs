@@ -127,7 +127,8 @@ impl Connector {
         ));
         let connection = Connection::from_parts(shared.clone());
         // Subscribed before the first byte is read: no push is missed.
-        let pushes = shared.pushes.subscribe();
+        // Maintenance frames on this subscription are never dropped, whatever the Pub/Sub traffic.
+        let pushes = shared.pushes.subscribe_keeping_maintenance();
         // Channels the setup subscribes to belong to the connection, not to its callers.
         let internal: Vec<Bytes> = setup
             .iter()

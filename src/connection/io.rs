@@ -738,16 +738,8 @@ fn owing(pending: &VecDeque<Pending>) -> Owing {
 /// Whether a push's name starts maintenance on this connection (`Some(true)`), ends it
 /// (`Some(false)`), or is something else.
 fn maintenance_push(name: &BytesFrame) -> Option<bool> {
-    let name = crate::frame::text(name)?;
-    const STARTS: [&[u8]; 4] = [b"MOVING", b"MIGRATING", b"FAILING_OVER", b"SMIGRATING"];
-    const ENDS: [&[u8]; 3] = [b"MIGRATED", b"FAILED_OVER", b"SMIGRATED"];
-    if STARTS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-        Some(true)
-    } else if ENDS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-        Some(false)
-    } else {
-        None
-    }
+    let kind = crate::maintenance::NotificationKind::from_name(crate::frame::text(name)?)?;
+    Some(!kind.is_end())
 }
 
 fn io_lost(why: &str) -> Error {

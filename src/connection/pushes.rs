@@ -4,9 +4,15 @@
 //! fills, so an idle connection pays almost nothing for its push buffering (a broadcast ring
 //! would be allocated whole, per connection). A subscriber that falls a whole queue behind
 //! misses the pushes that do not fit: they are counted, and the first miss is logged.
+//!
+//! Maintenance frames (`MOVING`, `MIGRATING`, ..., and messages on `AzureRedisEvents`) are never
+//! the ones dropped: a subscription made with [`PushHub::subscribe_keeping_maintenance`] (the
+//! one the notification demux reads) gets them on an unbounded lane of their own, read first,
+//! so a flood of Pub/Sub messages cannot push a `MOVING` out of the queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use redis_protocol::resp3::types::BytesFrame;
 use tokio::sync::mpsc;
@@ -27,6 +33,8 @@ pub(crate) struct PushHub {
 struct Subscriber {
     tx: mpsc::Sender<BytesFrame>,
     missed: Arc<AtomicU64>,
+    // The lane for maintenance frames, for a subscription that must see every one of them.
+    maintenance: Option<mpsc::UnboundedSender<BytesFrame>>,
 }
 
 impl PushHub {
@@ -40,17 +48,34 @@ impl PushHub {
     }
 
     pub(crate) fn subscribe(&self) -> Pushes {
+        self.subscribe_with(false)
+    }
+
+    /// A subscription that gets every maintenance frame, however far behind it falls.
+    pub(crate) fn subscribe_keeping_maintenance(&self) -> Pushes {
+        self.subscribe_with(true)
+    }
+
+    fn subscribe_with(&self, keep_maintenance: bool) -> Pushes {
         let (tx, rx) = mpsc::channel(self.capacity);
+        let (maintenance, lane) = if keep_maintenance {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let missed = Arc::new(AtomicU64::new(0));
         let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(subs) = subs.as_mut() {
             subs.push(Subscriber {
                 tx,
                 missed: missed.clone(),
+                maintenance,
             });
         }
         Pushes {
             rx,
+            lane,
             missed,
             endpoint: self.endpoint.clone(),
         }
@@ -72,6 +97,12 @@ impl PushHub {
     }
 
     fn offer(&self, s: &Subscriber, frame: BytesFrame) {
+        if let Some(lane) = &s.maintenance {
+            if crate::maintenance::is_maintenance_frame(&frame) {
+                let _ = lane.send(frame);
+                return;
+            }
+        }
         if s.tx.try_send(frame).is_err() && s.missed.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(endpoint = %self.endpoint, capacity = self.capacity, "a push subscriber fell a whole queue behind and misses push frames");
         }
@@ -94,6 +125,8 @@ impl PushHub {
 #[derive(Debug)]
 pub struct Pushes {
     rx: mpsc::Receiver<BytesFrame>,
+    // Maintenance frames, for the subscription that must see them all; read first.
+    lane: Option<mpsc::UnboundedReceiver<BytesFrame>>,
     missed: Arc<AtomicU64>,
     endpoint: Endpoint,
 }
@@ -101,11 +134,28 @@ pub struct Pushes {
 impl Pushes {
     /// The next push frame, or `None` once the source has closed and every push was seen.
     pub async fn recv(&mut self) -> Option<BytesFrame> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| {
+            if let Some(lane) = self.lane.as_mut() {
+                match lane.poll_recv(cx) {
+                    Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame)),
+                    Poll::Ready(None) => self.lane = None,
+                    Poll::Pending => {}
+                }
+            }
+            match self.rx.poll_recv(cx) {
+                // The lane may still hold frames published before the source closed.
+                Poll::Ready(None) if self.lane.is_some() => Poll::Pending,
+                other => other,
+            }
+        })
+        .await
     }
 
     /// The next push frame if one is waiting, without blocking.
     pub fn try_recv(&mut self) -> Option<BytesFrame> {
+        if let Some(frame) = self.lane.as_mut().and_then(|l| l.try_recv().ok()) {
+            return Some(frame);
+        }
         self.rx.try_recv().ok()
     }
 
@@ -117,5 +167,52 @@ impl Pushes {
     /// The endpoint these pushes come from.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn push(words: &[&'static str]) -> BytesFrame {
+        BytesFrame::Push {
+            data: words
+                .iter()
+                .map(|w| BytesFrame::BlobString {
+                    data: Bytes::from_static(w.as_bytes()),
+                    attributes: None,
+                })
+                .collect(),
+            attributes: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_messages_never_pushes_out_a_maintenance_frame() {
+        let hub = PushHub::new(Endpoint::new("127.0.0.1", 6379), 4);
+        let mut plain = hub.subscribe();
+        let mut demux = hub.subscribe_keeping_maintenance();
+        for _ in 0..100 {
+            hub.publish(push(&["message", "news", "x"]));
+        }
+        hub.publish(push(&["MOVING", "7", "15", "10.0.0.2:6379"]));
+        hub.publish(push(&["message", "AzureRedisEvents", "{}"]));
+        hub.close();
+        let mut seen = Vec::new();
+        while let Some(frame) = demux.recv().await {
+            seen.push(frame);
+        }
+        // The two maintenance frames first (their lane is read first), then what fit.
+        assert_eq!(seen.len(), 2 + 4);
+        assert_eq!(seen[0], push(&["MOVING", "7", "15", "10.0.0.2:6379"]));
+        assert_eq!(seen[1], push(&["message", "AzureRedisEvents", "{}"]));
+        assert_eq!(demux.missed(), 96);
+        // A plain subscriber is bounded for everything alike.
+        let mut n = 0;
+        while plain.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!((n, plain.missed()), (4, 98));
     }
 }

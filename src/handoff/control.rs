@@ -12,13 +12,13 @@ use super::{Inner, MakeConnection, Move};
 use crate::connection::Connection;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::maintenance::{AzureEventKind, EventKind, MaintenanceEvents, Notification};
+use crate::maintenance::{AzureEventKind, EventKind, MaintenanceEvent, Notification};
 
 pub(super) async fn run<M: MakeConnection>(
     weak: Weak<Inner>,
     connector: M,
     mut triggers: mpsc::UnboundedReceiver<Move>,
-    events: MaintenanceEvents,
+    events: mpsc::UnboundedReceiver<MaintenanceEvent>,
     mut shutdown: oneshot::Receiver<()>,
     kick: Arc<Notify>,
 ) {
@@ -394,7 +394,7 @@ fn switch(weak: &Weak<Inner>, conn: Connection, started: Instant) {
 /// events after which the connection is refreshed.
 async fn listen_for_moving(
     weak: Weak<Inner>,
-    mut events: MaintenanceEvents,
+    mut events: mpsc::UnboundedReceiver<MaintenanceEvent>,
     triggers: mpsc::UnboundedSender<Move>,
 ) {
     loop {

@@ -339,7 +339,7 @@ impl HandoffRetry {
             Arc::downgrade(&inner),
             connector,
             triggers_rx,
-            maintenance.subscribe(),
+            maintenance.triggers(),
             shutdown_rx,
             kick,
         ));

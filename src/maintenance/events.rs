@@ -282,18 +282,22 @@ impl EventKind {
 #[derive(Debug)]
 pub struct MaintenanceEvents {
     pub(crate) rx: broadcast::Receiver<MaintenanceEvent>,
+    pub(crate) missed: u64,
 }
 
 impl MaintenanceEvents {
     /// The next event, or `None` once every handle is gone.
     ///
     /// A subscriber that falls more than the configured event buffer behind skips what it
-    /// missed, with a warning in the log.
+    /// missed, with a warning in the log, and counted ([`MaintenanceEvents::missed`]). The
+    /// stacks themselves do not depend on this stream: the events they act on reach them on a
+    /// path of their own that never drops one.
     pub async fn recv(&mut self) -> Option<MaintenanceEvent> {
         loop {
             match self.rx.recv().await {
                 Ok(event) => return Some(event),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.missed += n;
                     tracing::warn!(
                         missed = n,
                         "a maintenance event subscriber fell behind and missed events"
@@ -304,12 +308,18 @@ impl MaintenanceEvents {
         }
     }
 
+    /// How many events this subscriber skipped because it fell behind.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
     /// The next event if one is waiting, without blocking.
     pub fn try_recv(&mut self) -> Option<MaintenanceEvent> {
         loop {
             match self.rx.try_recv() {
                 Ok(event) => return Some(event),
                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.missed += n;
                     tracing::warn!(
                         missed = n,
                         "a maintenance event subscriber fell behind and missed events"

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Instant;
 
 use redis_protocol::resp3::types::BytesFrame;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::endpoint::Endpoint;
 use crate::maintenance::config::MaintenanceConfig;
@@ -20,6 +20,7 @@ use crate::maintenance::dedup::{Dedup, DedupKey};
 use crate::maintenance::events::{EventKind, MaintenanceEvent, MaintenanceEvents, PushOrigin};
 use crate::maintenance::hook::{Notice, NotificationHook, PushOutcome};
 use crate::maintenance::limiter::HandoffLimiter;
+use crate::maintenance::notification::Notification;
 use crate::maintenance::status::{Change, EndpointStatus, NotificationSupport, RelaxationEnd};
 
 /// The shared maintenance state of a client: per-endpoint status, typed events, counters and
@@ -64,6 +65,8 @@ pub(crate) struct Inner {
     config: MaintenanceConfig,
     statuses: RwLock<HashMap<Endpoint, Arc<EndpointStatus>>>,
     events: broadcast::Sender<MaintenanceEvent>,
+    // Each stack's own, lossless path for the events it acts on (see `Maintenance::triggers`).
+    triggers: Mutex<Vec<mpsc::UnboundedSender<MaintenanceEvent>>>,
     dedup: Mutex<Dedup>,
     hooks: RwLock<Hooks>,
     counters: Counters,
@@ -101,6 +104,7 @@ impl Maintenance {
                 config,
                 statuses: RwLock::new(HashMap::new()),
                 events,
+                triggers: Mutex::new(Vec::new()),
                 dedup: Mutex::new(Dedup::default()),
                 hooks: RwLock::new(Arc::from(Vec::new())),
                 counters: Counters::default(),
@@ -139,12 +143,38 @@ impl Maintenance {
     pub fn subscribe(&self) -> MaintenanceEvents {
         MaintenanceEvents {
             rx: self.inner.events.subscribe(),
+            missed: 0,
         }
+    }
+
+    /// The events a stack acts on (`MOVING`, Azure events), on a path of its own that never
+    /// drops one: the broadcast of [`Maintenance::subscribe`] may skip events for a subscriber
+    /// that falls behind, which is fine for an observer and not for a handoff.
+    pub(crate) fn triggers(&self) -> mpsc::UnboundedReceiver<MaintenanceEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        rx
     }
 
     /// Publishes an event to every subscriber (for layers and tasks that report what they did).
     pub fn emit(&self, event: MaintenanceEvent) {
         tracing::trace!(endpoint = %event.endpoint, source = %event.source, event = event.kind.name(), "maintenance event");
+        let acted_on = matches!(
+            event.kind,
+            EventKind::Notification(Notification::Moving { .. }) | EventKind::Azure(_)
+        );
+        if acted_on {
+            let mut triggers = self
+                .inner
+                .triggers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            triggers.retain(|t| t.send(event.clone()).is_ok());
+        }
         // No subscriber is fine: nobody is listening.
         let _ = self.inner.events.send(event);
     }

@@ -90,3 +90,23 @@ pub use notification::{
     Notification, NotificationKind, ParseNotificationError, SlotMove, SlotRange, SLOTS,
 };
 pub use status::{EndpointStatus, MovingTarget, NotificationSupport, RelaxationEnd};
+
+/// Whether a push frame is maintenance: a notification (`MOVING`, `MIGRATING`, ...) or a
+/// message on the Azure events channel. Such frames are never dropped on the way to the demux.
+pub(crate) fn is_maintenance_frame(frame: &redis_protocol::resp3::types::BytesFrame) -> bool {
+    use redis_protocol::resp3::types::BytesFrame;
+    let BytesFrame::Push { data, .. } = frame else {
+        return false;
+    };
+    let Some(name) = data.first().and_then(crate::frame::text) else {
+        return false;
+    };
+    if NotificationKind::from_name(name).is_some() {
+        return true;
+    }
+    name.eq_ignore_ascii_case(b"message")
+        && data
+            .get(1)
+            .and_then(crate::frame::text)
+            .is_some_and(|channel| channel.as_ref() == AZURE_CHANNEL.as_bytes())
+}

@@ -481,3 +481,40 @@ async fn the_handoff_window_runs_out() {
     ));
     assert!(!m.status(&endpoint).is_relaxed(Instant::now()));
 }
+
+#[tokio::test]
+async fn stacks_get_every_moving_while_a_slow_observer_misses_some() {
+    let m = Maintenance::new(MaintenanceConfig::builder().event_buffer(8).build().unwrap());
+    let mut observer = m.subscribe();
+    let mut triggers = m.triggers();
+    for seq in 0..100 {
+        let moving = Notification::Moving {
+            seq,
+            time: Duration::from_secs(15),
+            endpoint: Some(ep("10.0.0.2:6379")),
+        };
+        m.emit(MaintenanceEvent::new(
+            ep("10.0.0.1:6379"),
+            EventKind::Notification(moving),
+        ));
+        // Events a stack does not act on stay off its path.
+        m.emit(MaintenanceEvent::new(
+            ep("10.0.0.1:6379"),
+            EventKind::Disconnected {
+                reason: "test".into(),
+            },
+        ));
+    }
+    let mut seqs = Vec::new();
+    while let Ok(event) = triggers.try_recv() {
+        if let EventKind::Notification(Notification::Moving { seq, .. }) = event.kind {
+            seqs.push(seq);
+        }
+    }
+    assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+    let mut seen = 0;
+    while observer.try_recv().is_some() {
+        seen += 1;
+    }
+    assert_eq!((seen, observer.missed()), (8, 192));
+}
