@@ -135,6 +135,46 @@ async fn moving_with_a_null_endpoint_reconnects_to_the_configured_address_at_hal
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_while_a_null_moving_waits_is_replaced_at_once() {
+    let mut s = setup(1, config(EndpointType::None)).await;
+    let load = start_load(&s.redis, Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A 60 s grace: the stack would wait about 30 s before reconnecting.
+    let moving = s
+        .sim
+        .moving_null(0, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = tokio::time::Instant::now();
+    // The node drops the connection long before that.
+    assert!(s.sim.reset_all(0).unwrap() >= 1);
+    next_event(&mut s.events, |k| {
+        matches!(k, EventKind::HandoffSwitched { .. })
+    })
+    .await;
+    let replaced_after = sent.elapsed();
+    moving.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let outcomes = load.finish().await;
+    // Far sooner than half the grace period; the bound is wide for a slow machine.
+    assert!(
+        replaced_after < Duration::from_secs(15),
+        "replaced after {replaced_after:?}"
+    );
+    // Commands in flight when the reset came may have run; every other one went through.
+    for (t, o) in outcomes.iter().enumerate() {
+        assert_eq!(
+            o.errors.len() as u64,
+            o.incr_lost,
+            "task {t}: {:?}",
+            o.errors
+        );
+        assert!(o.get_ok > 0, "task {t} made no progress");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_endpoint_that_refuses_fails_the_handoff_and_the_old_connection_keeps_serving() {
     let mut s = setup(2, config(EndpointType::InternalIp)).await;
     s.sim.refuse(1).unwrap();

@@ -154,17 +154,30 @@ async fn reconnect<M: MakeConnection>(
     }
 }
 
-/// Moves the stack to a MOVING's target; a newer MOVING arriving meanwhile replaces it.
+/// Moves the stack to a MOVING's target. It keeps listening meanwhile: a newer trigger
+/// replaces the attempt in progress, and when the current connection closes under a `MOVING`
+/// that waits (no endpoint: go at half the grace period) it goes at once instead of leaving
+/// commands without a connection until then.
 async fn handoff<M: MakeConnection>(
     weak: &Weak<Inner>,
     connector: &M,
-    mut trigger: Move,
+    trigger: Move,
     triggers: &mut mpsc::UnboundedReceiver<Move>,
 ) {
+    let mut target = trigger.endpoint.clone();
+    let mut waits = trigger.endpoint.is_none() && !trigger.time.is_zero();
+    let mut attempt = Box::pin(connect_for_handoff(weak, connector, trigger));
+    let current = weak.upgrade().and_then(|inner| inner.current());
+    let closed = async {
+        match &current {
+            Some(c) => c.closed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(closed);
     loop {
-        let target = trigger.endpoint.clone();
         tokio::select! {
-            prepared = connect_for_handoff(weak, connector, &trigger) => {
+            prepared = &mut attempt => {
                 if let Some((conn, started)) = prepared {
                     switch(weak, conn, started);
                 }
@@ -173,9 +186,20 @@ async fn handoff<M: MakeConnection>(
             newer = triggers.recv() => match newer {
                 Some(newer) => {
                     tracing::info!(abandoned = ?target, "a newer MOVING supersedes the handoff in progress");
-                    trigger = newer;
+                    target = newer.endpoint.clone();
+                    waits = newer.endpoint.is_none() && !newer.time.is_zero();
+                    attempt = Box::pin(connect_for_handoff(weak, connector, newer));
                 }
                 None => return,
+            },
+            reason = &mut closed, if waits => {
+                tracing::info!(%reason, "the connection closed while a MOVING waited: reconnecting now");
+                waits = false;
+                attempt = Box::pin(connect_for_handoff(
+                    weak,
+                    connector,
+                    Move { seq: None, time: Duration::ZERO, endpoint: None },
+                ));
             }
         }
     }
@@ -185,7 +209,7 @@ async fn handoff<M: MakeConnection>(
 async fn connect_for_handoff<M: MakeConnection>(
     weak: &Weak<Inner>,
     connector: &M,
-    trigger: &Move,
+    trigger: Move,
 ) -> Option<(Connection, Instant)> {
     let Move {
         seq,
@@ -203,7 +227,8 @@ async fn connect_for_handoff<M: MakeConnection>(
         )
     };
     let target = match endpoint {
-        Some(e) => e.clone(),
+        Some(e) => e,
+        None if time.is_zero() => configured.clone(),
         None => {
             // No new address: the configured one will lead to the new node once the old one is
             // taken away. Go at half the grace period, a little earlier for some clients.
@@ -252,7 +277,7 @@ async fn connect_for_handoff<M: MakeConnection>(
             EventKind::HandoffStarted {
                 from,
                 to: target.clone(),
-                seq: *seq,
+                seq,
             },
             current.as_ref(),
         );

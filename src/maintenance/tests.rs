@@ -484,7 +484,12 @@ async fn the_handoff_window_runs_out() {
 
 #[tokio::test]
 async fn stacks_get_every_moving_while_a_slow_observer_misses_some() {
-    let m = Maintenance::new(MaintenanceConfig::builder().event_buffer(8).build().unwrap());
+    let m = Maintenance::new(
+        MaintenanceConfig::builder()
+            .event_buffer(8)
+            .build()
+            .unwrap(),
+    );
     let mut observer = m.subscribe();
     let mut triggers = m.triggers();
     for seq in 0..100 {
