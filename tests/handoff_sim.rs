@@ -382,3 +382,70 @@ async fn a_command_refused_while_the_server_loads_is_sent_again_and_runs_once() 
         .unwrap();
     assert_eq!(again.as_i64(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_made_and_dropped_during_a_handoff_are_all_in_place_after_it() {
+    let mut s = setup(2, config(EndpointType::InternalIp)).await;
+    s.redis
+        .clone()
+        .oneshot(cmd!("SUBSCRIBE", "early"))
+        .await
+        .unwrap();
+    // The new node answers slowly, so preparing the new connection (its handshake, then
+    // `early` restored on it) takes a while; subscriptions keep changing meanwhile.
+    s.sim.latency(1, Duration::from_millis(100)).unwrap();
+    let switched = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let redis = s.redis.clone();
+        let switched = switched.clone();
+        tokio::spawn(async move {
+            let mut made = 0usize;
+            while !switched.load(std::sync::atomic::Ordering::Relaxed) || made < 5 {
+                let channel = format!("churn:{made}");
+                redis
+                    .clone()
+                    .oneshot(cmd!("SUBSCRIBE", &channel))
+                    .await
+                    .unwrap();
+                // Every third one is dropped again at once.
+                if made % 3 == 2 {
+                    redis
+                        .clone()
+                        .oneshot(cmd!("UNSUBSCRIBE", &channel))
+                        .await
+                        .unwrap();
+                }
+                made += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            made
+        })
+    };
+    let grace = Duration::from_secs(30);
+    let (moving, _) = moving_until(&s.sim, &mut s.events, (0, 1), grace, handoff_switched).await;
+    switched.store(true, std::sync::atomic::Ordering::Relaxed);
+    let made = churn.await.unwrap();
+    next_event(&mut s.events, handoff_drained).await;
+    moving.abort();
+    s.sim.latency(1, Duration::ZERO).unwrap();
+    assert_eq!(s.redis.current_endpoint(), Some(s.sim.node(1).endpoint()));
+    // Counted at the backend: the old connection is closed, so only the new one subscribes.
+    let backend = redis_handoff::Connection::connect(&s._server.url())
+        .await
+        .unwrap();
+    let channels: Vec<String> = (0..made).map(|i| format!("churn:{i}")).collect();
+    let counts = backend
+        .send(cmd!("PUBSUB", "NUMSUB", "early").args_from(&channels))
+        .await
+        .unwrap();
+    let counts = counts.as_array().unwrap();
+    let numsub = |i: usize| match &counts[2 * i + 1] {
+        redis_handoff::frame::BytesFrame::Number { data, .. } => *data,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(numsub(0), 1, "early");
+    for i in 0..made {
+        let expected = if i % 3 == 2 { 0 } else { 1 };
+        assert_eq!(numsub(i + 1), expected, "churn:{i} of {made}");
+    }
+}

@@ -136,6 +136,14 @@ impl Intake {
         }
     }
 
+    /// Queues a command now, room or not (a few of the crate's own commands that must go in a
+    /// fixed order, such as the subscriptions moved at a handoff); hands it back if the
+    /// connection takes no more commands.
+    pub(crate) fn push_now(&self, job: Job) -> Result<(), Job> {
+        self.used.fetch_add(1, Ordering::SeqCst);
+        self.push_reserved(job)
+    }
+
     /// Queues a command in a slot reserved for it; hands it back if the connection takes no
     /// more commands.
     pub(crate) fn push_reserved(&self, job: Job) -> Result<(), Job> {

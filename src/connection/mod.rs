@@ -330,6 +330,23 @@ impl Connection {
         AnswerFuture::waiting(rx)
     }
 
+    /// Queues a request at once, without waiting for room, and returns the future of its
+    /// answer: for requests whose order against others queued under one lock matters (the
+    /// subscription commands of a stack, see `HandoffRetry`).
+    pub(crate) fn queue_now<R: Request>(&self, request: R) -> AnswerFuture<R> {
+        if let Err(error) = request.check(self.is_dedicated()) {
+            return AnswerFuture::done(Err(Failed::from(error)));
+        }
+        if let Some(raw) = request.immediate() {
+            return AnswerFuture::done(R::finish(raw));
+        }
+        let (reply, rx) = oneshot::channel();
+        if let Err(job) = self.handle.shared.intake.push_now(request.into_job(reply)) {
+            job.fail(self.not_sent());
+        }
+        AnswerFuture::waiting(rx)
+    }
+
     /// Like [`Service::call`], but the request comes back with the error if the connection ends
     /// under it. `poll_ready` must have returned ready first, as for `call`.
     pub(crate) fn call_recoverable<R: Request>(&mut self, request: R) -> AnswerFuture<R> {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::command::{Command, SubscriptionKind};
 
 /// Subscribed channels, patterns and shard channels.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Subscriptions {
     channels: HashSet<Bytes>,
     patterns: HashSet<Bytes>,
@@ -94,6 +94,33 @@ impl Subscriptions {
             .filter(|(_, _, set)| !set.is_empty())
             .map(|(subscribe, _, set)| Command::new(subscribe).args_from(set.iter()))
             .collect()
+    }
+
+    /// The commands that take a connection subscribed to `from` to these subscriptions: what
+    /// changed since `from` was restored on it.
+    pub(crate) fn commands_since(&self, from: &Subscriptions) -> Vec<Command> {
+        let mut commands = Vec::new();
+        for ((subscribe, unsubscribe, now), (_, _, then)) in self.families().zip(from.families()) {
+            let added: Vec<&Bytes> = now.difference(then).collect();
+            if !added.is_empty() {
+                commands.push(Command::new(subscribe).args_from(added));
+            }
+            let removed: Vec<&Bytes> = then.difference(now).collect();
+            if !removed.is_empty() {
+                commands.push(Command::new(unsubscribe).args_from(removed));
+            }
+        }
+        commands
+    }
+
+    /// Every name in `self` or in `other`.
+    pub(crate) fn union(&self, other: &Subscriptions) -> Subscriptions {
+        let mut all = self.clone();
+        all.channels.extend(other.channels.iter().cloned());
+        all.patterns.extend(other.patterns.iter().cloned());
+        all.shard_channels
+            .extend(other.shard_channels.iter().cloned());
+        all
     }
 
     /// The commands that end these subscriptions on an old connection. Redis answers each after

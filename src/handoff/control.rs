@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::config::jitter;
 use super::{Inner, MakeConnection, Move};
 use crate::connection::Connection;
+use crate::connection::Subscriptions;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::maintenance::{AzureEventKind, EventKind, MaintenanceEvent, Notification};
@@ -112,9 +113,10 @@ async fn reconnect<M: MakeConnection>(
             Ok(conn) => {
                 let Some(inner) = weak.upgrade() else { return };
                 match prepare(&inner, &conn).await {
-                    Ok(()) => {
+                    Ok(restored) => {
                         let first = inner.generation.load(Ordering::Acquire) == 0;
-                        inner.install(Some(conn.clone()));
+                        // Nothing to release: the old connection is gone.
+                        let _ = inner.install_subscribed(conn.clone(), &restored);
                         if !first {
                             inner.reconnects.fetch_add(1, Ordering::Relaxed);
                             inner.report(
@@ -178,8 +180,8 @@ async fn handoff<M: MakeConnection>(
     loop {
         tokio::select! {
             prepared = &mut attempt => {
-                if let Some((conn, started)) = prepared {
-                    switch(weak, conn, started);
+                    if let Some((conn, restored, started)) = prepared {
+                    switch(weak, conn, &restored, started);
                 }
                 return;
             }
@@ -210,7 +212,7 @@ async fn connect_for_handoff<M: MakeConnection>(
     weak: &Weak<Inner>,
     connector: &M,
     trigger: Move,
-) -> Option<(Connection, Instant)> {
+) -> Option<(Connection, Subscriptions, Instant)> {
     let Move {
         seq,
         time,
@@ -292,7 +294,7 @@ async fn connect_for_handoff<M: MakeConnection>(
             Ok(conn) => {
                 let inner = weak.upgrade()?;
                 match prepare(&inner, &conn).await {
-                    Ok(()) => {
+                    Ok(restored) => {
                         inner.report(
                             EventKind::HandoffConnected {
                                 to: target.clone(),
@@ -301,7 +303,7 @@ async fn connect_for_handoff<M: MakeConnection>(
                             },
                             Some(&conn),
                         );
-                        return Some((conn, started));
+                        return Some((conn, restored, started));
                     }
                     Err(e) => last = Some(e),
                 }
@@ -329,8 +331,9 @@ async fn connect_for_handoff<M: MakeConnection>(
     None
 }
 
-/// Makes the new connection ready to take over: push forwarding, then the subscriptions.
-async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<(), Error> {
+/// Makes the new connection ready to take over: push forwarding, then the subscriptions; returns
+/// the subscriptions it made (those made later are caught up at the switch).
+async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<Subscriptions, Error> {
     let mut pushes = conn.pushes();
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
@@ -356,21 +359,18 @@ async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<(), Error> {
             }
         }
     }
-    let restore = match inner.subscriptions.lock() {
-        Ok(subs) => subs.restore_commands(),
-        Err(_) => Vec::new(),
-    };
-    for command in restore {
+    let restored = inner.lock_subscriptions().clone();
+    for command in restored.restore_commands() {
         conn.send(command).await?;
     }
-    Ok(())
+    Ok(restored)
 }
 
 /// New commands go to `conn` from now on; the old connection drains and closes.
-fn switch(weak: &Weak<Inner>, conn: Connection, started: Instant) {
+fn switch(weak: &Weak<Inner>, conn: Connection, restored: &Subscriptions, started: Instant) {
     let Some(inner) = weak.upgrade() else { return };
     let to = conn.endpoint().clone();
-    let old = inner.install(Some(conn.clone()));
+    let (old, released) = inner.install_subscribed(conn.clone(), restored);
     inner.handoffs.fetch_add(1, Ordering::Relaxed);
     inner.maintenance.handoff_switched(&inner.configured);
     let from = old
@@ -386,18 +386,14 @@ fn switch(weak: &Weak<Inner>, conn: Connection, started: Instant) {
     );
     if let Some(old) = old {
         let weak = weak.clone();
-        let release = match inner.subscriptions.lock() {
-            Ok(subs) => subs.release_commands(),
-            Err(_) => Vec::new(),
-        };
         tokio::spawn(async move {
             let switched = Instant::now();
             let owed = old.in_flight();
             // Subscribed on the new connection first, unsubscribed from the old one now: the
             // old connection closes only after the messages it still carried have arrived.
-            for command in release {
-                if let Err(e) = old.send(command).await {
-                    tracing::debug!(error = %e, "unsubscribing the old connection failed");
+            for answer in released {
+                if let Err(f) = answer.await {
+                    tracing::debug!(error = %f.error, "unsubscribing the old connection failed");
                 }
             }
             old.drain().await;

@@ -70,6 +70,14 @@ impl<R: Request> ResponseFuture<R> {
         }
     }
 
+    pub(super) fn subscription(request: R, inner: Arc<Inner>) -> Self {
+        let future = Box::pin(subscription(inner.clone(), request));
+        ResponseFuture {
+            state: State::Resending { future },
+            inner,
+        }
+    }
+
     pub(super) fn dedicated(request: R, inner: Arc<Inner>) -> Self {
         let future = Box::pin(dedicated(inner.clone(), request));
         ResponseFuture {
@@ -141,6 +149,41 @@ async fn resend<R: Request>(
             }) if resends < MAX_RESENDS && inner.should_retry(&error, &returned) => {
                 resends += 1;
                 refusals = 0;
+                inner.retried.fetch_add(1, Ordering::Relaxed);
+                request = returned;
+            }
+            Err(failed) => return Err(failed.error),
+        }
+    }
+}
+
+/// Sends a `SUBSCRIBE`-family command: the stack's record of its subscriptions is updated and
+/// the command queued on the current connection under one lock, the lock a handoff holds while
+/// it switches (see `Inner::install_subscribed`). So the command reaches either the old
+/// connection before its subscriptions are carried over, or the new one: never the old one
+/// after, where the release would undo it.
+async fn subscription<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R::Response, Error> {
+    let mut resends = 0;
+    loop {
+        let conn = inner.wait_for_connection().await?;
+        let answer = {
+            let mut subs = inner.lock_subscriptions();
+            if !inner.is_current(&conn) {
+                // Switched while this waited for the lock.
+                continue;
+            }
+            if let Some(command) = request.as_command() {
+                subs.track(command);
+            }
+            conn.queue_now(request)
+        };
+        match answer.await {
+            Ok(response) => return Ok(response),
+            Err(Failed {
+                error,
+                command: Some(returned),
+            }) if resends < MAX_RESENDS && inner.should_retry(&error, &returned) => {
+                resends += 1;
                 inner.retried.fetch_add(1, Ordering::Relaxed);
                 request = returned;
             }

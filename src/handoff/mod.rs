@@ -73,8 +73,9 @@ use crate::maintenance::{EventKind, Maintenance, MaintenanceEvent, MaintenanceEv
 pub use future::ResponseFuture;
 pub use layer::HandoffRetryLayer;
 
+use crate::command::Command;
 pub use crate::connection::MakeConnection;
-use crate::connection::{Connection, PushHub, Pushes, Subscriptions};
+use crate::connection::{AnswerFuture, Connection, PushHub, Pushes, Subscriptions};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::request::Request;
@@ -176,6 +177,56 @@ impl Inner {
             );
         }
         self.maintenance.emit(event);
+    }
+
+    /// Whether `conn` is the current connection.
+    fn is_current(&self, conn: &Connection) -> bool {
+        self.current().is_some_and(|c| c.id() == conn.id())
+    }
+
+    fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `conn` current. It was prepared with the subscriptions `restored`; what callers
+    /// subscribed or unsubscribed since is queued on it first, and the old connection's
+    /// subscriptions are released, all under the subscriptions' lock: a caller's subscription
+    /// command goes to the current connection under the same lock (see
+    /// `future::subscription`), so none can fall between the two connections. Returns the old
+    /// connection and the answers to the release.
+    fn install_subscribed(
+        &self,
+        conn: Connection,
+        restored: &Subscriptions,
+    ) -> (Option<Connection>, Vec<AnswerFuture<Command>>) {
+        let subs = self.lock_subscriptions();
+        let caught_up: Vec<_> = subs
+            .commands_since(restored)
+            .into_iter()
+            .map(|c| conn.queue_now(c))
+            .collect();
+        if !caught_up.is_empty() {
+            tokio::spawn(async move {
+                for answer in caught_up {
+                    if let Err(f) = answer.await {
+                        tracing::warn!(error = %f.error, "a subscription made during the switch failed on the new connection");
+                    }
+                }
+            });
+        }
+        let old = self.install(Some(conn));
+        let released = match &old {
+            Some(old) if !old.is_closed() => subs
+                .union(restored)
+                .release_commands()
+                .into_iter()
+                .map(|c| old.queue_now(c))
+                .collect(),
+            _ => Vec::new(),
+        };
+        (old, released)
     }
 
     fn last_error(&self) -> Option<Error> {
@@ -490,12 +541,16 @@ impl<R: Request> Service<R> for HandoffRetry {
     }
 
     fn call(&mut self, request: R) -> ResponseFuture<R> {
-        if let Some(command) = request.as_command() {
-            if command.subscription().is_some() {
-                if let Ok(mut subs) = self.inner.subscriptions.lock() {
-                    subs.track(command);
-                }
+        if request
+            .as_command()
+            .is_some_and(|c| c.subscription().is_some())
+        {
+            // Tracked and queued under the subscriptions' lock, on whichever connection is
+            // current then.
+            if std::mem::take(&mut self.reserved) {
+                self.cached = None;
             }
+            return ResponseFuture::subscription(request, self.inner.clone());
         }
         if self.inner.dedicated {
             // One owner: its session decides, on the connection the request really goes to.
