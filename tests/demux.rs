@@ -439,6 +439,16 @@ async fn a_callers_unsubscribe_from_everything_keeps_the_azure_subscription() {
     assert_eq!(numsub("news").await, Some(0));
     assert_eq!(numsub("sports").await, Some(0));
     assert_eq!(numsub(AZURE_CHANNEL).await, Some(1));
+    // Named, it is left out: answered at once when nothing else is named, and the others
+    // go when they are.
+    let reply = conn.send(cmd!("UNSUBSCRIBE", AZURE_CHANNEL)).await.unwrap();
+    assert_eq!(reply.as_array().map(<[BytesFrame]>::len), Some(1));
+    conn.send(cmd!("SUBSCRIBE", "news")).await.unwrap();
+    conn.send(cmd!("UNSUBSCRIBE", AZURE_CHANNEL, "news"))
+        .await
+        .unwrap();
+    assert_eq!(numsub("news").await, Some(0));
+    assert_eq!(numsub(AZURE_CHANNEL).await, Some(1));
     // And the connection still answers commands in order.
     assert_eq!(
         conn.send(cmd!("PING")).await.unwrap().as_str(),

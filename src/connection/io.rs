@@ -524,42 +524,42 @@ where
         self.shared.set_in_flight(self.pending.len());
     }
 
-    /// A caller's `UNSUBSCRIBE` with no channel would also drop the channels the connection's
-    /// own setup subscribed to: it becomes an `UNSUBSCRIBE` of every other channel, or, when
-    /// there is none, is answered at once with the confirmation the server would send.
+    /// The channels the connection's own setup subscribed to (`AzureRedisEvents`) are not a
+    /// caller's to remove. A caller's `UNSUBSCRIBE` with no channel becomes an `UNSUBSCRIBE` of
+    /// every other channel; one that names them leaves them out. When nothing of the caller's is
+    /// left to unsubscribe, it is answered at once with the confirmations the server would send,
+    /// without a write.
     fn keep_internal(&self, command: Command) -> Result<Command, Reply> {
-        let unsubscribe_all = command
+        let Some(sub) = command
             .subscription()
-            .is_some_and(|s| s.kind == SubscriptionKind::Unsubscribe && s.channels == 0);
-        let kept = |ch: &Bytes| self.internal.iter().any(|i| i == ch);
-        if !unsubscribe_all
-            || !self.internal.iter().any(|i| {
-                self.subscriptions
-                    .contains(SubscriptionKind::Unsubscribe, i)
-            })
-        {
+            .filter(|s| s.kind == SubscriptionKind::Unsubscribe)
+        else {
+            return Ok(command);
+        };
+        let kept = |ch: &[u8]| self.internal.iter().any(|i| i.as_ref() == ch);
+        let held = self.internal.iter().any(|i| {
+            self.subscriptions
+                .contains(SubscriptionKind::Unsubscribe, i)
+        });
+        if !held {
             return Ok(command);
         }
-        let others: Vec<&Bytes> = self.subscriptions.channels().filter(|c| !kept(c)).collect();
+        let left = self.subscriptions.len(SubscriptionKind::Subscribe) as i64;
+        if sub.channels == 0 {
+            let others: Vec<&Bytes> = self.subscriptions.channels().filter(|c| !kept(c)).collect();
+            if others.is_empty() {
+                return Err(unsubscribed(&[None], left));
+            }
+            return Ok(Command::new(command.name_bytes()).args_from(others));
+        }
+        let named: Vec<&[u8]> = command.args().skip(1).collect();
+        if !named.iter().any(|c| kept(c)) {
+            return Ok(command);
+        }
+        let others: Vec<&[u8]> = named.iter().copied().filter(|c| !kept(c)).collect();
         if others.is_empty() {
-            let left = self.subscriptions.len(SubscriptionKind::Subscribe) as i64;
-            return Err(Reply::from(BytesFrame::Array {
-                data: vec![BytesFrame::Push {
-                    data: vec![
-                        BytesFrame::BlobString {
-                            data: Bytes::from_static(b"unsubscribe"),
-                            attributes: None,
-                        },
-                        BytesFrame::Null,
-                        BytesFrame::Number {
-                            data: left,
-                            attributes: None,
-                        },
-                    ],
-                    attributes: None,
-                }],
-                attributes: None,
-            }));
+            let names: Vec<Option<&[u8]>> = named.into_iter().map(Some).collect();
+            return Err(unsubscribed(&names, left));
         }
         Ok(Command::new(command.name_bytes()).args_from(others))
     }
@@ -717,6 +717,35 @@ where
     fn publish_push(&self, frame: BytesFrame) {
         self.shared.pushes.publish(frame);
     }
+}
+
+/// The answer to an `UNSUBSCRIBE` that leaves the subscriptions as they are: one confirmation
+/// per channel named (a null channel for none), each with the `count` still subscribed.
+fn unsubscribed(channels: &[Option<&[u8]>], count: i64) -> Reply {
+    let confirmation = |channel: &Option<&[u8]>| BytesFrame::Push {
+        data: vec![
+            BytesFrame::BlobString {
+                data: Bytes::from_static(b"unsubscribe"),
+                attributes: None,
+            },
+            match channel {
+                Some(c) => BytesFrame::BlobString {
+                    data: Bytes::copy_from_slice(c),
+                    attributes: None,
+                },
+                None => BytesFrame::Null,
+            },
+            BytesFrame::Number {
+                data: count,
+                attributes: None,
+            },
+        ],
+        attributes: None,
+    };
+    Reply::from(BytesFrame::Array {
+        data: channels.iter().map(confirmation).collect(),
+        attributes: None,
+    })
 }
 
 /// What the I/O task owes, for the health rule.
