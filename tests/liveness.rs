@@ -150,3 +150,41 @@ async fn a_stack_replaces_a_silently_dead_connection_and_traffic_flows_again() {
     println!("silent peer detected after {detected:?}");
     assert!(detected < Duration::from_secs(15), "{detected:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_room_in_a_stuck_queue_is_bounded_by_the_timeout() {
+    use redis_handoff::relaxed_timeout::{RelaxationSwitch, RelaxedTimeout};
+    let (_server, sim) = redis_and_sim(1).await;
+    let mut options = ConnectOptions::from_url(&sim.node(0).url())
+        .unwrap()
+        .with_liveness(Liveness::off());
+    // One command on the wire, one waiting: a third has no room while the server is silent.
+    options.queue_size = 1;
+    options.max_in_flight = 1;
+    let conn = Connection::connect_with(options).await.unwrap();
+    let timeout = Duration::from_millis(300);
+    let svc = RelaxedTimeout::new(conn, timeout, timeout, RelaxationSwitch::new());
+    sim.blackhole(0).unwrap();
+    let first = tokio::spawn(svc.clone().oneshot(cmd!("INCR", "room:a")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn(svc.clone().oneshot(cmd!("INCR", "room:b")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let third = tokio::time::timeout(
+        Duration::from_secs(30),
+        svc.clone().oneshot(cmd!("INCR", "room:c")),
+    )
+    .await
+    .expect("poll_ready does not wait forever");
+    assert!(
+        matches!(&third, Err(Error::NotSent { reason }) if reason.contains("no room")),
+        "{third:?}"
+    );
+    assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+    // The two that found room time out as commands do.
+    for waiting in [first, second] {
+        let outcome = waiting.await.unwrap();
+        assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    }
+    sim.restore(0).unwrap();
+}
