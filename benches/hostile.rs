@@ -1,0 +1,286 @@
+//! What a large reply arriving in small reads costs the connection's frame scanner: a RESP3
+//! array of `:1\r\n` integers (one payload byte each, the most elements a frame of that size can
+//! hold but for nulls) against one bulk string of the same size, both handed to
+//! `FrameScanner::next_frame` one read at a time, as the connection's I/O task does.
+//!
+//! ```sh
+//! cargo bench --bench hostile                  # 64 MiB frames in 4 KiB reads
+//! HOSTILE_MIB=4 HOSTILE_READ=1024 cargo bench --bench hostile
+//! ```
+//!
+//! For each frame it prints the scan throughput while the frame arrives (the time spent in the
+//! `next_frame` calls that return no frame yet), the cost of the last call (its read and the
+//! decode of the whole frame), and the peak of heap memory above what the bench held before
+//! the first read, while the frame arrives and with the decoded frame, as multiples of the frame
+//! size. The heap is counted by a global allocator; a `realloc` counts the old and the new
+//! block together at its peak, as a copying one holds both for a moment.
+//!
+//! The limits are the defaults but for `max_frame_size`, set to the frame size (a little more);
+//! the array's elements are within the default element limit up to 128 MiB frames.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+#[path = "support/env.rs"]
+mod env;
+#[path = "support/table.rs"]
+mod table;
+
+use env::Env;
+use table::Table;
+
+// The connection's scanner, compiled from its own source: it is private to the crate and needs
+// nothing of it but `crate::error::Error::protocol`, which `error` below provides.
+#[allow(dead_code)]
+#[path = "../src/connection/codec.rs"]
+mod codec;
+
+mod error {
+    use std::fmt;
+    use std::sync::Arc;
+
+    /// What the scanner refused a frame for.
+    #[derive(Debug)]
+    pub(crate) struct Error(Arc<str>);
+
+    impl Error {
+        pub(crate) fn protocol(message: impl Into<Arc<str>>) -> Self {
+            Error(message.into())
+        }
+    }
+
+    impl fmt::Display for Error {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+use codec::{FrameScanner, Limits};
+
+// ===== counting the heap =====
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+fn grew(by: usize, momentary: usize) {
+    let now = CURRENT.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now.max(momentary), Ordering::Relaxed);
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; only sizes are counted.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            grew(layout.size(), 0);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            grew(layout.size(), 0);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            let old = layout.size();
+            if new_size >= old {
+                let both = CURRENT.load(Ordering::Relaxed) + new_size;
+                grew(new_size - old, both);
+            } else {
+                CURRENT.fetch_sub(old - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static HEAP: Counting = Counting;
+
+// ===== the frames =====
+
+/// An array of `:1\r\n` filling `size` bytes, and how many elements it holds.
+fn integer_array(size: usize) -> (Vec<u8>, usize) {
+    let mut n = size / 4;
+    while format!("*{n}\r\n").len() + 4 * n > size {
+        n -= 1;
+    }
+    let mut out = format!("*{n}\r\n").into_bytes();
+    out.reserve(4 * n);
+    for _ in 0..n {
+        out.extend_from_slice(b":1\r\n");
+    }
+    (out, n + 1)
+}
+
+/// One bulk string of `size` bytes, headers included.
+fn bulk_string(size: usize) -> Vec<u8> {
+    let mut len = size - 4;
+    while format!("${len}\r\n").len() + len + 2 > size {
+        len -= 1;
+    }
+    let mut out = format!("${len}\r\n").into_bytes();
+    out.resize(out.len() + len, b'x');
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+// ===== one run =====
+
+struct Run {
+    reads: usize,
+    arriving: Duration,
+    last: Duration,
+    peak_arriving: usize,
+    peak_decoded: usize,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Feeds `frame` to a scanner `read` bytes at a time, growing the buffer as the I/O task does.
+fn run(frame: &[u8], read: usize, limits: Limits) -> Result<Run, String> {
+    let mut scanner = FrameScanner::new(limits);
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut arriving = Duration::ZERO;
+    let mut reads = 0;
+    for chunk in frame.chunks(read) {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        buf.extend_from_slice(chunk);
+        reads += 1;
+        let last = reads * read >= frame.len();
+        if last {
+            let peak_arriving = PEAK.load(Ordering::Relaxed) - base;
+            let start = Instant::now();
+            let got = scanner.next_frame(&mut buf).map_err(|e| e.to_string())?;
+            let last = start.elapsed();
+            let peak_decoded = PEAK.load(Ordering::Relaxed) - base;
+            if got.is_none() || !buf.is_empty() {
+                return Err("the frame did not come out whole at its last byte".into());
+            }
+            drop(black_box(got));
+            return Ok(Run {
+                reads,
+                arriving,
+                last,
+                peak_arriving,
+                peak_decoded,
+            });
+        }
+        let start = Instant::now();
+        let got = scanner.next_frame(&mut buf).map_err(|e| e.to_string())?;
+        arriving += start.elapsed();
+        if got.is_some() {
+            return Err("a frame came out before its last byte".into());
+        }
+    }
+    Err("no bytes".into())
+}
+
+fn mb_per_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
+}
+
+fn main() {
+    let mut env = Env::default();
+    let (mib, read) = match (
+        env.count("HOSTILE_MIB", 64),
+        env.count("HOSTILE_READ", 4096),
+    ) {
+        (Ok(m), Ok(r)) => (m, r),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let size = mib * 1024 * 1024;
+    let limits = Limits {
+        max_frame_size: size + 64,
+        ..Limits::default()
+    };
+    let (array, elements) = integer_array(size);
+    let bulk = bulk_string(size);
+    let cases = [
+        (
+            "array of :1 integers",
+            &array[..],
+            format!("{elements} elements"),
+        ),
+        ("bulk string", &bulk[..], "1 element".to_string()),
+    ];
+    let mut rows = Vec::new();
+    let mut scan_rates = Vec::new();
+    for (name, frame, what) in cases {
+        let r = match run(frame, read, limits) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                std::process::exit(1);
+            }
+        };
+        let arrived = frame.len().saturating_sub(read);
+        let rate = mb_per_s(arrived, r.arriving);
+        scan_rates.push(rate);
+        rows.push(vec![
+            name.to_string(),
+            what,
+            format!("{:.1} MiB", frame.len() as f64 / (1024.0 * 1024.0)),
+            r.reads.to_string(),
+            format!("{:.1} ms", r.arriving.as_secs_f64() * 1e3),
+            format!("{rate:.0}"),
+            format!("{:.1} ms", r.last.as_secs_f64() * 1e3),
+            format!("{:.0}", mb_per_s(frame.len(), r.arriving + r.last)),
+            format!("{:.2}x", r.peak_arriving as f64 / frame.len() as f64),
+            format!("{:.2}x", r.peak_decoded as f64 / frame.len() as f64),
+        ]);
+    }
+    let report = Table {
+        header: [
+            "frame",
+            "elements",
+            "size",
+            "reads",
+            "scan while arriving",
+            "scan MB/s",
+            "last read + decode",
+            "MB/s with decode",
+            "peak heap while arriving",
+            "peak heap with decoded frame",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        left: 2,
+    };
+    println!(
+        "\nOne frame of {mib} MiB handed to FrameScanner::next_frame in {read}-byte reads\n"
+    );
+    println!("{}", report.plain());
+    println!(
+        "scan MB/s, array / bulk string: {:.3}\n",
+        scan_rates[0] / scan_rates[1].max(1e-9)
+    );
+    println!("{}", report.markdown());
+    println!("command: {}", env.command_line("hostile"));
+}
