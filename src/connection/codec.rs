@@ -402,11 +402,33 @@ pub(crate) fn find_crlf(buf: &[u8], from: usize, max: usize) -> Option<usize> {
     None
 }
 
+/// Parses a decimal integer as `str::parse::<i64>` does (an optional sign, then digits), at
+/// most 20 bytes long, without the UTF-8 check: it runs on every header of every frame.
 pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 20 {
+    if s.len() > 20 {
         return None;
     }
-    std::str::from_utf8(s).ok()?.parse().ok()
+    let (negative, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    // Summed below zero, where i64 reaches one further (i64::MIN).
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative {
+        Some(n)
+    } else {
+        n.checked_neg()
+    }
 }
 
 pub(crate) fn is_type_byte(b: u8) -> bool {
@@ -823,6 +845,16 @@ mod tests {
     // ===== random frames cut at random points =====
 
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn integers_parse_as_the_standard_library_parses_them(
+            s in prop_oneof!["[-+]?[0-9]{0,21}", "[-+0-9a ]{0,22}", any::<i64>().prop_map(|n| n.to_string())]
+        ) {
+            let want = if s.len() > 20 { None } else { s.parse::<i64>().ok() };
+            prop_assert_eq!(parse_int(s.as_bytes()), want);
+        }
+    }
 
     fn scalar() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
