@@ -50,9 +50,10 @@ pub struct Limits {
     ///
     /// Decoded, every value takes 104 bytes of its own (a [`BytesFrame`] on a 64-bit target)
     /// however few it took on the wire, so this limit, not `max_frame_size`, bounds a reply's
-    /// memory: at the default about 1.6 GiB, three times the default `max_frame_size`, where
-    /// that limit alone lets 512 MiB of three-byte nulls become 18 GB. A 10-million-element
-    /// `LRANGE` or an `HGETALL` of 8 million fields passes; raise it for larger replies.
+    /// memory: at the default about 1.6 GiB, three times the default `max_frame_size` (and
+    /// about twice that for the moment redis-protocol decodes it), where that limit alone lets
+    /// 512 MiB of three-byte nulls become 18 GB. A 10-million-element `LRANGE` or an `HGETALL`
+    /// of 8 million fields passes; raise it for larger replies.
     ///
     /// [`BytesFrame`]: crate::frame::BytesFrame
     pub max_elements: usize,
