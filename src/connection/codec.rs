@@ -153,7 +153,8 @@ impl FrameScanner {
         if buf.is_empty() || buf.len() < self.need {
             return Ok(None);
         }
-        match self.scan(buf)? {
+        let scan = self.scan(buf).inspect_err(|_| self.need = 0)?;
+        match scan {
             Scan::Incomplete(need) => {
                 self.need = need;
                 Ok(None)
@@ -775,6 +776,9 @@ mod tests {
             }
         }
         assert!(refused);
+        // The scanner forgot the refused frame: a next one is read from its start.
+        let mut next = BytesMut::from(&b"+OK\r\n"[..]);
+        assert!(s.next_frame(&mut next).unwrap().is_some());
         // Exactly the limit passes.
         let mut s = FrameScanner::new(Limits {
             max_elements: 4,
