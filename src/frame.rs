@@ -54,7 +54,9 @@ fn write_preview(frame: &BytesFrame, out: &mut Vec<u8>) {
             put(out, b"\r\n");
         }
         BytesFrame::SimpleError { data, .. } => {
-            put(out, format!("-{data}\r\n").as_bytes());
+            put(out, b"-");
+            put(out, data.as_bytes());
+            put(out, b"\r\n");
         }
         BytesFrame::BigNumber { data, .. } => {
             put(out, b"(");
@@ -73,25 +75,39 @@ fn write_preview(frame: &BytesFrame, out: &mut Vec<u8>) {
             };
             put(out, format!("{tag}{}\r\n", data.len()).as_bytes());
             for f in data {
+                if room(out) == 0 {
+                    break;
+                }
                 write_preview(f, out);
             }
         }
         BytesFrame::Set { data, .. } => {
             put(out, format!("~{}\r\n", data.len()).as_bytes());
             for f in data {
+                if room(out) == 0 {
+                    break;
+                }
                 write_preview(f, out);
             }
         }
         BytesFrame::Map { data, .. } => {
             put(out, format!("%{}\r\n", data.len()).as_bytes());
             for (k, v) in data {
+                if room(out) == 0 {
+                    break;
+                }
                 write_preview(k, out);
                 write_preview(v, out);
             }
         }
-        BytesFrame::Hello { .. } | BytesFrame::ChunkedString(_) => {
-            put(out, format!("{frame:?}").as_bytes())
+        // Never read from a server (the scanner refuses streamed strings); shown without
+        // formatting their contents whole.
+        BytesFrame::ChunkedString(data) => {
+            put(out, format!(";{}\r\n", data.len()).as_bytes());
+            put(out, data);
+            put(out, b"\r\n");
         }
+        BytesFrame::Hello { .. } => put(out, b"HELLO\r\n"),
     }
 }
 
@@ -110,5 +126,19 @@ mod tests {
             shown.len() < PREVIEW_BYTES + 16 && shown.ends_with("..."),
             "{shown}"
         );
+        for frame in [
+            BytesFrame::SimpleError {
+                data: "e".repeat(10_000).into(),
+                attributes: None,
+            },
+            BytesFrame::ChunkedString(Bytes::from(vec![b'c'; 10_000])),
+            BytesFrame::Array {
+                data: vec![big.clone(); 1000],
+                attributes: None,
+            },
+        ] {
+            let shown = preview(&frame);
+            assert!(shown.len() < PREVIEW_BYTES + 16, "{shown}");
+        }
     }
 }

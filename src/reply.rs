@@ -113,14 +113,26 @@ impl From<Reply> for BytesFrame {
     }
 }
 
+/// Shows a string reply as a string and any other as the start of its RESP bytes, both cut
+/// at a few hundred bytes: a reply may be as large as the server sends.
 impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.as_str() {
-            Some(s) => write!(f, "Reply({s:?})"),
-            None => write!(f, "Reply({:?})", self.frame),
+            Some(s) if s.len() <= DEBUG_STRING => write!(f, "Reply({s:?})"),
+            Some(s) => {
+                let cut = (0..=DEBUG_STRING)
+                    .rev()
+                    .find(|&i| s.is_char_boundary(i))
+                    .unwrap_or(0);
+                write!(f, "Reply({:?}... ({} bytes))", &s[..cut], s.len())
+            }
+            None => write!(f, "Reply({})", crate::frame::preview(&self.frame)),
         }
     }
 }
+
+// How much of a string reply `Debug` shows.
+const DEBUG_STRING: usize = 256;
 
 /// Splits a decoded frame into a reply or the server's error.
 pub(crate) fn from_frame(frame: BytesFrame) -> Result<Reply, Error> {
@@ -132,5 +144,43 @@ pub(crate) fn from_frame(frame: BytesFrame) -> Result<Reply, Error> {
             String::from_utf8_lossy(&data).into_owned(),
         ))),
         frame => Ok(Reply { frame }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_a_bounded_start_of_a_large_reply() {
+        let string = Reply::from(BytesFrame::BlobString {
+            data: Bytes::from("é".repeat(100_000)),
+            attributes: None,
+        });
+        let shown = format!("{string:?}");
+        assert!(
+            shown.len() < 400 && shown.ends_with("... (200000 bytes))"),
+            "{shown}"
+        );
+        let array = Reply::from(BytesFrame::Array {
+            data: vec![BytesFrame::Null; 1_000_000],
+            attributes: None,
+        });
+        let shown = format!("{array:?}");
+        // 256 bytes of RESP, escaped (at most four characters a byte).
+        assert!(
+            shown.len() < 4 * 256 + 32 && shown.starts_with("Reply(*1000000\\r\\n_"),
+            "{shown}"
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                Reply::from(BytesFrame::SimpleString {
+                    data: "OK".into(),
+                    attributes: None
+                })
+            ),
+            "Reply(\"OK\")"
+        );
     }
 }

@@ -564,19 +564,34 @@ fn count_commands(bytes: &[u8]) -> usize {
 
 #[tokio::test]
 async fn a_hostile_server_gets_a_protocol_error_and_a_closed_connection() {
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("oversized bulk string", b"$4000000000\r\n".to_vec()),
-        ("too deep", b"*1\r\n".repeat(100)),
-        ("garbage", b"hello there\r\n".to_vec()),
-        ("huge aggregate", b"*999999999999\r\n".to_vec()),
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "oversized bulk string",
+            b"$4000000000\r\n".to_vec(),
+            "larger than the limit",
+        ),
+        ("too deep", b"*1\r\n".repeat(100), "nested deeper"),
+        ("garbage", b"hello there\r\n".to_vec(), "unknown RESP3 type"),
+        (
+            "huge aggregate",
+            b"*999999999999\r\n".to_vec(),
+            "larger than the limit",
+        ),
+        // Small enough in bytes (3 each), too many values to decode.
+        (
+            "element bomb",
+            b"*200000\r\n".to_vec(),
+            "Limits::max_elements",
+        ),
     ];
-    for (what, evil) in cases {
+    for (what, evil, says) in cases {
         let (port, server) = hostile_server(evil).await;
         let opts = ConnectOptions::from_url(&format!("redis://127.0.0.1:{port}"))
             .unwrap()
             .with_limits(redis_handoff::Limits {
                 max_frame_size: 1024 * 1024,
                 max_depth: 32,
+                max_elements: 100_000,
             });
         let conn = Connection::connect_with(opts).await.unwrap();
         let err = tokio::time::timeout(WIDE, conn.send(cmd!("GET", "k")))
@@ -584,6 +599,7 @@ async fn a_hostile_server_gets_a_protocol_error_and_a_closed_connection() {
             .unwrap_or_else(|_| panic!("{what}: hung"))
             .unwrap_err();
         assert!(matches!(err, Error::Protocol { .. }), "{what}: {err:?}");
+        assert!(err.to_string().contains(says), "{what}: {err}");
         tokio::time::timeout(WIDE, conn.closed())
             .await
             .expect("closed");

@@ -1,5 +1,8 @@
 //! Properties of the push-notification and Azure parsers, the same ones the fuzz targets in
-//! `fuzz/` check, run here on every test run.
+//! `fuzz/` check, run here on every test run, and of what a reply shows of itself.
+//!
+//! The frame scanner's property (a frame cut at random points decodes as when whole) is with
+//! the scanner, in `src/connection/codec.rs`: the scanner is private to the crate.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,7 +14,7 @@ use redis_handoff::maintenance::{
     AzureEvent, AzureEventKind, Maintenance, Notification, NotificationKind, PushOrigin, SlotMove,
     SlotRange, AZURE_CHANNEL,
 };
-use redis_handoff::Endpoint;
+use redis_handoff::{Endpoint, Reply};
 
 // ===== strategies =====
 
@@ -279,6 +282,13 @@ proptest! {
             let _ = event.endpoint(true);
             let _ = event.is_late();
         }
+    }
+
+    #[test]
+    fn a_reply_shows_a_bounded_start_of_any_frame(frame in prop_oneof![frame(), maintenance_shaped_push(), frame().prop_map(azure_push)]) {
+        // At most 256 bytes of the frame, each escaped in at most four characters.
+        let shown = format!("{:?}", Reply::from(frame));
+        prop_assert!(shown.len() <= 4 * 256 + 32, "{} characters: {}", shown.len(), shown);
     }
 
     #[test]

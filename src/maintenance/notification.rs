@@ -440,15 +440,20 @@ pub(crate) fn parse_slots(s: &str) -> Result<Vec<SlotRange>, String> {
             x.parse::<u16>()
                 .ok()
                 .filter(|&n| n < SLOTS)
-                .ok_or_else(|| format!("slot {x:?} is not a number from 0 to 16383"))
+                .ok_or_else(|| format!("slot {:?} is not a number from 0 to 16383", clip(x)))
         };
         let (start, end) = (slot(a)?, slot(b)?);
         out.push(
             SlotRange::new(start, end)
-                .ok_or_else(|| format!("slot range {part:?} ends before it starts"))?,
+                .ok_or_else(|| format!("slot range {:?} ends before it starts", clip(part)))?,
         );
     }
     Ok(out)
+}
+
+/// The start of a server's string, for an error message: at most 64 characters.
+fn clip(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
 }
 
 // ===== parsing =====

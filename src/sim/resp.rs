@@ -13,7 +13,7 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::connection::codec::{find_crlf, parse_int, FrameScanner, Limits, Scan};
+use crate::connection::codec::{find_crlf, is_type_byte, parse_int, FrameScanner, Limits, Scan};
 
 /// Limits on one frame.
 #[derive(Debug, Clone, Copy)]
@@ -22,21 +22,27 @@ pub(crate) struct FrameLimits {
     pub(crate) max_frame: usize,
     /// Deepest nesting of aggregates.
     pub(crate) max_depth: usize,
+    /// Most values in one frame, counted as [`Limits::max_elements`] counts them.
+    pub(crate) max_elements: usize,
     /// Whether a line that does not start with a RESP type byte is an inline command.
     pub(crate) inline: bool,
 }
 
 impl FrameLimits {
-    /// What a client may send: commands are flat arrays; 64 MiB is plenty for a test proxy.
+    /// What a client may send: commands are flat arrays, split into their arguments here; 64 MiB
+    /// and a million arguments are plenty for a test proxy.
     pub(crate) const CLIENT: FrameLimits = FrameLimits {
         max_frame: 64 * 1024 * 1024,
         max_depth: 8,
+        max_elements: 1024 * 1024 + 1,
         inline: true,
     };
-    /// What a server may send: Redis's own largest value, any reasonable nesting.
+    /// What a server may send: Redis's own largest value, any reasonable nesting, any number of
+    /// values (the proxy forwards replies as bytes and never decodes them).
     pub(crate) const SERVER: FrameLimits = FrameLimits {
         max_frame: 512 * 1024 * 1024 + 1024,
         max_depth: 128,
+        max_elements: usize::MAX,
         inline: false,
     };
 }
@@ -66,7 +72,7 @@ pub(crate) struct FrameCutter {
     limits: FrameLimits,
     // The connection's scanner, accepting RESP2 as well.
     scanner: FrameScanner,
-    // The buffer must hold this many bytes before a rescan can finish the frame.
+    // The buffer must hold this many bytes before the scan can go on.
     need: usize,
 }
 
@@ -79,6 +85,7 @@ impl FrameCutter {
             scanner: FrameScanner::new(Limits {
                 max_frame_size: limits.max_frame,
                 max_depth: limits.max_depth,
+                max_elements: limits.max_elements,
             })
             .with_resp2_nulls(),
             need: 0,
@@ -132,26 +139,6 @@ impl FrameCutter {
             })),
         }
     }
-}
-
-fn is_type_byte(b: u8) -> bool {
-    matches!(
-        b,
-        b'+' | b'-'
-            | b':'
-            | b'$'
-            | b'*'
-            | b'_'
-            | b'#'
-            | b','
-            | b'('
-            | b'!'
-            | b'='
-            | b'%'
-            | b'~'
-            | b'>'
-            | b'|'
-    )
 }
 
 fn split_inline(line: &Bytes) -> Vec<Bytes> {
@@ -415,7 +402,6 @@ mod tests {
 
     #[test]
     fn accepts_resp2_nulls_and_resp3_types() {
-        let mut c = FrameCutter::new(FrameLimits::SERVER);
         for frame in [
             &b"$-1\r\n"[..],
             b"*-1\r\n",
@@ -424,6 +410,8 @@ mod tests {
             b"%1\r\n+a\r\n*0\r\n",
             b"|1\r\n+k\r\n+v\r\n+OK\r\n",
         ] {
+            // A cutter per frame: one resumes its partial frame in the buffer that grows.
+            let mut c = FrameCutter::new(FrameLimits::SERVER);
             assert_eq!(
                 c.scan(frame).unwrap(),
                 Some(frame.len()),

@@ -272,3 +272,12 @@ fn slot_ranges_parse_as_servers_write_them() {
     assert!(parse_slots("10-5").is_err());
     assert!(parse_slots("16384").is_err());
 }
+
+#[test]
+fn a_malformed_slot_is_quoted_in_part() {
+    let long = "9".repeat(100_000);
+    for slots in [long, format!("5{}-3", " ".repeat(100_000))] {
+        let err = parse_slots(&slots).unwrap_err();
+        assert!(err.len() < 200, "{} bytes: {err}", err.len());
+    }
+}
