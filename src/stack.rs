@@ -175,7 +175,7 @@ impl StackBuilder {
 
     /// The normal per-command timeout (default 1 s); relaxed to the maintenance settings'
     /// relaxed timeout during maintenance. Unless the options set their own
-    /// [`Liveness`](crate::Liveness), it is also the connection's health bound (at least 1 s):
+    /// [`Liveness`], it is also the connection's health bound (at least 1 s):
     /// with replies owed and nothing read for that long the connection is probed with `PING`,
     /// and replaced if the probe goes unanswered as long again.
     #[must_use]

@@ -33,7 +33,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::clock::deadline as after;
 
-/// How a connection finds out that its peer is gone; see the [module docs](self).
+/// How a connection finds out that its peer is gone: TCP keepalive, and a `PING` when replies
+/// are owed and nothing has been read for [`Liveness::timeout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Liveness {

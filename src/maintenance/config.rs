@@ -29,7 +29,7 @@ pub enum MaintenanceMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AzureEvents {
     /// Subscribe when the configured host is an Azure Cache for Redis name
-    /// (see [`is_azure_cache_host`]).
+    /// (`*.redis.cache.windows.net` and the other Azure clouds' cache domains).
     #[default]
     Auto,
     /// Always subscribe.
@@ -212,14 +212,15 @@ impl MaintenanceConfig {
     }
 
     /// How many handoffs a pool of `pool_size` connections runs at once: the configured number,
-    /// or [`auto_max_workers`].
+    /// or by default `min(pool_size / 2, max(10, pool_size / 3))`, at least 1.
     pub fn max_workers(&self, pool_size: usize) -> usize {
         self.max_workers
             .unwrap_or_else(|| auto_max_workers(pool_size))
     }
 
     /// How many handoffs a pool of `pool_size` connections (at most `max_active_conns` active,
-    /// when limited) may queue: the configured number, or [`auto_handoff_queue_size`].
+    /// when limited) may queue: the configured number, or by default `max(20 x workers, pool_size)`
+    /// capped at `max_active_conns + 1` when that is set and at `5 x pool_size` otherwise.
     pub fn handoff_queue_size(&self, pool_size: usize, max_active_conns: Option<usize>) -> usize {
         self.handoff_queue_size.unwrap_or_else(|| {
             auto_handoff_queue_size(pool_size, self.max_workers(pool_size), max_active_conns)

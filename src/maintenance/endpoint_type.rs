@@ -67,7 +67,8 @@ impl EndpointType {
     }
 
     /// The type for a connection to `configured`: itself, unless it is `Auto`, which is
-    /// decided by [`detect_endpoint_type`] within [`RESOLVE_TIMEOUT`].
+    /// decided from the host name, TLS and the addresses it resolves to within
+    /// [`RESOLVE_TIMEOUT`].
     pub async fn resolve(self, configured: &Endpoint, tls: bool) -> EndpointType {
         match self {
             EndpointType::Auto => detect_endpoint_type(configured, tls, RESOLVE_TIMEOUT).await,

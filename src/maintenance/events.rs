@@ -65,7 +65,7 @@ impl PushOrigin {
 // ===== MaintenanceEvent =====
 
 /// Something that happened to a configured endpoint: a notification, a handoff step, a circuit
-/// change. Published by the demux and by the other layers through [`Maintenance::emit`].
+/// change. Published by the demux and by the other layers through [`Maintenance::emit`](crate::Maintenance::emit).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MaintenanceEvent {
@@ -278,7 +278,8 @@ impl EventKind {
     }
 }
 
-/// A subscription to a [`Maintenance`] handle's events; see [`Maintenance::subscribe`].
+/// A subscription to a [`Maintenance`](crate::Maintenance) handle's events; see
+/// [`Maintenance::subscribe`](crate::Maintenance::subscribe).
 #[derive(Debug)]
 pub struct MaintenanceEvents {
     pub(crate) rx: broadcast::Receiver<MaintenanceEvent>,
