@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{encode, show, RawClient, RedisServer};
+use common::{encode, frame_len, show, RawClient, RedisServer};
 use redis_handoff::sim::{
     AzureEvent, AzureEventKind, Backend, EndpointType, Scope, SimError, Simulator,
 };
@@ -343,6 +343,58 @@ async fn faults_refuse_blackhole_reset_latency_garbage_and_raw_frames() {
 
     assert_eq!(sim.reset_all(0).unwrap(), 2);
     assert!(dark.closed_within(Duration::from_secs(3)).await);
+}
+
+#[tokio::test]
+async fn a_blackhole_holds_established_connections_both_ways_and_trickle_writes_byte_by_byte() {
+    let server = RedisServer::start();
+    let sim = sim_over(&server, 1).await;
+    let addr = sim.node_addr(0);
+    let mut publisher = RawClient::connect(server.addr()).await.unwrap();
+    let mut sub = RawClient::resp3(addr).await;
+    sub.send(&["SUBSCRIBE", "ch"]).await;
+    assert!(sub.frame().await.starts_with(b">3\r\n$9\r\nsubscribe"));
+    let mut other = RawClient::resp3(addr).await;
+
+    // Only the connections open now go dark; new ones are served.
+    assert_eq!(sim.blackhole_connections(0).unwrap(), 2);
+    let mut fresh = RawClient::connect(addr).await.unwrap();
+    assert_eq!(&fresh.cmd(&["PING"]).await[..], b"+PONG\r\n");
+    publisher.cmd(&["PUBLISH", "ch", "held"]).await;
+    other.send(&["PING"]).await;
+    assert!(
+        sub.silent_for(QUIET).await,
+        "a message reached a dark connection"
+    );
+    assert!(other.silent_for(Duration::from_millis(50)).await);
+    sim.restore(0).unwrap();
+    assert!(show(&sub.frame().await).contains("held"));
+    assert_eq!(&other.frame().await[..], b"+PONG\r\n");
+
+    // A blackholed node holds the reply to a command it forwarded before, too.
+    sim.latency(0, Duration::from_millis(200)).unwrap();
+    other.send(&["PING"]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.blackhole(0).unwrap();
+    assert!(other.silent_for(Duration::from_millis(400)).await);
+    sim.restore(0).unwrap();
+    assert_eq!(&other.frame().await[..], b"+PONG\r\n");
+
+    // Trickled: every byte its own read, the frame whole.
+    sim.trickle(0, Some(Duration::from_millis(5))).unwrap();
+    fresh.send(&["ECHO", "trickled"]).await;
+    let mut reads = Vec::new();
+    let mut stream = Vec::new();
+    while frame_len(&stream).unwrap() != Some(stream.len()) || stream.is_empty() {
+        let chunk = fresh.read_raw(1).await;
+        assert!(!chunk.is_empty(), "the reply stopped at {}", show(&stream));
+        reads.push(chunk.len());
+        stream.extend_from_slice(&chunk);
+    }
+    assert_eq!(show(&stream), show(b"$8\r\ntrickled\r\n"));
+    assert!(reads.len() >= 8, "read in {reads:?}");
+    sim.restore(0).unwrap();
+    assert_eq!(&fresh.cmd(&["PING"]).await[..], b"+PONG\r\n");
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! Faults: what goes wrong with a node on command, until it is restored.
 //!
 //! A node's fault state ([`Faults`](super::proxy::Faults)) is applied by the proxy: connections
-//! refused, commands held, latency added to replies. Scenarios use the same state for as long
-//! as they last; faults set here last until [`Simulator::restore`].
+//! refused, traffic held, latency added to replies, replies trickled byte by byte. Scenarios use
+//! the same state for as long as they last; faults set here last until [`Simulator::restore`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,11 +44,37 @@ impl Simulator {
         Ok(())
     }
 
-    /// Blackholes `node` until [`restore`](Self::restore): connections are accepted but nothing
-    /// is answered or forwarded (what clients send is held).
+    /// Blackholes `node` until [`restore`](Self::restore), in both directions: connections are
+    /// accepted but nothing is forwarded (what clients send is held) and nothing is written to
+    /// its clients, on new and established connections alike: no replies (also to commands
+    /// forwarded before), no Pub/Sub messages, no notifications. What was held goes through
+    /// once it is restored. A close (a reset, the end of a `MOVING`'s grace period) still
+    /// reaches the client.
     pub fn blackhole(&self, node: usize) -> Result<(), SimError> {
         let node = self.core.node(node)?;
         self.core.update_faults(&node, |f| f.blackhole = true);
+        Ok(())
+    }
+
+    /// Blackholes the connections in `scope` that are open now, in both directions as
+    /// [`blackhole`](Self::blackhole) does, while the node keeps serving new connections: a
+    /// peer or a network path that went silent without closing anything. Lasts until
+    /// [`restore`](Self::restore) of their node; returns how many connections went dark.
+    pub fn blackhole_connections(&self, scope: impl Into<Scope>) -> Result<usize, SimError> {
+        let conns = self.scoped(scope.into())?;
+        for c in &conns {
+            c.set_dark(true);
+        }
+        Ok(conns.len())
+    }
+
+    /// Writes everything `node` sends to its clients one byte at a time, each byte its own
+    /// write followed by `pause` (zero: a yield to the runtime, so the client reads the bytes
+    /// one by one), until [`restore`](Self::restore); `None` ends it. Frames stay whole and in
+    /// order: only how they are cut on the wire changes.
+    pub fn trickle(&self, node: usize, pause: Option<Duration>) -> Result<(), SimError> {
+        let node = self.core.node(node)?;
+        self.core.update_faults(&node, |f| f.trickle = pause);
         Ok(())
     }
 
@@ -93,15 +119,20 @@ impl Simulator {
             .count())
     }
 
-    /// Ends the faults of `node`: accepts connections again, no blackhole, no added latency.
-    /// Migrations and failovers in progress keep their effect until they end.
+    /// Ends the faults of `node`: accepts connections again, no blackhole (of the node or of
+    /// its connections), no added latency, no trickle. Migrations and failovers in progress
+    /// keep their effect until they end.
     pub fn restore(&self, node: usize) -> Result<(), SimError> {
         let node = self.core.node(node)?;
         self.core.update_faults(&node, |f| {
             f.refusing = false;
             f.blackhole = false;
             f.latency = Duration::ZERO;
+            f.trickle = None;
         });
+        for c in self.core.conns(Some(node.key)) {
+            c.set_dark(false);
+        }
         Ok(())
     }
 }

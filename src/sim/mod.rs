@@ -15,7 +15,7 @@
 //! | [`Simulator::moving`] | `MOVING` with the new node's address in the form each client asked for, then after the grace period every connection closed and new ones refused |
 //! | [`Simulator::moving_null`] | `MOVING` with a null endpoint; the node comes back at the same address after an outage |
 //! | [`Simulator::azure`] | an Azure event on `AzureRedisEvents` to subscribed clients |
-//! | faults | [`refuse`](Simulator::refuse), [`blackhole`](Simulator::blackhole), [`reset_all`](Simulator::reset_all), [`latency`](Simulator::latency), [`garbage`](Simulator::garbage), [`send_raw`](Simulator::send_raw); [`restore`](Simulator::restore) undoes them |
+//! | faults | [`refuse`](Simulator::refuse), [`blackhole`](Simulator::blackhole), [`blackhole_connections`](Simulator::blackhole_connections), [`reset_all`](Simulator::reset_all), [`latency`](Simulator::latency), [`trickle`](Simulator::trickle), [`garbage`](Simulator::garbage), [`send_raw`](Simulator::send_raw); [`restore`](Simulator::restore) undoes them |
 //!
 //! A client gets SCH notifications only after it opted in with
 //! `CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type <type>` (answered by the simulator), as on

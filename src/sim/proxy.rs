@@ -10,9 +10,10 @@
 //!   so a pipelining client gets its answers in order), and frames injected by scenarios, which
 //!   therefore always land between two replies.
 //!
-//! The node's fault state is applied here: forwarding held (failover, blackhole), added latency
-//! on replies, refused connections (the listener is closed, so clients get a real
-//! `connection refused`).
+//! The node's fault state is applied here: forwarding held (failover), both directions held
+//! (blackhole, of a node or of single connections), added latency on replies, replies written
+//! one byte at a time (trickle), refused connections (the listener is closed, so clients get a
+//! real `connection refused`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -41,7 +42,12 @@ pub(crate) struct Faults {
     pub(crate) blackhole: bool,
     pub(crate) refusing: bool,
     pub(crate) latency: Duration,
+    /// Write to clients one byte at a time, pausing this long after each byte.
+    pub(crate) trickle: Option<Duration>,
 }
+
+/// `trickle_nanos` when bytes are written as they come.
+const NO_TRICKLE: u64 = u64::MAX;
 
 /// One listening port of the simulator.
 #[derive(Debug)]
@@ -57,8 +63,12 @@ pub(crate) struct Node {
     /// The last MIGRATED / FAILED_OVER (name, seq), replayed to new connections when replay is on.
     pub(crate) last_end: Mutex<Option<(&'static str, i64)>>,
     accepting: watch::Sender<bool>,
+    /// Client frames are not forwarded (failover, blackhole).
     hold: watch::Sender<bool>,
+    /// Nothing is written to clients either (blackhole).
+    dark: watch::Sender<bool>,
     latency_nanos: AtomicU64,
+    trickle_nanos: AtomicU64,
     pub(crate) stop: CancellationToken,
 }
 
@@ -83,7 +93,9 @@ impl Node {
             last_end: Mutex::new(None),
             accepting: watch::Sender::new(true),
             hold: watch::Sender::new(false),
+            dark: watch::Sender::new(false),
             latency_nanos: AtomicU64::new(0),
+            trickle_nanos: AtomicU64::new(NO_TRICKLE),
             stop,
         }
     }
@@ -105,8 +117,15 @@ impl Node {
             u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        let trickle = faults.trickle.map_or(NO_TRICKLE, |p| {
+            u64::try_from(p.as_nanos()).unwrap_or(NO_TRICKLE - 1)
+        });
+        self.trickle_nanos.store(trickle, Ordering::Relaxed);
         self.hold
             .send_if_modified(|h| std::mem::replace(h, hold) != hold);
+        let dark = faults.blackhole;
+        self.dark
+            .send_if_modified(|d| std::mem::replace(d, dark) != dark);
         let accept = !faults.refusing;
         self.accepting
             .send_if_modified(|a| std::mem::replace(a, accept) != accept);
@@ -114,6 +133,14 @@ impl Node {
 
     fn latency(&self) -> Duration {
         Duration::from_nanos(self.latency_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The pause after each byte written to a client, when replies trickle.
+    fn trickle(&self) -> Option<Duration> {
+        match self.trickle_nanos.load(Ordering::Relaxed) {
+            NO_TRICKLE => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
     }
 }
 
@@ -144,6 +171,8 @@ pub(crate) struct Conn {
     pub(crate) connected_at: SystemTime,
     pub(crate) state: Mutex<ConnState>,
     pub(crate) ctl: mpsc::UnboundedSender<Control>,
+    /// This connection alone is blackholed: nothing forwarded, nothing written.
+    pub(crate) dark: watch::Sender<bool>,
 }
 
 impl Conn {
@@ -159,6 +188,50 @@ impl Conn {
 
     pub(crate) fn state(&self) -> ConnState {
         lock(&self.state).clone()
+    }
+
+    /// Blackholes this connection in both directions, or ends that.
+    pub(crate) fn set_dark(&self, dark: bool) {
+        self.dark
+            .send_if_modified(|d| std::mem::replace(d, dark) != dark);
+    }
+}
+
+/// Two flags that both must be false for traffic to pass: the node's and the connection's.
+struct Gate {
+    node: watch::Receiver<bool>,
+    conn: watch::Receiver<bool>,
+}
+
+impl Gate {
+    fn new(node: &watch::Sender<bool>, conn: &watch::Sender<bool>) -> Gate {
+        Gate {
+            node: node.subscribe(),
+            conn: conn.subscribe(),
+        }
+    }
+
+    fn is_shut(&mut self) -> bool {
+        *self.node.borrow_and_update() || *self.conn.borrow_and_update()
+    }
+
+    /// Waits until both flags are false; an error when the node or connection is gone.
+    async fn opened(&mut self) -> Result<(), ()> {
+        while self.is_shut() {
+            tokio::select! {
+                r = self.node.changed() => r.map_err(|_| ())?,
+                r = self.conn.changed() => r.map_err(|_| ())?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves when either flag changes.
+    async fn changed(&mut self) -> Result<(), ()> {
+        tokio::select! {
+            r = self.node.changed() => r.map_err(|_| ()),
+            r = self.conn.changed() => r.map_err(|_| ()),
+        }
     }
 }
 
@@ -297,6 +370,8 @@ async fn serve(core: Arc<Core>, node: Arc<Node>, stream: TcpStream, peer: Socket
         owed: owed_tx,
     };
     let mut writer = Writer {
+        gate: Gate::new(&node.dark, &conn.dark),
+        node: Arc::clone(&node),
         conn: Arc::clone(&conn),
         out: client_w,
         pending: VecDeque::new(),
@@ -363,7 +438,7 @@ impl Reader {
     async fn run(&mut self, mut client: OwnedReadHalf) -> &'static str {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut cutter = FrameCutter::new(FrameLimits::CLIENT);
-        let mut hold = self.node.hold.subscribe();
+        let mut hold = Gate::new(&self.node.hold, &self.conn.dark);
         loop {
             let mut batch = BytesMut::new();
             loop {
@@ -383,11 +458,11 @@ impl Reader {
                         return std::future::pending().await;
                     }
                 };
-                if *hold.borrow_and_update() {
+                if hold.is_shut() {
                     if let Err(r) = self.flush(&mut batch).await {
                         return r;
                     }
-                    if hold.wait_for(|h| !*h).await.is_err() {
+                    if hold.opened().await.is_err() {
                         return "the node was removed";
                     }
                 }
@@ -612,6 +687,10 @@ fn track(conn: &Conn, name: &str, args: Option<&[Bytes]>) {
 // ===== writer: everything -> client =====
 
 struct Writer {
+    /// Shut while the node or this connection is blackholed: nothing is written, and replies
+    /// from upstream are left unread (so the backend feels the back-pressure).
+    gate: Gate,
+    node: Arc<Node>,
     conn: Arc<Conn>,
     out: OwnedWriteHalf,
     pending: VecDeque<Owed>,
@@ -620,6 +699,7 @@ struct Writer {
 
 enum Step {
     Ctl(Option<Control>),
+    Gate(bool),
     Owed(Option<Owed>),
     Up(Option<UpFrame>),
 }
@@ -635,18 +715,23 @@ impl Writer {
     ) -> &'static str {
         let mut owed_open = true;
         loop {
+            let dark = self.gate.is_shut();
             // Owed entries are taken before replies: the reader queues what a command is owed
             // before it sends the command, so its reply can never overtake its entry.
             let step = tokio::select! {
                 biased;
                 c = ctl.recv() => Step::Ctl(c),
+                g = self.gate.changed(), if dark => Step::Gate(g.is_ok()),
                 o = owed.recv(), if owed_open => Step::Owed(o),
-                f = up.recv() => Step::Up(f),
+                f = up.recv(), if !dark => Step::Up(f),
             };
             match step {
                 Step::Ctl(Some(Control::Send(bytes))) => self.buf.extend_from_slice(&bytes),
                 Step::Ctl(Some(Control::Close { reset })) => return self.close(reset).await,
                 Step::Ctl(None) => return "the connection was dropped",
+                // Light again: what was held is written below.
+                Step::Gate(true) => {}
+                Step::Gate(false) => return "the node was removed",
                 Step::Owed(Some(o)) => self.pending.push_back(o),
                 Step::Owed(None) => owed_open = false,
                 Step::Up(Some(frame)) => {
@@ -672,15 +757,27 @@ impl Writer {
         }
     }
 
+    /// Writes what is buffered, unless the connection is blackholed (then it stays buffered).
+    /// When replies trickle, each byte is its own write, followed by the pause (a zero pause
+    /// yields to the runtime, so the client's reads see the bytes one by one).
     async fn flush(&mut self) -> Result<(), &'static str> {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() || self.gate.is_shut() {
             return Ok(());
         }
         let bytes = self.buf.split().freeze();
-        self.out
-            .write_all(&bytes)
-            .await
-            .map_err(|_| "writing to the client failed")
+        let failed = |_| "writing to the client failed";
+        let Some(pause) = self.node.trickle() else {
+            return self.out.write_all(&bytes).await.map_err(failed);
+        };
+        for i in 0..bytes.len() {
+            self.out.write_all(&bytes[i..=i]).await.map_err(failed)?;
+            if pause.is_zero() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        Ok(())
     }
 
     async fn close(&mut self, reset: bool) -> &'static str {

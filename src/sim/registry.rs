@@ -176,6 +176,7 @@ impl Core {
             connected_at: now,
             state: Mutex::new(Default::default()),
             ctl,
+            dark: tokio::sync::watch::Sender::new(false),
         });
         conns.insert(id, Arc::clone(&conn));
         conn
