@@ -115,40 +115,44 @@ async fn a_stack_replaces_a_silently_dead_connection_and_traffic_flows_again() {
         .oneshot(cmd!("SET", "live:stack", "before"))
         .await
         .unwrap();
-    sim.blackhole(0).unwrap();
+    // The open connection goes dark in both directions (a NAT entry dropped, a VM gone behind
+    // a load balancer); new connections to the node still work.
+    assert_eq!(sim.blackhole_connections(0).unwrap(), 1);
     let started = Instant::now();
-    // A command while the server is silent: it times out (the stack's 1 s), and the health
-    // rule closes the connection soon after.
-    let stuck = stack.clone().oneshot(cmd!("GET", "live:stack")).await;
-    assert!(stuck.is_err());
-    let lost = next_matching(&mut events, Duration::from_secs(30), |k| {
-        matches!(k, EventKind::Disconnected { .. })
-    })
-    .await;
-    let detected = started.elapsed();
-    let EventKind::Disconnected { reason } = &lost.kind else {
-        unreachable!()
-    };
-    assert!(reason.contains("PING"), "{reason}");
-    sim.restore(0).unwrap();
-    // Traffic flows again on a new connection.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Commands from now on: those on the dark connection time out (the stack's 1 s); once the
+    // health rule has closed it, they go to a new one.
+    let deadline = started + Duration::from_secs(30);
+    let mut failed = 0;
     let reply = loop {
         match stack.clone().oneshot(cmd!("GET", "live:stack")).await {
             Ok(reply) => break reply,
             Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "not yet");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert!(
+                    matches!(e, Error::Timeout { .. } | Error::ConnectionLost { .. }),
+                    "{e}"
+                );
+                failed += 1;
             }
             Err(e) => panic!("no traffic on a new connection: {e}"),
         }
     };
+    let flowing = started.elapsed();
     assert_eq!(reply.as_str(), Some("before"));
-    assert!(stack.handoff().stats().reconnects >= 1);
+    let lost = next_matching(&mut events, Duration::from_secs(30), |k| {
+        matches!(k, EventKind::Disconnected { .. })
+    })
+    .await;
+    let EventKind::Disconnected { reason } = &lost.kind else {
+        unreachable!()
+    };
+    assert!(reason.contains("PING"), "{reason}");
+    assert_eq!(stack.handoff().stats().reconnects, 1);
+    assert!(failed >= 1);
     // With a 1 s command timeout the rule takes two to three seconds; the bound is wide for a
-    // slow machine (the exact figure is in the silent-peer benchmark).
-    println!("silent peer detected after {detected:?}");
-    assert!(detected < Duration::from_secs(15), "{detected:?}");
+    // slow machine (the exact figure is in `cargo bench --features sim --bench handoff`, the
+    // `silent` scenario).
+    println!("traffic flowed again {flowing:?} after the connection went dark ({failed} failed)");
+    assert!(flowing < Duration::from_secs(15), "{flowing:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
