@@ -1,6 +1,7 @@
 //! Test support: real redis-server processes on free ports, started and stopped by the tests.
 //! Built on them: the simulator and stacks over it (`sim`), connectors and a publisher
-//! (`client`), a workload (`load`), event and condition waits (`events`), log capture (`logs`).
+//! (`client`), a workload (`load`), event and condition waits (`events`), log capture (`logs`),
+//! the chaos suite's checking harness (`chaos`).
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpListener;
@@ -8,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "sim")]
+pub mod chaos;
 pub mod client;
 pub mod events;
 pub mod load;
