@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::io::IoTask;
+use super::liveness::Reset;
 use super::options::ConnectOptions;
 use super::{tls, Connection, Pushes, ServerInfo, Shared};
 use crate::command::Command;
@@ -119,6 +120,7 @@ impl Connector {
             })?;
         let _ = tcp.set_nodelay(true);
         opts.liveness.apply_keepalive(&tcp);
+        let reset = Reset::of(&tcp);
 
         let shared = Arc::new(Shared::new(
             endpoint.clone(),
@@ -150,6 +152,7 @@ impl Connector {
                     opts.max_in_flight,
                     internal,
                     &opts.liveness,
+                    reset,
                 );
                 tokio::spawn(task.run());
             }
@@ -161,6 +164,7 @@ impl Connector {
                     opts.max_in_flight,
                     internal,
                     &opts.liveness,
+                    reset,
                 );
                 tokio::spawn(task.run());
             }

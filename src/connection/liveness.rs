@@ -112,6 +112,42 @@ impl Liveness {
     }
 }
 
+/// A way to close a connection's socket with a reset (RST) rather than a FIN, for a connection
+/// given up on: the kernel then drops what it still had to send instead of retransmitting it
+/// until the network heals, when a command the caller was told may have run would run late,
+/// after what the caller did next.
+pub(crate) struct Reset {
+    #[cfg(unix)]
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Reset {
+    /// For `tcp`'s socket (a second handle to it, closed with the connection).
+    pub(crate) fn of(tcp: &tokio::net::TcpStream) -> Reset {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            Reset {
+                fd: tcp.as_fd().try_clone_to_owned().ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tcp;
+            Reset {}
+        }
+    }
+
+    /// Makes the socket's close a reset; the close itself comes when the stream and this are
+    /// dropped.
+    pub(crate) fn arm(&self) {
+        #[cfg(unix)]
+        if let Some(fd) = &self.fd {
+            let _ = socket2::SockRef::from(fd).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
 /// What the watchdog asks of the I/O task at a tick.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {

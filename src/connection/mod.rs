@@ -276,6 +276,12 @@ impl Connection {
         self.handle.shared.pushes.subscribe()
     }
 
+    /// Hands this connection's pushes from now on to `to` (those `filter` accepts) as they are
+    /// read: how a stack gathers its connections' pushes without a bounded hop between.
+    pub(crate) fn forward_pushes(&self, to: &Arc<PushHub>, filter: Option<pushes::PushFilter>) {
+        self.handle.shared.pushes.forward_to(to, filter);
+    }
+
     /// How many push frames arrived while nobody was subscribed.
     pub fn unheard_pushes(&self) -> u64 {
         self.handle.shared.pushes.unheard()

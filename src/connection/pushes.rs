@@ -9,9 +9,15 @@
 //! the ones dropped: a subscription made with [`PushHub::subscribe_keeping_maintenance`] (the
 //! one the notification demux reads) gets them on an unbounded lane of their own, read first,
 //! so a flood of Pub/Sub messages cannot push a `MOVING` out of the queue.
+//!
+//! A hub can also forward to another hub ([`PushHub::forward_to`]): a connection's pushes go to
+//! its stack's hub, a stack's to its pool's, at once and in order, on the I/O task that read
+//! them. Only the queue of the subscriber at the end of that chain is bounded, so a burst is
+//! lost only by a reader that really falls behind, never by a hop in between.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
 
 use redis_protocol::resp3::types::BytesFrame;
@@ -20,13 +26,32 @@ use tokio::sync::mpsc;
 use crate::endpoint::Endpoint;
 
 /// The subscribers of one connection's (or one stack's) pushes.
-#[derive(Debug)]
 pub(crate) struct PushHub {
     // None once the source has ended: new subscribers get a stream that ends at once.
     subscribers: Mutex<Option<Vec<Subscriber>>>,
+    // Hubs this one hands every push to (with what each lets through); kept after the source
+    // ends, since a forward target outlives it.
+    forwards: Mutex<Vec<Forward>>,
     capacity: usize,
     unheard: AtomicU64,
     endpoint: Endpoint,
+}
+
+/// Which pushes a forward lets through.
+pub(crate) type PushFilter = Arc<dyn Fn(&BytesFrame) -> bool + Send + Sync>;
+
+struct Forward {
+    to: Weak<PushHub>,
+    filter: Option<PushFilter>,
+}
+
+impl fmt::Debug for PushHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushHub")
+            .field("endpoint", &self.endpoint)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -41,6 +66,7 @@ impl PushHub {
     pub(crate) fn new(endpoint: Endpoint, capacity: usize) -> Self {
         PushHub {
             subscribers: Mutex::new(Some(Vec::new())),
+            forwards: Mutex::new(Vec::new()),
             capacity: capacity.max(1),
             unheard: AtomicU64::new(0),
             endpoint,
@@ -49,6 +75,18 @@ impl PushHub {
 
     pub(crate) fn subscribe(&self) -> Pushes {
         self.subscribe_with(false)
+    }
+
+    /// Hands every push from now on to `to` as well, those `filter` accepts when there is one,
+    /// until `to` is dropped.
+    pub(crate) fn forward_to(&self, to: &Arc<PushHub>, filter: Option<PushFilter>) {
+        self.forwards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Forward {
+                to: Arc::downgrade(to),
+                filter,
+            });
     }
 
     /// A subscription that gets every maintenance frame, however far behind it falls.
@@ -81,13 +119,28 @@ impl PushHub {
         }
     }
 
-    /// Hands a push to every subscriber.
+    /// Hands a push to every subscriber and forward.
     pub(crate) fn publish(&self, frame: BytesFrame) {
+        let targets: Vec<Arc<PushHub>> = {
+            let mut forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
+            forwards.retain(|f| f.to.strong_count() > 0);
+            forwards
+                .iter()
+                .filter(|f| f.filter.as_ref().is_none_or(|keep| keep(&frame)))
+                .filter_map(|f| f.to.upgrade())
+                .collect()
+        };
+        // Forwarded before this hub's lock is taken (each target takes its own).
+        for t in &targets {
+            t.publish(frame.clone());
+        }
         let mut guard = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(subs) = guard.as_mut() else { return };
         subs.retain(|s| !s.tx.is_closed());
         let Some((last, rest)) = subs.split_last() else {
-            self.unheard.fetch_add(1, Ordering::Relaxed);
+            if targets.is_empty() {
+                self.unheard.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         };
         for s in rest {

@@ -334,14 +334,13 @@ async fn connect_for_handoff<M: MakeConnection>(
 /// Makes the new connection ready to take over: push forwarding, then the subscriptions; returns
 /// the subscriptions it made (those made later are caught up at the switch).
 async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<Subscriptions, Error> {
-    let mut pushes = conn.pushes();
     let weak = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        while let Some(frame) = pushes.recv().await {
-            let Some(inner) = weak.upgrade() else { return };
-            inner.pushes.publish(frame);
-        }
-    });
+    conn.forward_pushes(
+        &inner.pushes,
+        Some(Arc::new(move |frame| {
+            weak.upgrade().is_some_and(|inner| inner.wants(frame))
+        })),
+    );
     if inner.dedicated {
         // The owner's database, name, tracking... first, as its old connection had them.
         conn.set_dedicated();

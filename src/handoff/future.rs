@@ -166,18 +166,21 @@ async fn subscription<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R
     let mut resends = 0;
     loop {
         let conn = inner.wait_for_connection().await?;
-        let answer = {
+        let (answer, leaving) = {
             let mut subs = inner.lock_subscriptions();
             if !inner.is_current(&conn) {
                 // Switched while this waited for the lock.
                 continue;
             }
-            if let Some(command) = request.as_command() {
+            let leaving = request.as_command().and_then(|command| {
                 subs.track(command);
-            }
-            conn.queue_now(request)
+                inner.leaving(command)
+            });
+            (conn.queue_now(request), Left(inner.clone(), leaving))
         };
-        match answer.await {
+        let answer = answer.await;
+        drop(leaving);
+        match answer {
             Ok(response) => return Ok(response),
             Err(Failed {
                 error,
@@ -189,6 +192,15 @@ async fn subscription<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R
             }
             Err(failed) => return Err(failed.error),
         }
+    }
+}
+
+/// Forgets an unsubscribe on its way once answered, or when its caller gives up on it.
+struct Left(Arc<Inner>, Option<u64>);
+
+impl Drop for Left {
+    fn drop(&mut self) {
+        self.0.left(self.1.take());
     }
 }
 

@@ -104,6 +104,24 @@ pub(crate) struct Move {
     pub(crate) endpoint: Option<Endpoint>,
 }
 
+/// An unsubscribe on its way: its family (as the family's subscribe kind) and the names it
+/// gives (none: the whole family).
+struct Leaving {
+    id: u64,
+    family: crate::command::SubscriptionKind,
+    names: Vec<bytes::Bytes>,
+}
+
+/// The subscribe kind of `kind`'s family.
+fn family(kind: crate::command::SubscriptionKind) -> crate::command::SubscriptionKind {
+    use crate::command::SubscriptionKind as K;
+    match kind {
+        K::Subscribe | K::Unsubscribe => K::Subscribe,
+        K::PSubscribe | K::PUnsubscribe => K::PSubscribe,
+        K::SSubscribe | K::SUnsubscribe => K::SSubscribe,
+    }
+}
+
 pub(crate) struct Inner {
     configured: Endpoint,
     config: HandoffConfig,
@@ -114,7 +132,11 @@ pub(crate) struct Inner {
     down: AtomicBool,
     last_error: Mutex<Option<Error>>,
     subscriptions: Mutex<Subscriptions>,
-    pushes: PushHub,
+    // Unsubscribe commands sent and not answered yet: their channels' messages still come (the
+    // server sends what was published before it processed the command) and still count.
+    leaving: Mutex<Vec<Leaving>>,
+    leave_seq: AtomicU64,
+    pushes: Arc<PushHub>,
     maintenance: Maintenance,
     triggers: mpsc::UnboundedSender<Move>,
     // Published on the maintenance handle, which observers read without keeping the stack.
@@ -177,6 +199,75 @@ impl Inner {
             );
         }
         self.maintenance.emit(event);
+    }
+
+    /// Whether a push from one of the stack's connections is for the stack's subscribers: a
+    /// Pub/Sub message only while its channel (pattern, shard channel) is subscribed or an
+    /// unsubscribe from it is still unanswered (the server sends what was published before it
+    /// processed the unsubscribe), so that neither a connection still being prepared nor an old
+    /// one being released delivers one after the caller's `UNSUBSCRIBE` was answered. The connections' own `AzureRedisEvents`
+    /// messages and every other push pass.
+    fn wants(&self, frame: &redis_protocol::resp3::types::BytesFrame) -> bool {
+        use crate::command::SubscriptionKind;
+        let redis_protocol::resp3::types::BytesFrame::Push { data, .. } = frame else {
+            return true;
+        };
+        let (Some(kind), Some(name)) = (
+            data.first().and_then(crate::frame::text),
+            data.get(1).and_then(crate::frame::text),
+        ) else {
+            return true;
+        };
+        let family = if kind.eq_ignore_ascii_case(b"message") {
+            SubscriptionKind::Subscribe
+        } else if kind.eq_ignore_ascii_case(b"pmessage") {
+            SubscriptionKind::PSubscribe
+        } else if kind.eq_ignore_ascii_case(b"smessage") {
+            SubscriptionKind::SSubscribe
+        } else {
+            return true;
+        };
+        if family == SubscriptionKind::Subscribe
+            && name.as_ref() == crate::maintenance::AZURE_CHANNEL.as_bytes()
+        {
+            return true;
+        }
+        if self.lock_subscriptions().contains(family, name) {
+            return true;
+        }
+        self.lock_leaving()
+            .iter()
+            .any(|l| l.family == family && (l.names.is_empty() || l.names.contains(name)))
+    }
+
+    fn lock_leaving(&self) -> std::sync::MutexGuard<'_, Vec<Leaving>> {
+        self.leaving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes an unsubscribe command about to be sent; its id, to forget it once answered.
+    fn leaving(&self, command: &Command) -> Option<u64> {
+        let sub = command.subscription().filter(|s| s.kind.is_unsubscribe())?;
+        let id = self.leave_seq.fetch_add(1, Ordering::Relaxed);
+        let names = command
+            .args()
+            .skip(1)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect();
+        self.lock_leaving().push(Leaving {
+            id,
+            family: family(sub.kind),
+            names,
+        });
+        Some(id)
+    }
+
+    /// The unsubscribe `id` was answered (or failed): its channels' messages stop counting.
+    fn left(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            self.lock_leaving().retain(|l| l.id != id);
+        }
     }
 
     /// Whether `conn` is the current connection.
@@ -374,7 +465,9 @@ impl HandoffRetry {
             down: AtomicBool::new(false),
             last_error: Mutex::new(None),
             subscriptions: Mutex::new(Subscriptions::default()),
-            pushes: PushHub::new(connector.configured_endpoint(), 4096),
+            leaving: Mutex::new(Vec::new()),
+            leave_seq: AtomicU64::new(0),
+            pushes: Arc::new(PushHub::new(connector.configured_endpoint(), 4096)),
             maintenance: maintenance.clone(),
             triggers: triggers_tx,
             retried,
@@ -422,6 +515,11 @@ impl HandoffRetry {
     pub async fn dedicated(&self) -> Result<crate::Dedicated<HandoffRetry>, Error> {
         let stack = (self.inner.sibling)().connected().await?;
         Ok(crate::Dedicated::new(stack))
+    }
+
+    /// Forwards the stack's pushes to `to` as they arrive (a pool's hub).
+    pub(crate) fn forward_pushes(&self, to: &Arc<PushHub>) {
+        self.inner.pushes.forward_to(to, None);
     }
 
     /// The connection commands go to now, if one is usable.

@@ -141,13 +141,7 @@ impl Pool {
         }
         let pushes = Arc::new(PushHub::new(connector.configured_endpoint(), 4096));
         for stack in &stacks {
-            let mut from = stack.pushes();
-            let to = pushes.clone();
-            tokio::spawn(async move {
-                while let Some(frame) = from.recv().await {
-                    to.publish(frame);
-                }
-            });
+            stack.forward_pushes(&pushes);
         }
         Ok(Pool {
             ready: None,

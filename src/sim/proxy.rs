@@ -434,6 +434,22 @@ struct Reader {
     owed: mpsc::UnboundedSender<Owed>,
 }
 
+/// Reads what the client has sent so far into `buf`; an error when the client has closed or
+/// reset the connection, in which case what was read is not to be served.
+async fn drain_if_open(client: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<(), &'static str> {
+    let start = buf.len();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(20), client.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                buf.truncate(start);
+                return Err("the client gave the connection up while its path was dark");
+            }
+            Ok(Ok(_)) => continue,
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
 impl Reader {
     async fn run(&mut self, mut client: OwnedReadHalf) -> &'static str {
         let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -458,20 +474,30 @@ impl Reader {
                         return std::future::pending().await;
                     }
                 };
-                if hold.is_shut() {
-                    if let Err(r) = self.flush(&mut batch).await {
-                        return r;
-                    }
-                    if hold.opened().await.is_err() {
-                        return "the node was removed";
-                    }
-                }
                 if let Err(r) = self.handle(cut, &mut batch).await {
                     return r;
                 }
             }
             if let Err(r) = self.flush(&mut batch).await {
                 return r;
+            }
+            // Held (a failover, a blackhole): what the client sends from now on stays in the
+            // socket, as it would in the network, and goes on once the gate opens; a client
+            // that reset the connection meanwhile is found then, and nothing of it runs. What
+            // was read before had reached the server already.
+            if hold.is_shut() {
+                let dark = *self.node.dark.borrow() || *self.conn.dark.borrow();
+                if hold.opened().await.is_err() {
+                    return "the node was removed";
+                }
+                // After a blackhole, what the client sent meanwhile was still on its way (its
+                // kernel retransmitting): it arrives only if the client still holds the
+                // connection. One that closed or reset it gave it up, so none of it runs.
+                if dark {
+                    if let Err(r) = drain_if_open(&mut client, &mut buf).await {
+                        return r;
+                    }
+                }
             }
             match client.read_buf(&mut buf).await {
                 Ok(0) => return "the client closed the connection",
