@@ -474,6 +474,24 @@ impl Reader {
                         return std::future::pending().await;
                     }
                 };
+                if hold.is_shut() {
+                    if let Err(r) = self.flush(&mut batch).await {
+                        return r;
+                    }
+                    let dark = *self.node.dark.borrow() || *self.conn.dark.borrow();
+                    if hold.opened().await.is_err() {
+                        return "the node was removed";
+                    }
+                    // After a blackhole, what the client sent meanwhile was still on its way
+                    // (its kernel retransmitting): it arrives only if the client still holds
+                    // the connection. One that closed or reset it gave it up, and none of it
+                    // runs.
+                    if dark {
+                        if let Err(r) = drain_if_open(&mut client, &mut buf).await {
+                            return r;
+                        }
+                    }
+                }
                 if let Err(r) = self.handle(cut, &mut batch).await {
                     return r;
                 }
@@ -485,20 +503,6 @@ impl Reader {
             // socket, as it would in the network, and goes on once the gate opens; a client
             // that reset the connection meanwhile is found then, and nothing of it runs. What
             // was read before had reached the server already.
-            if hold.is_shut() {
-                let dark = *self.node.dark.borrow() || *self.conn.dark.borrow();
-                if hold.opened().await.is_err() {
-                    return "the node was removed";
-                }
-                // After a blackhole, what the client sent meanwhile was still on its way (its
-                // kernel retransmitting): it arrives only if the client still holds the
-                // connection. One that closed or reset it gave it up, so none of it runs.
-                if dark {
-                    if let Err(r) = drain_if_open(&mut client, &mut buf).await {
-                        return r;
-                    }
-                }
-            }
             match client.read_buf(&mut buf).await {
                 Ok(0) => return "the client closed the connection",
                 Ok(_) => {}
