@@ -16,6 +16,7 @@
 //! | `moving`   | `MOVING` node 0 -> node 1, 2 s grace; then node 0 closes its connections and refuses new ones for an outage (1 s), then accepts again | `MOVING` sent until grace end + 1 s |
 //! | `migrate`  | `MIGRATING`, 300 ms added to every reply of node 0 for 3 s, `MIGRATED`      | the 3 s                         |
 //! | `failover` | `FAILING_OVER`, commands to node 0 held for 2 s, `FAILED_OVER`              | the 2 s                         |
+//! | `silent`   | node 0's open connections go dark both ways, unannounced (a NAT entry dropped, a VM gone behind a load balancer); new connections are served; after 8 s the path heals | the 8 s                         |
 //!
 //! Only redis-handoff opts in to maintenance notifications (with `moving-endpoint-type
 //! internal-ip`, so its `MOVING` carries node 1's address); the peers are told nothing. Managed
@@ -30,6 +31,11 @@
 //!   from the command's scheduled start (so time spent behind a stalled command counts).
 //!   Steady p99.9: the commands that started and ended in the steady state. Window percentiles: the
 //!   commands whose run overlapped the window (a command held across its start counts).
+//! - **silent: dark -> first reply**: from the moment the connections went dark to the first
+//!   successful reply of a command that started after it, on whatever connection: how long a
+//!   silently dead peer stops the client. redis-handoff's commands have a 1 s timeout (the
+//!   stack's default), and its health check replaces the connection; the peers keep waiting on
+//!   theirs until the path heals.
 //! - **MOVING -> first reply from the new node**: from the moment the simulator sent `MOVING`.
 //!   redis-handoff: to the reply of the first command that started after the stack's
 //!   `HandoffSwitched` event (from then on commands go to the new connection). The peers: to
@@ -84,6 +90,7 @@ const AFTER_GRACE: Duration = Duration::from_secs(1);
 const MIGRATE_FOR: Duration = Duration::from_secs(3);
 const MIGRATE_LATENCY: Duration = Duration::from_millis(300);
 const FAILOVER_FOR: Duration = Duration::from_secs(2);
+const SILENT_FOR: Duration = Duration::from_secs(8);
 /// fred's reconnect policy: a constant delay, no limit on attempts.
 const FRED_RECONNECT_MS: u32 = 100;
 /// How long a task may take to finish its last command once the load stops.
@@ -111,16 +118,23 @@ enum Scenario {
     Moving,
     Migrate,
     Failover,
+    Silent,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::Moving, Scenario::Migrate, Scenario::Failover];
+    const ALL: [Scenario; 4] = [
+        Scenario::Moving,
+        Scenario::Migrate,
+        Scenario::Failover,
+        Scenario::Silent,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Scenario::Moving => "moving",
             Scenario::Migrate => "migrate",
             Scenario::Failover => "failover",
+            Scenario::Silent => "silent",
         }
     }
 
@@ -142,6 +156,11 @@ impl Scenario {
                 "failover: FAILING_OVER, commands to node 0 held for {} s, FAILED_OVER; window: those {} s",
                 FAILOVER_FOR.as_secs(),
                 FAILOVER_FOR.as_secs()
+            ),
+            Scenario::Silent => format!(
+                "silent: node 0's open connections dark both ways with no notice, new ones served; the path heals after {} s; window: those {} s",
+                SILENT_FOR.as_secs(),
+                SILENT_FOR.as_secs()
             ),
         }
     }
@@ -600,6 +619,20 @@ async fn play(
                 recipients: Some(recipients),
             })
         }
+        Scenario::Silent => {
+            let (sent, dark) = sim_rt
+                .spawn(async move { (Instant::now(), s.blackhole_connections(0)) })
+                .await?;
+            let dark = dark?;
+            tokio::time::sleep_until((sent + SILENT_FOR).into()).await;
+            sim.restore(0)?;
+            Ok(Played {
+                window: (sent, sent + SILENT_FOR),
+                moving_sent: Some(sent),
+                back: None,
+                recipients: Some(dark),
+            })
+        }
         Scenario::Migrate | Scenario::Failover => {
             let (window, result) = sim_rt
                 .spawn(async move {
@@ -768,8 +801,10 @@ async fn run_one(
 
     // Where "the new node" starts: for ours the switch (by command start), for the peers node
     // 0 coming back (by reply).
-    let new_node_from = match kind {
-        Kind::Ours => switched.map(|s| (s, true)),
+    let new_node_from = match (scenario, kind) {
+        // Dark -> the first reply to a command that started after it.
+        (Scenario::Silent, _) => timeline.played.moving_sent.map(|s| (s, true)),
+        (_, Kind::Ours) => switched.map(|s| (s, true)),
         _ => timeline.played.back.map(|b| (b, false)),
     };
     let mut result = summarise(kind, settings, &timeline, &logs, new_node_from);
@@ -967,6 +1002,7 @@ fn run() -> Result<()> {
         Scenario::Moving => (GRACE + AFTER_GRACE).max(GRACE + settings.outage),
         Scenario::Migrate => MIGRATE_FOR,
         Scenario::Failover => FAILOVER_FOR,
+        Scenario::Silent => SILENT_FOR,
     };
     let estimate: Duration = settings
         .scenarios
@@ -1090,7 +1126,10 @@ fn table(scenario: Scenario, rows: &[RunResult]) -> Table {
         "window p99.9",
         "window p99.9 / steady p99.9",
         "window max",
-        "MOVING -> first reply from new node",
+        match scenario {
+            Scenario::Silent => "dark -> first reply",
+            _ => "MOVING -> first reply from new node",
+        },
     ];
     let rows = rows
         .iter()
@@ -1101,7 +1140,7 @@ fn table(scenario: Scenario, rows: &[RunResult]) -> Table {
                 }
                 _ => "-".to_owned(),
             };
-            let moving = if scenario == Scenario::Moving {
+            let moving = if matches!(scenario, Scenario::Moving | Scenario::Silent) {
                 opt_ms(r.to_new_node)
             } else {
                 "n/a".to_owned()
