@@ -1,5 +1,5 @@
 //! Lists: `LPUSH`, `RPUSH`, `LPOP`, `RPOP` (with a count), `LLEN`, `LRANGE`, `LINDEX`, `LMOVE`,
-//! `RPOPLPUSH`, `LMPOP`.
+//! `RPOPLPUSH`, `LMPOP`. Their blocking forms are in the `blocking` module.
 //!
 //! Indexes count from the end when negative, as in Redis; a list that becomes empty is removed.
 

@@ -10,6 +10,8 @@
 //! - strings, keys and expiry, hashes, lists (with `LMOVE`, `LMPOP`, `RPOPLPUSH`);
 //! - sets (`SADD` ... `SSCAN`) and sorted sets (`ZADD` ... `ZUNIONSTORE`);
 //! - transactions: `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`;
+//! - blocking pops: `BLPOP`, `BRPOP`, `BLMOVE`, `BRPOPLPUSH`, `BLMPOP`, `BZPOPMIN`, `BZPOPMAX`,
+//!   `BZMPOP`;
 //! - Pub/Sub: `SUBSCRIBE`, `PSUBSCRIBE`, their `UN` forms, `PUBLISH`.
 //!
 //! Each family's module lists its commands and what it leaves out. An unknown command gets
@@ -20,8 +22,10 @@
 //! A command is run by looking its name up in [`FAMILIES`], checking its arity as Redis does, and
 //! handing it to its family with the store locked. Everything a command changes is then followed
 //! up under the same lock ([`StoreInner::settle`]): sessions that watch a changed key see their
-//! next `EXEC` fail.
+//! next `EXEC` fail, and sessions blocked on it are served, first come first served. A blocked
+//! session waits without holding the lock or a thread: [`Session::execute`] awaits its turn.
 
+mod blocking;
 mod glob;
 mod hashes;
 mod keys;
@@ -64,6 +68,8 @@ struct StoreInner {
     watchers: HashMap<(usize, Bytes), HashSet<i64>>,
     /// The sessions a watched key changed under since they watched it.
     dirty: HashSet<i64>,
+    /// The sessions blocked on keys (`BLPOP` and the like).
+    waiters: blocking::Waiters,
 }
 
 /// One numbered database: keys and what they hold.
@@ -125,10 +131,12 @@ enum Run {
     Session(fn(&mut Session, &mut StoreInner, &str, &[Bytes]) -> Reply),
     /// On the keys of the selected database.
     Data(fn(&mut Db, &str, &[Bytes]) -> Value),
+    /// On the keys of the selected database, waiting for data when there is none.
+    Blocking(fn(&mut Db, &str, &[Bytes]) -> blocking::Attempt),
 }
 
 /// Every command family, looked up by command name.
-const FAMILIES: [Family; 9] = [
+const FAMILIES: [Family; 10] = [
     server::FAMILY,
     pubsub::FAMILY,
     transaction::FAMILY,
@@ -138,6 +146,7 @@ const FAMILIES: [Family; 9] = [
     lists::FAMILY,
     sets::FAMILY,
     zsets::FAMILY,
+    blocking::FAMILY,
 ];
 
 /// How the family of the (lowercase) command `name` runs it, and its arity; `None` for an
@@ -162,6 +171,13 @@ fn arity_fits(arity: i32, argc: usize) -> bool {
     }
 }
 
+/// What running a command comes to: replies now, or a wait for data.
+#[derive(Debug)]
+enum Step {
+    Done(Reply),
+    Block(blocking::Wait),
+}
+
 // ===== impl StoreInner =====
 
 impl StoreInner {
@@ -172,13 +188,23 @@ impl StoreInner {
         &mut self.dbs[i.min(DATABASES - 1)]
     }
 
-    /// Follows up on the keys changed since the last call: marks the sessions that watch them.
+    /// Follows up on the keys changed since the last call: marks the sessions that watch them,
+    /// then serves the sessions blocked on them. Serving changes keys too (a pop, the push of a
+    /// `BLMOVE`), so it repeats until nothing changed.
     fn settle(&mut self) {
-        for (i, db) in self.dbs.iter_mut().enumerate() {
-            for key in db.touched.drain(..) {
-                if let Some(ids) = self.watchers.get(&(i, key)) {
+        loop {
+            let mut changed = Vec::new();
+            for (i, db) in self.dbs.iter_mut().enumerate() {
+                changed.extend(db.touched.drain(..).map(|k| (i, k)));
+            }
+            if changed.is_empty() {
+                return;
+            }
+            for place in changed {
+                if let Some(ids) = self.watchers.get(&place) {
                     self.dirty.extend(ids.iter().copied());
                 }
+                blocking::serve(self, place.0, &place.1);
             }
         }
     }
@@ -227,55 +253,90 @@ impl Session {
 
     /// Runs one command; returns the frames to send back (none, one, or one per channel for
     /// the Pub/Sub commands).
-    pub(crate) fn execute(&mut self, args: &[Bytes]) -> Vec<Bytes> {
-        let store = Arc::clone(&self.store);
-        let mut inner = lock(&store.inner);
-        let replies = self.run(&mut inner, args);
-        inner.settle();
-        drop(inner);
+    ///
+    /// A blocking command with nothing to take (`BLPOP` on empty lists) resolves when another
+    /// session's write serves it or its timeout passes. Dropping the future gives up the wait,
+    /// as a client that disconnects does.
+    pub(crate) async fn execute(&mut self, args: &[Bytes]) -> Vec<Bytes> {
+        let replies = match self.start(args) {
+            Started::Done(replies) => replies,
+            Started::Blocked(blocked) => vec![blocked.wait().await],
+        };
         // Encoded in the protocol in force once the command ran: `HELLO 3` is answered in RESP3.
         replies.iter().map(|v| v.encode(self.resp3)).collect()
     }
 
-    fn run(&mut self, inner: &mut StoreInner, args: &[Bytes]) -> Reply {
+    /// Runs a command with the store locked, and settles what it changed before unlocking.
+    fn start(&mut self, args: &[Bytes]) -> Started {
+        let store = Arc::clone(&self.store);
+        let mut inner = lock(&store.inner);
+        let started = match self.run(&mut inner, args) {
+            Step::Done(replies) => Started::Done(replies),
+            Step::Block(wait) => Started::Blocked(blocking::Blocked::new(
+                Arc::clone(&store),
+                &mut inner,
+                self.db,
+                wait,
+            )),
+        };
+        inner.settle();
+        started
+    }
+
+    fn run(&mut self, inner: &mut StoreInner, args: &[Bytes]) -> Step {
         let Some(name) = args.first() else {
-            return vec![];
+            return Step::Done(vec![]);
         };
         let lname = String::from_utf8_lossy(name).to_ascii_lowercase();
         let a = &args[1..];
         // Checked in Redis's order; inside MULTI a refused command dooms the transaction.
         let Some((run, arity)) = command_named(&lname) else {
             self.refuse();
-            return one(unknown_command(name, a));
+            return Step::Done(one(unknown_command(name, a)));
         };
         if !arity_fits(arity, args.len()) {
             // Redis ends a transaction with this, open or not.
             if lname == "exec" {
-                return one(self.abort_exec(inner, "wrong number of arguments for 'exec' command"));
+                return Step::Done(one(
+                    self.abort_exec(inner, "wrong number of arguments for 'exec' command")
+                ));
             }
             self.refuse();
-            return one(wrong_args(&lname));
+            return Step::Done(one(wrong_args(&lname)));
         }
         if self.subscribed() && !self.resp3 && !matches!(run, Run::Session(_)) {
             self.refuse();
-            return one(Value::err(format!(
+            return Step::Done(one(Value::err(format!(
                 "ERR Can't execute '{lname}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-            )));
+            ))));
         }
         if let Some(multi) = &mut self.multi {
             if !transaction::runs_at_once(&lname) {
                 multi.queue(run, lname, a);
-                return one(Value::Simple("QUEUED".into()));
+                return Step::Done(one(Value::Simple("QUEUED".into())));
             }
         }
-        self.dispatch(inner, run, &lname, a)
+        self.dispatch(inner, run, &lname, a, false)
     }
 
-    /// Runs a known command with a fitting number of arguments.
-    fn dispatch(&mut self, inner: &mut StoreInner, run: Run, name: &str, a: &[Bytes]) -> Reply {
+    /// Runs a known command with a fitting number of arguments. In a transaction (`in_exec`)
+    /// blocking commands answer at once, as in Redis.
+    fn dispatch(
+        &mut self,
+        inner: &mut StoreInner,
+        run: Run,
+        name: &str,
+        a: &[Bytes],
+        in_exec: bool,
+    ) -> Step {
         match run {
-            Run::Session(run) => run(self, inner, name, a),
-            Run::Data(run) => one(run(inner.db(self.db), name, a)),
+            Run::Session(run) => Step::Done(run(self, inner, name, a)),
+            Run::Data(run) => Step::Done(one(run(inner.db(self.db), name, a))),
+            Run::Blocking(run) => match run(inner.db(self.db), name, a) {
+                blocking::Attempt::Answer(v) => Step::Done(one(v)),
+                blocking::Attempt::Wait(wait) if in_exec => Step::Done(one(wait.not_waiting())),
+                blocking::Attempt::Wait(wait) => Step::Block(wait),
+            },
         }
     }
 
@@ -293,6 +354,12 @@ impl Drop for Session {
         let mut inner = lock(&store.inner);
         self.leave(&mut inner);
     }
+}
+
+/// What [`Session::start`] hands back: replies, or a wait to await without the lock.
+enum Started {
+    Done(Reply),
+    Blocked(blocking::Blocked),
 }
 
 // ===== replies and arguments shared by the families =====

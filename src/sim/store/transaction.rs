@@ -4,13 +4,15 @@
 //! other with the store locked, so no other session's command comes in between. A command
 //! refused while queueing (unknown, wrong number of arguments) dooms the transaction: `EXEC`
 //! answers `EXECABORT`. A key watched with `WATCH` that anyone changes before `EXEC`, the session
-//! itself included, or that expires meanwhile, makes `EXEC` answer with a null array.
+//! itself included, or that expires meanwhile, makes `EXEC` answer with a null array. Blocking
+//! commands inside a transaction answer at once, with their timeout reply when there is nothing
+//! to take.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{keys, one, Family, Reply, Run, Session, StoreInner};
+use super::{keys, one, Family, Reply, Run, Session, Step, StoreInner};
 use crate::sim::resp::Value;
 
 pub(super) const FAMILY: Family = Family {
@@ -138,7 +140,11 @@ impl Session {
         let mut replies = Vec::with_capacity(multi.queued.len());
         let mut extra = Vec::new();
         for q in &multi.queued {
-            let mut got = self.dispatch(inner, q.run, &q.name, &q.args);
+            // Blocking commands do not block here, so every step is done at once.
+            let Step::Done(mut got) = self.dispatch(inner, q.run, &q.name, &q.args, true) else {
+                replies.push(Value::NullArray);
+                continue;
+            };
             if got.is_empty() {
                 replies.push(Value::Null);
             } else {
