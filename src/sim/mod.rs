@@ -4,7 +4,7 @@
 //! them is tested through this simulator, and applications can rehearse maintenance with it.
 //! It listens on several local ports ("nodes"); each client connection gets its own upstream
 //! connection to a real redis-server (nodes may share one, so the data stays the same when a
-//! client moves) or to the embedded in-memory store ([`Backend::Memory`]) for demos.
+//! client moves) or to the embedded in-memory store ([`Backend::Memory`]) for demos and drills.
 //!
 //! On command it plays what Redis Software and Azure do:
 //!

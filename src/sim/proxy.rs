@@ -425,6 +425,21 @@ async fn pump_upstream(mut r: OwnedReadHalf, node: &Node, tx: mpsc::Sender<UpFra
 
 // ===== reader: client -> upstream =====
 
+/// Resolves once the client has closed its side; what it sends meanwhile stays in `buf`.
+async fn client_gone(client: &mut OwnedReadHalf, buf: &mut BytesMut) -> &'static str {
+    loop {
+        if buf.len() >= FrameLimits::CLIENT.max_frame {
+            // Enough buffered: stop reading until the command in hand is done.
+            return std::future::pending().await;
+        }
+        match client.read_buf(buf).await {
+            Ok(0) => return "the client closed the connection",
+            Err(_) => return "reading from the client failed",
+            Ok(_) => {}
+        }
+    }
+}
+
 struct Reader {
     core: Arc<Core>,
     node: Arc<Node>,
@@ -492,7 +507,14 @@ impl Reader {
                         }
                     }
                 }
-                if let Err(r) = self.handle(cut, &mut batch).await {
+                // A blocking command of the memory store may wait long; a client that leaves
+                // meanwhile ends it, as Redis unblocks a client that disconnects.
+                let handled = tokio::select! {
+                    biased;
+                    r = self.handle(cut, &mut batch) => r,
+                    gone = client_gone(&mut client, &mut buf) => return gone,
+                };
+                if let Err(r) = handled {
                     return r;
                 }
             }
@@ -611,7 +633,7 @@ impl Reader {
                     )));
                     return Ok(());
                 };
-                let frames = session.execute(&args);
+                let frames = session.execute(&args).await;
                 track(&self.conn, &name, Some(&args));
                 lock(&self.conn.state).resp3 = session.resp3();
                 let replies = frames.iter().filter(|f| f.first() != Some(&b'>')).count();

@@ -285,8 +285,17 @@ pub(crate) enum Value {
     Error(String),
     Int(i64),
     Bulk(Bytes),
+    /// A double (a sorted set's score): RESP3 `,`, RESP2 a bulk string.
+    Double(f64),
     Null,
+    /// The null of commands that answer with an array: RESP3 `_`, RESP2 `*-1`.
+    NullArray,
     Array(Vec<Value>),
+    /// A set: RESP3 `~`, RESP2 an array.
+    Set(Vec<Value>),
+    /// Pairs such as members with their scores: RESP3 an array of two-element arrays, RESP2
+    /// one flat array.
+    Pairs(Vec<(Value, Value)>),
     Map(Vec<(Value, Value)>),
     Push(Vec<Value>),
 }
@@ -323,8 +332,30 @@ impl Value {
             }
             Value::Int(i) => out.put_slice(format!(":{i}\r\n").as_bytes()),
             Value::Bulk(b) => put_bulk(out, b),
+            Value::Double(d) => {
+                let text = format_score(*d);
+                if resp3 {
+                    out.put_u8(b',');
+                    put_line(out, &text);
+                } else {
+                    put_bulk(out, text.as_bytes());
+                }
+            }
             Value::Null => out.put_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" }),
+            Value::NullArray => out.put_slice(if resp3 { b"_\r\n" } else { b"*-1\r\n" }),
             Value::Array(items) => put_aggregate(out, b'*', items, resp3),
+            Value::Set(items) => put_aggregate(out, if resp3 { b'~' } else { b'*' }, items, resp3),
+            Value::Pairs(pairs) => {
+                let n = if resp3 { pairs.len() } else { pairs.len() * 2 };
+                out.put_slice(format!("*{n}\r\n").as_bytes());
+                for (a, b) in pairs {
+                    if resp3 {
+                        out.put_slice(b"*2\r\n");
+                    }
+                    a.encode_into(resp3, out);
+                    b.encode_into(resp3, out);
+                }
+            }
             Value::Push(items) => put_aggregate(out, if resp3 { b'>' } else { b'*' }, items, resp3),
             Value::Map(pairs) => {
                 if resp3 {
@@ -365,6 +396,42 @@ pub(crate) fn format_double(d: f64) -> String {
         "nan".to_string()
     } else {
         format!("{d}")
+    }
+}
+
+/// Formats a double as Redis 7.0 replies with it (`ZSCORE`, `ZRANGE ... WITHSCORES`): `inf`,
+/// `-inf`, otherwise C's `%.17g` (`1`, `2.5`, `0.10000000000000001`, `1e+17`).
+pub(crate) fn format_score(d: f64) -> String {
+    if d.is_infinite() {
+        return if d > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    if d.is_nan() {
+        return "nan".to_string();
+    }
+    // `%.17g`: 17 significant digits, in the style `%e` would use when the exponent is below
+    // -4 or at least 17, else in the style of `%f`; trailing zeros dropped either way.
+    let sci = format!("{d:.16e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..17).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!(
+            "{}e{sign}{:02}",
+            trim_fraction(mantissa),
+            exp.unsigned_abs()
+        )
+    } else {
+        let decimals = usize::try_from(16 - exp).unwrap_or(0);
+        trim_fraction(&format!("{d:.decimals$}")).to_string()
+    }
+}
+
+/// `1.500` -> `1.5`, `2.000` -> `2`; a number without a fraction is left alone.
+fn trim_fraction(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
     }
 }
 
@@ -453,5 +520,40 @@ mod tests {
         assert_eq!(e[2], Elem::Int(1));
         assert!(parse_flat(&Bytes::from_static(b"*1\r\n*0\r\n")).is_none());
         assert!(parse_flat(&Bytes::from_static(b"*2\r\n$5\r\nab")).is_none());
+    }
+
+    #[test]
+    fn scores_are_formatted_as_redis_7_0_does() {
+        let cases: [(f64, &str); 16] = [
+            (1.0, "1"),
+            (2.5, "2.5"),
+            (-2.5, "-2.5"),
+            (0.1, "0.10000000000000001"),
+            (2.1, "2.1000000000000001"),
+            (1.0 / 3.0, "0.33333333333333331"),
+            (1e15, "1000000000000000"),
+            (1e16, "10000000000000000"),
+            (1e17, "1e+17"),
+            (1e20, "1e+20"),
+            (123456789012345678.0, "1.2345678901234568e+17"),
+            (0.0001, "0.0001"),
+            (0.00001, "1.0000000000000001e-05"),
+            (1.5e-7, "1.4999999999999999e-07"),
+            (5e-324, "4.9406564584124654e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(format_score(d), want, "{d:e}");
+        }
+        assert_eq!(format_score(12345678.9), "12345678.9");
+        assert_eq!(format_score(0.0), "0");
+        assert_eq!(format_score(f64::NEG_INFINITY), "-inf");
+        assert_eq!(&Value::Double(f64::INFINITY).encode(true)[..], b",inf\r\n");
+        assert_eq!(&Value::Double(2.5).encode(false)[..], b"$3\r\n2.5\r\n");
+        assert_eq!(&Value::NullArray.encode(false)[..], b"*-1\r\n");
+        assert_eq!(
+            &Value::Set(vec![Value::Int(1)]).encode(true)[..],
+            b"~1\r\n:1\r\n"
+        );
     }
 }

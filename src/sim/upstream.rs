@@ -17,7 +17,9 @@ use crate::endpoint::Endpoint;
 pub enum Backend {
     /// A redis-server at `host:port`.
     Redis(String),
-    /// The embedded in-memory store, shared by all nodes of the simulator (for demos).
+    /// The embedded in-memory store, shared by all nodes of the simulator (for demos and
+    /// drills): strings, keys, hashes, lists, sets, sorted sets, transactions, blocking pops and
+    /// Pub/Sub, answered as Redis 7.0 answers them.
     Memory,
 }
 

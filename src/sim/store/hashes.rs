@@ -12,8 +12,18 @@ use crate::sim::resp::Value;
 
 pub(super) const FAMILY: Family = Family {
     commands: &[
-        "hset", "hmset", "hsetnx", "hget", "hmget", "hdel", "hgetall", "hexists", "hlen", "hkeys",
-        "hvals", "hincrby",
+        ("hset", -4),
+        ("hmset", -4),
+        ("hsetnx", 4),
+        ("hget", 3),
+        ("hmget", -3),
+        ("hdel", -3),
+        ("hgetall", 2),
+        ("hexists", 3),
+        ("hlen", 2),
+        ("hkeys", 2),
+        ("hvals", 2),
+        ("hincrby", 4),
     ],
     run: Run::Data(run),
 };
@@ -29,6 +39,7 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
                             added += 1;
                         }
                     }
+                    db.touch(k);
                     if name == "hmset" {
                         Value::ok()
                     } else {
@@ -45,6 +56,7 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
                     Value::Int(0)
                 } else {
                     h.insert(f.clone(), v.clone());
+                    db.touch(k);
                     Value::Int(1)
                 }
             }
@@ -74,7 +86,10 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
             Ok(Some(h)) => {
                 let n = fields.iter().filter(|f| h.remove(*f).is_some()).count() as i64;
                 if h.is_empty() {
-                    db.remove(k);
+                    db.keys.remove(k);
+                }
+                if n > 0 {
+                    db.touch(k);
                 }
                 Value::Int(n)
             }
@@ -118,6 +133,7 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
                 match cur.and_then(|c| c.checked_add(by)) {
                     Some(n) => {
                         h.insert(f.clone(), Bytes::from(n.to_string()));
+                        db.touch(k);
                         Value::Int(n)
                     }
                     None => Value::err("ERR hash value is not an integer"),

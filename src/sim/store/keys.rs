@@ -14,19 +14,34 @@ use crate::sim::resp::Value;
 
 pub(super) const FAMILY: Family = Family {
     commands: &[
-        "del", "unlink", "exists", "expire", "pexpire", "ttl", "pttl", "persist", "type", "keys",
-        "scan", "rename",
+        ("del", -2),
+        ("unlink", -2),
+        ("exists", -2),
+        ("expire", -3),
+        ("pexpire", -3),
+        ("ttl", 2),
+        ("pttl", 2),
+        ("persist", 2),
+        ("type", 2),
+        ("keys", 2),
+        ("scan", -2),
+        ("rename", 3),
     ],
     run: Run::Data(run),
 };
 
 fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
     match (name, a) {
-        ("del" | "unlink", keys) if !keys.is_empty() => Value::Int(
-            keys.iter()
-                .filter(|k| live(db, k).is_some() && db.remove(*k).is_some())
-                .count() as i64,
-        ),
+        ("del" | "unlink", keys) if !keys.is_empty() => {
+            let mut n = 0;
+            for k in keys {
+                if live(db, k).is_some() && db.keys.remove(k).is_some() {
+                    db.touch(k);
+                    n += 1;
+                }
+            }
+            Value::Int(n)
+        }
         ("exists", keys) if !keys.is_empty() => {
             Value::Int(keys.iter().filter(|k| live(db, k).is_some()).count() as i64)
         }
@@ -34,11 +49,13 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
             Some(t) => match live(db, k) {
                 None => Value::Int(0),
                 Some(_) if t <= 0 => {
-                    db.remove(k);
+                    db.keys.remove(k);
+                    db.touch(k);
                     Value::Int(1)
                 }
                 Some(e) => {
                     e.expires = deadline(t, name == "pexpire");
+                    db.touch(k);
                     Value::Int(1)
                 }
             },
@@ -49,6 +66,7 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
         ("persist", [k]) => match live(db, k) {
             Some(e) if e.expires.is_some() => {
                 e.expires = None;
+                db.touch(k);
                 Value::Int(1)
             }
             _ => Value::Int(0),
@@ -57,6 +75,7 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
         ("keys", [pattern]) => {
             let now = Instant::now();
             let mut keys: Vec<Value> = db
+                .keys
                 .iter()
                 .filter(|(k, e)| e.expires.is_none_or(|t| t > now) && glob_match(pattern, k))
                 .map(|(k, _)| Value::Bulk(k.clone()))
@@ -75,6 +94,7 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
             }
             let now = Instant::now();
             let keys: Vec<Value> = db
+                .keys
                 .iter()
                 .filter(|(k, e)| {
                     e.expires.is_none_or(|t| t > now) && pattern.is_none_or(|p| glob_match(p, k))
@@ -86,8 +106,10 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
         ("rename", [from, to]) => match live(db, from).is_some() {
             false => Value::err("ERR no such key"),
             true => {
-                if let Some(e) = db.remove(from) {
-                    db.insert(to.clone(), e);
+                if let Some(e) = db.keys.remove(from) {
+                    db.keys.insert(to.clone(), e);
+                    db.touch(from);
+                    db.touch(to);
                 }
                 Value::ok()
             }
@@ -96,16 +118,18 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
     }
 }
 
-/// Looks a key up, dropping it first if it has expired.
+/// Looks a key up, dropping it first if it has expired (which counts as a change).
 pub(super) fn live<'a>(db: &'a mut Db, key: &Bytes) -> Option<&'a mut Entry> {
     let now = Instant::now();
     if db
+        .keys
         .get(key)
         .is_some_and(|e| e.expires.is_some_and(|t| t <= now))
     {
-        db.remove(key);
+        db.keys.remove(key);
+        db.touch(key);
     }
-    db.get_mut(key)
+    db.keys.get_mut(key)
 }
 
 /// The deadline `amount` seconds (or milliseconds) from now; `None` (no expiry) for a
@@ -145,5 +169,7 @@ fn type_name(e: &Entry) -> &'static str {
         Data::Str(_) => "string",
         Data::Hash(_) => "hash",
         Data::List(_) => "list",
+        Data::Set(_) => "set",
+        Data::ZSet(_) => "zset",
     }
 }

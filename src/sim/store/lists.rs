@@ -1,4 +1,5 @@
-//! Lists: `LPUSH`, `RPUSH`, `LPOP`, `RPOP` (with a count), `LLEN`, `LRANGE`, `LINDEX`.
+//! Lists: `LPUSH`, `RPUSH`, `LPOP`, `RPOP` (with a count), `LLEN`, `LRANGE`, `LINDEX`, `LMOVE`,
+//! `RPOPLPUSH`, `LMPOP`. Their blocking forms are in the `blocking` module.
 //!
 //! Indexes count from the end when negative, as in Redis; a list that becomes empty is removed.
 
@@ -6,11 +7,25 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::{collection_mut, int_arg, not_int, wrong_args, Data, Db, Family, Run};
+use super::{
+    collection_mut, eq, int_arg, keys, not_int, positive_arg, syntax_error, wrong_args, wrong_type,
+    Data, Db, Family, Run,
+};
 use crate::sim::resp::Value;
 
 pub(super) const FAMILY: Family = Family {
-    commands: &["lpush", "rpush", "lpop", "rpop", "llen", "lrange", "lindex"],
+    commands: &[
+        ("lpush", -3),
+        ("rpush", -3),
+        ("lpop", -2),
+        ("rpop", -2),
+        ("llen", 2),
+        ("lrange", 4),
+        ("lindex", 3),
+        ("lmove", 5),
+        ("rpoplpush", 3),
+        ("lmpop", -4),
+    ],
     run: Run::Data(run),
 };
 
@@ -26,7 +41,9 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
                             l.push_back(v.clone());
                         }
                     }
-                    Value::Int(l.len() as i64)
+                    let n = l.len() as i64;
+                    db.touch(k);
+                    Value::Int(n)
                 }
                 Ok(None) => Value::Int(0),
                 Err(e) => e,
@@ -69,42 +86,167 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
             },
             None => not_int(),
         },
+        ("lmove", [from, to, wherefrom, whereto]) => match (side(wherefrom), side(whereto)) {
+            (Some(from_front), Some(to_front)) => {
+                lmove(db, from, to, from_front, to_front).unwrap_or_else(|e| e)
+            }
+            _ => syntax_error(),
+        },
+        ("rpoplpush", [from, to]) => lmove(db, from, to, false, true).unwrap_or_else(|e| e),
+        ("lmpop", [numkeys, rest @ ..]) => match mpop_args(numkeys, rest) {
+            Ok((keys, front, count)) => {
+                for k in keys {
+                    match pop_n(db, k, front, count) {
+                        Ok(Some(popped)) => return keyed(k, popped),
+                        Ok(None) => {}
+                        Err(e) => return e,
+                    }
+                }
+                Value::NullArray
+            }
+            Err(e) => e,
+        },
         _ => wrong_args(name),
     }
 }
 
+/// `LEFT` (true) or `RIGHT` (false).
+pub(super) fn side(b: &[u8]) -> Option<bool> {
+    if eq(b, "left") {
+        Some(true)
+    } else if eq(b, "right") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The keys, side and count of `LMPOP numkeys key... LEFT|RIGHT [COUNT n]` (and `BLMPOP`).
+pub(super) fn mpop_args<'a>(
+    numkeys: &Bytes,
+    rest: &'a [Bytes],
+) -> Result<(&'a [Bytes], bool, usize), Value> {
+    let n = match int_arg(numkeys) {
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+        _ => return Err(Value::err("ERR numkeys should be greater than 0")),
+    };
+    if n >= rest.len() {
+        return Err(syntax_error());
+    }
+    let (keys, opts) = rest.split_at(n);
+    let front = side(&opts[0]).ok_or_else(syntax_error)?;
+    let count = count_option(&opts[1..])?;
+    Ok((keys, front, count))
+}
+
+/// The `[COUNT n]` ending of `LMPOP`-style commands (1 without it).
+pub(super) fn count_option(opts: &[Bytes]) -> Result<usize, Value> {
+    match opts {
+        [] => Ok(1),
+        [c, n] if eq(c, "count") => match int_arg(n) {
+            Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => Err(Value::err("ERR count should be greater than 0")),
+        },
+        _ => Err(syntax_error()),
+    }
+}
+
+/// `[key, [elements]]`, as `LMPOP` answers.
+pub(super) fn keyed(key: &Bytes, popped: Vec<Bytes>) -> Value {
+    Value::Array(vec![
+        Value::Bulk(key.clone()),
+        Value::Array(popped.into_iter().map(Value::Bulk).collect()),
+    ])
+}
+
+/// Takes up to `count` elements from one end of the list at `key`; `None` when there is no list
+/// there (or an empty one).
+pub(super) fn pop_n(
+    db: &mut Db,
+    key: &Bytes,
+    front: bool,
+    count: usize,
+) -> Result<Option<Vec<Bytes>>, Value> {
+    let Some(l) = list_mut(db, key, false)? else {
+        return Ok(None);
+    };
+    let mut popped = Vec::new();
+    while popped.len() < count {
+        match if front { l.pop_front() } else { l.pop_back() } {
+            Some(v) => popped.push(v),
+            None => break,
+        }
+    }
+    if l.is_empty() {
+        db.keys.remove(key);
+    }
+    if popped.is_empty() {
+        return Ok(None);
+    }
+    db.touch(key);
+    Ok(Some(popped))
+}
+
+/// `LMOVE`: moves one element from a side of `from` to a side of `to`; the element, or null when
+/// `from` holds nothing. `WRONGTYPE` (and nothing moved) when either key holds another type.
+pub(super) fn lmove(
+    db: &mut Db,
+    from: &Bytes,
+    to: &Bytes,
+    from_front: bool,
+    to_front: bool,
+) -> Result<Value, Value> {
+    if list_mut(db, from, false)?.is_none() {
+        return Ok(Value::Null);
+    }
+    if keys::live(db, to).is_some_and(|e| !matches!(e.data, Data::List(_))) {
+        return Err(wrong_type());
+    }
+    let Some(mut popped) = pop_n(db, from, from_front, 1)? else {
+        return Ok(Value::Null);
+    };
+    let Some(v) = popped.pop() else {
+        return Ok(Value::Null);
+    };
+    if let Some(l) = list_mut(db, to, true)? {
+        if to_front {
+            l.push_front(v.clone());
+        } else {
+            l.push_back(v.clone());
+        }
+        db.touch(to);
+    }
+    Ok(Value::Bulk(v))
+}
+
 /// `LPOP` (`front`) or `RPOP`: one element, or an array of up to `count` elements.
 fn pop(db: &mut Db, front: bool, k: &Bytes, count: &[Bytes]) -> Value {
-    let count = match count.first().map(|c| int_arg(c)) {
+    let count = match count.first().map(|c| positive_arg(c)) {
         None => None,
-        Some(Some(c)) if c >= 0 => Some(c as usize),
-        Some(_) => return Value::err("ERR value is out of range, must be positive"),
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return e,
     };
-    match list_mut(db, k, false) {
-        Ok(Some(l)) => {
-            let mut popped = Vec::new();
-            for _ in 0..count.unwrap_or(1) {
-                let v = if front { l.pop_front() } else { l.pop_back() };
-                match v {
-                    Some(v) => popped.push(Value::Bulk(v)),
-                    None => break,
-                }
-            }
-            if l.is_empty() {
-                db.remove(k);
-            }
-            match count {
-                None => popped.pop().unwrap_or(Value::Null),
-                Some(_) => Value::Array(popped),
-            }
-        }
+    if count == Some(0) {
+        // Nothing to take, but the key is still looked up (null when missing, WRONGTYPE).
+        return match list_mut(db, k, false) {
+            Ok(Some(_)) => Value::Array(vec![]),
+            Ok(None) => Value::NullArray,
+            Err(e) => e,
+        };
+    }
+    match pop_n(db, k, front, count.unwrap_or(1)) {
+        Ok(Some(mut popped)) => match count {
+            None => popped.pop().map_or(Value::Null, Value::Bulk),
+            Some(_) => Value::Array(popped.into_iter().map(Value::Bulk).collect()),
+        },
+        Ok(None) if count.is_some() => Value::NullArray,
         Ok(None) => Value::Null,
         Err(e) => e,
     }
 }
 
 /// The list at `key`, created empty when `create` is set and it does not exist.
-fn list_mut<'a>(
+pub(super) fn list_mut<'a>(
     db: &'a mut Db,
     key: &Bytes,
     create: bool,

@@ -11,18 +11,17 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::glob::glob_match;
-use super::{one, wrong_args, Family, MemoryStore, Reply, Run, Session};
-use crate::sim::lock;
+use super::{one, wrong_args, Family, Reply, Run, Session, StoreInner};
 use crate::sim::resp::Value;
 use crate::sim::upstream::UpFrame;
 
 pub(super) const FAMILY: Family = Family {
     commands: &[
-        "subscribe",
-        "psubscribe",
-        "unsubscribe",
-        "punsubscribe",
-        "publish",
+        ("subscribe", -2),
+        ("psubscribe", -2),
+        ("unsubscribe", -1),
+        ("punsubscribe", -1),
+        ("publish", 3),
     ],
     run: Run::Session(run),
 };
@@ -34,31 +33,30 @@ pub(super) struct Subscriber {
     resp3: bool,
 }
 
-fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Reply {
+fn run(s: &mut Session, inner: &mut StoreInner, name: &str, a: &[Bytes]) -> Reply {
     match name {
         "subscribe" | "psubscribe" => {
             if a.is_empty() {
                 return one(wrong_args(name));
             }
-            s.subscribe(name == "psubscribe", a)
+            s.subscribe(inner, name == "psubscribe", a)
         }
-        "unsubscribe" | "punsubscribe" => s.unsubscribe(name == "punsubscribe", a),
+        "unsubscribe" | "punsubscribe" => s.unsubscribe(inner, name == "punsubscribe", a),
         "publish" => match a {
-            [channel, message] => one(Value::Int(s.store.publish(channel, message))),
+            [channel, message] => one(Value::Int(inner.publish(channel, message))),
             _ => one(wrong_args("publish")),
         },
         _ => one(wrong_args(name)),
     }
 }
 
-// ===== impl MemoryStore =====
+// ===== impl StoreInner =====
 
-impl MemoryStore {
+impl StoreInner {
     /// Publishes a message; returns how many subscribers got it.
-    pub(crate) fn publish(&self, channel: &Bytes, message: &Bytes) -> i64 {
-        let inner = lock(&self.inner);
+    fn publish(&self, channel: &Bytes, message: &Bytes) -> i64 {
         let mut n = 0;
-        if let Some(subs) = inner.channels.get(channel) {
+        if let Some(subs) = self.channels.get(channel) {
             for sub in subs.values() {
                 let msg = Value::Push(vec![
                     Value::bulk("message"),
@@ -70,7 +68,7 @@ impl MemoryStore {
                 }
             }
         }
-        for (pattern, subs) in &inner.patterns {
+        for (pattern, subs) in &self.patterns {
             if glob_match(pattern, channel) {
                 for sub in subs.values() {
                     let msg = Value::Push(vec![
@@ -114,33 +112,18 @@ fn remove_sub(map: &mut HashMap<Bytes, HashMap<i64, Subscriber>>, key: &Bytes, i
 
 // ===== impl Session =====
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        let channels: Vec<Bytes> = self.channels.drain().collect();
-        let patterns: Vec<Bytes> = self.patterns.drain().collect();
-        let mut inner = lock(&self.store.inner);
-        for c in channels {
-            remove_sub(&mut inner.channels, &c, self.id);
-        }
-        for p in patterns {
-            remove_sub(&mut inner.patterns, &p, self.id);
-        }
-    }
-}
-
 impl Session {
     /// Whether the session is subscribed to a channel or a pattern.
     pub(super) fn subscribed(&self) -> bool {
         !self.channels.is_empty() || !self.patterns.is_empty()
     }
 
-    fn subscribe(&mut self, pattern: bool, names: &[Bytes]) -> Reply {
+    fn subscribe(&mut self, inner: &mut StoreInner, pattern: bool, names: &[Bytes]) -> Reply {
         let sub = Subscriber {
             out: self.out.clone(),
             resp3: self.resp3,
         };
         let mut replies = Vec::with_capacity(names.len());
-        let mut inner = lock(&self.store.inner);
         for name in names {
             let (set, map) = if pattern {
                 (&mut self.patterns, &mut inner.patterns)
@@ -161,7 +144,7 @@ impl Session {
         replies
     }
 
-    fn unsubscribe(&mut self, pattern: bool, names: &[Bytes]) -> Reply {
+    fn unsubscribe(&mut self, inner: &mut StoreInner, pattern: bool, names: &[Bytes]) -> Reply {
         let kind = if pattern {
             "punsubscribe"
         } else {
@@ -177,7 +160,6 @@ impl Session {
         } else {
             names.to_vec()
         };
-        let mut inner = lock(&self.store.inner);
         let mut replies = Vec::new();
         for name in &names {
             if pattern {
@@ -206,8 +188,7 @@ impl Session {
     }
 
     /// Leaves every channel and pattern (`RESET`).
-    pub(super) fn unsubscribe_all(&mut self) {
-        let mut inner = lock(&self.store.inner);
+    pub(super) fn unsubscribe_all(&mut self, inner: &mut StoreInner) {
         for c in self.channels.drain() {
             remove_sub(&mut inner.channels, &c, self.id);
         }

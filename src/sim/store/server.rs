@@ -8,19 +8,32 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::{eq, int_arg, not_int, one, wrong_args, Family, Reply, Run, Session, DATABASES};
-use crate::sim::lock;
+use super::{
+    eq, int_arg, not_int, one, wrong_args, Family, Reply, Run, Session, StoreInner, DATABASES,
+};
 use crate::sim::resp::Value;
 
 pub(super) const FAMILY: Family = Family {
     commands: &[
-        "ping", "echo", "hello", "auth", "select", "client", "reset", "quit", "info", "command",
-        "dbsize", "flushdb", "flushall", "time",
+        ("ping", -1),
+        ("echo", 2),
+        ("hello", -1),
+        ("auth", -2),
+        ("select", 2),
+        ("client", -2),
+        ("reset", 1),
+        ("quit", -1),
+        ("info", -1),
+        ("command", -1),
+        ("dbsize", 1),
+        ("flushdb", -1),
+        ("flushall", -1),
+        ("time", 1),
     ],
     run: Run::Session(run),
 };
 
-fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Reply {
+fn run(s: &mut Session, inner: &mut StoreInner, name: &str, a: &[Bytes]) -> Reply {
     match name {
         "ping" => match a.len() {
             0 if s.subscribed() && !s.resp3 => {
@@ -52,7 +65,7 @@ fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Reply {
         },
         "client" => s.client(a),
         "reset" => {
-            s.unsubscribe_all();
+            s.leave(inner);
             s.db = 0;
             s.resp3 = false;
             s.name = None;
@@ -64,20 +77,22 @@ fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Reply {
         )),
         "command" => one(Value::Array(vec![])),
         "dbsize" => {
-            let mut inner = lock(&s.store.inner);
-            let db = inner.db(s.db);
             let now = Instant::now();
-            db.retain(|_, e| e.expires.is_none_or(|t| t > now));
-            one(Value::Int(db.len() as i64))
+            let db = inner.db(s.db);
+            let live = db
+                .keys
+                .values()
+                .filter(|e| e.expires.is_none_or(|t| t > now))
+                .count();
+            one(Value::Int(live as i64))
         }
         "flushdb" => {
-            lock(&s.store.inner).db(s.db).clear();
+            flush(inner, s.db);
             one(Value::ok())
         }
         "flushall" => {
-            let mut inner = lock(&s.store.inner);
             for i in 0..DATABASES {
-                inner.db(i).clear();
+                flush(inner, i);
             }
             one(Value::ok())
         }
@@ -92,6 +107,13 @@ fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Reply {
         }
         _ => one(wrong_args(name)),
     }
+}
+
+/// Empties database `i`; every key it held counts as changed (for `WATCH`).
+fn flush(inner: &mut StoreInner, i: usize) {
+    let db = inner.db(i);
+    let keys: Vec<Bytes> = db.keys.drain().map(|(k, _)| k).collect();
+    db.touched.extend(keys);
 }
 
 // ===== impl Session =====

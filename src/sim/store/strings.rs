@@ -12,22 +12,22 @@ use crate::sim::resp::{format_double, Value};
 
 pub(super) const FAMILY: Family = Family {
     commands: &[
-        "get",
-        "set",
-        "setnx",
-        "setex",
-        "psetex",
-        "getset",
-        "getdel",
-        "mget",
-        "mset",
-        "incr",
-        "decr",
-        "incrby",
-        "decrby",
-        "incrbyfloat",
-        "append",
-        "strlen",
+        ("get", 2),
+        ("set", -3),
+        ("setnx", 3),
+        ("setex", 4),
+        ("psetex", 4),
+        ("getset", 3),
+        ("getdel", 2),
+        ("mget", -2),
+        ("mset", -3),
+        ("incr", 2),
+        ("decr", 2),
+        ("incrby", 3),
+        ("decrby", 3),
+        ("incrbyfloat", 3),
+        ("append", 3),
+        ("strlen", 2),
     ],
     run: Run::Data(run),
 };
@@ -65,7 +65,8 @@ fn run(db: &mut Db, name: &str, a: &[Bytes]) -> Value {
         ("getdel", [k]) => match get_str(db, k) {
             Ok(old) => {
                 if old.is_some() {
-                    db.remove(k);
+                    db.keys.remove(k);
+                    db.touch(k);
                 }
                 old.map_or(Value::Null, Value::Bulk)
             }
@@ -126,13 +127,14 @@ fn get_str(db: &mut Db, key: &Bytes) -> Result<Option<Bytes>, Value> {
 }
 
 fn set_str(db: &mut Db, key: &Bytes, value: Bytes, expires: Option<Instant>) {
-    db.insert(
+    db.keys.insert(
         key.clone(),
         Entry {
             data: Data::Str(value),
             expires,
         },
     );
+    db.touch(key);
 }
 
 fn set_command(db: &mut Db, k: &Bytes, v: &Bytes, opts: &[Bytes]) -> Value {
@@ -150,8 +152,11 @@ fn set_command(db: &mut Db, k: &Bytes, v: &Bytes, opts: &[Bytes]) -> Value {
         } else if eq(o, "keepttl") {
             keep_ttl = true;
         } else if eq(o, "ex") || eq(o, "px") {
-            let Some(t) = opts.get(i + 1).and_then(|t| int_arg(t)) else {
+            let Some(t) = opts.get(i + 1) else {
                 return Value::err("ERR syntax error");
+            };
+            let Some(t) = int_arg(t) else {
+                return not_int();
             };
             if t <= 0 {
                 return Value::err("ERR invalid expire time in 'set' command");
