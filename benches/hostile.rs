@@ -41,11 +41,15 @@ mod table;
 use env::Env;
 use table::Table;
 
-// The connection's scanner, compiled from its own source: it is private to the crate and needs
-// nothing of it but `crate::error::Error::protocol`, which `error` below provides.
+// The connection's scanner and decoder, compiled from their own source: they are private to the
+// crate and need nothing of it but `crate::error::Error::protocol`, which `error` below provides.
 #[allow(dead_code)]
 #[path = "../src/connection/codec.rs"]
 mod codec;
+// Its tests' helpers come along, their tests do not.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/connection/decode.rs"]
+mod decode;
 
 mod error {
     use std::fmt;

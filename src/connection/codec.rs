@@ -19,9 +19,10 @@
 //! and the simulator's proxy both work so). A buffer shorter than the walk has come, or starting
 //! with another byte, is taken for a new one and walked from its start.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use redis_protocol::resp3::types::BytesFrame;
 
+use super::decode::decode;
 use crate::error::Error;
 
 /// Limits on what the server may send, enforced on every frame.
@@ -161,23 +162,7 @@ impl FrameScanner {
             }
             Scan::Complete(len) => {
                 self.need = 0;
-                if let Some(frame) = take_scalar(buf, len) {
-                    return Ok(Some(frame));
-                }
-                let mut frame_bytes = buf.split_to(len);
-                match redis_protocol::resp3::decode::complete::decode_bytes_mut(&mut frame_bytes) {
-                    Ok(Some((frame, used, _))) if used == len => Ok(Some(frame)),
-                    Ok(_) => Err(Error::protocol(format!(
-                        "frame boundaries disagree while decoding {}",
-                        preview(&frame_bytes)
-                    ))),
-                    // redis-protocol's details may quote the rest of the input.
-                    Err(e) => Err(Error::protocol(format!(
-                        "{} in {}",
-                        e.details().chars().take(160).collect::<String>(),
-                        preview(&frame_bytes)
-                    ))),
-                }
+                decode(buf, len).map(Some)
             }
         }
     }
@@ -349,45 +334,6 @@ impl FrameScanner {
             }
         }
     }
-}
-
-/// Builds the commonest replies (integers, nulls, simple and bulk strings), which the scan has
-/// already checked, without a second parse; `None` leaves the frame to redis-protocol.
-fn take_scalar(buf: &mut BytesMut, len: usize) -> Option<BytesFrame> {
-    let frame = buf.get(..len)?;
-    let frame = match frame.first()? {
-        b':' => BytesFrame::Number {
-            data: parse_int(frame.get(1..len - 2)?)?,
-            attributes: None,
-        },
-        b'_' => BytesFrame::Null,
-        b'+' => {
-            let mut line = buf.split_to(len);
-            line.truncate(len - 2);
-            line.advance(1);
-            return Some(BytesFrame::SimpleString {
-                data: line.freeze(),
-                attributes: None,
-            });
-        }
-        b'$' => {
-            let header = find_crlf(frame, 1, len)?;
-            let size = usize::try_from(parse_int(frame.get(1..header)?)?).ok()?;
-            if header + 2 + size + 2 != len {
-                return None;
-            }
-            let mut data = buf.split_to(len);
-            data.truncate(len - 2);
-            data.advance(header + 2);
-            return Some(BytesFrame::BlobString {
-                data: data.freeze(),
-                attributes: None,
-            });
-        }
-        _ => return None,
-    };
-    buf.advance(len);
-    Some(frame)
 }
 
 pub(crate) fn find_crlf(buf: &[u8], from: usize, max: usize) -> Option<usize> {
@@ -838,7 +784,7 @@ pub(super) mod tests {
 
     #[test]
     fn decode_errors_quote_a_bounded_part_of_the_frame() {
-        // A map key that cannot be hashed passes the scan and fails in redis-protocol.
+        // A map key that cannot be hashed passes the scan and fails in the decoder.
         let mut frame = b"%1\r\n*1\r\n:1\r\n$100000\r\n".to_vec();
         frame.extend_from_slice(&[b'x'; 100_000]);
         frame.extend_from_slice(b"\r\n");
