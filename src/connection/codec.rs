@@ -1,11 +1,13 @@
 //! Reading RESP3 frames from bytes the network sent, within limits.
 //!
-//! redis-protocol builds the frames, but its decoder is recursive and reparses an incomplete
-//! frame from the start on every read. So before it sees any bytes, [`FrameScanner`] walks the
-//! frame iteratively and checks its structure against [`Limits`]: the frame's size, its nesting
-//! depth and the number of values it holds, each from the first byte that shows it (a
-//! `$4000000000` or `*99999999` header is refused before any of its body arrives). Only a
-//! complete, bounded frame is handed to redis-protocol.
+//! [`FrameScanner`] walks each frame iteratively and checks its structure against [`Limits`]:
+//! the frame's size, its nesting depth and the number of values it holds, each from the first
+//! byte that shows it (a `$4000000000` or `*99999999` header is refused before any of its body
+//! arrives). Only a complete, bounded frame is built, by the decoder next door (`decode.rs`):
+//! iterative too, with vectors and maps sized once and every string a slice of the frame's
+//! buffer, it builds the [`BytesFrame`](crate::frame::BytesFrame) redis-protocol's decoder
+//! would, without its recursion, its intermediate frame of ranges or its reparsing of an
+//! incomplete frame from the start on every read.
 //!
 //! The size limit bounds the bytes buffered; the element limit bounds what decoding them costs,
 //! which the size does not: a null takes three bytes on the wire and 104 once decoded (a
@@ -51,10 +53,11 @@ pub struct Limits {
     ///
     /// Decoded, every value takes 104 bytes of its own (a [`BytesFrame`] on a 64-bit target)
     /// however few it took on the wire, so this limit, not `max_frame_size`, bounds a reply's
-    /// memory: at the default about 1.6 GiB, three times the default `max_frame_size` (and
-    /// about twice that for the moment redis-protocol decodes it), where that limit alone lets
-    /// 512 MiB of three-byte nulls become 18 GB. A 10-million-element `LRANGE` or an `HGETALL`
-    /// of 8 million fields passes; raise it for larger replies.
+    /// memory: at the default about 1.6 GiB as an array, three times the default
+    /// `max_frame_size` (a map's or a set's hash table takes up to twice as much, for its spare
+    /// room), where that limit alone lets 512 MiB of three-byte nulls become 18 GB. Decoding
+    /// holds the frame's bytes besides, and nothing else of its size. A 10-million-element
+    /// `LRANGE` or an `HGETALL` of 8 million fields passes; raise it for larger replies.
     ///
     /// [`BytesFrame`]: crate::frame::BytesFrame
     pub max_elements: usize,
