@@ -28,8 +28,9 @@
 //! twice, the decoder keeps the first value; redis-protocol keeps the first too for number,
 //! double, boolean and null keys, but for a string key whichever value its intermediate
 //! `HashMap` yields last, at random. And the doubles `0` and `-0`, equal but hashed apart, make
-//! one key or two in a map or set as their hashes fall, in either decoder (where one, the
-//! decoder keeps the first where redis-protocol keeps the last).
+//! one key or two in a map or set as their hashes fall, in either decoder; where one map key,
+//! both keep the first value, but redis-protocol the last of the two keys and the decoder the
+//! first.
 //!
 //! It also refuses what the scanner refuses though redis-protocol takes it: a null with
 //! something on its line (`_x`), an empty big number, numbers and lengths written in more than
