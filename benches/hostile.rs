@@ -10,15 +10,21 @@
 //!
 //! For each frame it prints the scan throughput while the frame arrives (the time spent in the
 //! `next_frame` calls that return no frame yet, and that time with the copying of each read into
-//! the buffer), the cost of the last call (its read and the decode of the whole frame), and the
-//! peak memory above what the bench held before the first read, while the frame arrives and
-//! with the decoded frame, as multiples of the frame size.
+//! the buffer), the cost of the last call (its read and the decode of the whole frame), the
+//! throughput from the first read to the decoded frame, and the peak memory above what the
+//! bench held before the first read, while the frame arrives and with the decoded frame, as
+//! multiples of the frame size.
 //!
 //! The limits are the defaults, which take the 64 MiB array's 16,777,214 values; for larger
 //! frames the bench raises `max_frame_size` and `max_elements` as far as they need and says so.
 //!
 //! Peak memory is shown twice: counted by the allocator, where a `realloc` counts its old and
 //! new blocks together, and as the resident set's high-water mark (`VmHWM` after resetting it).
+//!
+//! A second table shows the other end: the cost per call of small replies as the hot path sees
+//! them (an integer, `+OK`, a 10-element array of short bulk strings, a 5-field map), taken off a
+//! buffer holding many of them by `next_frame`, by the scan followed by redis-protocol's
+//! `decode_bytes_mut`, and by `decode_bytes_mut` alone; the best of five runs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -35,11 +41,15 @@ mod table;
 use env::Env;
 use table::Table;
 
-// The connection's scanner, compiled from its own source: it is private to the crate and needs
-// nothing of it but `crate::error::Error::protocol`, which `error` below provides.
+// The connection's scanner and decoder, compiled from their own source: they are private to the
+// crate and need nothing of it but `crate::error::Error::protocol`, which `error` below provides.
 #[allow(dead_code)]
 #[path = "../src/connection/codec.rs"]
 mod codec;
+// Its tests' helpers come along, their tests do not.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/connection/decode.rs"]
+mod decode;
 
 mod error {
     use std::fmt;
@@ -62,7 +72,7 @@ mod error {
     }
 }
 
-use codec::{FrameScanner, Limits};
+use codec::{FrameScanner, Limits, Scan};
 
 // ===== counting the heap =====
 
@@ -223,6 +233,92 @@ fn run(frame: &[u8], read: usize, limits: Limits) -> Result<Run, String> {
     Err("no bytes".into())
 }
 
+// ===== small replies =====
+
+/// Typical replies: what `INCR`, `SET`, `LRANGE 0 9` and `HGETALL` of five fields return.
+fn small_replies() -> Vec<(&'static str, Vec<u8>)> {
+    let mut array = b"*10\r\n".to_vec();
+    for i in 0..10 {
+        array.extend_from_slice(format!("$8\r\nvalue-{i:02}\r\n").as_bytes());
+    }
+    let mut map = b"%5\r\n".to_vec();
+    for i in 0..5 {
+        map.extend_from_slice(format!("$7\r\nfield-{i}\r\n$7\r\nvalue-{i}\r\n").as_bytes());
+    }
+    vec![
+        ("integer", b":12345\r\n".to_vec()),
+        ("+OK", b"+OK\r\n".to_vec()),
+        ("array of 10 bulk strings", array),
+        ("map of 5 fields", map),
+    ]
+}
+
+const SMALL_FRAMES: usize = 100_000;
+
+/// Nanoseconds per frame taking `SMALL_FRAMES` copies of `frame` off one buffer with `take`,
+/// the best of five runs.
+fn per_frame(frame: &[u8], mut take: impl FnMut(&mut BytesMut) -> bool) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let mut buf = BytesMut::with_capacity(frame.len() * SMALL_FRAMES);
+        for _ in 0..SMALL_FRAMES {
+            buf.extend_from_slice(frame);
+        }
+        let start = Instant::now();
+        let mut n = 0;
+        while take(&mut buf) {
+            n += 1;
+        }
+        let took = start.elapsed();
+        assert_eq!(n, SMALL_FRAMES, "every frame came out");
+        best = best.min(took.as_secs_f64() * 1e9 / n as f64);
+    }
+    best
+}
+
+fn small_reply_table() -> Table {
+    let mut rows = Vec::new();
+    for (name, frame) in small_replies() {
+        let mut scanner = FrameScanner::new(Limits::default());
+        let ours = per_frame(&frame, |buf| {
+            black_box(scanner.next_frame(buf).expect("a valid frame")).is_some()
+        });
+        let mut scanner = FrameScanner::new(Limits::default());
+        let scan_then_theirs = per_frame(&frame, |buf| match scanner.scan(buf) {
+            Ok(Scan::Complete(len)) => {
+                let mut frame = buf.split_to(len);
+                let got = redis_protocol::resp3::decode::complete::decode_bytes_mut(&mut frame);
+                black_box(got.expect("a valid frame")).is_some()
+            }
+            _ => false,
+        });
+        let theirs = per_frame(&frame, |buf| {
+            let got = redis_protocol::resp3::decode::complete::decode_bytes_mut(buf);
+            black_box(got.expect("a valid frame")).is_some()
+        });
+        rows.push(vec![
+            name.to_string(),
+            frame.len().to_string(),
+            format!("{ours:.0}"),
+            format!("{scan_then_theirs:.0}"),
+            format!("{theirs:.0}"),
+        ]);
+    }
+    Table {
+        header: [
+            "reply",
+            "bytes",
+            "next_frame, ns",
+            "scan + redis-protocol decode, ns",
+            "redis-protocol decode alone, ns",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        left: 1,
+    }
+}
+
 fn mb_per_s(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
 }
@@ -274,7 +370,8 @@ fn main() {
         let arrived = frame.len().saturating_sub(read);
         let rate = mb_per_s(arrived, r.arriving);
         let copied = mb_per_s(arrived, r.with_copies);
-        rates.push((rate, copied));
+        let total = mb_per_s(frame.len(), r.with_copies + r.last);
+        rates.push((rate, copied, total));
         let times = |bytes: usize| format!("{:.2}x", bytes as f64 / frame.len() as f64);
         rows.push(vec![
             name.to_string(),
@@ -285,6 +382,7 @@ fn main() {
             format!("{rate:.0}"),
             format!("{copied:.0}"),
             format!("{:.1} ms", r.last.as_secs_f64() * 1e3),
+            format!("{total:.0}"),
             times(r.peak_arriving),
             times(r.peak_decoded),
             r.peak_rss.map_or_else(|| "n/a".to_string(), times),
@@ -300,6 +398,7 @@ fn main() {
             "scan MB/s",
             "with copying the reads, MB/s",
             "last read + decode",
+            "with the decode, MB/s",
             "peak heap while arriving",
             "peak heap with decoded frame",
             "peak RSS with decoded frame",
@@ -313,9 +412,10 @@ fn main() {
     println!("{}", report.plain());
     let (array_rates, bulk_rates) = (rates[0], rates[1]);
     println!(
-        "array / bulk string: scan MB/s {:.4}, with copying the reads {:.3}",
+        "array / bulk string: scan MB/s {:.4}, with copying the reads {:.3}, with the decode {:.3}",
         array_rates.0 / bulk_rates.0.max(1e-9),
-        array_rates.1 / bulk_rates.1.max(1e-9)
+        array_rates.1 / bulk_rates.1.max(1e-9),
+        array_rates.2 / bulk_rates.2.max(1e-9)
     );
     if raised.is_empty() {
         println!("limits: the defaults\n");
@@ -323,5 +423,11 @@ fn main() {
         println!("limits: the defaults but {}\n", raised.join(", "));
     }
     println!("{}", report.markdown());
+    let small = small_reply_table();
+    println!(
+        "Small replies, {SMALL_FRAMES} in one buffer, per frame (best of 5)\n\n{}\n",
+        small.plain()
+    );
+    println!("{}", small.markdown());
     println!("command: {}", env.command_line("hostile"));
 }

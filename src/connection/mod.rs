@@ -39,6 +39,7 @@
 
 pub(crate) mod codec;
 mod connect;
+mod decode;
 mod intake;
 mod io;
 mod liveness;
