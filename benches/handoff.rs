@@ -60,7 +60,9 @@
 //! | `HANDOFF_BENCH_TAIL_SECS`  | 2                         | load after the window (and the outage)       |
 //! | `REDIS_SERVER`             | `redis-server`            | the server binary                            |
 //!
-//! The clients run on a multi-thread tokio runtime with two workers, the simulator on another.
+//! A task pauses 10 ms after a failed command, as an app's retry loop would, so that a client
+//! failing fast does not spin. The clients run on a multi-thread tokio runtime with two
+//! workers, the simulator on another.
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
@@ -93,6 +95,8 @@ const FAILOVER_FOR: Duration = Duration::from_secs(2);
 const SILENT_FOR: Duration = Duration::from_secs(8);
 /// fred's reconnect policy: a constant delay, no limit on attempts.
 const FRED_RECONNECT_MS: u32 = 100;
+/// How long a task waits after a failed command before its next one.
+const FAILURE_PAUSE: Duration = Duration::from_millis(10);
 /// How long a task may take to finish its last command once the load stops.
 const HANG_LIMIT: Duration = Duration::from_secs(15);
 
@@ -555,25 +559,31 @@ async fn task(
             }
         };
         let end = micros(base, Instant::now());
-        let mut l = lock(&log);
-        l.in_flight = None;
-        l.recs.push(Rec {
-            start: start_us,
-            end,
-            ok,
-        });
-        if ok && incr {
-            l.acked_incrs += 1;
+        {
+            let mut l = lock(&log);
+            l.in_flight = None;
+            l.recs.push(Rec {
+                start: start_us,
+                end,
+                ok,
+            });
+            if ok && incr {
+                l.acked_incrs += 1;
+            }
+            if let Some(e) = error {
+                l.errors.entry(without_numbers(&e)).or_insert((0, e)).0 += 1;
+            }
+            if let Some(m) = mismatch {
+                l.mismatches += 1;
+                l.first_mismatch.get_or_insert(m);
+            }
         }
-        if let Some(e) = error {
-            l.errors.entry(without_numbers(&e)).or_insert((0, e)).0 += 1;
-        }
-        if let Some(m) = mismatch {
-            l.mismatches += 1;
-            l.first_mismatch.get_or_insert(m);
-        }
-        drop(l);
         incr = !incr;
+        // As an app's retry loop would, a task waits a moment after a failure: a client that
+        // fails fast must not turn the closed loop into a spin.
+        if !ok {
+            tokio::time::sleep(FAILURE_PAUSE).await;
+        }
     }
 }
 

@@ -604,6 +604,24 @@ impl Shared {
         true
     }
 
+    /// A closed circuit, still in `generation`, forgets its failures and moves to a new
+    /// generation: failures of calls from before are not counted.
+    fn count_afresh(&self, generation: u64) {
+        let _guard = self.lock();
+        let w = self.word();
+        if w.generation() != generation || w.state() != CircuitState::Closed {
+            return;
+        }
+        self.consecutive.store(0, Ordering::Relaxed);
+        for b in &self.buckets {
+            b.store(0, Ordering::Relaxed);
+        }
+        self.word.store(
+            Word::new(CircuitState::Closed, w.cause(), 0, w.generation() + 1).0,
+            Ordering::Release,
+        );
+    }
+
     /// Closes the circuit (if it is still in `generation`, when given) and starts counting
     /// afresh.
     pub(crate) fn close(&self, generation: Option<u64>, why: &str) -> bool {
@@ -631,11 +649,14 @@ impl Shared {
     }
 
     /// The connection is back, or Azure says the maintenance is over: a circuit that Azure
-    /// opened closes; one that failures opened turns half-open at once, to probe.
+    /// opened closes; one that failures opened turns half-open at once, to probe; a closed one
+    /// starts counting afresh, so that the failures of calls made on the connection that was
+    /// lost (their timeouts come in after the new one is up) cannot open it.
     fn connection_back(&self, why: &str) {
         let w = self.word();
         match (w.state(), w.cause()) {
-            (CircuitState::Closed, _) | (_, Cause::Forced) => {}
+            (CircuitState::Closed, _) => self.count_afresh(w.generation()),
+            (_, Cause::Forced) => {}
             (_, Cause::Azure) => {
                 self.close(Some(w.generation()), why);
             }
