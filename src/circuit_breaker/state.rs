@@ -427,15 +427,17 @@ impl Shared {
             // A handoff is moving the stack: its failures are the maintenance, not the endpoint.
             return;
         }
+        let w = self.word();
+        if w.state() != CircuitState::Closed || w.generation() != generation {
+            // A call from before the circuit last changed (or the connection came back): what
+            // became of it says nothing about the endpoint now.
+            return;
+        }
         self.count(FAILURE);
         let run = self
             .consecutive
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
-        let w = self.word();
-        if w.state() != CircuitState::Closed || w.generation() != generation {
-            return;
-        }
         let threshold = self.config.consecutive_failures;
         if threshold > 0 && run >= threshold {
             let reason = format!("{run} connection failures in a row; the last: {error}");
