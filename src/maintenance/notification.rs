@@ -466,16 +466,14 @@ fn parse(kind: NotificationKind, args: &[BytesFrame]) -> Result<Notification, St
             time: seconds(args.get(1))?,
             endpoint: moving_endpoint(args.get(2))?,
         },
-        NotificationKind::Migrating => Notification::Migrating {
-            seq,
-            time: seconds(args.get(1))?,
-            shards: shards(args.get(2))?,
-        },
-        NotificationKind::FailingOver => Notification::FailingOver {
-            seq,
-            time: seconds(args.get(1))?,
-            shards: shards(args.get(2))?,
-        },
+        NotificationKind::Migrating => {
+            let (time, shards) = time_then_shards(args.get(1..).unwrap_or(&[]))?;
+            Notification::Migrating { seq, time, shards }
+        }
+        NotificationKind::FailingOver => {
+            let (time, shards) = time_then_shards(args.get(1..).unwrap_or(&[]))?;
+            Notification::FailingOver { seq, time, shards }
+        }
         NotificationKind::Migrated => Notification::Migrated {
             seq,
             shards: shards(args.get(1))?,
@@ -537,6 +535,22 @@ fn uint(frame: Option<&BytesFrame>, what: &str) -> Result<u64, String> {
             .and_then(|t| std::str::from_utf8(t).ok())
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(bad),
+    }
+}
+
+/// The `time` and shard ids of a start notification. Redis Software sometimes leaves `time`
+/// out (`MIGRATING <seq> <shards>`): what follows the seq is then the shard ids, and the time is
+/// zero (the relaxation lasts until the end notification or the backstop, as always).
+fn time_then_shards(rest: &[BytesFrame]) -> Result<(Duration, Vec<String>), String> {
+    match rest.first() {
+        Some(BytesFrame::Number { .. }) | None => {
+            Ok((seconds(rest.first())?, shards(rest.get(1))?))
+        }
+        Some(f) if text(f).is_some_and(|t| !t.is_empty() && t.iter().all(u8::is_ascii_digit)) => {
+            Ok((seconds(rest.first())?, shards(rest.get(1))?))
+        }
+        Some(_) if rest.len() == 1 => Ok((Duration::ZERO, shards(rest.first())?)),
+        Some(_) => Ok((seconds(rest.first())?, shards(rest.get(1))?)),
     }
 }
 
@@ -605,7 +619,11 @@ fn shards(frame: Option<&BytesFrame>) -> Result<Vec<String>, String> {
                     describe(f)
                 )
             })?;
+            // Also `[1]` or `[1,2]`, as Redis Software writes them in one simple string.
             Ok(utf8(t, "shard ids")?
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())

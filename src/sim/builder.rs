@@ -19,6 +19,7 @@ pub struct SimulatorBuilder {
     cluster: bool,
     logger: bool,
     replay: bool,
+    habits: super::Habits,
     migrate_latency: Duration,
 }
 
@@ -33,6 +34,7 @@ impl Default for SimulatorBuilder {
             cluster: false,
             logger: false,
             replay: false,
+            habits: super::Habits::default(),
             migrate_latency: Duration::from_millis(100),
         }
     }
@@ -94,6 +96,13 @@ impl SimulatorBuilder {
         self
     }
 
+    /// Redis Software's habits (notification shapes, effect delay, late joiners); default: none
+    /// of them. See [`Habits`](super::Habits).
+    pub fn habits(mut self, habits: super::Habits) -> Self {
+        self.habits = habits;
+        self
+    }
+
     /// The latency a migration adds to every reply of the node. Default 100 ms.
     pub fn migrate_latency(mut self, latency: Duration) -> Self {
         self.migrate_latency = latency;
@@ -133,6 +142,7 @@ impl SimulatorBuilder {
             self.replay,
             self.migrate_latency,
         );
+        *super::lock(&core.habits) = self.habits;
         if self.logger {
             core.interceptors.install_logger();
         }

@@ -7,13 +7,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
 use super::proxy::{Conn, Node};
 use super::resp::Value;
-use super::{lock, Core, EndpointType};
+use super::{lock, Core, EndpointType, Habits, ShardIds};
 
 /// A frame the simulator sent to a client, as recorded in [`Simulator::notifications`](super::Simulator::notifications).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,13 +91,44 @@ impl Core {
         sent
     }
 
+    /// The window in progress on the node, for a client that just opted in, when late joiners
+    /// are told.
+    pub(crate) fn late_frame(&self, node: &Node, conn: &Conn) -> Option<Bytes> {
+        let habits = *lock(&self.habits);
+        if !habits.late_joiners {
+            return None;
+        }
+        let state = conn.state();
+        let kind = state.maint?;
+        let (name, seq, frame) = match lock(&node.window).as_ref()? {
+            Window::Start { name, seq, ends } => (
+                *name,
+                *seq,
+                start_frame(name, *seq, secs_left(*ends), &node.shard_id, &habits),
+            ),
+            Window::Moving { seq, ends, to } => (
+                "MOVING",
+                *seq,
+                moving_frame(
+                    *seq,
+                    secs_left(*ends),
+                    to.as_ref().and_then(|to| endpoint_for(to, kind)),
+                ),
+            ),
+        };
+        let bytes = frame.encode(state.resp3);
+        self.record(conn, name, Some(seq), bytes.clone());
+        Some(bytes)
+    }
+
     /// The node's last end-of-maintenance notification, for a client that just opted in.
     pub(crate) fn replay_frame(&self, node: &Node, conn: &Conn) -> Option<Bytes> {
         if !self.replay.load(Ordering::Relaxed) {
             return None;
         }
         let (name, seq) = (*lock(&node.last_end))?;
-        let bytes = end_frame(name, seq, &node.shard_id).encode(conn.state().resp3);
+        let habits = *lock(&self.habits);
+        let bytes = end_frame(name, seq, &node.shard_id, &habits).encode(conn.state().resp3);
         self.record(conn, name, Some(seq), bytes.clone());
         Some(bytes)
     }
@@ -109,21 +141,57 @@ pub(super) fn secs_ceil(d: Duration) -> i64 {
     i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
-fn shard_ids(shard: &str) -> Value {
-    Value::Array(vec![Value::bulk(shard)])
+fn shard_ids(shard: &str, form: ShardIds) -> Option<Value> {
+    match form {
+        ShardIds::Array => Some(Value::Array(vec![Value::bulk(shard)])),
+        ShardIds::SimpleString => Some(Value::Simple(format!("[{shard}]"))),
+        ShardIds::Absent => None,
+    }
 }
 
-pub(super) fn start_frame(name: &str, seq: i64, time: i64, shard: &str) -> Value {
-    Value::Push(vec![
-        Value::bulk(name),
-        Value::Int(seq),
-        Value::Int(time),
-        shard_ids(shard),
-    ])
+/// A start notification (`MIGRATING`, `FAILING_OVER`) in the shapes `habits` asks for.
+pub(super) fn start_frame(name: &str, seq: i64, time: i64, shard: &str, habits: &Habits) -> Value {
+    let mut items = vec![Value::bulk(name), Value::Int(seq)];
+    if !(habits.migrating_without_time && name == "MIGRATING") {
+        items.push(Value::Int(time));
+    }
+    items.extend(shard_ids(shard, habits.shard_ids));
+    Value::Push(items)
 }
 
-pub(super) fn end_frame(name: &str, seq: i64, shard: &str) -> Value {
-    Value::Push(vec![Value::bulk(name), Value::Int(seq), shard_ids(shard)])
+/// An end notification (`MIGRATED`, `FAILED_OVER`) in the shapes `habits` asks for.
+pub(super) fn end_frame(name: &str, seq: i64, shard: &str, habits: &Habits) -> Value {
+    let mut items = vec![Value::bulk(name), Value::Int(seq)];
+    items.extend(shard_ids(shard, habits.shard_ids));
+    Value::Push(items)
+}
+
+/// A maintenance window in progress on a node, told again to a connection that joins during it
+/// (with [`Habits::late_joiners`]).
+#[derive(Debug)]
+pub(crate) enum Window {
+    /// `MIGRATING` or `FAILING_OVER` until `ends`.
+    Start {
+        name: &'static str,
+        seq: i64,
+        ends: Instant,
+    },
+    /// `MOVING` (to `to`, or a null endpoint) with its grace period ending at `ends`.
+    Moving {
+        seq: i64,
+        ends: Instant,
+        to: Option<Arc<Node>>,
+    },
+}
+
+/// Whole seconds from now to `ends`, rounded down: 0 or negative once it has passed.
+fn secs_left(ends: Instant) -> i64 {
+    let now = Instant::now();
+    if ends >= now {
+        i64::try_from(ends.duration_since(now).as_secs()).unwrap_or(i64::MAX)
+    } else {
+        -i64::try_from(now.duration_since(ends).as_secs()).unwrap_or(i64::MAX)
+    }
 }
 
 /// The address of a node in the form a client asked for.

@@ -62,6 +62,8 @@ pub(crate) struct Node {
     pub(crate) faults: Mutex<Faults>,
     /// The last MIGRATED / FAILED_OVER (name, seq), replayed to new connections when replay is on.
     pub(crate) last_end: Mutex<Option<(&'static str, i64)>>,
+    /// The maintenance window in progress, for connections that join during it.
+    pub(crate) window: Mutex<Option<super::notification::Window>>,
     accepting: watch::Sender<bool>,
     /// Client frames are not forwarded (failover, blackhole).
     hold: watch::Sender<bool>,
@@ -91,6 +93,7 @@ impl Node {
             total: AtomicU64::new(0),
             faults: Mutex::new(Faults::default()),
             last_end: Mutex::new(None),
+            window: Mutex::new(None),
             accepting: watch::Sender::new(true),
             hold: watch::Sender::new(false),
             dark: watch::Sender::new(false),
@@ -599,6 +602,9 @@ impl Reader {
                 self.owe(Owed::Local(Bytes::from_static(b"+OK\r\n")));
                 if kind.is_some() {
                     if let Some(frame) = self.core.replay_frame(&self.node, &self.conn) {
+                        self.owe(Owed::Local(frame));
+                    }
+                    if let Some(frame) = self.core.late_frame(&self.node, &self.conn) {
                         self.owe(Owed::Local(frame));
                     }
                 }

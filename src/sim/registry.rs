@@ -36,6 +36,8 @@ pub(crate) struct Core {
     pub(crate) log: Mutex<Vec<SentNotification>>,
     /// Whether a client that opts in is sent the node's last end-of-maintenance again.
     pub(crate) replay: AtomicBool,
+    /// The shapes and timing of notifications.
+    pub(crate) habits: Mutex<super::Habits>,
     pub(crate) started: Instant,
     pub(crate) listen_host: String,
     /// What nodes added later forward to.
@@ -65,6 +67,7 @@ impl Core {
             seq: AtomicI64::new(0),
             log: Mutex::new(Vec::new()),
             replay: AtomicBool::new(replay),
+            habits: Mutex::new(super::Habits::default()),
             started: Instant::now(),
             listen_host,
             default_target,

@@ -5,12 +5,12 @@
 //! dropped half-way).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 use super::fault::FaultGuard;
-use super::notification::{end_frame, endpoint_for, moving_frame, secs_ceil, start_frame};
+use super::notification::{end_frame, endpoint_for, moving_frame, secs_ceil, start_frame, Window};
 use super::proxy::{Conn, Node};
 use super::resp::Value;
 use super::{lock, AzureEvent, SimError, Simulator, AZURE_CHANNEL};
@@ -74,16 +74,38 @@ impl Moving {
 impl Simulator {
     /// A shard migration on `node`: `MIGRATING` (seq, time, shard ids) to its opted-in clients,
     /// added latency on its replies for `duration`, then `MIGRATED` (same seq). Returns the seq.
+    ///
+    /// With [`Habits::effect_delay`](super::Habits::effect_delay) the latency begins that long
+    /// after `MIGRATING` (and `duration` counts from then); without, it is in force before any
+    /// client hears of the migration.
     pub async fn migrate(&self, node: usize, duration: Duration) -> Result<i64, SimError> {
         let core = &*self.core;
         let node = core.node(node)?;
         let seq = core.next_seq();
         let shard = node.shard_id.clone();
-        // The latency is in force before any client hears of the migration.
-        core.update_faults(&node, |f| f.migrations += 1);
-        core.notify(&node, "MIGRATING", seq, |_| {
-            start_frame("MIGRATING", seq, secs_ceil(duration), &shard)
+        let habits = *lock(&core.habits);
+        let delay = habits.effect_delay;
+        if delay.is_zero() {
+            core.update_faults(&node, |f| f.migrations += 1);
+        }
+        *lock(&node.window) = Some(Window::Start {
+            name: "MIGRATING",
+            seq,
+            ends: Instant::now() + delay + duration,
         });
+        core.notify(&node, "MIGRATING", seq, |_| {
+            start_frame(
+                "MIGRATING",
+                seq,
+                secs_ceil(delay + duration),
+                &shard,
+                &habits,
+            )
+        });
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+            core.update_faults(&node, |f| f.migrations += 1);
+        }
         {
             let _guard = FaultGuard {
                 core,
@@ -92,10 +114,34 @@ impl Simulator {
             };
             tokio::time::sleep(duration).await;
         }
+        *lock(&node.window) = None;
         core.notify(&node, "MIGRATED", seq, |_| {
-            end_frame("MIGRATED", seq, &shard)
+            end_frame("MIGRATED", seq, &shard, &habits)
         });
         *lock(&node.last_end) = Some(("MIGRATED", seq));
+        Ok(seq)
+    }
+
+    /// An in-place upgrade of `node`, as Redis Software does it: `MIGRATING` (timeouts relax),
+    /// then after `relax_for` every connection of the node is closed with no `MOVING` and no
+    /// `MIGRATED`; the node accepts new connections at once. Clients must reconnect on their
+    /// own. Returns the seq.
+    pub async fn in_place_upgrade(
+        &self,
+        node: usize,
+        relax_for: Duration,
+    ) -> Result<i64, SimError> {
+        let core = &*self.core;
+        let node = core.node(node)?;
+        let seq = core.next_seq();
+        let shard = node.shard_id.clone();
+        let habits = *lock(&core.habits);
+        core.notify(&node, "MIGRATING", seq, |_| {
+            start_frame("MIGRATING", seq, secs_ceil(relax_for), &shard, &habits)
+        });
+        tokio::time::sleep(relax_for).await;
+        let closed = core.close_all(&node, false);
+        tracing::info!(node = %node.id, closed, "in-place upgrade: connections dropped with no MOVING");
         Ok(seq)
     }
 
@@ -106,10 +152,29 @@ impl Simulator {
         let node = core.node(node)?;
         let seq = core.next_seq();
         let shard = node.shard_id.clone();
-        core.update_faults(&node, |f| f.failovers += 1);
-        core.notify(&node, "FAILING_OVER", seq, |_| {
-            start_frame("FAILING_OVER", seq, secs_ceil(duration), &shard)
+        let habits = *lock(&core.habits);
+        let delay = habits.effect_delay;
+        if delay.is_zero() {
+            core.update_faults(&node, |f| f.failovers += 1);
+        }
+        *lock(&node.window) = Some(Window::Start {
+            name: "FAILING_OVER",
+            seq,
+            ends: Instant::now() + delay + duration,
         });
+        core.notify(&node, "FAILING_OVER", seq, |_| {
+            start_frame(
+                "FAILING_OVER",
+                seq,
+                secs_ceil(delay + duration),
+                &shard,
+                &habits,
+            )
+        });
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+            core.update_faults(&node, |f| f.failovers += 1);
+        }
         {
             let _guard = FaultGuard {
                 core,
@@ -118,8 +183,9 @@ impl Simulator {
             };
             tokio::time::sleep(duration).await;
         }
+        *lock(&node.window) = None;
         core.notify(&node, "FAILED_OVER", seq, |_| {
-            end_frame("FAILED_OVER", seq, &shard)
+            end_frame("FAILED_OVER", seq, &shard, &habits)
         });
         *lock(&node.last_end) = Some(("FAILED_OVER", seq));
         Ok(seq)
@@ -140,6 +206,11 @@ impl Simulator {
         let to_node = core.node(to)?;
         let seq = core.next_seq();
         let time = secs_ceil(grace);
+        *lock(&from_node.window) = Some(Window::Moving {
+            seq,
+            ends: Instant::now() + grace,
+            to: Some(Arc::clone(&to_node)),
+        });
         let recipients = core.notify(&from_node, "MOVING", seq, |kind| {
             moving_frame(seq, time, endpoint_for(&to_node, kind))
         });
@@ -171,6 +242,11 @@ impl Simulator {
             .iter()
             .map(|c| c.id.clone())
             .collect();
+        *lock(&node.window) = Some(Window::Moving {
+            seq,
+            ends: Instant::now() + grace,
+            to: None,
+        });
         let recipients = core.notify(&node, "MOVING", seq, |_| moving_frame(seq, time, None));
         let task = self.after_grace(node, grace, Some((outage, existing)));
         Ok(Moving {
@@ -193,6 +269,8 @@ impl Simulator {
             let stop = node.stop.clone();
             let run = async {
                 tokio::time::sleep(grace).await;
+                // Connections from now on are made to the node that took over.
+                *lock(&node.window) = None;
                 core.update_faults(&node, |f| f.refusing = true);
                 let closed = match &outage {
                     None => core.close_all(&node, false),

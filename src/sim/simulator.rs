@@ -184,6 +184,12 @@ impl Simulator {
         lock(&self.core.log).clear();
     }
 
+    /// Sets Redis Software's habits for what follows: the shapes of notifications, the delay
+    /// before their effect, what late joiners are told; see [`Habits`](super::Habits).
+    pub fn set_habits(&self, habits: super::Habits) {
+        *super::lock(&self.core.habits) = habits;
+    }
+
     /// Turns replay on or off: when on, a client that opts in gets the node's last `MIGRATED`
     /// or `FAILED_OVER` again, as Redis Software replays it to new connections.
     pub fn set_replay(&self, on: bool) {

@@ -187,7 +187,17 @@ fn malformed_notifications_say_what_is_wrong() {
             "endpoint",
         ),
         (
-            vec![blob("MIGRATING"), number(1), blob("soon")],
+            // A lone value after the seq is the shard ids (Redis Software may leave `time`
+            // out); with both, the time must be a number.
+            vec![
+                blob("MIGRATING"),
+                number(1),
+                blob("soon"),
+                BytesFrame::Array {
+                    data: vec![blob("1")],
+                    attributes: None,
+                },
+            ],
             "time must be",
         ),
         (vec![blob("SMIGRATING"), number(1)], "slots are missing"),
@@ -215,6 +225,29 @@ fn malformed_notifications_say_what_is_wrong() {
         let err = Notification::from_elements(&elements).unwrap_err();
         assert!(err.to_string().contains(says), "{elements:?}: {err}");
     }
+}
+
+#[test]
+fn redis_software_shapes_of_a_start_notification_are_taken() {
+    let shards =
+        |f: BytesFrame| match Notification::from_elements(&[blob("MIGRATING"), number(4), f]) {
+            Ok(Some(Notification::Migrating { time, shards, .. })) => (time, shards),
+            other => panic!("{other:?}"),
+        };
+    // No time, shard ids as one simple string `+[1]` or a list.
+    assert_eq!(
+        shards(BytesFrame::SimpleString {
+            data: "[1]".into(),
+            attributes: None
+        }),
+        (Duration::ZERO, vec!["1".to_string()])
+    );
+    assert_eq!(
+        shards(blob("[1,2]")),
+        (Duration::ZERO, vec!["1".to_string(), "2".to_string()])
+    );
+    // A time and no shard ids.
+    assert_eq!(shards(number(15)), (Duration::from_secs(15), Vec::new()));
 }
 
 #[test]
