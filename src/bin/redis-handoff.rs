@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use redis_handoff::drill::{self, Drill, DrillConfig, DrillReport, Scenario, StackKind, Target};
-use redis_handoff::sim::{Backend, Simulator};
+use redis_handoff::sim::{Backend, Habits, ShardIds, Simulator};
 use redis_handoff::ConnectOptions;
 
 #[derive(Debug, Parser)]
@@ -117,6 +117,64 @@ struct SimArgs {
     /// Latency a migration adds to every reply, in milliseconds.
     #[arg(long = "migrate-latency-ms", default_value_t = 100)]
     migrate_latency_ms: u64,
+
+    /// Play every Redis Software habit below at once (shard ids as `+[1]`, MIGRATING without
+    /// time, a 2 s delay before the effect, late joiners told); the flags below override parts.
+    #[arg(long = "redis-software")]
+    redis_software: bool,
+
+    /// How shard ids are written in MIGRATING/MIGRATED/FAILING_OVER/FAILED_OVER: `array`
+    /// (`*1 $1 1`), `string` (`+[1]`, as Redis Software writes them) or `absent`.
+    #[arg(long = "shard-ids", value_enum)]
+    shard_ids: Option<ShardIdsArg>,
+
+    /// Leave `time` out of MIGRATING, as Redis Software sometimes does.
+    #[arg(long = "migrating-without-time")]
+    migrating_without_time: bool,
+
+    /// Milliseconds between MIGRATING/FAILING_OVER and the slowdown or pause (Redis Software's
+    /// `state_machine_smart_client_handoffs_delay_ms`, 0 to 10000).
+    #[arg(long = "effect-delay-ms", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    effect_delay_ms: Option<u64>,
+
+    /// Tell a connection that opts in during a window the window's start notification, or its
+    /// MOVING again, with the time left (0 or negative once it is over).
+    #[arg(long = "late-joiners")]
+    late_joiners: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ShardIdsArg {
+    /// `*1 $1 1`
+    Array,
+    /// `+[1]`
+    String,
+    /// Left out.
+    Absent,
+}
+
+impl SimArgs {
+    /// The habits these flags ask for.
+    fn habits(&self) -> Habits {
+        let mut habits = if self.redis_software {
+            Habits::redis_software()
+        } else {
+            Habits::default()
+        };
+        if let Some(ids) = self.shard_ids {
+            habits.shard_ids = match ids {
+                ShardIdsArg::Array => ShardIds::Array,
+                ShardIdsArg::String => ShardIds::SimpleString,
+                ShardIdsArg::Absent => ShardIds::Absent,
+            };
+        }
+        habits.migrating_without_time |= self.migrating_without_time;
+        if let Some(ms) = self.effect_delay_ms {
+            habits.effect_delay = Duration::from_millis(ms);
+        }
+        habits.late_joiners |= self.late_joiners;
+        habits
+    }
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +339,7 @@ async fn run_sim(args: SimArgs) -> Result<(), String> {
         .ports(args.listen_port.iter().copied())
         .listen_host(args.listen_host.clone())
         .replay(args.replay)
+        .habits(args.habits())
         .migrate_latency(Duration::from_millis(args.migrate_latency_ms))
         .default_interceptors(&args.default_interceptors)
         .map_err(|e| e.to_string())?
