@@ -27,6 +27,7 @@ pub struct SimulatorBuilder {
     defaults: Vec<DefaultInterceptor>,
     replay: bool,
     migrate_latency: Duration,
+    idle_timeout: Option<Duration>,
 }
 
 impl Default for SimulatorBuilder {
@@ -39,6 +40,7 @@ impl Default for SimulatorBuilder {
             defaults: vec![DefaultInterceptor::Hitless],
             replay: false,
             migrate_latency: Duration::from_millis(100),
+            idle_timeout: None,
         }
     }
 }
@@ -114,6 +116,13 @@ impl SimulatorBuilder {
         self
     }
 
+    /// Closes a client connection when nothing has come from or gone to the client for
+    /// `timeout`, as the test proxy's `TIMEOUT` does. Default: never.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
     /// Default interceptors by name, as `DEFAULT_INTERCEPTORS` lists them (`hitless`,
     /// `cluster`, `logger`, comma separated; an empty list installs none). Replaces
     /// [`handshake`](Self::handshake), [`cluster_slots`](Self::cluster_slots) and
@@ -149,6 +158,7 @@ impl SimulatorBuilder {
             self.listen_host.clone(),
             self.replay,
             self.migrate_latency,
+            self.idle_timeout,
         );
         for which in &self.defaults {
             match which {

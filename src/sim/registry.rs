@@ -41,6 +41,8 @@ pub(crate) struct Core {
     /// What nodes added later forward to.
     pub(crate) default_target: Target,
     pub(crate) migrate_latency: Duration,
+    /// A client connection idle this long is closed (the test proxy's `TIMEOUT`).
+    pub(crate) idle_timeout: Option<Duration>,
     /// Cancelled when the simulator stops.
     pub(crate) stop: CancellationToken,
 }
@@ -54,6 +56,7 @@ impl Core {
         listen_host: String,
         replay: bool,
         migrate_latency: Duration,
+        idle_timeout: Option<Duration>,
     ) -> Arc<Core> {
         Arc::new(Core {
             interceptors: Interceptors::default(),
@@ -69,6 +72,7 @@ impl Core {
             listen_host,
             default_target,
             migrate_latency,
+            idle_timeout,
             stop: CancellationToken::new(),
         })
     }
@@ -177,6 +181,8 @@ impl Core {
             state: Mutex::new(Default::default()),
             ctl,
             dark: tokio::sync::watch::Sender::new(false),
+            born: Instant::now(),
+            active_ms: AtomicU64::new(0),
         });
         conns.insert(id, Arc::clone(&conn));
         conn
