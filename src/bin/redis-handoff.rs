@@ -3,7 +3,8 @@
 //! `redis-handoff sim` runs the maintenance simulator: RESP proxy nodes in front of a
 //! redis-server (or the in-memory store) and the HTTP admin API, configured by flags or by the
 //! environment variables Redis's test proxy reads (`LISTEN_PORT`, `LISTEN_HOST`, `TARGET_HOST`,
-//! `TARGET_PORT`, `API_PORT`, `DEFAULT_INTERCEPTORS`).
+//! `TARGET_PORT`, `TIMEOUT`, `ENABLE_LOGGING`, `API_PORT`, `DEFAULT_INTERCEPTORS`), or by its
+//! flags (`--listenPort` and the like).
 //!
 //! `redis-handoff drill` runs a workload through the recommended stack (or a bare connection)
 //! while the embedded simulator plays maintenance, and reports what the application saw; the
@@ -12,7 +13,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use redis_handoff::drill::{self, Drill, DrillConfig, DrillReport, Scenario, StackKind, Target};
 use redis_handoff::sim::{Backend, Habits, ShardIds, Simulator};
 use redis_handoff::ConnectOptions;
@@ -82,6 +84,24 @@ struct SimArgs {
         default_value_t = 6379
     )]
     target_port: u16,
+
+    /// Close a client connection idle (nothing read or written) for this many milliseconds;
+    /// 0 or absent: never.
+    #[arg(long, env = "TIMEOUT", value_name = "MS")]
+    timeout: Option<u64>,
+
+    /// Log every client connection and disconnection (the simulator's debug level).
+    #[arg(
+        long = "enable-logging",
+        visible_alias = "enableLogging",
+        env = "ENABLE_LOGGING",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    enable_logging: bool,
 
     /// Port of the HTTP admin API.
     #[arg(
@@ -277,7 +297,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The drill prints a report: only warnings from the library and the simulator, unless
     // RUST_LOG says otherwise.
-    let default_level = match cli.command {
+    let default_level = match &cli.command {
+        Command::Sim(args) if args.enable_logging => "info,redis_handoff::sim=debug",
         Command::Sim(_) => "info",
         Command::Drill(_) => "warn",
     };
@@ -334,7 +355,11 @@ async fn run_sim(args: SimArgs) -> Result<(), String> {
             Backend::redis(format!("{host}:{}", args.target_port))
         }
     };
-    let sim = Simulator::builder()
+    let mut builder = Simulator::builder();
+    if let Some(ms) = args.timeout.filter(|ms| *ms > 0) {
+        builder = builder.idle_timeout(Duration::from_millis(ms));
+    }
+    let sim = builder
         .backend(backend.clone())
         .ports(args.listen_port.iter().copied())
         .listen_host(args.listen_host.clone())

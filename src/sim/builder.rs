@@ -8,6 +8,14 @@ use std::time::Duration;
 
 use super::{Backend, Core, SimError, Simulator};
 
+/// The default interceptors of Redis's test proxy, by their `DEFAULT_INTERCEPTORS` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DefaultInterceptor {
+    Hitless,
+    Cluster,
+    Logger,
+}
+
 /// Configures and starts a [`Simulator`]. See [`Simulator::builder`].
 #[derive(Debug, Clone)]
 pub struct SimulatorBuilder {
@@ -15,12 +23,12 @@ pub struct SimulatorBuilder {
     nodes: usize,
     ports: Vec<u16>,
     listen_host: String,
-    handshake: bool,
-    cluster: bool,
-    logger: bool,
+    /// The default interceptors, in the order they are installed (each in front of the last).
+    defaults: Vec<DefaultInterceptor>,
     replay: bool,
     habits: super::Habits,
     migrate_latency: Duration,
+    idle_timeout: Option<Duration>,
 }
 
 impl Default for SimulatorBuilder {
@@ -30,12 +38,11 @@ impl Default for SimulatorBuilder {
             nodes: 1,
             ports: Vec::new(),
             listen_host: "127.0.0.1".to_string(),
-            handshake: true,
-            cluster: false,
-            logger: false,
+            defaults: vec![DefaultInterceptor::Hitless],
             replay: false,
             habits: super::Habits::default(),
             migrate_latency: Duration::from_millis(100),
+            idle_timeout: None,
         }
     }
 }
@@ -71,22 +78,31 @@ impl SimulatorBuilder {
     /// interceptor). Default true. When false the handshake goes to the backend, which refuses
     /// it as Redis Open Source does, and no client ever opts in.
     pub fn handshake(mut self, on: bool) -> Self {
-        self.handshake = on;
+        self.set_default(DefaultInterceptor::Hitless, on);
         self
     }
 
     /// Whether `CLUSTER SLOTS` is answered with the nodes (the `cluster` interceptor).
     /// Default false.
     pub fn cluster_slots(mut self, on: bool) -> Self {
-        self.cluster = on;
+        self.set_default(DefaultInterceptor::Cluster, on);
         self
     }
 
     /// Whether every client frame is logged at info level (the `logger` interceptor).
     /// Default false.
     pub fn log_frames(mut self, on: bool) -> Self {
-        self.logger = on;
+        self.set_default(DefaultInterceptor::Logger, on);
         self
+    }
+
+    fn set_default(&mut self, which: DefaultInterceptor, on: bool) {
+        let present = self.defaults.contains(&which);
+        if on && !present {
+            self.defaults.push(which);
+        } else if !on {
+            self.defaults.retain(|d| *d != which);
+        }
     }
 
     /// Whether a client that opts in is sent the node's last `MIGRATED` or `FAILED_OVER`
@@ -109,18 +125,27 @@ impl SimulatorBuilder {
         self
     }
 
+    /// Closes a client connection when nothing has come from or gone to the client for
+    /// `timeout`, as the test proxy's `TIMEOUT` does. Default: never.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
     /// Default interceptors by name, as `DEFAULT_INTERCEPTORS` lists them (`hitless`,
-    /// `cluster`, `logger`, comma separated). Replaces [`handshake`](Self::handshake),
-    /// [`cluster_slots`](Self::cluster_slots) and [`log_frames`](Self::log_frames).
+    /// `cluster`, `logger`, comma separated; an empty list installs none). Replaces
+    /// [`handshake`](Self::handshake), [`cluster_slots`](Self::cluster_slots) and
+    /// [`log_frames`](Self::log_frames).
+    ///
+    /// As in Redis's test proxy they are installed in the order listed, each in front of the
+    /// one before, so the last one listed runs first.
     pub fn default_interceptors(mut self, names: &str) -> Result<Self, SimError> {
-        self.handshake = false;
-        self.cluster = false;
-        self.logger = false;
+        self.defaults.clear();
         for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            match name {
-                "hitless" => self.handshake = true,
-                "cluster" => self.cluster = true,
-                "logger" => self.logger = true,
+            let which = match name {
+                "hitless" => DefaultInterceptor::Hitless,
+                "cluster" => DefaultInterceptor::Cluster,
+                "logger" => DefaultInterceptor::Logger,
                 other => {
                     return Err(SimError::InvalidArgument {
                         message: format!(
@@ -128,7 +153,8 @@ impl SimulatorBuilder {
                     ),
                     })
                 }
-            }
+            };
+            self.set_default(which, true);
         }
         Ok(self)
     }
@@ -141,16 +167,15 @@ impl SimulatorBuilder {
             self.listen_host.clone(),
             self.replay,
             self.migrate_latency,
+            self.idle_timeout,
         );
         *super::lock(&core.habits) = self.habits;
-        if self.logger {
-            core.interceptors.install_logger();
-        }
-        if self.cluster {
-            core.interceptors.install_cluster();
-        }
-        if self.handshake {
-            core.interceptors.install_hitless();
+        for which in &self.defaults {
+            match which {
+                DefaultInterceptor::Hitless => core.interceptors.install_hitless(),
+                DefaultInterceptor::Cluster => core.interceptors.install_cluster(),
+                DefaultInterceptor::Logger => core.interceptors.install_logger(),
+            }
         }
         let sim = Simulator::stopping_on_drop(Arc::clone(&core));
         let ports = if self.ports.is_empty() {

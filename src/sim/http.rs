@@ -17,10 +17,22 @@
 //! | `GET /nodes`, `POST /nodes`, `DELETE /nodes/{nodeId}` | `{ids}`, `{success, cfg}`, `{success}` |
 //!
 //! Node ids are `<targetHost>:<targetPort>@<listenPort>`; connection ids `conn_<millis>_<random>`.
-//! Payloads are read as bytes whatever the `Content-Type`; `encoding` defaults to base64, which is
-//! decoded leniently (characters outside the alphabet are skipped, padding is optional). A
-//! malformed request is answered with HTTP 400 and `{success: false, error: {...}}`; every other
-//! failure with HTTP 200 and `success: false`.
+//! Payloads are read as bytes whatever the `Content-Type`, and JSON bodies are parsed whatever
+//! it says. `encoding` defaults to base64, which is decoded leniently (characters outside the
+//! alphabet are skipped, padding is optional), so no payload is ever refused. With `raw`, a
+//! request body is taken byte for byte, and a string of a JSON body gives one byte per
+//! character, as the test proxy reads it (`"\u00ff"` is the byte 0xFF).
+//!
+//! A new interceptor goes in front of the existing ones, the defaults included; one with the
+//! name of an existing interceptor replaces it and goes in front as well. `POST /scenarios`
+//! installs one named `scenario-interceptor` the same way.
+//! `POST /send-to-clients` answers for the listed ids of live connections only, node by node.
+//!
+//! A request that does not validate is answered with HTTP 400 and
+//! `{"success": false, "error": {"name": "ZodError", "message": "..."}}`, the message being the
+//! problems as a JSON array in zod's shape (`code`, `path`, `message`, ...); every other
+//! failure with HTTP 200 and `success: false`. An unknown route (or a known one with another
+//! method) gets a plain-text `404 Not Found`.
 //!
 //! The scenarios have their own routes under `/sim/` (JSON bodies; `node` is a node index or a
 //! node id):
@@ -51,11 +63,13 @@ use axum::{Json, Router};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{json, Value as Json_};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::azure::iso_utc;
+use super::proxy::Conn;
 use super::upstream::Target;
 use super::{AzureEvent, AzureEventKind, Scope, SimError, Simulator};
 
@@ -159,39 +173,141 @@ pub fn router(sim: Simulator) -> Router {
         .route("/sim/restore", post(sim_restore))
         .route("/sim/replay", post(sim_replay))
         .route("/sim/send", post(sim_send))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .with_state(sim)
 }
 
 // ===== helpers =====
 
-/// An HTTP 400 with the validation problems.
-fn invalid(issues: Vec<(&str, String)>) -> Response {
-    let issues: Vec<Json_> = issues
-        .into_iter()
-        .map(|(path, message)| json!({ "path": [path], "message": message }))
-        .collect();
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({
-            "success": false,
-            "error": { "name": "ValidationError", "issues": issues }
-        })),
-    )
-        .into_response()
+/// One problem with a request, in the shape zod reports it: the test proxy validates its
+/// requests with zod, and answers a failure with the issues as the error's message.
+#[derive(Debug, Serialize)]
+struct Issue {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected: Option<&'static str>,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values: Option<&'static [&'static str]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    minimum: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inclusive: Option<bool>,
+    path: Vec<Json_>,
+    message: String,
 }
 
-/// A request that does not validate: answered with HTTP 400.
-#[derive(Debug)]
-struct Invalid(Vec<(&'static str, String)>);
+const ENCODINGS: &[&str] = &["base64", "raw"];
 
-impl IntoResponse for Invalid {
-    fn into_response(self) -> Response {
-        invalid(self.0)
+impl Issue {
+    fn base(code: &'static str, path: Vec<Json_>, message: String) -> Issue {
+        Issue {
+            origin: None,
+            expected: None,
+            code,
+            values: None,
+            minimum: None,
+            inclusive: None,
+            path,
+            message,
+        }
+    }
+
+    /// A value of the wrong JSON type, or none (`got` is `None`).
+    fn invalid_type(path: Vec<Json_>, expected: &'static str, got: Option<&Json_>) -> Issue {
+        let received = match got {
+            None => "undefined",
+            Some(Json_::Null) => "null",
+            Some(Json_::Bool(_)) => "boolean",
+            Some(Json_::Number(_)) => "number",
+            Some(Json_::String(_)) if expected == "number" => "NaN",
+            Some(Json_::String(_)) => "string",
+            Some(Json_::Array(_)) => "array",
+            Some(Json_::Object(_)) => "object",
+        };
+        Issue {
+            expected: Some(expected),
+            ..Issue::base(
+                "invalid_type",
+                path,
+                format!("Invalid input: expected {expected}, received {received}"),
+            )
+        }
+    }
+
+    /// A value that is not one of `values`.
+    fn invalid_option(path: Vec<Json_>, values: &'static [&'static str]) -> Issue {
+        let listed: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        Issue {
+            values: Some(values),
+            ..Issue::base(
+                "invalid_value",
+                path,
+                format!("Invalid option: expected one of {}", listed.join("|")),
+            )
+        }
+    }
+
+    /// An array with fewer than `minimum` items.
+    fn too_few(path: Vec<Json_>, minimum: u64, message: &str) -> Issue {
+        Issue {
+            origin: Some("array"),
+            minimum: Some(minimum),
+            inclusive: Some(true),
+            ..Issue::base("too_small", path, message.to_string())
+        }
+    }
+
+    /// Any other problem.
+    fn custom(path: Vec<Json_>, message: impl Into<String>) -> Issue {
+        Issue::base("custom", path, message.into())
     }
 }
 
-fn bad(issues: Vec<(&'static str, String)>) -> Invalid {
-    Invalid(issues)
+fn at(key: &str) -> Vec<Json_> {
+    vec![Json_::String(key.to_string())]
+}
+
+/// A request that does not validate: HTTP 400 with
+/// `{"success": false, "error": {"name": "ZodError", "message": <the issues as JSON>}}`.
+#[derive(Debug)]
+struct Invalid(Vec<Issue>);
+
+impl IntoResponse for Invalid {
+    fn into_response(self) -> Response {
+        let message = serde_json::to_string_pretty(&self.0).unwrap_or_default();
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "success": false,
+                "error": { "name": "ZodError", "message": message }
+            })),
+        )
+            .into_response()
+    }
+}
+
+impl From<Issue> for Invalid {
+    fn from(issue: Issue) -> Self {
+        Invalid(vec![issue])
+    }
+}
+
+/// Keeps the issues of one field and goes on, so a request is answered with all of them.
+fn check<T>(issues: &mut Vec<Issue>, r: Result<T, Invalid>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(Invalid(more)) => {
+            issues.extend(more);
+            None
+        }
+    }
+}
+
+fn invalid(issue: Issue) -> Response {
+    Invalid::from(issue).into_response()
 }
 
 fn ok(v: Json_) -> Response {
@@ -202,20 +318,33 @@ fn failed(err: impl std::fmt::Display) -> Response {
     Json(json!({ "success": false, "error": err.to_string() })).into_response()
 }
 
+/// An unknown route, or a known one with another method: the test proxy's plain-text 404.
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "404 Not Found").into_response()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Encoding {
     Base64,
     Raw,
 }
 
-fn encoding_of(value: Option<&str>) -> Result<Encoding, Invalid> {
-    match value {
+/// The `encoding` query parameter: base64 when absent.
+fn query_encoding(q: &HashMap<String, String>) -> Result<Encoding, Invalid> {
+    match q.get("encoding").map(String::as_str) {
         None | Some("base64") => Ok(Encoding::Base64),
         Some("raw") => Ok(Encoding::Raw),
-        Some(other) => Err(bad(vec![(
-            "encoding",
-            format!("expected 'base64' or 'raw', got {other:?}"),
-        )])),
+        Some(_) => Err(Issue::invalid_option(at("encoding"), ENCODINGS).into()),
+    }
+}
+
+/// The `encoding` field of a JSON body: base64 when absent.
+fn json_encoding(m: &serde_json::Map<String, Json_>) -> Result<Encoding, Invalid> {
+    match m.get("encoding") {
+        None | Some(Json_::Null) => Ok(Encoding::Base64),
+        Some(Json_::String(s)) if s == "base64" => Ok(Encoding::Base64),
+        Some(Json_::String(s)) if s == "raw" => Ok(Encoding::Raw),
+        Some(_) => Err(Issue::invalid_option(at("encoding"), ENCODINGS).into()),
     }
 }
 
@@ -224,14 +353,27 @@ fn query_map(
 ) -> Result<HashMap<String, String>, Invalid> {
     match q {
         Ok(Query(m)) => Ok(m),
-        Err(e) => Err(bad(vec![("query", e.body_text())])),
+        Err(e) => Err(Issue::custom(Vec::new(), e.body_text()).into()),
     }
 }
 
-fn decode(data: &[u8], encoding: Encoding) -> Bytes {
+/// A request body: raw bytes are taken as they are.
+fn decode_body(data: &[u8], encoding: Encoding) -> Bytes {
     match encoding {
         Encoding::Raw => Bytes::copy_from_slice(data),
         Encoding::Base64 => Bytes::from(decode_base64_lenient(data)),
+    }
+}
+
+/// A string of a JSON body. Raw, each character is one byte (its low eight bits, as the test
+/// proxy's `latin1` reading of the string gives), so `"\u00ff"` is the byte 0xFF.
+fn decode_text(text: &str, encoding: Encoding) -> Bytes {
+    match encoding {
+        Encoding::Raw => text
+            .encode_utf16()
+            .map(|unit| (unit & 0xff) as u8)
+            .collect(),
+        Encoding::Base64 => Bytes::from(decode_base64_lenient(text.as_bytes())),
     }
 }
 
@@ -261,42 +403,53 @@ pub(crate) fn decode_base64_lenient(data: &[u8]) -> Vec<u8> {
     engine.decode(&clean).unwrap_or_default()
 }
 
+/// A JSON object body, whatever the `Content-Type` says.
 fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, Json_>, Invalid> {
     match serde_json::from_slice::<Json_>(body) {
         Ok(Json_::Object(m)) => Ok(m),
-        Ok(_) => Err(bad(vec![("body", "expected a JSON object".into())])),
-        Err(e) => Err(bad(vec![("body", format!("invalid JSON: {e}"))])),
+        Ok(other) => Err(Issue::invalid_type(Vec::new(), "object", Some(&other)).into()),
+        Err(_) => Err(Issue::custom(Vec::new(), "Malformed JSON in request body").into()),
     }
 }
 
 fn req_str(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<String, Invalid> {
     match m.get(key) {
         Some(Json_::String(s)) => Ok(s.clone()),
-        Some(_) => Err(bad(vec![(key, "expected a string".into())])),
-        None => Err(bad(vec![(key, "required".into())])),
+        got => Err(Issue::invalid_type(at(key), "string", got).into()),
     }
 }
 
+/// A whole number of at least 0, given as a number or a numeric string.
 fn opt_u64(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<Option<u64>, Invalid> {
+    let not_whole = || {
+        Invalid::from(Issue::custom(
+            at(key),
+            "Expected a whole number of at least 0",
+        ))
+    };
     match m.get(key) {
         None | Some(Json_::Null) => Ok(None),
-        Some(Json_::Number(n)) => n
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| bad(vec![(key, "expected a non-negative integer".into())])),
-        Some(Json_::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| bad(vec![(key, "expected a non-negative integer".into())])),
-        Some(_) => Err(bad(vec![(key, "expected a non-negative integer".into())])),
+        Some(Json_::Number(n)) => n.as_u64().map(Some).ok_or_else(not_whole),
+        Some(got @ Json_::String(s)) => match s.trim().parse::<u64>() {
+            Ok(n) => Ok(Some(n)),
+            Err(_) if s.trim().parse::<f64>().is_ok() => Err(not_whole()),
+            Err(_) => Err(Issue::invalid_type(at(key), "number", Some(got)).into()),
+        },
+        got => Err(Issue::invalid_type(at(key), "number", got).into()),
     }
+}
+
+fn req_u64(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<u64, Invalid> {
+    opt_u64(m, key)?.ok_or_else(|| Issue::invalid_type(at(key), "number", None).into())
+}
+
+fn port(key: &'static str, n: u64) -> Result<u16, Invalid> {
+    u16::try_from(n)
+        .map_err(|_| Issue::custom(at(key), "Expected a port number (0 to 65535)").into())
 }
 
 fn req_ms(m: &serde_json::Map<String, Json_>, key: &'static str) -> Result<Duration, Invalid> {
-    opt_u64(m, key)?
-        .map(Duration::from_millis)
-        .ok_or_else(|| bad(vec![(key, "required (milliseconds)".into())]))
+    req_u64(m, key).map(Duration::from_millis)
 }
 
 /// A node given as an index (number or numeric string) or as a node id.
@@ -305,10 +458,11 @@ fn node_of(
     m: &serde_json::Map<String, Json_>,
     key: &'static str,
 ) -> Result<Result<usize, SimError>, Invalid> {
+    let not_a_node = || Invalid::from(Issue::custom(at(key), "Expected a node index or a node id"));
     match m.get(key) {
         Some(Json_::Number(n)) => match n.as_u64().and_then(|n| usize::try_from(n).ok()) {
             Some(i) => Ok(Ok(i)),
-            None => Err(bad(vec![(key, "expected a node index or id".into())])),
+            None => Err(not_a_node()),
         },
         Some(Json_::String(s)) => {
             if let Ok(i) = s.parse::<usize>() {
@@ -323,8 +477,8 @@ fn node_of(
                     message: format!("no node with id {s:?}"),
                 }))
         }
-        None => Err(bad(vec![(key, "required".into())])),
-        Some(_) => Err(bad(vec![(key, "expected a node index or id".into())])),
+        None => Err(Issue::invalid_type(at(key), "string", None).into()),
+        Some(_) => Err(not_a_node()),
     }
 }
 
@@ -332,7 +486,7 @@ macro_rules! tri {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(invalid) => return invalid.into_response(),
+            Err(invalid) => return Invalid::into_response(invalid),
         }
     };
 }
@@ -351,16 +505,13 @@ fn iso_millis(t: std::time::SystemTime) -> String {
     format!("{}.{:03}Z", iso_utc(d.as_secs()), d.subsec_millis())
 }
 
-fn send_result(sim: &Simulator, id: &str, data: &Bytes) -> Json_ {
-    match sim.core().conn(id) {
-        None => json!({ "success": false, "error": "Connection not found", "connectionId": id }),
-        Some(conn) => {
-            if sim.core().send_recorded(&conn, "raw", None, data.clone()) {
-                json!({ "success": true, "connectionId": id })
-            } else {
-                json!({ "success": false, "error": "Connection closed", "connectionId": id })
-            }
-        }
+/// Sends `data` to one live connection, as the test proxy's `sendToClient` reports it.
+fn send_to(sim: &Simulator, conn: &Conn, data: &Bytes) -> Json_ {
+    let id = &conn.id;
+    if sim.core().send_recorded(conn, "raw", None, data.clone()) {
+        json!({ "success": true, "connectionId": id })
+    } else {
+        json!({ "success": false, "error": "Client socket is not writable", "connectionId": id })
     }
 }
 
@@ -430,35 +581,61 @@ async fn send_to_client(
     body: Bytes,
 ) -> Response {
     let q = tri!(query_map(q));
-    let encoding = tri!(encoding_of(q.get("encoding").map(String::as_str)));
-    let data = decode(&body, encoding);
-    ok(send_result(&sim, &id, &data))
+    let encoding = tri!(query_encoding(&q));
+    let data = decode_body(&body, encoding);
+    match sim.core().conn(&id) {
+        Some(conn) => ok(send_to(&sim, &conn, &data)),
+        None => {
+            ok(json!({ "success": false, "error": "Connection not found", "connectionId": id }))
+        }
+    }
 }
 
+/// Sends to the listed connections that are live, node by node as the test proxy does; ids of
+/// no live connection get no result.
 async fn send_to_clients(
     State(sim): State<Simulator>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Response {
     let q = tri!(query_map(q));
-    let encoding = tri!(encoding_of(q.get("encoding").map(String::as_str)));
-    let ids: Vec<&str> = q
-        .get("connectionIds")
-        .map(|s| {
-            s.split(',')
+    let mut issues = Vec::new();
+    let ids: Option<Vec<&str>> = match q.get("connectionIds") {
+        None => {
+            issues.push(Issue::invalid_type(at("connectionIds"), "string", None));
+            None
+        }
+        Some(s) => {
+            let ids: Vec<&str> = s
+                .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    if ids.is_empty() {
-        return invalid(vec![(
-            "connectionIds",
-            "At least one connection ID is required".into(),
-        )]);
+                .collect();
+            if ids.is_empty() {
+                issues.push(Issue::too_few(
+                    at("connectionIds"),
+                    1,
+                    "At least one connection ID is required",
+                ));
+            }
+            Some(ids)
+        }
+    };
+    let encoding = check(&mut issues, query_encoding(&q));
+    let (Some(ids), Some(encoding), true) = (ids, encoding, issues.is_empty()) else {
+        return Invalid(issues).into_response();
+    };
+    let data = decode_body(&body, encoding);
+    let core = sim.core();
+    let mut results = Vec::new();
+    for node in core.nodes() {
+        let conns = core.conns(Some(node.key));
+        for id in &ids {
+            if let Some(conn) = conns.iter().find(|c| c.id == *id) {
+                results.push(send_to(&sim, conn, &data));
+            }
+        }
     }
-    let data = decode(&body, encoding);
-    let results: Vec<Json_> = ids.iter().map(|id| send_result(&sim, id, &data)).collect();
     ok(json!({ "results": results }))
 }
 
@@ -468,31 +645,34 @@ async fn send_to_all(
     body: Bytes,
 ) -> Response {
     let q = tri!(query_map(q));
-    let encoding = tri!(encoding_of(q.get("encoding").map(String::as_str)));
-    let data = decode(&body, encoding);
-    let results: Vec<Json_> = sim
-        .core()
-        .conns(None)
+    let encoding = tri!(query_encoding(&q));
+    let data = decode_body(&body, encoding);
+    let core = sim.core();
+    let results: Vec<Json_> = core
+        .nodes()
         .iter()
-        .map(|c| send_result(&sim, &c.id, &data))
+        .flat_map(|node| core.conns(Some(node.key)))
+        .map(|c| send_to(&sim, &c, &data))
         .collect();
     ok(json!({ "results": results }))
 }
 
 async fn add_interceptor(State(sim): State<Simulator>, body: Bytes) -> Response {
     let m = tri!(parse_json(&body));
-    let name = tri!(req_str(&m, "name"));
-    let matched = tri!(req_str(&m, "match"));
-    let response = tri!(req_str(&m, "response"));
-    let encoding = match m.get("encoding") {
-        None | Some(Json_::Null) => Encoding::Base64,
-        Some(Json_::String(s)) => tri!(encoding_of(Some(s))),
-        Some(_) => return invalid(vec![("encoding", "expected 'base64' or 'raw'".into())]),
+    let mut issues = Vec::new();
+    let name = check(&mut issues, req_str(&m, "name"));
+    let encoding = check(&mut issues, json_encoding(&m));
+    let matched = check(&mut issues, req_str(&m, "match"));
+    let response = check(&mut issues, req_str(&m, "response"));
+    let (Some(name), Some(encoding), Some(matched), Some(response)) =
+        (name, encoding, matched, response)
+    else {
+        return Invalid(issues).into_response();
     };
     sim.core().interceptors.install_exact(
         &name,
-        decode(matched.as_bytes(), encoding),
-        decode(response.as_bytes(), encoding),
+        decode_text(&matched, encoding),
+        decode_text(&response, encoding),
     );
     ok(json!({ "success": true, "name": name }))
 }
@@ -504,30 +684,39 @@ async fn remove_interceptor(State(sim): State<Simulator>, Path(name): Path<Strin
 
 async fn add_scenario(State(sim): State<Simulator>, body: Bytes) -> Response {
     let m = tri!(parse_json(&body));
-    let encoding = match m.get("encoding") {
-        None | Some(Json_::Null) => Encoding::Base64,
-        Some(Json_::String(s)) => tri!(encoding_of(Some(s))),
-        Some(_) => return invalid(vec![("encoding", "expected 'base64' or 'raw'".into())]),
-    };
-    let responses: Vec<Bytes> = match m.get("responses") {
-        Some(Json_::Array(items)) if !items.is_empty() => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
+    let mut issues = Vec::new();
+    let texts: Option<Vec<&str>> = match m.get("responses") {
+        Some(Json_::Array(items)) => {
+            let mut texts = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
                 match item {
-                    Json_::String(s) => out.push(decode(s.as_bytes(), encoding)),
-                    _ => return invalid(vec![("responses", "expected strings".into())]),
+                    Json_::String(s) => texts.push(s.as_str()),
+                    other => issues.push(Issue::invalid_type(
+                        vec![json!("responses"), json!(i)],
+                        "string",
+                        Some(other),
+                    )),
                 }
             }
-            out
+            if items.is_empty() {
+                issues.push(Issue::too_few(
+                    at("responses"),
+                    1,
+                    "At least one response is required",
+                ));
+            }
+            Some(texts)
         }
-        Some(Json_::Array(_)) => {
-            return invalid(vec![(
-                "responses",
-                "At least one response is required".into(),
-            )])
+        got => {
+            issues.push(Issue::invalid_type(at("responses"), "array", got));
+            None
         }
-        _ => return invalid(vec![("responses", "required: an array of strings".into())]),
     };
+    let encoding = check(&mut issues, json_encoding(&m));
+    let (Some(texts), Some(encoding), true) = (texts, encoding, issues.is_empty()) else {
+        return Invalid(issues).into_response();
+    };
+    let responses: Vec<Bytes> = texts.iter().map(|t| decode_text(t, encoding)).collect();
     let total = responses.len();
     sim.core().interceptors.install_sequence(responses);
     ok(json!({ "success": true, "totalResponses": total }))
@@ -540,20 +729,28 @@ async fn list_nodes(State(sim): State<Simulator>) -> Response {
 
 async fn add_node(State(sim): State<Simulator>, body: Bytes) -> Response {
     let m = tri!(parse_json(&body));
-    let listen_port = tri!(opt_u64(&m, "listenPort")).unwrap_or(0);
-    let Ok(listen_port) = u16::try_from(listen_port) else {
-        return invalid(vec![("listenPort", "expected a port number".into())]);
-    };
-    let target_host = tri!(req_str(&m, "targetHost"));
-    let Some(target_port) = tri!(opt_u64(&m, "targetPort")) else {
-        return invalid(vec![("targetPort", "required".into())]);
-    };
-    let Ok(target_port) = u16::try_from(target_port) else {
-        return invalid(vec![("targetPort", "expected a port number".into())]);
-    };
+    let mut issues = Vec::new();
+    let listen_port = check(
+        &mut issues,
+        opt_u64(&m, "listenPort").and_then(|p| port("listenPort", p.unwrap_or(0))),
+    );
     let listen_host = match m.get("listenHost") {
-        Some(Json_::String(s)) => s.clone(),
-        _ => sim.core().listen_host.clone(),
+        None => Some(sim.core().listen_host.clone()),
+        Some(Json_::String(s)) => Some(s.clone()),
+        got => {
+            issues.push(Issue::invalid_type(at("listenHost"), "string", got));
+            None
+        }
+    };
+    let target_host = check(&mut issues, req_str(&m, "targetHost"));
+    let target_port = check(
+        &mut issues,
+        req_u64(&m, "targetPort").and_then(|p| port("targetPort", p)),
+    );
+    let (Some(listen_port), Some(listen_host), Some(target_host), Some(target_port)) =
+        (listen_port, listen_host, target_host, target_port)
+    else {
+        return Invalid(issues).into_response();
     };
     let target = if target_host == "memory" {
         Target::Memory
@@ -711,7 +908,10 @@ async fn sim_azure(State(sim): State<Simulator>, body: Bytes) -> Response {
     let ssl = tri!(opt_u64(&m, "sslPort")).unwrap_or(u64::from(event.ssl_port));
     let plain = tri!(opt_u64(&m, "nonSslPort")).unwrap_or(u64::from(event.non_ssl_port));
     let (Ok(ssl), Ok(plain)) = (u16::try_from(ssl), u16::try_from(plain)) else {
-        return invalid(vec![("sslPort", "expected port numbers".into())]);
+        return invalid(Issue::custom(
+            at("sslPort"),
+            "Expected port numbers (0 to 65535)",
+        ));
     };
     event = event.ports(ssl, plain);
     let scope = if m.contains_key("node") {
@@ -747,12 +947,12 @@ async fn sim_fault(
         }
         "restore" => sim_try!(sim.restore(node)),
         other => {
-            return invalid(vec![(
-                "kind",
+            return invalid(Issue::custom(
+                at("kind"),
                 format!(
                     "unknown fault {other:?} (refuse, blackhole, reset, latency, garbage, restore)"
                 ),
-            )])
+            ))
         }
     }
     ok(json!({ "success": true }))
@@ -772,18 +972,14 @@ async fn sim_replay(State(sim): State<Simulator>, body: Bytes) -> Response {
             sim.set_replay(*on);
             ok(json!({ "success": true, "enabled": on }))
         }
-        _ => invalid(vec![("enabled", "required: true or false".into())]),
+        got => invalid(Issue::invalid_type(at("enabled"), "boolean", got)),
     }
 }
 
 async fn sim_send(State(sim): State<Simulator>, body: Bytes) -> Response {
     let m = tri!(parse_json(&body));
-    let encoding = match m.get("encoding") {
-        None | Some(Json_::Null) => Encoding::Base64,
-        Some(Json_::String(s)) => tri!(encoding_of(Some(s))),
-        Some(_) => return invalid(vec![("encoding", "expected 'base64' or 'raw'".into())]),
-    };
-    let data = decode(tri!(req_str(&m, "data")).as_bytes(), encoding);
+    let encoding = tri!(json_encoding(&m));
+    let data = decode_text(&tri!(req_str(&m, "data")), encoding);
     let scope = match m.get("scope") {
         None | Some(Json_::Null) => Scope::All,
         Some(Json_::String(s)) if s.starts_with("conn_") => Scope::Connection(s.clone()),
@@ -812,5 +1008,27 @@ mod tests {
         assert_eq!(decode_base64_lenient(b"QUJD\xff=garbage"), b"ABC");
         assert_eq!(decode_base64_lenient(b"QUJDR"), b"ABC");
         assert_eq!(decode_base64_lenient(b"-_8"), decode_base64_lenient(b"+/8"));
+    }
+
+    #[test]
+    fn raw_json_strings_give_one_byte_per_character() {
+        assert_eq!(&decode_text("+OK\r\n", Encoding::Raw)[..], b"+OK\r\n");
+        assert_eq!(&decode_text("\u{ff}\u{e9}", Encoding::Raw)[..], b"\xff\xe9");
+        assert_eq!(&decode_text("K09L", Encoding::Base64)[..], b"+OK");
+    }
+
+    #[test]
+    fn validation_errors_read_as_zod_issues() {
+        let issue = Issue::invalid_type(at("match"), "string", None);
+        let text = serde_json::to_string(&issue).unwrap();
+        assert_eq!(
+            text,
+            r#"{"expected":"string","code":"invalid_type","path":["match"],"message":"Invalid input: expected string, received undefined"}"#
+        );
+        let issue = Issue::invalid_option(at("encoding"), ENCODINGS);
+        assert_eq!(
+            issue.message,
+            r#"Invalid option: expected one of "base64"|"raw""#
+        );
     }
 }

@@ -4,8 +4,13 @@
 //! that matches answers it and the frame is not forwarded. The defaults are chosen by
 //! configuration (`hitless`, `cluster`, `logger`, as in Redis's test proxy); the admin API adds
 //! named ones (`POST /interceptors`, a whole-frame, case-insensitive match) and a scenario
-//! (`POST /scenarios`, which answers the next N frames whatever they are). A new interceptor with
-//! the name of an old one takes its place.
+//! (`POST /scenarios`, which answers the next N frames whatever they are).
+//!
+//! As in Redis's test proxy, a new interceptor goes in front of those already there, the
+//! defaults included, so a test can answer `CLUSTER SLOTS` itself. One with the name of an
+//! existing interceptor replaces it: the old one is removed and the new one, with counters at
+//! zero, goes in front like any new one. The defaults are installed one after the other in the
+//! order they are listed, so `cluster,hitless,logger` runs the logger first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +28,11 @@ pub(crate) const CLUSTER: &str = "cluster-simulation-interceptor";
 pub(crate) const LOGGER: &str = "logging-interceptor";
 /// Name of the interceptor `POST /scenarios` installs.
 pub(crate) const SCENARIO: &str = "scenario-interceptor";
+
+/// What the `hitless` default looks for, compared without regard to case, anywhere in a frame.
+const HANDSHAKE_PREFIX: &[u8] = b"*5\r\n$6\r\nclient\r\n$19\r\nmaint_notifications\r\n$2\r\non\r\n";
+/// The one frame the `cluster` default answers, compared without regard to case.
+const CLUSTER_SLOTS: &[u8] = b"*2\r\n$7\r\ncluster\r\n$5\r\nslots\r\n";
 
 /// What to do with a client's frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +91,8 @@ impl Interceptors {
             counts: Mutex::new(HashMap::new()),
         });
         let mut list = lock(&self.list);
-        match list.iter_mut().find(|i| i.name == name) {
-            Some(slot) => *slot = new,
-            None => list.push(new),
-        }
+        list.retain(|i| i.name != name);
+        list.insert(0, new);
     }
 
     /// Installs the `hitless` default: the handshake is answered by the simulator.
@@ -166,6 +174,9 @@ impl Interceptors {
                         }
                         None
                     }
+                    // The connection answers the handshake itself (it records the endpoint type,
+                    // and refuses it without RESP3); any other frame that holds the five-argument
+                    // prefix gets the `+OK` the test proxy gives it.
                     Kind::Hitless => match args {
                         Some([a, b, ..])
                             if a.eq_ignore_ascii_case(b"client")
@@ -173,17 +184,18 @@ impl Interceptors {
                         {
                             Some(Outcome::Handshake)
                         }
-                        _ => None,
-                    },
-                    Kind::Cluster => match args {
-                        Some([a, b])
-                            if a.eq_ignore_ascii_case(b"cluster")
-                                && b.eq_ignore_ascii_case(b"slots") =>
-                        {
-                            Some(Outcome::Respond(cluster_slots(&owners())))
+                        _ if contains_ignore_case(frame, HANDSHAKE_PREFIX) => {
+                            Some(Outcome::Respond(Bytes::from_static(b"+OK\r\n")))
                         }
                         _ => None,
                     },
+                    Kind::Cluster => {
+                        if frame.eq_ignore_ascii_case(CLUSTER_SLOTS) {
+                            Some(Outcome::Respond(cluster_slots(&owners())))
+                        } else {
+                            None
+                        }
+                    }
                     Kind::Exact {
                         frame: want,
                         response,
@@ -219,11 +231,17 @@ impl Interceptors {
     }
 }
 
-/// The `CLUSTER SLOTS` answer for these nodes: 16384 slots split evenly in port order, the last
-/// range ending at 16383, each entry `[start, end, [host, port, id]]`.
+/// Whether `needle` occurs in `haystack`, ASCII letters compared without regard to case.
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// The `CLUSTER SLOTS` answer for these nodes, in the order given (the nodes' order): each gets
+/// `floor(16384 / N)` contiguous slots, the last one up to 16383, each entry
+/// `[start, end, [host, port, "proxy-id-<port>"]]`.
 pub(crate) fn cluster_slots(owners: &[SlotOwner]) -> Bytes {
-    let mut owners = owners.to_vec();
-    owners.sort_by_key(|o| o.port);
     let mut out = BytesMut::new();
     out.put_slice(format!("*{}\r\n", owners.len()).as_bytes());
     if owners.is_empty() {
@@ -257,42 +275,69 @@ pub(crate) fn cluster_slots(owners: &[SlotOwner]) -> Bytes {
 mod tests {
     use super::*;
 
+    fn owner(port: u16) -> SlotOwner {
+        SlotOwner {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
     #[test]
-    fn cluster_slots_split_evenly_in_port_order() {
-        let owners = vec![
-            SlotOwner {
-                host: "127.0.0.1".into(),
-                port: 7001,
-            },
-            SlotOwner {
-                host: "127.0.0.1".into(),
-                port: 7000,
-            },
-            SlotOwner {
-                host: "127.0.0.1".into(),
-                port: 7002,
-            },
-        ];
+    fn cluster_slots_split_evenly_in_node_order() {
+        let owners = vec![owner(7001), owner(7000), owner(7002)];
         let text = String::from_utf8(cluster_slots(&owners).to_vec()).unwrap();
         assert!(text.starts_with(
-            "*3\r\n*3\r\n:0\r\n:5460\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$13\r\nproxy-id-7000\r\n"
+            "*3\r\n*3\r\n:0\r\n:5460\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$13\r\nproxy-id-7001\r\n"
         ));
-        assert!(text.contains(":5461\r\n:10921\r\n"));
+        assert!(text.contains(":5461\r\n:10921\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n"));
         assert!(text.contains(":10922\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7002\r\n"));
     }
 
     #[test]
-    fn a_new_interceptor_replaces_one_of_the_same_name() {
+    fn a_new_interceptor_replaces_one_of_the_same_name_in_front() {
         let i = Interceptors::default();
         let f = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
         i.install_exact("x", f.clone(), Bytes::from_static(b"+A\r\n"));
+        i.install_hitless();
         i.install_exact("x", f.clone(), Bytes::from_static(b"+B\r\n"));
         let lower = Bytes::from_static(b"*1\r\n$4\r\nping\r\n");
         assert_eq!(
             i.intercept(0, "c", &lower, None, Vec::new),
             Outcome::Respond(Bytes::from_static(b"+B\r\n"))
         );
-        assert_eq!(i.stats(0).len(), 1);
-        assert_eq!(i.stats(0)[0].match_count, 1);
+        let stats = i.stats(0);
+        let names: Vec<&str> = stats.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["x", HITLESS]);
+        assert_eq!((stats[0].match_count, stats[0].invoke_count), (1, 1));
+        assert_eq!(stats[1].invoke_count, 0);
+    }
+
+    #[test]
+    fn hitless_answers_any_frame_holding_the_handshake_prefix() {
+        let i = Interceptors::default();
+        i.install_hitless();
+        let inside = Bytes::from_static(
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$50\r\n*5\r\n$6\r\nCLIENT\r\n$19\r\nMAINT_NOTIFICATIONS\r\n$2\r\nON\r\n\r\n",
+        );
+        assert_eq!(
+            i.intercept(0, "c", &inside, None, Vec::new),
+            Outcome::Respond(Bytes::from_static(b"+OK\r\n"))
+        );
+        let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(i.intercept(0, "c", &ping, None, Vec::new), Outcome::Forward);
+    }
+
+    #[test]
+    fn cluster_answers_only_the_exact_frame() {
+        let i = Interceptors::default();
+        i.install_cluster();
+        let owners = || vec![owner(7000)];
+        let upper = Bytes::from_static(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSlots\r\n");
+        assert!(matches!(
+            i.intercept(0, "c", &upper, None, owners),
+            Outcome::Respond(_)
+        ));
+        let more = Bytes::from_static(b"*3\r\n$7\r\ncluster\r\n$5\r\nslots\r\n$1\r\nx\r\n");
+        assert_eq!(i.intercept(0, "c", &more, None, owners), Outcome::Forward);
     }
 }

@@ -176,6 +176,10 @@ pub(crate) struct Conn {
     pub(crate) ctl: mpsc::UnboundedSender<Control>,
     /// This connection alone is blackholed: nothing forwarded, nothing written.
     pub(crate) dark: watch::Sender<bool>,
+    /// When it was registered: the origin of `active_ms`.
+    pub(crate) born: Instant,
+    /// Milliseconds after `born` when bytes last came from or went to the client.
+    pub(crate) active_ms: AtomicU64,
 }
 
 impl Conn {
@@ -191,6 +195,18 @@ impl Conn {
 
     pub(crate) fn state(&self) -> ConnState {
         lock(&self.state).clone()
+    }
+
+    /// Notes that bytes came from or went to the client just now.
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long nothing came from or went to the client.
+    fn idle(&self) -> Duration {
+        let active = Duration::from_millis(self.active_ms.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(active)
     }
 
     /// Blackholes this connection in both directions, or ends that.
@@ -391,12 +407,28 @@ async fn serve(core: Arc<Core>, node: Arc<Node>, stream: TcpStream, peer: Socket
     };
     let reason = tokio::select! {
         _ = node.stop.cancelled() => "the simulator stopped",
+        idle = idle_watch(&conn, core.idle_timeout) => idle,
         r = reader.run(client_r) => r,
         w = writer.run(ctl_rx, owed_rx, up_rx) => w,
         _ = pump => "unreachable",
     };
     tracing::debug!(node = %node.id, connection = %conn.id, reason, "connection closed");
     core.unregister(&conn.id);
+}
+
+/// Resolves once the connection has been idle (nothing read from the client, nothing written to
+/// it) for `timeout`, as the test proxy's socket timeout closes it; never without a timeout.
+async fn idle_watch(conn: &Conn, timeout: Option<Duration>) -> &'static str {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let idle = conn.idle();
+        if idle >= timeout {
+            return "idle for longer than the timeout";
+        }
+        tokio::time::sleep(timeout - idle).await;
+    }
 }
 
 /// Reads replies from the backend, cut into frames and stamped with the latency in force.
@@ -429,7 +461,7 @@ async fn pump_upstream(mut r: OwnedReadHalf, node: &Node, tx: mpsc::Sender<UpFra
 // ===== reader: client -> upstream =====
 
 /// Resolves once the client has closed its side; what it sends meanwhile stays in `buf`.
-async fn client_gone(client: &mut OwnedReadHalf, buf: &mut BytesMut) -> &'static str {
+async fn client_gone(conn: &Conn, client: &mut OwnedReadHalf, buf: &mut BytesMut) -> &'static str {
     loop {
         if buf.len() >= FrameLimits::CLIENT.max_frame {
             // Enough buffered: stop reading until the command in hand is done.
@@ -438,7 +470,7 @@ async fn client_gone(client: &mut OwnedReadHalf, buf: &mut BytesMut) -> &'static
         match client.read_buf(buf).await {
             Ok(0) => return "the client closed the connection",
             Err(_) => return "reading from the client failed",
-            Ok(_) => {}
+            Ok(_) => conn.touch(),
         }
     }
 }
@@ -512,10 +544,11 @@ impl Reader {
                 }
                 // A blocking command of the memory store may wait long; a client that leaves
                 // meanwhile ends it, as Redis unblocks a client that disconnects.
+                let conn = Arc::clone(&self.conn);
                 let handled = tokio::select! {
                     biased;
                     r = self.handle(cut, &mut batch) => r,
-                    gone = client_gone(&mut client, &mut buf) => return gone,
+                    gone = client_gone(&conn, &mut client, &mut buf) => return gone,
                 };
                 if let Err(r) = handled {
                     return r;
@@ -530,7 +563,7 @@ impl Reader {
             // was read before had reached the server already.
             match client.read_buf(&mut buf).await {
                 Ok(0) => return "the client closed the connection",
-                Ok(_) => {}
+                Ok(_) => self.conn.touch(),
                 Err(_) => return "reading from the client failed",
             }
         }
@@ -823,6 +856,7 @@ impl Writer {
             return Ok(());
         }
         let bytes = self.buf.split().freeze();
+        self.conn.touch();
         let failed = |_| "writing to the client failed";
         let Some(pause) = self.node.trickle() else {
             return self.out.write_all(&bytes).await.map_err(failed);

@@ -43,6 +43,8 @@ pub(crate) struct Core {
     /// What nodes added later forward to.
     pub(crate) default_target: Target,
     pub(crate) migrate_latency: Duration,
+    /// A client connection idle this long is closed (the test proxy's `TIMEOUT`).
+    pub(crate) idle_timeout: Option<Duration>,
     /// Cancelled when the simulator stops.
     pub(crate) stop: CancellationToken,
 }
@@ -56,6 +58,7 @@ impl Core {
         listen_host: String,
         replay: bool,
         migrate_latency: Duration,
+        idle_timeout: Option<Duration>,
     ) -> Arc<Core> {
         Arc::new(Core {
             interceptors: Interceptors::default(),
@@ -72,6 +75,7 @@ impl Core {
             listen_host,
             default_target,
             migrate_latency,
+            idle_timeout,
             stop: CancellationToken::new(),
         })
     }
@@ -180,6 +184,8 @@ impl Core {
             state: Mutex::new(Default::default()),
             ctl,
             dark: tokio::sync::watch::Sender::new(false),
+            born: Instant::now(),
+            active_ms: AtomicU64::new(0),
         });
         conns.insert(id, Arc::clone(&conn));
         conn

@@ -1,6 +1,7 @@
 //! The maintenance simulator in front of a real redis-server, and the client stacks tests build
 //! over it.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
@@ -67,4 +68,29 @@ pub async fn moving_until(
     let moving = sim.moving(from, to, grace).await.unwrap();
     let seen = next_event(events, until).await;
     (moving, seen)
+}
+
+/// An admin API call whose answer is JSON: the status and the parsed body.
+pub async fn api_call(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let (status, text) = super::http(api, method, path, body).await;
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+    (status, v)
+}
+
+/// Whether `id` has the test proxy's connection id shape: `conn_<millis>_<9 base-36 chars>`.
+pub fn is_conn_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('_').collect();
+    parts.len() == 3
+        && parts[0] == "conn"
+        && parts[1].len() >= 13
+        && parts[1].chars().all(|c| c.is_ascii_digit())
+        && parts[2].len() == 9
+        && parts[2]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
