@@ -247,3 +247,44 @@ async fn an_in_place_upgrade_relaxes_then_drops_connections_and_the_stack_reconn
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_sets_the_habits_and_plays_an_in_place_upgrade() {
+    use common::sim::api_call;
+    use common::RawClient;
+    let server = RedisServer::start();
+    let sim = sim(&server, 1, Habits::default(), false).await;
+    let http = sim.serve_http("127.0.0.1:0").await.unwrap();
+    let (status, set) = api_call(
+        http.addr(),
+        "POST",
+        "/sim/habits",
+        br#"{"shardIds":"string","migratingWithoutTime":true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["shardIds"], "string");
+    let (status, bad) = api_call(http.addr(), "POST", "/sim/habits", br#"{"shardIds":7}"#).await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["error"]["name"], "ZodError");
+
+    let mut client = RawClient::opted_in(sim.node_addr(0), "internal-ip").await;
+    let (status, started) = api_call(
+        http.addr(),
+        "POST",
+        "/sim/in-place-upgrade",
+        br#"{"node":0,"durationMs":100,"wait":true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    // MIGRATING with no time and the shard id as one simple string, then the connection drops.
+    let frame = client.frame().await;
+    assert_eq!(
+        &frame[..],
+        format!(">3\r\n$9\r\nMIGRATING\r\n:{}\r\n+[1]\r\n", started["seq"]).as_bytes()
+    );
+    assert!(
+        client.try_frame(WIDE).await.is_err(),
+        "the connection is dropped"
+    );
+}

@@ -39,13 +39,14 @@
 //!
 //! | route | body |
 //! |---|---|
-//! | `POST /sim/migrate`, `POST /sim/failover` | `{node, durationMs, wait?}` |
+//! | `POST /sim/migrate`, `POST /sim/failover`, `POST /sim/in-place-upgrade` | `{node, durationMs, wait?}` (an upgrade: relaxed for `durationMs`, then its connections dropped with no `MOVING`) |
 //! | `POST /sim/moving` | `{from, to, graceMs}` |
 //! | `POST /sim/moving-null` | `{node, graceMs, outageMs}` |
 //! | `POST /sim/azure` | `{node?, type, startTime?, isReplica?, ipAddress?, sslPort?, nonSslPort?}` |
 //! | `POST /sim/faults/{refuse\|blackhole\|reset\|latency\|garbage}` | `{node, latencyMs?}` |
 //! | `POST /sim/restore` | `{node}` |
 //! | `POST /sim/replay` | `{enabled}` |
+//! | `POST /sim/habits` | `{shardIds?: "array"\|"string"\|"absent", migratingWithoutTime?, effectDelayMs?, lateJoiners?, redisSoftware?}` (missing fields: the defaults, or Redis Software's with `redisSoftware`) |
 //! | `POST /sim/send` | `{scope?: node or connection id, data, encoding?}` |
 //! | `GET /sim/nodes`, `GET /sim/notifications`, `DELETE /sim/notifications` | |
 
@@ -172,6 +173,8 @@ pub fn router(sim: Simulator) -> Router {
         .route("/sim/faults/{kind}", post(sim_fault))
         .route("/sim/restore", post(sim_restore))
         .route("/sim/replay", post(sim_replay))
+        .route("/sim/habits", post(sim_habits))
+        .route("/sim/in-place-upgrade", post(sim_upgrade))
         .route("/sim/send", post(sim_send))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
@@ -837,6 +840,10 @@ async fn sim_failover(State(sim): State<Simulator>, body: Bytes) -> Response {
     timed_scenario(sim, body, "failover").await
 }
 
+async fn sim_upgrade(State(sim): State<Simulator>, body: Bytes) -> Response {
+    timed_scenario(sim, body, "in-place-upgrade").await
+}
+
 async fn timed_scenario(sim: Simulator, body: Bytes, which: &'static str) -> Response {
     let m = tri!(parse_json(&body));
     let node = sim_try!(tri!(node_of(&sim, &m, "node")));
@@ -845,10 +852,10 @@ async fn timed_scenario(sim: Simulator, body: Bytes, which: &'static str) -> Res
     let run = {
         let sim = sim.clone();
         async move {
-            if which == "migrate" {
-                sim.migrate(node, duration).await
-            } else {
-                sim.failover(node, duration).await
+            match which {
+                "migrate" => sim.migrate(node, duration).await,
+                "in-place-upgrade" => sim.in_place_upgrade(node, duration).await,
+                _ => sim.failover(node, duration).await,
             }
         }
     };
@@ -974,6 +981,59 @@ async fn sim_replay(State(sim): State<Simulator>, body: Bytes) -> Response {
         }
         got => invalid(Issue::invalid_type(at("enabled"), "boolean", got)),
     }
+}
+
+async fn sim_habits(State(sim): State<Simulator>, body: Bytes) -> Response {
+    use super::{Habits, ShardIds};
+    let m = tri!(parse_json(&body));
+    let flag = |name: &str| match m.get(name) {
+        None | Some(Json_::Null) => Ok(None),
+        Some(Json_::Bool(on)) => Ok(Some(*on)),
+        got => Err(invalid(Issue::invalid_type(at(name), "boolean", got))),
+    };
+    let mut habits = match flag("redisSoftware") {
+        Ok(Some(true)) => Habits::redis_software(),
+        Ok(_) => Habits::default(),
+        Err(response) => return response,
+    };
+    match m.get("shardIds") {
+        None | Some(Json_::Null) => {}
+        Some(Json_::String(s)) if s == "array" => habits.shard_ids = ShardIds::Array,
+        Some(Json_::String(s)) if s == "string" => habits.shard_ids = ShardIds::SimpleString,
+        Some(Json_::String(s)) if s == "absent" => habits.shard_ids = ShardIds::Absent,
+        got => {
+            return invalid(Issue::invalid_type(
+                at("shardIds"),
+                "\"array\" | \"string\" | \"absent\"",
+                got,
+            ))
+        }
+    }
+    match flag("migratingWithoutTime") {
+        Ok(Some(on)) => habits.migrating_without_time = on,
+        Ok(None) => {}
+        Err(response) => return response,
+    }
+    match flag("lateJoiners") {
+        Ok(Some(on)) => habits.late_joiners = on,
+        Ok(None) => {}
+        Err(response) => return response,
+    }
+    if m.get("effectDelayMs").is_some_and(|v| !v.is_null()) {
+        habits.effect_delay = tri!(req_ms(&m, "effectDelayMs"));
+    }
+    sim.set_habits(habits);
+    ok(json!({
+        "success": true,
+        "shardIds": match habits.shard_ids {
+            ShardIds::Array => "array",
+            ShardIds::SimpleString => "string",
+            _ => "absent",
+        },
+        "migratingWithoutTime": habits.migrating_without_time,
+        "effectDelayMs": u64::try_from(habits.effect_delay.as_millis()).unwrap_or(u64::MAX),
+        "lateJoiners": habits.late_joiners,
+    }))
 }
 
 async fn sim_send(State(sim): State<Simulator>, body: Bytes) -> Response {
