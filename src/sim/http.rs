@@ -989,12 +989,16 @@ async fn sim_habits(State(sim): State<Simulator>, body: Bytes) -> Response {
     let flag = |name: &str| match m.get(name) {
         None | Some(Json_::Null) => Ok(None),
         Some(Json_::Bool(on)) => Ok(Some(*on)),
-        got => Err(invalid(Issue::invalid_type(at(name), "boolean", got))),
+        got => Err(Box::new(invalid(Issue::invalid_type(
+            at(name),
+            "boolean",
+            got,
+        )))),
     };
     let mut habits = match flag("redisSoftware") {
         Ok(Some(true)) => Habits::redis_software(),
         Ok(_) => Habits::default(),
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match m.get("shardIds") {
         None | Some(Json_::Null) => {}
@@ -1012,12 +1016,12 @@ async fn sim_habits(State(sim): State<Simulator>, body: Bytes) -> Response {
     match flag("migratingWithoutTime") {
         Ok(Some(on)) => habits.migrating_without_time = on,
         Ok(None) => {}
-        Err(response) => return response,
+        Err(response) => return *response,
     }
     match flag("lateJoiners") {
         Ok(Some(on)) => habits.late_joiners = on,
         Ok(None) => {}
-        Err(response) => return response,
+        Err(response) => return *response,
     }
     if m.get("effectDelayMs").is_some_and(|v| !v.is_null()) {
         habits.effect_delay = tri!(req_ms(&m, "effectDelayMs"));
