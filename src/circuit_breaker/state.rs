@@ -606,17 +606,14 @@ impl Shared {
         true
     }
 
-    /// A closed circuit, still in `generation`, forgets its failures and moves to a new
-    /// generation: failures of calls from before are not counted.
+    /// A closed circuit, still in `generation`, moves to a new generation: what becomes of the
+    /// calls made before (their late timeouts) is not counted. The failures counted so far stay,
+    /// so an endpoint that fails again at once after each reconnect still opens it.
     fn count_afresh(&self, generation: u64) {
         let _guard = self.lock();
         let w = self.word();
         if w.generation() != generation || w.state() != CircuitState::Closed {
             return;
-        }
-        self.consecutive.store(0, Ordering::Relaxed);
-        for b in &self.buckets {
-            b.store(0, Ordering::Relaxed);
         }
         self.word.store(
             Word::new(CircuitState::Closed, w.cause(), 0, w.generation() + 1).0,
@@ -652,8 +649,8 @@ impl Shared {
 
     /// The connection is back, or Azure says the maintenance is over: a circuit that Azure
     /// opened closes; one that failures opened turns half-open at once, to probe; a closed one
-    /// starts counting afresh, so that the failures of calls made on the connection that was
-    /// lost (their timeouts come in after the new one is up) cannot open it.
+    /// moves to a new generation, so that the failures of calls made on the connection that
+    /// was lost (their timeouts come in after the new one is up) are not counted.
     fn connection_back(&self, why: &str) {
         let w = self.word();
         match (w.state(), w.cause()) {

@@ -443,9 +443,22 @@ where
                 // connection is reading anyway), which also registers it for the next tick.
                 if let Some(dog) = self.watchdog.as_mut() {
                     let pending = &self.pending;
-                    if let Poll::Ready(verdict) = dog.poll(cx, self.reads, || owing(pending)) {
+                    // Bytes going out show the peer alive too (a large command being uploaded).
+                    let activity = self.reads.wrapping_add(self.written);
+                    if let Poll::Ready(verdict) = dog.poll(cx, activity, || owing(pending)) {
                         match verdict {
                             Verdict::Fine => {}
+                            // A dedicated connection may be inside its owner's MULTI (a PING
+                            // would be queued into the transaction) or before a one-shot
+                            // `CLIENT CACHING`: it is never probed. Silent with replies owed,
+                            // it is taken for dead a period later all the same.
+                            Verdict::Probe
+                                if self.shared.dedicated.load(std::sync::atomic::Ordering::Relaxed) =>
+                            {
+                                if self.pending.is_empty() {
+                                    dog.cancel_probe();
+                                }
+                            }
                             Verdict::Probe => self.probe(),
                             Verdict::Dead(silent) => {
                                 return Poll::Ready(Err(io_lost(&format!(

@@ -12,8 +12,10 @@
 //!   commands in flight fail with [`Error::ConnectionLost`](crate::Error::ConnectionLost) (they
 //!   may have run), and the layer above (HandoffRetry) reconnects. A connection with nothing
 //!   outstanding is probed the same way after [`Liveness::idle_ping`], so a dead idle
-//!   connection is found before the next command needs it. Any byte read counts as life: a
-//!   server slowly streaming a large reply is not probed.
+//!   connection is found before the next command needs it. Any byte read or written counts as
+//!   life: a server slowly streaming a large reply, or a large command on its way, is not
+//!   probed. A dedicated connection (one owner, who may be inside a `MULTI`) is never sent a
+//!   `PING`: silent with replies owed for two periods, it is taken for dead all the same.
 //!
 //! While the connection is told of maintenance (`MIGRATING`, `FAILING_OVER`, `SMIGRATING` until
 //! their end, `MOVING`, for at most [`Liveness::relaxed_timeout`]) the rule uses
@@ -215,6 +217,11 @@ impl Watchdog {
     /// The connection was told of maintenance (`start`) or of its end.
     pub(crate) fn maintenance(&mut self, start: bool) {
         self.relaxed_until = start.then(|| after(Instant::now(), self.relaxed_timeout));
+    }
+
+    /// The probe asked for was not sent (an idle dedicated connection): nothing is awaited.
+    pub(crate) fn cancel_probe(&mut self) {
+        self.probe_out = false;
     }
 
     /// A request was queued for writing: an idle-length timer becomes a `timeout` one.

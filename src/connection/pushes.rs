@@ -7,7 +7,7 @@
 //!
 //! Maintenance frames (`MOVING`, `MIGRATING`, ..., and messages on `AzureRedisEvents`) are never
 //! the ones dropped: a subscription made with [`PushHub::subscribe_keeping_maintenance`] (the
-//! one the notification demux reads) gets them on an unbounded lane of their own, read first,
+//! one the notification demux reads on the connections it makes) gets them on an unbounded lane of their own, read first,
 //! so a flood of Pub/Sub messages cannot push a `MOVING` out of the queue.
 //!
 //! A hub can also forward to another hub ([`PushHub::forward_to`]): a connection's pushes go to

@@ -88,6 +88,17 @@ impl Subscriptions {
         }
     }
 
+    /// Undoes [`track`](Self::track) of a subscribe command the server refused (`NOPERM`).
+    pub(crate) fn untrack_refused(&mut self, command: &Command) {
+        let Some(sub) = command.subscription().filter(|s| !s.kind.is_unsubscribe()) else {
+            return;
+        };
+        let set = self.set_mut(sub.kind);
+        for name in command.args().skip(1) {
+            set.remove(name);
+        }
+    }
+
     /// The commands that put these subscriptions in place on a new connection.
     pub(crate) fn restore_commands(&self) -> Vec<Command> {
         self.families()

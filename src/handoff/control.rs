@@ -177,6 +177,9 @@ async fn handoff<M: MakeConnection>(
         }
     };
     tokio::pin!(closed);
+    // Once the connection has closed, the close is not waited for again (the future is done),
+    // and a newer waiting MOVING goes at once: there is no connection to wait on.
+    let mut closed_already = false;
     loop {
         tokio::select! {
             prepared = &mut attempt => {
@@ -189,14 +192,19 @@ async fn handoff<M: MakeConnection>(
                 Some(newer) => {
                     tracing::info!(abandoned = ?target, "a newer MOVING supersedes the handoff in progress");
                     target = newer.endpoint.clone();
+                    let mut newer = newer;
+                    if closed_already && newer.endpoint.is_none() {
+                        newer.time = Duration::ZERO;
+                    }
                     waits = newer.endpoint.is_none() && !newer.time.is_zero();
                     attempt = Box::pin(connect_for_handoff(weak, connector, newer));
                 }
                 None => return,
             },
-            reason = &mut closed, if waits => {
+            reason = &mut closed, if waits && !closed_already => {
                 tracing::info!(%reason, "the connection closed while a MOVING waited: reconnecting now");
                 waits = false;
+                closed_already = true;
                 attempt = Box::pin(connect_for_handoff(
                     weak,
                     connector,
@@ -360,7 +368,16 @@ async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<Subscriptions,
     }
     let restored = inner.lock_subscriptions().clone();
     for command in restored.restore_commands() {
-        conn.send(command).await?;
+        match conn.send(command).await {
+            Ok(_) => {}
+            // Refused by the server (an ACL that changed since): the connection is still
+            // usable, and every other subscription is made.
+            Err(Error::Server(e)) => {
+                tracing::warn!(endpoint = %conn.endpoint(), answer = %e,
+                    "a subscription could not be made again on the new connection");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(restored)
 }

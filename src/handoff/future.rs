@@ -166,6 +166,7 @@ async fn subscription<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R
     let mut resends = 0;
     loop {
         let conn = inner.wait_for_connection().await?;
+        let sent = request.as_command().cloned();
         let (answer, leaving) = {
             let mut subs = inner.lock_subscriptions();
             if !inner.is_current(&conn) {
@@ -180,6 +181,17 @@ async fn subscription<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R
         };
         let answer = answer.await;
         drop(leaving);
+        if let (
+            Err(Failed {
+                error: Error::Server(_),
+                ..
+            }),
+            Some(command),
+        ) = (&answer, &sent)
+        {
+            // Refused (`NOPERM`): not a subscription to make again on the next connection.
+            inner.lock_subscriptions().untrack_refused(command);
+        }
         match answer {
             Ok(response) => return Ok(response),
             Err(Failed {

@@ -291,8 +291,9 @@ impl MaintenanceEvents {
     ///
     /// A subscriber that falls more than the configured event buffer behind skips what it
     /// missed, with a warning in the log, and counted ([`MaintenanceEvents::missed`]). The
-    /// stacks themselves do not depend on this stream: the events they act on reach them on a
-    /// path of their own that never drops one.
+    /// handoffs themselves do not depend on this stream: the events a stack's control task acts
+    /// on reach it on a path of its own that never drops one. (The circuit breaker reads this
+    /// stream; the event buffer bounds how far it may fall behind.)
     pub async fn recv(&mut self) -> Option<MaintenanceEvent> {
         loop {
             match self.rx.recv().await {

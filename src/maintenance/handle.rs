@@ -152,11 +152,14 @@ impl Maintenance {
     /// that falls behind, which is fine for an observer and not for a handoff.
     pub(crate) fn triggers(&self) -> mpsc::UnboundedReceiver<MaintenanceEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.inner
+        let mut triggers = self
+            .inner
             .triggers
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+            .unwrap_or_else(|p| p.into_inner());
+        // Stacks that are gone: not kept until the next MOVING.
+        triggers.retain(|t| !t.is_closed());
+        triggers.push(tx);
         rx
     }
 

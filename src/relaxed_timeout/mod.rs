@@ -11,9 +11,11 @@
 //!   no timeout at all when they block forever (`BLPOP key 0`).
 //! - A timeout fails with [`Error::Timeout`], which says how long the command waited and
 //!   whether the relaxed timeout was in force.
+//! - Waiting in `poll_ready` for room below (a full queue, a connection on its way) is bounded
+//!   the same way: past it, `poll_ready` fails with [`Error::NotSent`] (nothing was sent).
 //!
 //! Per call it reads one atomic and arms one timer; nothing else is allocated and nothing is
-//! locked.
+//! locked (a `poll_ready` that has to wait arms one more).
 //!
 //! Whether the endpoint is relaxed comes from a [`Relaxation`]: the maintenance handle's
 //! per-endpoint status, or anything else that can say "relaxed until".
@@ -223,6 +225,15 @@ where
         } else {
             self.timeout
         };
+        // A wait abandoned long ago (its caller gave up on readiness) left its timer behind:
+        // this is a new wait, not that one's end.
+        if self
+            .waiting
+            .as_ref()
+            .is_some_and(|s| clock::deadline(s.deadline(), bound) <= now)
+        {
+            self.waiting = None;
+        }
         let sleep = self
             .waiting
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(clock::deadline(now, bound))));
