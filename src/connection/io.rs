@@ -442,10 +442,10 @@ where
                 // The health timer: polled only when there is nothing else to do (a busy
                 // connection is reading anyway), which also registers it for the next tick.
                 if let Some(dog) = self.watchdog.as_mut() {
-                    let pending = &self.pending;
-                    // Bytes going out show the peer alive too (a large command being uploaded).
-                    let activity = self.reads.wrapping_add(self.written);
-                    if let Poll::Ready(verdict) = dog.poll(cx, activity, || owing(pending)) {
+                    let (pending, written) = (&self.pending, self.written);
+                    if let Poll::Ready(verdict) =
+                        dog.poll(cx, self.reads, || owing(pending, written))
+                    {
                         match verdict {
                             Verdict::Fine => {}
                             // A dedicated connection may be inside its owner's MULTI (a PING
@@ -783,10 +783,16 @@ fn unsubscribed(channels: &[Option<&[u8]>], count: i64) -> Reply {
     })
 }
 
-/// What the I/O task owes, for the health rule.
-fn owing(pending: &VecDeque<Pending>) -> Owing {
-    if pending.is_empty() {
+/// What the I/O task owes, for the health rule. While the oldest request is still being
+/// written (a large command on its way) the server cannot answer yet: that silence is not
+/// counted, as for a blocking command. (Writes alone are no sign of life: a blackholed socket
+/// takes them into the kernel's buffer.)
+fn owing(pending: &VecDeque<Pending>, written: u64) -> Owing {
+    let Some(oldest) = pending.front() else {
         return Owing::Nothing;
+    };
+    if oldest.end > written {
+        return Owing::Blocking;
     }
     let blocking = pending.iter().any(|p| match &p.owed {
         Owed::One { command, .. } => command.blocking().is_some(),

@@ -12,9 +12,9 @@
 //!   commands in flight fail with [`Error::ConnectionLost`](crate::Error::ConnectionLost) (they
 //!   may have run), and the layer above (HandoffRetry) reconnects. A connection with nothing
 //!   outstanding is probed the same way after [`Liveness::idle_ping`], so a dead idle
-//!   connection is found before the next command needs it. Any byte read or written counts as
-//!   life: a server slowly streaming a large reply, or a large command on its way, is not
-//!   probed. A dedicated connection (one owner, who may be inside a `MULTI`) is never sent a
+//!   connection is found before the next command needs it. Any byte read counts as life: a
+//!   server slowly streaming a large reply is not probed; nor is a connection still writing
+//!   its oldest command (the server cannot answer before it has it all). A dedicated connection (one owner, who may be inside a `MULTI`) is never sent a
 //!   `PING`: silent with replies owed for two periods, it is taken for dead all the same.
 //!
 //! While the connection is told of maintenance (`MIGRATING`, `FAILING_OVER`, `SMIGRATING` until
