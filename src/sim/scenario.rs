@@ -79,47 +79,14 @@ impl Simulator {
     /// after `MIGRATING` (and `duration` counts from then); without, it is in force before any
     /// client hears of the migration.
     pub async fn migrate(&self, node: usize, duration: Duration) -> Result<i64, SimError> {
-        let core = &*self.core;
-        let node = core.node(node)?;
-        let seq = core.next_seq();
-        let shard = node.shard_id.clone();
-        let habits = *lock(&core.habits);
-        let delay = habits.effect_delay;
-        if delay.is_zero() {
-            core.update_faults(&node, |f| f.migrations += 1);
-        }
-        *lock(&node.window) = Some(Window::Start {
-            name: "MIGRATING",
-            seq,
-            ends: Instant::now() + delay + duration,
-        });
-        core.notify(&node, "MIGRATING", seq, |_| {
-            start_frame(
-                "MIGRATING",
-                seq,
-                secs_ceil(delay + duration),
-                &shard,
-                &habits,
-            )
-        });
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-            core.update_faults(&node, |f| f.migrations += 1);
-        }
-        {
-            let _guard = FaultGuard {
-                core,
-                node: Arc::clone(&node),
-                undo: |f| f.migrations = f.migrations.saturating_sub(1),
-            };
-            tokio::time::sleep(duration).await;
-        }
-        *lock(&node.window) = None;
-        core.notify(&node, "MIGRATED", seq, |_| {
-            end_frame("MIGRATED", seq, &shard, &habits)
-        });
-        *lock(&node.last_end) = Some(("MIGRATED", seq));
-        Ok(seq)
+        self.window(
+            node,
+            duration,
+            ("MIGRATING", "MIGRATED"),
+            |f| f.migrations += 1,
+            |f| f.migrations = f.migrations.saturating_sub(1),
+        )
+        .await
     }
 
     /// An in-place upgrade of `node`, as Redis Software does it: `MIGRATING` (timeouts relax),
@@ -147,7 +114,31 @@ impl Simulator {
 
     /// A failover of `node`: `FAILING_OVER` to its opted-in clients, commands held (not
     /// forwarded) for `duration`, then `FAILED_OVER` (same seq). Returns the seq.
+    ///
+    /// [`Habits::effect_delay`](super::Habits::effect_delay) delays the hold as it delays a
+    /// migration's latency.
     pub async fn failover(&self, node: usize, duration: Duration) -> Result<i64, SimError> {
+        self.window(
+            node,
+            duration,
+            ("FAILING_OVER", "FAILED_OVER"),
+            |f| f.failovers += 1,
+            |f| f.failovers = f.failovers.saturating_sub(1),
+        )
+        .await
+    }
+
+    /// A maintenance window on `node`: the start notification, the fault `apply` sets (at once,
+    /// or after the habits' effect delay) for `duration`, undone by `undo` (also when the
+    /// scenario is dropped), then the end notification with the same seq.
+    async fn window(
+        &self,
+        node: usize,
+        duration: Duration,
+        (start, end): (&'static str, &'static str),
+        apply: fn(&mut super::proxy::Faults),
+        undo: fn(&mut super::proxy::Faults),
+    ) -> Result<i64, SimError> {
         let core = &*self.core;
         let node = core.node(node)?;
         let seq = core.next_seq();
@@ -155,39 +146,31 @@ impl Simulator {
         let habits = *lock(&core.habits);
         let delay = habits.effect_delay;
         if delay.is_zero() {
-            core.update_faults(&node, |f| f.failovers += 1);
+            core.update_faults(&node, apply);
         }
         *lock(&node.window) = Some(Window::Start {
-            name: "FAILING_OVER",
+            name: start,
             seq,
             ends: Instant::now() + delay + duration,
         });
-        core.notify(&node, "FAILING_OVER", seq, |_| {
-            start_frame(
-                "FAILING_OVER",
-                seq,
-                secs_ceil(delay + duration),
-                &shard,
-                &habits,
-            )
+        core.notify(&node, start, seq, |_| {
+            start_frame(start, seq, secs_ceil(delay + duration), &shard, &habits)
         });
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
-            core.update_faults(&node, |f| f.failovers += 1);
+            core.update_faults(&node, apply);
         }
         {
             let _guard = FaultGuard {
                 core,
                 node: Arc::clone(&node),
-                undo: |f| f.failovers = f.failovers.saturating_sub(1),
+                undo,
             };
             tokio::time::sleep(duration).await;
         }
         *lock(&node.window) = None;
-        core.notify(&node, "FAILED_OVER", seq, |_| {
-            end_frame("FAILED_OVER", seq, &shard, &habits)
-        });
-        *lock(&node.last_end) = Some(("FAILED_OVER", seq));
+        core.notify(&node, end, seq, |_| end_frame(end, seq, &shard, &habits));
+        *lock(&node.last_end) = Some((end, seq));
         Ok(seq)
     }
 
