@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "sim")]
 pub mod chaos;
 pub mod client;
+pub mod cluster;
 pub mod events;
 pub mod load;
 pub mod logs;
