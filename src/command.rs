@@ -414,6 +414,13 @@ impl Command {
     /// `Some(Block::Forever)` for a zero timeout (`BLPOP key 0`, `XREAD BLOCK 0`, `WAIT n 0`).
     /// `None` for a command that does not block.
     pub fn blocking(&self) -> Option<Block> {
+        // Cheap first-byte filter: this runs for every command, in more than one layer.
+        if !matches!(
+            self.name_bytes().first(),
+            Some(b'B' | b'b' | b'W' | b'w' | b'X' | b'x')
+        ) {
+            return None;
+        }
         let name = self.upper_name()?;
         // A malformed timeout gets no budget of its own: the server refuses it at once.
         let secs_at = |i: usize| self.arg_at(i).and_then(parse_seconds);

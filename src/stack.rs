@@ -55,8 +55,10 @@ pub type StackService =
 /// The recommended stack; see the [module docs](self).
 #[derive(Clone)]
 pub struct Stack {
+    // Cloned for every call in the usual `stack.clone().oneshot(..)`: every field is a
+    // reference count touched by all tasks, so the stack keeps none of its own (the
+    // maintenance handle is the handoff layer's).
     service: StackService,
-    maintenance: Maintenance,
 }
 
 impl fmt::Debug for Stack {
@@ -99,7 +101,7 @@ impl Stack {
 
     /// The maintenance handle: notifications, handoffs, reconnects, as events and state.
     pub fn maintenance(&self) -> &Maintenance {
-        &self.maintenance
+        self.handoff().maintenance()
     }
 
     /// The handoff layer: the current endpoint, counters, the stable push stream.
@@ -211,10 +213,7 @@ impl StackBuilder {
         metrics.attach(&maintenance);
         let guarded = CircuitBreaker::new(timed, maintenance.clone(), endpoint, self.circuit);
         let service = MetricsHook::new(guarded, metrics);
-        Ok(Stack {
-            service,
-            maintenance,
-        })
+        Ok(Stack { service })
     }
 }
 

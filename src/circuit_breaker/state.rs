@@ -123,6 +123,71 @@ impl fmt::Debug for Word {
 const SUCCESS: u64 = 1 << 32;
 const FAILURE: u64 = (1 << 32) | 1;
 
+/// Rows of the window: a call is counted in its thread's row.
+const STRIPES: usize = 4;
+
+/// The sliding window's buckets, one row per stripe of threads, each row on cache lines of its
+/// own: every call adds to the window, and calls finishing on different cores would otherwise
+/// all write the same memory.
+#[derive(Default)]
+struct Window {
+    rows: [Row; STRIPES],
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Row([AtomicU64; BUCKETS]);
+
+impl Window {
+    /// This thread's row.
+    fn row(&self) -> &Row {
+        thread_local! {
+            static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+        }
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let stripe = STRIPE
+            .try_with(|s| {
+                if s.get() == usize::MAX {
+                    s.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+                }
+                s.get()
+            })
+            .unwrap_or(0);
+        &self.rows[stripe % STRIPES]
+    }
+
+    fn add(&self, bucket: usize, delta: u64) {
+        if let Some(b) = self.row().0.get(bucket) {
+            b.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Calls and failures over every bucket of every row.
+    fn sum(&self) -> (u64, u64) {
+        self.rows
+            .iter()
+            .flat_map(|r| r.0.iter())
+            .fold((0, 0), |(c, f), b| {
+                let v = b.load(Ordering::Relaxed);
+                (c + (v >> 32), f + (v & u64::from(u32::MAX)))
+            })
+    }
+
+    fn clear(&self, bucket: usize) {
+        for r in &self.rows {
+            if let Some(b) = r.0.get(bucket) {
+                b.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn clear_all(&self) {
+        for b in self.rows.iter().flat_map(|r| r.0.iter()) {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 // ===== Shared =====
 
 /// What a caller may do now.
@@ -161,7 +226,7 @@ pub(crate) struct Shared {
     maintenance: Maintenance,
     word: AtomicU64,
     consecutive: AtomicU32,
-    buckets: [AtomicU64; BUCKETS],
+    buckets: Window,
     bucket: AtomicUsize,
     /// Nanoseconds after the clock's epoch (`crate::clock`) when an open circuit turns half-open; `u64::MAX`: never.
     open_until: AtomicU64,
@@ -416,9 +481,7 @@ impl Shared {
     #[inline]
     fn count(&self, delta: u64) {
         // The task keeps the index below BUCKETS.
-        if let Some(bucket) = self.buckets.get(self.bucket.load(Ordering::Relaxed)) {
-            bucket.fetch_add(delta, Ordering::Relaxed);
-        }
+        self.buckets.add(self.bucket.load(Ordering::Relaxed), delta);
     }
 
     #[cold]
@@ -461,10 +524,7 @@ impl Shared {
 
     /// The calls and failures in the sliding window.
     fn window(&self) -> (u64, u64) {
-        self.buckets.iter().fold((0, 0), |(c, f), b| {
-            let v = b.load(Ordering::Relaxed);
-            (c + (v >> 32), f + (v & u64::from(u32::MAX)))
-        })
+        self.buckets.sum()
     }
 
     /// Counts the outcome of a probe.
@@ -630,9 +690,7 @@ impl Shared {
             return false;
         }
         self.consecutive.store(0, Ordering::Relaxed);
-        for b in &self.buckets {
-            b.store(0, Ordering::Relaxed);
-        }
+        self.buckets.clear_all();
         self.openings.store(0, Ordering::Release);
         self.word.store(
             Word::new(CircuitState::Closed, Cause::Failures, 0, w.generation() + 1).0,
@@ -721,7 +779,7 @@ impl Shared {
     /// Ages the window by one bucket.
     fn rotate(&self) {
         let next = (self.bucket.load(Ordering::Relaxed) + 1) % BUCKETS;
-        self.buckets[next].store(0, Ordering::Relaxed);
+        self.buckets.clear(next);
         self.bucket.store(next, Ordering::Relaxed);
     }
 
@@ -764,9 +822,7 @@ impl Shared {
         let _guard = self.lock();
         self.consecutive.store(0, Ordering::Relaxed);
         self.openings.store(0, Ordering::Release);
-        for b in &self.buckets {
-            b.store(0, Ordering::Relaxed);
-        }
+        self.buckets.clear_all();
     }
 }
 

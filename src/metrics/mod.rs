@@ -197,7 +197,11 @@ where
 
     fn call(&mut self, command: R) -> Self::Future {
         let commands = &self.metrics.inner.commands;
-        let slot = commands.names.slot(command.name().as_bytes());
+        let name = match command.as_command() {
+            Some(c) => c.name_bytes(),
+            None => command.name().as_bytes(),
+        };
+        let slot = commands.names.slot(name);
         let span = match command.as_command() {
             Some(c) => tracing::debug_span!(
                 "redis.command",

@@ -2,13 +2,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-use super::Relaxation;
+use super::{Relaxation, Shared};
 use crate::error::Error;
 
 /// The inner service's answer, or [`Error::Timeout`] when it takes too long.
@@ -21,31 +22,53 @@ use crate::error::Error;
 pub struct ResponseFuture<F, R> {
     #[pin]
     response: F,
-    #[pin]
-    sleep: Option<Sleep>,
+    // Present while the command has a deadline.
+    timer: Option<Timer<R>>,
     started: Instant,
     relaxed: bool,
-    // Until the relaxed budget is in force: where to read the relaxation, and that budget.
-    extend: Option<(R, Duration)>,
+}
+
+#[derive(Debug)]
+struct Timer<R> {
+    shared: Arc<Shared<R>>,
+    deadline: Instant,
+    // Until the relaxed budget is in force: that budget, if longer.
+    extend: Option<Duration>,
+    // The slot in the deadline table, taken on the first poll that has to wait.
+    slot: Option<usize>,
+}
+
+impl<R> Drop for Timer<R> {
+    fn drop(&mut self) {
+        if let Some(key) = self.slot {
+            self.shared.deadlines.release(key);
+        }
+    }
 }
 
 impl<F, R> ResponseFuture<F, R> {
-    pub(crate) fn new(
+    pub(super) fn new(
         response: F,
         started: Instant,
         budget: Option<Duration>,
         relaxed: bool,
-        extend: Option<(R, Duration)>,
+        extend: Option<Duration>,
+        shared: &Arc<Shared<R>>,
     ) -> Self {
+        // A budget too large for the clock (`Duration::MAX`) is no deadline at all.
+        let timer = budget
+            .and_then(|b| started.checked_add(b))
+            .map(|deadline| Timer {
+                shared: shared.clone(),
+                deadline,
+                extend,
+                slot: None,
+            });
         ResponseFuture {
             response,
-            // A budget too large for the clock (`Duration::MAX`) is no deadline at all.
-            sleep: budget
-                .and_then(|b| started.checked_add(b))
-                .map(tokio::time::sleep_until),
+            timer,
             started,
             relaxed,
-            extend,
         }
     }
 }
@@ -58,42 +81,54 @@ where
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(out) = this.response.poll(cx) {
+            // The slot goes back to the table now rather than when the future is dropped.
+            *this.timer = None;
             return Poll::Ready(out);
         }
-        loop {
-            let Some(sleep) = this.sleep.as_mut().as_pin_mut() else {
-                return Poll::Pending;
-            };
-            if sleep.poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            // The deadline passed. Did a maintenance begin since the command was sent?
-            if let Some((relaxation, budget)) = this.extend.take() {
-                let now = Instant::now();
-                let relaxed_now = relaxation
-                    .relaxed_until()
-                    .is_some_and(|until| until > now.into_std());
-                let deadline = this.started.checked_add(budget);
-                if relaxed_now && deadline.is_none_or(|d| d > now) {
-                    *this.relaxed = true;
-                    match deadline {
-                        Some(deadline) => {
-                            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                                sleep.reset(deadline);
-                            }
-                        }
-                        // The relaxed budget is beyond the clock: no deadline any more.
-                        None => this.sleep.set(None),
-                    }
-                    continue;
+        let Some(timer) = this.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        let Some(slot) = timer.slot else {
+            // The first wait: the sweeper wakes this command once the deadline has passed.
+            return match timer.shared.deadlines.register(timer.deadline, cx.waker()) {
+                Ok(key) => {
+                    timer.slot = Some(key);
+                    Poll::Pending
                 }
-            }
-            return Poll::Ready(Err(Error::Timeout {
-                after: this.started.elapsed(),
-                relaxed: *this.relaxed,
-            }));
+                Err(_) => Poll::Ready(Err(Error::Config {
+                    message: "RelaxedTimeout needs a Tokio runtime to keep its deadlines".into(),
+                })),
+            };
+        };
+        let now = Instant::now();
+        if now < timer.deadline {
+            timer.shared.deadlines.refresh(slot, cx.waker());
+            return Poll::Pending;
         }
+        // The deadline passed. Did a maintenance begin since the command was sent?
+        if let Some(budget) = timer.extend.take() {
+            let relaxed_now = timer.shared.relaxation.relaxed_at(now.into_std());
+            match this.started.checked_add(budget) {
+                Some(deadline) if relaxed_now && deadline > now => {
+                    *this.relaxed = true;
+                    timer.deadline = deadline;
+                    timer.shared.deadlines.reset(slot, deadline, cx.waker());
+                    return Poll::Pending;
+                }
+                // The relaxed budget is beyond the clock: no deadline any more.
+                None if relaxed_now => {
+                    *this.relaxed = true;
+                    *this.timer = None;
+                    return Poll::Pending;
+                }
+                _ => {}
+            }
+        }
+        Poll::Ready(Err(Error::Timeout {
+            after: this.started.elapsed(),
+            relaxed: *this.relaxed,
+        }))
     }
 }

@@ -14,8 +14,11 @@
 //! - Waiting in `poll_ready` for room below (a full queue, a connection on its way) is bounded
 //!   the same way: past it, `poll_ready` fails with [`Error::NotSent`] (nothing was sent).
 //!
-//! Per call it reads one atomic and arms one timer; nothing else is allocated and nothing is
-//! locked (a `poll_ready` that has to wait arms one more).
+//! Per call it reads the clock and one atomic. A command still waiting after its first poll
+//! takes a slot in a deadline table shared by the service and its clones, kept by one sweeper
+//! task, instead of a Tokio timer of its own (see `deadlines.rs`): a timeout fires at the first
+//! sweep after its deadline, up to a twentieth of the normal timeout late (at most 50 ms), never
+//! early. A `poll_ready` that has to wait arms one Tokio timer.
 //!
 //! Whether the endpoint is relaxed comes from a [`Relaxation`]: the maintenance handle's
 //! per-endpoint status, or anything else that can say "relaxed until".
@@ -43,6 +46,7 @@
 //! # }
 //! ```
 
+mod deadlines;
 mod future;
 mod layer;
 
@@ -68,11 +72,21 @@ use crate::request::Request;
 pub trait Relaxation: Send + Sync + 'static {
     /// The end of the current relaxation, or `None` when not relaxed.
     fn relaxed_until(&self) -> Option<Instant>;
+
+    /// Whether timeouts are relaxed at `now` (read on every command with the clock already
+    /// read; override it when that saves reading the clock again).
+    fn relaxed_at(&self, now: Instant) -> bool {
+        self.relaxed_until().is_some_and(|until| until > now)
+    }
 }
 
 impl<R: Relaxation + ?Sized> Relaxation for Arc<R> {
     fn relaxed_until(&self) -> Option<Instant> {
         (**self).relaxed_until()
+    }
+
+    fn relaxed_at(&self, now: Instant) -> bool {
+        (**self).relaxed_at(now)
     }
 }
 
@@ -81,6 +95,10 @@ impl<R: Relaxation + ?Sized> Relaxation for Arc<R> {
 impl Relaxation for crate::maintenance::EndpointStatus {
     fn relaxed_until(&self) -> Option<Instant> {
         crate::maintenance::EndpointStatus::relaxed_until(self)
+    }
+
+    fn relaxed_at(&self, now: Instant) -> bool {
+        self.is_relaxed(now)
     }
 }
 
@@ -116,6 +134,10 @@ impl Relaxation for RelaxationSwitch {
             n => clock::instant(n),
         }
     }
+
+    fn relaxed_at(&self, now: Instant) -> bool {
+        clock::nanos(now) < self.until.load(Ordering::Acquire)
+    }
 }
 
 /// [`Service`] that bounds each command's time; see the [module docs](self).
@@ -124,18 +146,26 @@ pub struct RelaxedTimeout<S, R> {
     inner: S,
     timeout: Duration,
     relaxed: Duration,
-    relaxation: R,
+    // The relaxation and the deadline table, shared by every clone.
+    shared: Arc<Shared<R>>,
     // Armed while `poll_ready` waits for room below: the wait is bounded by the timeout too.
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<S: Clone, R: Clone> Clone for RelaxedTimeout<S, R> {
+/// What the clones of one [`RelaxedTimeout`] and their commands share.
+#[derive(Debug)]
+struct Shared<R> {
+    relaxation: R,
+    deadlines: Arc<deadlines::Deadlines>,
+}
+
+impl<S: Clone, R> Clone for RelaxedTimeout<S, R> {
     fn clone(&self) -> Self {
         RelaxedTimeout {
             inner: self.inner.clone(),
             timeout: self.timeout,
             relaxed: self.relaxed,
-            relaxation: self.relaxation.clone(),
+            shared: self.shared.clone(),
             waiting: None,
         }
     }
@@ -145,12 +175,15 @@ impl<S: Clone, R: Clone> Clone for RelaxedTimeout<S, R> {
 
 impl<S, R: Relaxation> RelaxedTimeout<S, R> {
     /// Wraps `inner` with a normal `timeout` and a `relaxed` one for maintenance windows.
-    pub const fn new(inner: S, timeout: Duration, relaxed: Duration, relaxation: R) -> Self {
+    pub fn new(inner: S, timeout: Duration, relaxed: Duration, relaxation: R) -> Self {
         RelaxedTimeout {
             inner,
             timeout,
             relaxed,
-            relaxation,
+            shared: Arc::new(Shared {
+                relaxation,
+                deadlines: Arc::new(deadlines::Deadlines::new(deadlines::tick_for(timeout))),
+            }),
             waiting: None,
         }
     }
@@ -171,23 +204,21 @@ impl<S, R: Relaxation> RelaxedTimeout<S, R> {
     }
 
     /// The budget for `command` now, and whether it is the relaxed one; `None` for no timeout.
+    #[cfg(test)]
     fn budget<Q: Request>(&self, command: &Q, now: Instant) -> (Option<Duration>, bool) {
-        let relaxed = self
-            .relaxation
-            .relaxed_until()
-            .is_some_and(|until| until > now);
-        let budget = self.budget_with(command, relaxed);
+        let relaxed = self.shared.relaxation.relaxed_at(now);
+        let budget = self.budget_with(command.blocking(), relaxed);
         (budget, relaxed && self.relaxed > self.timeout)
     }
 
-    /// The budget for `command` with or without the relaxation.
-    fn budget_with<Q: Request>(&self, command: &Q, relaxed: bool) -> Option<Duration> {
+    /// The budget for a command that blocks as `block` says, with or without the relaxation.
+    fn budget_with(&self, block: Option<Block>, relaxed: bool) -> Option<Duration> {
         let base = if relaxed {
             self.timeout.max(self.relaxed)
         } else {
             self.timeout
         };
-        match command.blocking() {
+        match block {
             None => Some(base),
             Some(Block::Forever) => None,
             Some(Block::For(block)) => Some(block.saturating_add(base)),
@@ -216,11 +247,7 @@ where
         // No room below (a full queue, a connection on its way): wait as long as a command
         // would, then fail without sending anything.
         let now = tokio::time::Instant::now();
-        let bound = if self
-            .relaxation
-            .relaxed_until()
-            .is_some_and(|until| until > now.into_std())
-        {
+        let bound = if self.shared.relaxation.relaxed_at(now.into_std()) {
             self.timeout.max(self.relaxed)
         } else {
             self.timeout
@@ -251,17 +278,22 @@ where
 
     fn call(&mut self, command: Q) -> Self::Future {
         let now = tokio::time::Instant::now();
-        let (budget, relaxed) = self.budget(&command, now.into_std());
+        let block = command.blocking();
+        let relaxed_now = self.shared.relaxation.relaxed_at(now.into_std());
+        let budget = self.budget_with(block, relaxed_now);
+        let relaxed = relaxed_now && self.relaxed > self.timeout;
         // A maintenance that begins while the command waits can still give it the relaxed
-        // budget; kept only when that budget is longer.
-        let extend = match (budget, self.budget_with(&command, true)) {
-            (Some(normal), Some(longer)) if !relaxed && longer > normal => {
-                Some((self.relaxation.clone(), longer))
+        // budget; kept only when that budget is longer (or unbounded).
+        let extend = if relaxed || budget.is_none() || self.relaxed <= self.timeout {
+            None
+        } else {
+            match self.budget_with(block, true) {
+                Some(longer) if budget.is_some_and(|normal| longer > normal) => Some(longer),
+                _ => None,
             }
-            _ => None,
         };
         let response = self.inner.call(command);
-        ResponseFuture::new(response, now, budget, relaxed, extend)
+        ResponseFuture::new(response, now, budget, relaxed, extend, &self.shared)
     }
 }
 
