@@ -48,6 +48,7 @@
 
 mod azure;
 mod builder;
+mod cluster;
 mod error;
 mod fault;
 mod habits;
@@ -60,6 +61,7 @@ mod resp;
 mod scenario;
 mod simulator;
 mod store;
+mod topology;
 mod upstream;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -70,6 +72,7 @@ pub use crate::maintenance::EndpointType;
 pub use crate::maintenance::AZURE_CHANNEL;
 pub use azure::{AzureEvent, AzureEventKind};
 pub use builder::SimulatorBuilder;
+pub use cluster::{MigrateSlots, SlotMigration, SlotMove, Slots, SLOT_COUNT};
 pub use error::SimError;
 pub use habits::{Habits, ShardIds};
 pub use http::HttpServer;
