@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{key_slot, Admin, RedisCluster, Value as AdminValue};
 use common::sim::api_call;
 use common::{free_port, show, wait_for_port, RawClient};
-use redis_handoff::sim::{Backend, MigrateSlots, Simulator, Slots};
+use redis_handoff::sim::{Backend, Habits, MigrateSlots, Simulator, Slots};
 use serde_json::json;
 
 // ===== helpers =====
@@ -434,6 +434,46 @@ async fn a_migration_can_send_duplicates_and_leave_smigrated_out() {
     let plain = Simulator::builder().start().await.unwrap();
     let err = plain.migrate_slots(&slots, 0).await.unwrap_err();
     assert!(err.to_string().contains("cluster mode"), "{err}");
+}
+
+#[tokio::test]
+async fn a_client_that_opts_in_during_a_migration_is_told_smigrating_with_late_joiners() {
+    let (cluster, sim) = cluster_and_sim().await;
+    sim.set_habits(Habits {
+        late_joiners: true,
+        ..Habits::default()
+    });
+    let slot = 9000u16;
+    let owner = cluster.owner_port(slot);
+    let dest = cluster.ports().into_iter().find(|p| *p != owner).unwrap();
+    let to = front_of(&sim, dest);
+    let slots: Slots = slot.to_string().parse().unwrap();
+    // A wide delay between SMIGRATING and the move: the window in which the client joins.
+    let options = MigrateSlots::new().delay(Duration::from_secs(3));
+    let mut early = RawClient::opted_in(sim.node_addr(1), "internal-ip").await;
+    let migration = {
+        let sim = sim.clone();
+        tokio::spawn(async move { sim.migrate_slots_with(&slots, to, options).await })
+    };
+    // The window is open once a client there has heard of it.
+    let first = next_push(&mut early).await;
+    let mut late = RawClient::opted_in(sim.node_addr(0), "internal-ip").await;
+    let told = next_push(&mut late).await;
+    let done = migration.await.unwrap().unwrap();
+    assert_eq!(show(&told), show(&first));
+    assert_eq!(
+        show(&told),
+        show(
+            format!(
+                ">3\r\n+SMIGRATING\r\n:{}\r\n+{slot}\r\n",
+                done.smigrating_seq
+            )
+            .as_bytes()
+        )
+    );
+    assert!(next_push(&mut late)
+        .await
+        .starts_with(b">3\r\n+SMIGRATED\r\n"));
 }
 
 // ===== nodes come and go =====

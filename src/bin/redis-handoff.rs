@@ -410,6 +410,13 @@ async fn run_sim(args: SimArgs) -> Result<(), String> {
     if let Some(ms) = args.timeout.filter(|ms| *ms > 0) {
         builder = builder.idle_timeout(Duration::from_millis(ms));
     }
+    let cluster_interceptor = args
+        .default_interceptors
+        .split(',')
+        .any(|n| n.trim() == "cluster");
+    if !args.cluster.is_empty() && cluster_interceptor {
+        eprintln!("warning: the cluster default interceptor answers CLUSTER SLOTS with a made-up topology in place of the cluster's; leave it out of --default-interceptors with --cluster");
+    }
     let ports = if args.cluster.is_empty() {
         builder = builder.backend(backend.clone());
         args.listen_port.clone()

@@ -74,8 +74,12 @@ impl SimulatorBuilder {
     /// a cluster client stays behind the simulator; and [`Simulator::migrate_slots`] moves
     /// slots for real. Leave the `cluster` default interceptor off
     /// ([`cluster_slots`](Self::cluster_slots)): it would answer `CLUSTER SLOTS` with a
-    /// made-up topology in place of the cluster's. See the module `cluster` in the
-    /// [simulator docs](super).
+    /// made-up topology in place of the cluster's.
+    ///
+    /// Each node knows its cluster node by the address given here and by the address the
+    /// cluster node announces for itself (asked with `CLUSTER NODES` when the node starts). An
+    /// address no node fronts (a node removed with [`Simulator::remove_node`]) is left as the
+    /// cluster writes it. Two nodes in front of one cluster node: the older one is named.
     ///
     /// ```no_run
     /// use redis_handoff::sim::Simulator;

@@ -293,9 +293,38 @@ const MIGRATE_BATCH: usize = 100;
 const MIGRATE_TIMEOUT_MS: u64 = 10_000;
 
 impl Simulator {
-    /// Moves `slots` to the cluster node behind simulator node `to`, telling every client:
-    /// see the [module docs](self) for the steps. Slots `to` owns already are left out;
-    /// an error when that leaves none. Returns once `SMIGRATED` is sent.
+    /// Moves `slots` to the cluster node behind simulator node `to` (cluster mode), as Redis
+    /// Software does behind its OSS Cluster API, and tells the clients as it does
+    /// (PROTOCOL.md section 12):
+    ///
+    /// 1. `SMIGRATING <seq> <slots>` (`>3 +SMIGRATING :12 +123,456,5000-7000`) to every
+    ///    opted-in client of every node;
+    /// 2. after [`Habits::effect_delay`](super::Habits::effect_delay) (or
+    ///    [`MigrateSlots::delay`]), the real move over admin connections of the simulator's
+    ///    own: `CLUSTER SETSLOT <slot> IMPORTING` on the destination, `MIGRATING` on the
+    ///    source, `CLUSTER GETKEYSINSLOT` and `MIGRATE ... KEYS` until the slot is empty, then
+    ///    `CLUSTER SETSLOT <slot> NODE` on the destination, the source and every other primary;
+    /// 3. `SMIGRATED <seq> [[source, destination, slots], ...]`, with a seq of its own and the
+    ///    simulator's addresses, to the same clients.
+    ///
+    /// Slots `to` owns already are left out; an error when that leaves none. Returns once
+    /// `SMIGRATED` is sent. A failure half-way (a [`SimError::Cluster`]) leaves the slot
+    /// `MIGRATING`/`IMPORTING` as `redis-cli --cluster reshard` would (`redis-cli --cluster
+    /// fix` repairs it), and sends no `SMIGRATED`.
+    ///
+    /// ```no_run
+    /// use redis_handoff::sim::{Simulator, Slots};
+    ///
+    /// # async fn run() -> Result<(), redis_handoff::sim::SimError> {
+    /// let sim = Simulator::builder()
+    ///     .cluster(["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"])
+    ///     .start()
+    ///     .await?;
+    /// let slots: Slots = "0-99,5000".parse()?;
+    /// let done = sim.migrate_slots(&slots, 2).await?;
+    /// println!("moved {} keys: {:?}", done.keys_moved, done.moves);
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate_slots(&self, slots: &Slots, to: usize) -> Result<SlotMigration, SimError> {
         self.migrate_slots_with(slots, to, MigrateSlots::default())
             .await
