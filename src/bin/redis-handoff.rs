@@ -4,7 +4,8 @@
 //! redis-server (or the in-memory store) and the HTTP admin API, configured by flags or by the
 //! environment variables Redis's test proxy reads (`LISTEN_PORT`, `LISTEN_HOST`, `TARGET_HOST`,
 //! `TARGET_PORT`, `TIMEOUT`, `ENABLE_LOGGING`, `API_PORT`, `DEFAULT_INTERCEPTORS`), or by its
-//! flags (`--listenPort` and the like).
+//! flags (`--listenPort` and the like). With `--cluster` it fronts a Redis Cluster, one node per
+//! cluster node, and `--scenario migrate-slots` moves slots once it runs.
 //!
 //! `redis-handoff drill` runs a workload through the recommended stack (or a bare connection)
 //! while the embedded simulator plays maintenance, and reports what the application saw; the
@@ -16,7 +17,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use redis_handoff::drill::{self, Drill, DrillConfig, DrillReport, Scenario, StackKind, Target};
-use redis_handoff::sim::{Backend, Habits, ShardIds, Simulator};
+use redis_handoff::sim::{Backend, Habits, ShardIds, Simulator, Slots};
 use redis_handoff::ConnectOptions;
 
 #[derive(Debug, Parser)]
@@ -48,7 +49,8 @@ enum BackendKind {
 
 #[derive(Debug, Args)]
 struct SimArgs {
-    /// Ports the proxy nodes listen on, comma separated (0 picks a free port).
+    /// Ports the proxy nodes listen on, comma separated (0 picks a free port). With
+    /// --cluster: one port per cluster node, or one port P for P, P+1, ... (0: free ports).
     #[arg(
         long = "listen-port",
         visible_alias = "listenPort",
@@ -58,7 +60,9 @@ struct SimArgs {
     )]
     listen_port: Vec<u16>,
 
-    /// Address the proxy nodes listen on; also the host `CLUSTER SLOTS` reports.
+    /// Address the proxy nodes listen on; also the host announced in `CLUSTER SLOTS` (and,
+    /// with --cluster, in every rewritten topology reply and redirect; `0.0.0.0` is announced
+    /// as 127.0.0.1).
     #[arg(
         long = "listen-host",
         visible_alias = "listenHost",
@@ -130,6 +134,42 @@ struct SimArgs {
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
 
+    /// Front a Redis Cluster: its nodes' addresses (host:port), comma separated; one proxy
+    /// node each, forwarding to its own cluster node, in this order (node 0 fronts the first).
+    /// CLUSTER SLOTS / SHARDS / NODES / REPLICAS replies and -MOVED / -ASK errors are rewritten
+    /// to name the proxy nodes, so cluster clients stay behind the simulator. Replaces
+    /// --target-host and --backend.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "ADDR,ADDR,...",
+        conflicts_with_all = ["target_host", "backend"]
+    )]
+    cluster: Vec<String>,
+
+    /// A scenario to play on its own once the simulator runs (others are triggered through the
+    /// admin API). `migrate-slots` (with --cluster): SMIGRATING to every opted-in client, the
+    /// --slots moved for real to the cluster node behind --to (SETSLOT IMPORTING/MIGRATING,
+    /// MIGRATE of the keys, SETSLOT NODE), then SMIGRATED; the same as
+    /// `POST /sim/migrate-slots`.
+    #[arg(long, value_enum, requires_all = ["cluster", "slots", "to"])]
+    scenario: Option<SimScenario>,
+
+    /// The slots --scenario migrate-slots moves: slots and ranges, comma separated
+    /// (`100-200,300`).
+    #[arg(long, value_parser = parse_slots)]
+    slots: Option<Slots>,
+
+    /// The node --scenario migrate-slots moves the slots to: a proxy node index (0 is the
+    /// first --cluster address), a node id or a listen address.
+    #[arg(long, value_name = "NODE")]
+    to: Option<String>,
+
+    /// How long after start-up the --scenario plays (`5s`, `500ms`), so clients can connect
+    /// first.
+    #[arg(long = "scenario-after", default_value = "5s", value_parser = parse_duration)]
+    scenario_after: Duration,
+
     /// Replay the last MIGRATED / FAILED_OVER to clients that opt in, as Redis Software does.
     #[arg(long)]
     replay: bool,
@@ -161,6 +201,17 @@ struct SimArgs {
     /// MOVING again, with the time left (0 or negative once it is over).
     #[arg(long = "late-joiners")]
     late_joiners: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SimScenario {
+    /// Move --slots to --to for real, with SMIGRATING before and SMIGRATED after.
+    MigrateSlots,
+}
+
+fn parse_slots(s: &str) -> Result<Slots, String> {
+    s.parse()
+        .map_err(|e: redis_handoff::sim::SimError| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -359,9 +410,22 @@ async fn run_sim(args: SimArgs) -> Result<(), String> {
     if let Some(ms) = args.timeout.filter(|ms| *ms > 0) {
         builder = builder.idle_timeout(Duration::from_millis(ms));
     }
+    let cluster_interceptor = args
+        .default_interceptors
+        .split(',')
+        .any(|n| n.trim() == "cluster");
+    if !args.cluster.is_empty() && cluster_interceptor {
+        eprintln!("warning: the cluster default interceptor answers CLUSTER SLOTS with a made-up topology in place of the cluster's; leave it out of --default-interceptors with --cluster");
+    }
+    let ports = if args.cluster.is_empty() {
+        builder = builder.backend(backend.clone());
+        args.listen_port.clone()
+    } else {
+        builder = builder.cluster(args.cluster.iter().cloned());
+        cluster_ports(&args.listen_port, args.cluster.len())?
+    };
     let sim = builder
-        .backend(backend.clone())
-        .ports(args.listen_port.iter().copied())
+        .ports(ports)
         .listen_host(args.listen_host.clone())
         .replay(args.replay)
         .habits(args.habits())
@@ -377,20 +441,97 @@ async fn run_sim(args: SimArgs) -> Result<(), String> {
         format!("{}:{}", args.api_host, args.api_port)
     };
     let http = sim.serve_http(&api_addr).await.map_err(|e| e.to_string())?;
-    match &backend {
-        Backend::Memory => println!("backend: in-memory store"),
-        Backend::Redis(addr) => println!("backend: redis-server at {addr}"),
+    if !args.cluster.is_empty() {
+        println!("backend: Redis Cluster at {}", args.cluster.join(","));
+    } else {
+        match &backend {
+            Backend::Memory => println!("backend: in-memory store"),
+            Backend::Redis(addr) => println!("backend: redis-server at {addr}"),
+        }
     }
     for node in sim.nodes() {
-        println!("node {} ({}): {}", node.index(), node.id(), node.url());
+        match node.target().filter(|_| !args.cluster.is_empty()) {
+            Some(target) => println!(
+                "node {} ({}): {} -> {target}",
+                node.index(),
+                node.id(),
+                node.url()
+            ),
+            None => println!("node {} ({}): {}", node.index(), node.id(), node.url()),
+        }
     }
     println!("admin API: {}", http.url());
+    if let (Some(SimScenario::MigrateSlots), Some(slots), Some(to)) =
+        (args.scenario, args.slots.clone(), args.to.clone())
+    {
+        let to = node_named(&sim, &to)?;
+        let sim = sim.clone();
+        let after = args.scenario_after;
+        println!("migrate-slots: {slots} to node {to} in {after:?}");
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            match sim.migrate_slots(&slots, to).await {
+                Ok(done) => {
+                    for m in &done.moves {
+                        println!(
+                            "migrate-slots: {} moved from {} to {}",
+                            m.slots, m.source, m.destination
+                        );
+                    }
+                    println!(
+                        "migrate-slots: done, {} keys moved, SMIGRATING seq {} to {} clients, SMIGRATED seq {}",
+                        done.keys_moved,
+                        done.smigrating_seq,
+                        done.recipients,
+                        done.smigrated_seq.map_or("-".into(), |s| s.to_string())
+                    );
+                }
+                Err(e) => eprintln!("error: migrate-slots: {e}"),
+            }
+        });
+    }
     println!("press Ctrl-C to stop");
     if let Err(e) = tokio::signal::ctrl_c().await {
         return Err(format!("cannot wait for Ctrl-C: {e}"));
     }
     sim.shutdown();
     Ok(())
+}
+
+/// The listen ports for `n` cluster nodes: one each as given, or consecutive ports from a single
+/// one (0: a free port each).
+fn cluster_ports(given: &[u16], n: usize) -> Result<Vec<u16>, String> {
+    match given {
+        [0] => Ok(vec![0; n]),
+        [first] => (0..n)
+            .map(|i| {
+                u16::try_from(i)
+                    .ok()
+                    .and_then(|i| first.checked_add(i))
+                    .ok_or_else(|| format!("--listen-port {first}: not enough ports above it for {n} cluster nodes"))
+            })
+            .collect(),
+        ports if ports.len() == n => Ok(ports.to_vec()),
+        ports => Err(format!(
+            "--listen-port lists {} ports for {n} --cluster nodes: give one per cluster node, or one to count up from",
+            ports.len()
+        )),
+    }
+}
+
+/// A node by index, id or listen address.
+fn node_named(sim: &Simulator, name: &str) -> Result<usize, String> {
+    if let Ok(i) = name.parse::<usize>() {
+        return sim
+            .try_node(i)
+            .map(|n| n.index())
+            .ok_or_else(|| format!("--to {i}: there is no node {i}"));
+    }
+    sim.nodes()
+        .iter()
+        .find(|n| n.id() == name || n.addr().to_string() == name)
+        .map(|n| n.index())
+        .ok_or_else(|| format!("--to {name:?}: no node has that id or listen address"))
 }
 
 // ===== drill =====
@@ -607,6 +748,15 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3 fortnights").is_err());
+    }
+
+    #[test]
+    fn cluster_ports_are_given_one_each_or_counted_up() {
+        assert_eq!(cluster_ports(&[7000], 3), Ok(vec![7000, 7001, 7002]));
+        assert_eq!(cluster_ports(&[0], 2), Ok(vec![0, 0]));
+        assert_eq!(cluster_ports(&[1, 2, 3], 3), Ok(vec![1, 2, 3]));
+        assert!(cluster_ports(&[1, 2], 3).is_err());
+        assert!(cluster_ports(&[65535], 2).is_err());
     }
 
     #[test]

@@ -2,10 +2,15 @@
 //!
 //! Everything here is a setting with a default; [`SimulatorBuilder::start`] binds the nodes and
 //! hands back the running [`Simulator`].
+//!
+//! A node forwards to a target of its own: with a [`backend`](SimulatorBuilder::backend) every
+//! node has the same one (several addresses in front of one database), with
+//! [`cluster`](SimulatorBuilder::cluster) each node has its own cluster node.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::upstream::Target;
 use super::{Backend, Core, SimError, Simulator};
 
 /// The default interceptors of Redis's test proxy, by their `DEFAULT_INTERCEPTORS` names.
@@ -20,6 +25,8 @@ enum DefaultInterceptor {
 #[derive(Debug, Clone)]
 pub struct SimulatorBuilder {
     backend: Backend,
+    /// Cluster mode: the cluster nodes, one simulator node each.
+    cluster: Vec<String>,
     nodes: usize,
     ports: Vec<u16>,
     listen_host: String,
@@ -35,6 +42,7 @@ impl Default for SimulatorBuilder {
     fn default() -> Self {
         SimulatorBuilder {
             backend: Backend::Memory,
+            cluster: Vec::new(),
             nodes: 1,
             ports: Vec::new(),
             listen_host: "127.0.0.1".to_string(),
@@ -53,6 +61,43 @@ impl SimulatorBuilder {
     /// Where the nodes forward to. Default: [`Backend::Memory`].
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
+        self
+    }
+
+    /// Cluster mode: one node in front of each of these cluster nodes (`host:port`), each
+    /// forwarding to its own, in the order given. Replaces [`backend`](Self::backend) and
+    /// [`nodes`](Self::nodes); [`ports`](Self::ports), when set, gives one port per cluster node.
+    ///
+    /// Replies to `CLUSTER SLOTS`, `CLUSTER SHARDS`, `CLUSTER NODES` and `CLUSTER REPLICAS`,
+    /// and `-MOVED` / `-ASK` errors, then name the simulator's nodes instead of the cluster's
+    /// (the host announced is the [`listen_host`](Self::listen_host)), in RESP2 and RESP3, so
+    /// a cluster client stays behind the simulator; and [`Simulator::migrate_slots`] moves
+    /// slots for real. Leave the `cluster` default interceptor off
+    /// ([`cluster_slots`](Self::cluster_slots)): it would answer `CLUSTER SLOTS` with a
+    /// made-up topology in place of the cluster's.
+    ///
+    /// Each node knows its cluster node by the address given here and by the address the
+    /// cluster node announces for itself (asked with `CLUSTER NODES` when the node starts). An
+    /// address no node fronts (a node removed with [`Simulator::remove_node`]) is left as the
+    /// cluster writes it. Two nodes in front of one cluster node: the older one is named.
+    ///
+    /// ```no_run
+    /// use redis_handoff::sim::Simulator;
+    ///
+    /// # async fn run() -> Result<(), redis_handoff::sim::SimError> {
+    /// let sim = Simulator::builder()
+    ///     .cluster(["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"])
+    ///     .start()
+    ///     .await?;
+    /// println!("a cluster client starts at {}", sim.node(0).addr());
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cluster = nodes.into_iter().map(Into::into).collect();
         self
     }
 
@@ -160,10 +205,43 @@ impl SimulatorBuilder {
     }
 
     /// Binds every node and starts serving. Must be called inside a Tokio runtime.
+    ///
+    /// In cluster mode an error when the ports given are not one per cluster node, or an
+    /// address does not parse; a cluster node that does not answer yet is no error (its
+    /// clients are closed until it does).
     pub async fn start(self) -> Result<Simulator, SimError> {
-        let target = self.backend.target()?;
+        let cluster = !self.cluster.is_empty();
+        let targets: Vec<Target> = if cluster {
+            if !self.ports.is_empty() && self.ports.len() != self.cluster.len() {
+                return Err(SimError::InvalidArgument {
+                    message: format!(
+                        "{} ports for {} cluster nodes: give one port per cluster node, or none",
+                        self.ports.len(),
+                        self.cluster.len()
+                    ),
+                });
+            }
+            self.cluster
+                .iter()
+                .map(|addr| Backend::redis(addr.clone()).target())
+                .collect::<Result<_, _>>()?
+        } else {
+            let n = if self.ports.is_empty() {
+                self.nodes
+            } else {
+                self.ports.len()
+            };
+            vec![self.backend.target()?; n]
+        };
+        let target = if cluster {
+            // Nodes added later name their cluster node themselves.
+            Target::Memory
+        } else {
+            self.backend.target()?
+        };
         let core = Core::new(
-            target.clone(),
+            target,
+            cluster,
             self.listen_host.clone(),
             self.replay,
             self.migrate_latency,
@@ -178,14 +256,9 @@ impl SimulatorBuilder {
             }
         }
         let sim = Simulator::stopping_on_drop(Arc::clone(&core));
-        let ports = if self.ports.is_empty() {
-            vec![0; self.nodes]
-        } else {
-            self.ports.clone()
-        };
-        for port in ports {
-            core.add_node(&self.listen_host, port, target.clone())
-                .await?;
+        for (i, target) in targets.into_iter().enumerate() {
+            let port = self.ports.get(i).copied().unwrap_or(0);
+            core.add_node(&self.listen_host, port, target).await?;
         }
         Ok(sim)
     }

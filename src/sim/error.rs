@@ -23,6 +23,14 @@ pub enum SimError {
         /// What is wrong.
         message: String,
     },
+    /// A node of the real cluster (cluster mode) could not be reached, or refused a command of
+    /// a scenario.
+    Cluster {
+        /// The cluster node's address.
+        addr: String,
+        /// What happened.
+        message: String,
+    },
 }
 
 impl fmt::Display for SimError {
@@ -39,6 +47,10 @@ impl fmt::Display for SimError {
                 "cannot listen on {addr}: {message}; pick another port or stop what uses it"
             ),
             SimError::InvalidArgument { message } => write!(f, "invalid argument: {message}"),
+            SimError::Cluster { addr, message } => write!(
+                f,
+                "the cluster node at {addr}: {message}; check that the cluster is up and healthy (redis-cli --cluster check)"
+            ),
         }
     }
 }

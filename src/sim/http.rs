@@ -34,13 +34,20 @@
 //! failure with HTTP 200 and `success: false`. An unknown route (or a known one with another
 //! method) gets a plain-text `404 Not Found`.
 //!
-//! The scenarios have their own routes under `/sim/` (JSON bodies; `node` is a node index or a
-//! node id):
+//! `POST /nodes` takes the node's own target (`targetHost`, `targetPort`): in cluster mode
+//! (`redis-handoff sim --cluster`, [`SimulatorBuilder::cluster`](super::SimulatorBuilder::cluster))
+//! that is the cluster node it fronts, and it joins the rewritten topology at once;
+//! `DELETE /nodes/{nodeId}` takes a node out of it (its cluster node's address is then shown
+//! as the cluster writes it).
+//!
+//! The scenarios have their own routes under `/sim/` (JSON bodies; `node` is a node index, a
+//! node id or the address a node listens on):
 //!
 //! | route | body |
 //! |---|---|
 //! | `POST /sim/migrate`, `POST /sim/failover`, `POST /sim/in-place-upgrade` | `{node, durationMs, wait?}` (an upgrade: relaxed for `durationMs`, then its connections dropped with no `MOVING`) |
 //! | `POST /sim/moving` | `{from, to, graceMs}` |
+//! | `POST /sim/migrate-slots` (cluster mode) | `{slots: "100-200,300", to, delayMs?, smigrated?, duplicates?, wait?}`: `SMIGRATING`, the slots moved for real to the cluster node behind `to`, `SMIGRATED` ([`Simulator::migrate_slots`]); with `wait`, the answer lists the moves |
 //! | `POST /sim/moving-null` | `{node, graceMs, outageMs}` |
 //! | `POST /sim/azure` | `{node?, type, startTime?, isReplica?, ipAddress?, sslPort?, nonSslPort?}` |
 //! | `POST /sim/faults/{refuse\|blackhole\|reset\|latency\|garbage}` | `{node, latencyMs?}` |
@@ -72,7 +79,7 @@ use tokio_util::sync::CancellationToken;
 use super::azure::iso_utc;
 use super::proxy::Conn;
 use super::upstream::Target;
-use super::{AzureEvent, AzureEventKind, Scope, SimError, Simulator};
+use super::{AzureEvent, AzureEventKind, MigrateSlots, Scope, SimError, Simulator, Slots};
 
 /// A running admin API. Stops when dropped, on [`HttpServer::shutdown`], or when the simulator
 /// stops.
@@ -168,6 +175,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/sim/migrate", post(sim_migrate))
         .route("/sim/failover", post(sim_failover))
         .route("/sim/moving", post(sim_moving))
+        .route("/sim/migrate-slots", post(sim_migrate_slots))
         .route("/sim/moving-null", post(sim_moving_null))
         .route("/sim/azure", post(sim_azure))
         .route("/sim/faults/{kind}", post(sim_fault))
@@ -474,10 +482,10 @@ fn node_of(
             Ok(sim
                 .nodes()
                 .iter()
-                .find(|n| n.id() == s)
+                .find(|n| n.id() == s || n.addr().to_string() == *s)
                 .map(|n| n.index())
                 .ok_or_else(|| SimError::InvalidArgument {
-                    message: format!("no node with id {s:?}"),
+                    message: format!("no node with id or listen address {s:?}"),
                 }))
         }
         None => Err(Issue::invalid_type(at(key), "string", None).into()),
@@ -794,6 +802,7 @@ async fn sim_nodes(State(sim): State<Simulator>) -> Response {
                 "index": n.index(),
                 "id": n.id(),
                 "address": n.addr().to_string(),
+                "target": n.target(),
                 "connections": conns.len(),
                 "optedIn": conns.iter().filter(|c| c.endpoint_type.is_some()).count(),
             })
@@ -879,6 +888,81 @@ async fn sim_moving(State(sim): State<Simulator>, body: Bytes) -> Response {
     let grace = tri!(req_ms(&m, "graceMs"));
     let moving = sim_try!(sim.moving(from, to, grace).await);
     ok(json!({ "success": true, "seq": moving.seq(), "recipients": moving.recipients() }))
+}
+
+async fn sim_migrate_slots(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let m = tri!(parse_json(&body));
+    let mut issues = Vec::new();
+    let slots = match m.get("slots") {
+        Some(Json_::String(text)) => match text.parse::<Slots>() {
+            Ok(slots) => Some(slots),
+            Err(e) => {
+                issues.push(Issue::custom(at("slots"), e.to_string()));
+                None
+            }
+        },
+        got => {
+            issues.push(Issue::invalid_type(at("slots"), "string", got));
+            None
+        }
+    };
+    let to = check(&mut issues, node_of(&sim, &m, "to"));
+    let delay = check(&mut issues, opt_u64(&m, "delayMs"));
+    let mut flag = |name: &'static str, default: bool| match m.get(name) {
+        None | Some(Json_::Null) => default,
+        Some(Json_::Bool(on)) => *on,
+        got => {
+            issues.push(Issue::invalid_type(at(name), "boolean", got));
+            default
+        }
+    };
+    let smigrated = flag("smigrated", true);
+    let duplicates = flag("duplicates", false);
+    let wait = flag("wait", false);
+    let (Some(slots), Some(to), Some(delay), true) = (slots, to, delay, issues.is_empty()) else {
+        return Invalid(issues).into_response();
+    };
+    let to = sim_try!(to);
+    sim_try!(sim.core().node(to));
+    if !sim.core().cluster {
+        return failed("slots can be migrated in cluster mode only (redis-handoff sim --cluster)");
+    }
+    let mut options = MigrateSlots::new()
+        .smigrated(smigrated)
+        .duplicates(duplicates);
+    if let Some(ms) = delay {
+        options = options.delay(Duration::from_millis(ms));
+    }
+    if !wait {
+        let sim = sim.clone();
+        let slots_text = slots.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = sim.migrate_slots_with(&slots, to, options).await {
+                tracing::warn!(error = %e, "slot migration failed");
+            }
+        });
+        return ok(json!({
+            "success": true, "scenario": "migrate-slots", "slots": slots_text, "to": to, "started": true
+        }));
+    }
+    let done = sim_try!(sim.migrate_slots_with(&slots, to, options).await);
+    let moves: Vec<Json_> = done
+        .moves
+        .iter()
+        .map(|mv| {
+            json!({ "source": mv.source, "destination": mv.destination, "slots": mv.slots.to_string() })
+        })
+        .collect();
+    ok(json!({
+        "success": true,
+        "scenario": "migrate-slots",
+        "to": to,
+        "smigratingSeq": done.smigrating_seq,
+        "smigratedSeq": done.smigrated_seq,
+        "moves": moves,
+        "keysMoved": done.keys_moved,
+        "recipients": done.recipients,
+    }))
 }
 
 async fn sim_moving_null(State(sim): State<Simulator>, body: Bytes) -> Response {

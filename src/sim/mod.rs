@@ -15,12 +15,20 @@
 //! | [`Simulator::moving`] | `MOVING` with the new node's address in the form each client asked for, then after the grace period every connection closed and new ones refused |
 //! | [`Simulator::moving_null`] | `MOVING` with a null endpoint; the node comes back at the same address after an outage |
 //! | [`Simulator::azure`] | an Azure event on `AzureRedisEvents` to subscribed clients |
+//! | [`Simulator::migrate_slots`] (cluster mode) | `SMIGRATING`, the slots moved for real between the cluster's nodes, `SMIGRATED` with `[source, destination, slots]` triples |
 //! | faults | [`refuse`](Simulator::refuse), [`blackhole`](Simulator::blackhole), [`blackhole_connections`](Simulator::blackhole_connections), [`reset_all`](Simulator::reset_all), [`latency`](Simulator::latency), [`trickle`](Simulator::trickle), [`garbage`](Simulator::garbage), [`send_raw`](Simulator::send_raw); [`restore`](Simulator::restore) undoes them |
 //!
 //! A client gets SCH notifications only after it opted in with
 //! `CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type <type>` (answered by the simulator), as on
 //! Redis Software. Frames are injected only between two whole replies. Every notification sent
 //! is recorded ([`Simulator::notifications`]) so tests can assert on what was sent and when.
+//!
+//! In cluster mode ([`SimulatorBuilder::cluster`]) each node fronts a cluster node of its own,
+//! where otherwise all nodes forward to one backend; the topology the cluster sends (`CLUSTER
+//! SLOTS`, `SHARDS`, `NODES`, `-MOVED`, `-ASK`) reaches clients with the simulator's addresses,
+//! so a cluster client stays behind the simulator. Nodes can be added
+//! ([`Simulator::add_node_to`]) and removed at run time, as during a rolling upgrade. See
+//! [`Slots`] and [`MigrateSlots`] for the slot migration.
 //!
 //! The HTTP admin API ([`Simulator::serve_http`], module [`http`]) is a drop-in for Redis's
 //! test proxy (`cae-resp-proxy`), plus routes for the scenarios above under `/sim/`.
@@ -48,6 +56,7 @@
 
 mod azure;
 mod builder;
+mod cluster;
 mod error;
 mod fault;
 mod habits;
@@ -60,6 +69,7 @@ mod resp;
 mod scenario;
 mod simulator;
 mod store;
+mod topology;
 mod upstream;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -70,6 +80,7 @@ pub use crate::maintenance::EndpointType;
 pub use crate::maintenance::AZURE_CHANNEL;
 pub use azure::{AzureEvent, AzureEventKind};
 pub use builder::SimulatorBuilder;
+pub use cluster::{MigrateSlots, SlotMigration, SlotMove, Slots, SLOT_COUNT};
 pub use error::SimError;
 pub use habits::{Habits, ShardIds};
 pub use http::HttpServer;

@@ -106,6 +106,11 @@ impl Core {
                 *seq,
                 start_frame(name, *seq, secs_left(*ends), &node.shard_id, &habits),
             ),
+            Window::Slots { seq, slots } => (
+                "SMIGRATING",
+                *seq,
+                super::cluster::smigrating_frame(*seq, slots),
+            ),
             Window::Moving { seq, ends, to } => (
                 "MOVING",
                 *seq,
@@ -176,6 +181,8 @@ pub(crate) enum Window {
         seq: i64,
         ends: Instant,
     },
+    /// A slot migration (`SMIGRATING`) in progress, on every node of a cluster.
+    Slots { seq: i64, slots: String },
     /// `MOVING` (to `to`, or a null endpoint) with its grace period ending at `ends`.
     Moving {
         seq: i64,

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::intercept::Outcome;
 use super::resp::{self, command_args, encode_command, Cut, Elem, FrameCutter, FrameLimits};
 use super::store::Session;
+use super::topology::{self, Rewrite};
 use super::upstream::{Target, UpFrame};
 use super::{lock, Core, EndpointType, AZURE_CHANNEL};
 
@@ -57,6 +58,9 @@ pub(crate) struct Node {
     pub(crate) listen_host: String,
     pub(crate) addr: SocketAddr,
     pub(crate) target: Target,
+    /// In cluster mode, the addresses its cluster node goes by (the target, and what the node
+    /// announces for itself): the addresses replaced by this node's in topology replies.
+    pub(crate) aliases: Vec<(String, u16)>,
     pub(crate) shard_id: String,
     pub(crate) total: AtomicU64,
     pub(crate) faults: Mutex<Faults>,
@@ -80,6 +84,7 @@ impl Node {
         listen_host: String,
         addr: SocketAddr,
         target: Target,
+        aliases: Vec<(String, u16)>,
         stop: CancellationToken,
     ) -> Node {
         let id = format!("{}:{}@{}", target.host(), target.port(), addr.port());
@@ -89,6 +94,7 @@ impl Node {
             listen_host,
             addr,
             target,
+            aliases,
             shard_id: (key + 1).to_string(),
             total: AtomicU64::new(0),
             faults: Mutex::new(Faults::default()),
@@ -105,6 +111,26 @@ impl Node {
 
     pub(crate) fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Whether its cluster node goes by `host:port`.
+    pub(crate) fn knows(&self, host: &str, port: u16) -> bool {
+        self.aliases
+            .iter()
+            .any(|(h, p)| *p == port && h.eq_ignore_ascii_case(host))
+    }
+
+    /// The address clients are told to use for it: the listen host, or `127.0.0.1` when it
+    /// listens on every address (`0.0.0.0`, `::`), which nobody can dial.
+    pub(crate) fn announce(&self) -> super::topology::Announce {
+        let host = match self.listen_host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+            _ => self.listen_host.clone(),
+        };
+        super::topology::Announce {
+            host,
+            port: self.port(),
+        }
     }
 
     /// Changes the fault state and publishes what follows from it.
@@ -337,8 +363,8 @@ enum Upstream {
 /// What the writer owes the client, in order.
 #[derive(Debug)]
 enum Owed {
-    /// This many replies from upstream (pushes excluded).
-    Replies(usize),
+    /// This many replies from upstream (pushes excluded), rewritten so in cluster mode.
+    Replies { n: usize, rewrite: Rewrite },
     /// An answer the proxy gives itself.
     Local(Bytes),
     /// Close once everything before this is written.
@@ -389,6 +415,7 @@ async fn serve(core: Arc<Core>, node: Arc<Node>, stream: TcpStream, peer: Socket
         owed: owed_tx,
     };
     let mut writer = Writer {
+        core: Arc::clone(&core),
         gate: Gate::new(&node.dark, &conn.dark),
         node: Arc::clone(&node),
         conn: Arc::clone(&conn),
@@ -665,7 +692,11 @@ impl Reader {
                 let resp3 = lock(&self.conn.state).resp3;
                 let n = expected_replies(&name, args.as_deref(), resp3);
                 track(&self.conn, &name, args.as_deref());
-                self.owe(Owed::Replies(n));
+                let rewrite = args
+                    .as_deref()
+                    .map(Rewrite::for_command)
+                    .unwrap_or_default();
+                self.owe(Owed::Replies { n, rewrite });
                 batch.extend_from_slice(&frame);
             }
             Upstream::Memory(session) => {
@@ -679,7 +710,10 @@ impl Reader {
                 track(&self.conn, &name, Some(&args));
                 lock(&self.conn.state).resp3 = session.resp3();
                 let replies = frames.iter().filter(|f| f.first() != Some(&b'>')).count();
-                self.owe(Owed::Replies(replies));
+                self.owe(Owed::Replies {
+                    n: replies,
+                    rewrite: Rewrite::Redirects,
+                });
                 let due = after(self.node.latency());
                 if let Some(tx) = &self.up_tx {
                     for bytes in frames {
@@ -781,6 +815,7 @@ fn track(conn: &Conn, name: &str, args: Option<&[Bytes]>) {
 // ===== writer: everything -> client =====
 
 struct Writer {
+    core: Arc<Core>,
     /// Shut while the node or this connection is blackholed: nothing is written, and replies
     /// from upstream are left unread (so the backend feels the back-pressure).
     gate: Gate,
@@ -918,12 +953,18 @@ impl Writer {
         }
     }
 
-    fn reply(&mut self, bytes: Bytes) {
+    fn reply(&mut self, mut bytes: Bytes) {
         self.observe(&bytes);
         let push = bytes.first() == Some(&b'>');
         if !push {
-            if let Some(Owed::Replies(n)) = self.pending.front_mut() {
+            if let Some(Owed::Replies { n, rewrite }) = self.pending.front_mut() {
                 *n = n.saturating_sub(1);
+                if self.core.cluster && topology::may_rewrite(&bytes, *rewrite) {
+                    let map = self.core.addr_map();
+                    if let Some(new) = topology::rewrite_reply(&bytes, *rewrite, &map) {
+                        bytes = new;
+                    }
+                }
             }
         }
         self.buf.extend_from_slice(&bytes);
@@ -937,7 +978,7 @@ impl Writer {
                     self.buf.extend_from_slice(bytes);
                     self.pending.pop_front();
                 }
-                Some(Owed::Replies(0)) => {
+                Some(Owed::Replies { n: 0, .. }) => {
                     self.pending.pop_front();
                 }
                 Some(Owed::Close) => return true,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::intercept::{Interceptors, SlotOwner};
 use super::proxy::{self, Conn, Control, Node};
 use super::store::MemoryStore;
+use super::topology::AddrMap;
 use super::upstream::Target;
 use super::{lock, SentNotification, SimError};
 
@@ -42,6 +43,9 @@ pub(crate) struct Core {
     pub(crate) listen_host: String,
     /// What nodes added later forward to.
     pub(crate) default_target: Target,
+    /// Cluster mode: each node fronts its own cluster node, and topology replies and
+    /// redirects are rewritten to the nodes' addresses.
+    pub(crate) cluster: bool,
     pub(crate) migrate_latency: Duration,
     /// A client connection idle this long is closed (the test proxy's `TIMEOUT`).
     pub(crate) idle_timeout: Option<Duration>,
@@ -55,6 +59,7 @@ impl Core {
     /// The state of a simulator with no nodes yet, whose nodes forward to `default_target`.
     pub(crate) fn new(
         default_target: Target,
+        cluster: bool,
         listen_host: String,
         replay: bool,
         migrate_latency: Duration,
@@ -74,6 +79,7 @@ impl Core {
             started: Instant::now(),
             listen_host,
             default_target,
+            cluster,
             migrate_latency,
             idle_timeout,
             stop: CancellationToken::new(),
@@ -86,6 +92,15 @@ impl Core {
         port: u16,
         target: Target,
     ) -> Result<Arc<Node>, SimError> {
+        let mut aliases = Vec::new();
+        if let (true, Target::Redis { host, port }) = (self.cluster, &target) {
+            aliases.push((host.clone(), *port));
+            for alias in super::cluster::announced_addrs(host, *port).await {
+                if !aliases.contains(&alias) {
+                    aliases.push(alias);
+                }
+            }
+        }
         let bind_addr = format!("{}:{}", bracket(listen_host), port);
         let listener = TcpListener::bind(&bind_addr)
             .await
@@ -103,6 +118,7 @@ impl Core {
             listen_host.to_string(),
             addr,
             target,
+            aliases,
             self.stop.child_token(),
         ));
         lock(&self.nodes).push(Arc::clone(&node));
@@ -137,6 +153,18 @@ impl Core {
 
     pub(crate) fn nodes(&self) -> Vec<Arc<Node>> {
         lock(&self.nodes).clone()
+    }
+
+    /// Cluster addresses and the simulator addresses that replace them, nodes in order.
+    pub(crate) fn addr_map(&self) -> AddrMap {
+        let mut map = AddrMap::default();
+        for node in lock(&self.nodes).iter() {
+            let to = node.announce();
+            for (host, port) in &node.aliases {
+                map.insert(host, *port, to.clone());
+            }
+        }
+        map
     }
 
     pub(crate) fn slot_owners(&self) -> Vec<SlotOwner> {

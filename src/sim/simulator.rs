@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::proxy::{self, Conn, Node};
-use super::SimulatorBuilder;
+use super::upstream::Target;
 use super::{http, lock, Core, EndpointType, HttpServer, SentNotification, SimError};
+use super::{Backend, SimulatorBuilder};
 use crate::endpoint::Endpoint;
 
 /// A running simulator. Cheap to clone; it stops (closing every node and connection) when the
@@ -132,8 +133,14 @@ impl Simulator {
     }
 
     /// Starts one more node (on a free port when `port` is 0) with the simulator's backend;
-    /// returns its index.
+    /// returns its index. In cluster mode a node needs a cluster node of its own: an error
+    /// that points to [`add_node_to`](Self::add_node_to).
     pub async fn add_node(&self, port: u16) -> Result<usize, SimError> {
+        if self.core.cluster {
+            return Err(SimError::InvalidArgument {
+                message: "in cluster mode each node fronts a cluster node of its own: use add_node_to(port, Backend::redis(\"host:port\"))".into(),
+            });
+        }
         let node = self
             .core
             .add_node(
@@ -145,7 +152,23 @@ impl Simulator {
         Ok(node.key)
     }
 
+    /// Starts one more node (on a free port when `port` is 0) that forwards to `backend`;
+    /// returns its index. In cluster mode `backend` is the cluster node it fronts, and the
+    /// node joins the rewritten topology at once (as a node joins during a rolling upgrade).
+    pub async fn add_node_to(&self, port: u16, backend: Backend) -> Result<usize, SimError> {
+        let target = backend.target()?;
+        let node = self
+            .core
+            .add_node(&self.core.listen_host, port, target)
+            .await?;
+        Ok(node.key)
+    }
+
     /// Stops a node: closes its listener and connections. Returns whether it existed.
+    ///
+    /// In cluster mode its cluster node's address is no longer rewritten: topology replies and
+    /// redirects name that cluster node as the cluster does, and a client that follows them
+    /// talks to it directly.
     pub fn remove_node(&self, index: usize) -> bool {
         self.core.remove_node(index)
     }
@@ -223,6 +246,16 @@ impl SimNode {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.node.addr
+    }
+
+    /// The `host:port` it forwards to (in cluster mode, its cluster node); `None` for the
+    /// in-memory store.
+    pub fn target(&self) -> Option<String> {
+        match &self.node.target {
+            Target::Redis { host, port } if host.contains(':') => Some(format!("[{host}]:{port}")),
+            Target::Redis { host, port } => Some(format!("{host}:{port}")),
+            Target::Memory => None,
+        }
     }
 
     /// The port it listens on.
