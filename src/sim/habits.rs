@@ -22,7 +22,8 @@ pub enum ShardIds {
     Absent,
 }
 
-/// What the simulator's notifications look like and when they act; see the [module docs](self).
+/// What the simulator's notifications look like and when they act: the habits of the servers
+/// it plays (PROTOCOL.md section 11), as options of its scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Habits {
     /// How shard ids are written.
