@@ -56,10 +56,12 @@ impl fmt::Debug for PushHub {
 
 #[derive(Debug)]
 struct Subscriber {
-    tx: mpsc::Sender<BytesFrame>,
+    // Boxed: a channel allocates its first block of slots when made, and a frame is large
+    // while a box is a pointer; pushes are rare next to replies.
+    tx: mpsc::Sender<Box<BytesFrame>>,
     missed: Arc<AtomicU64>,
     // The lane for maintenance frames, for a subscription that must see every one of them.
-    maintenance: Option<mpsc::UnboundedSender<BytesFrame>>,
+    maintenance: Option<mpsc::UnboundedSender<Box<BytesFrame>>>,
 }
 
 impl PushHub {
@@ -152,11 +154,12 @@ impl PushHub {
     fn offer(&self, s: &Subscriber, frame: BytesFrame) {
         if let Some(lane) = &s.maintenance {
             if crate::maintenance::is_maintenance_frame(&frame) {
-                let _ = lane.send(frame);
+                let _ = lane.send(Box::new(frame));
                 return;
             }
         }
-        if s.tx.try_send(frame).is_err() && s.missed.fetch_add(1, Ordering::Relaxed) == 0 {
+        if s.tx.try_send(Box::new(frame)).is_err() && s.missed.fetch_add(1, Ordering::Relaxed) == 0
+        {
             tracing::warn!(endpoint = %self.endpoint, capacity = self.capacity, "a push subscriber fell a whole queue behind and misses push frames");
         }
     }
@@ -177,9 +180,9 @@ impl PushHub {
 /// A subscription to push frames; see [`Connection::pushes`](super::Connection::pushes).
 #[derive(Debug)]
 pub struct Pushes {
-    rx: mpsc::Receiver<BytesFrame>,
+    rx: mpsc::Receiver<Box<BytesFrame>>,
     // Maintenance frames, for the subscription that must see them all; read first.
-    lane: Option<mpsc::UnboundedReceiver<BytesFrame>>,
+    lane: Option<mpsc::UnboundedReceiver<Box<BytesFrame>>>,
     missed: Arc<AtomicU64>,
     endpoint: Endpoint,
 }
@@ -190,7 +193,7 @@ impl Pushes {
         std::future::poll_fn(|cx| {
             if let Some(lane) = self.lane.as_mut() {
                 match lane.poll_recv(cx) {
-                    Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame)),
+                    Poll::Ready(Some(frame)) => return Poll::Ready(Some(*frame)),
                     Poll::Ready(None) => self.lane = None,
                     Poll::Pending => {}
                 }
@@ -198,7 +201,7 @@ impl Pushes {
             match self.rx.poll_recv(cx) {
                 // The lane may still hold frames published before the source closed.
                 Poll::Ready(None) if self.lane.is_some() => Poll::Pending,
-                other => other,
+                other => other.map(|frame| frame.map(|f| *f)),
             }
         })
         .await
@@ -207,9 +210,9 @@ impl Pushes {
     /// The next push frame if one is waiting, without blocking.
     pub fn try_recv(&mut self) -> Option<BytesFrame> {
         if let Some(frame) = self.lane.as_mut().and_then(|l| l.try_recv().ok()) {
-            return Some(frame);
+            return Some(*frame);
         }
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(|f| *f)
     }
 
     /// How many pushes this subscriber missed because its queue was full.

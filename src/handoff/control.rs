@@ -18,8 +18,8 @@ use crate::maintenance::{AzureEventKind, EventKind, MaintenanceEvent, Notificati
 pub(super) async fn run<M: MakeConnection>(
     weak: Weak<Inner>,
     connector: M,
-    mut triggers: mpsc::UnboundedReceiver<Move>,
-    events: mpsc::UnboundedReceiver<MaintenanceEvent>,
+    mut triggers: mpsc::UnboundedReceiver<Box<Move>>,
+    events: mpsc::UnboundedReceiver<Arc<MaintenanceEvent>>,
     mut shutdown: oneshot::Receiver<()>,
     kick: Arc<Notify>,
 ) {
@@ -51,7 +51,7 @@ pub(super) async fn run<M: MakeConnection>(
                 Some(trigger) => {
                     tokio::select! {
                         _ = &mut shutdown => return,
-                        _ = handoff(&weak, &connector, trigger, &mut triggers) => {}
+                        _ = handoff(&weak, &connector, *trigger, &mut triggers) => {}
                     }
                 }
                 None => return,
@@ -164,7 +164,7 @@ async fn handoff<M: MakeConnection>(
     weak: &Weak<Inner>,
     connector: &M,
     trigger: Move,
-    triggers: &mut mpsc::UnboundedReceiver<Move>,
+    triggers: &mut mpsc::UnboundedReceiver<Box<Move>>,
 ) {
     let mut target = trigger.endpoint.clone();
     let mut waits = trigger.endpoint.is_none() && !trigger.time.is_zero();
@@ -192,7 +192,7 @@ async fn handoff<M: MakeConnection>(
                 Some(newer) => {
                     tracing::info!(abandoned = ?target, "a newer MOVING supersedes the handoff in progress");
                     target = newer.endpoint.clone();
-                    let mut newer = newer;
+                    let mut newer = *newer;
                     if closed_already && newer.endpoint.is_none() {
                         newer.time = Duration::ZERO;
                     }
@@ -431,8 +431,8 @@ fn switch(weak: &Weak<Inner>, conn: Connection, restored: &Subscriptions, starte
 /// events after which the connection is refreshed.
 async fn listen_for_moving(
     weak: Weak<Inner>,
-    mut events: mpsc::UnboundedReceiver<MaintenanceEvent>,
-    triggers: mpsc::UnboundedSender<Move>,
+    mut events: mpsc::UnboundedReceiver<Arc<MaintenanceEvent>>,
+    triggers: mpsc::UnboundedSender<Box<Move>>,
 ) {
     loop {
         let event = tokio::select! {
@@ -477,7 +477,7 @@ async fn listen_for_moving(
         let ours = event.endpoint == inner.configured
             && (azure || inner.current().is_some_and(|c| event.is_from(c.id())));
         drop(inner);
-        if ours && triggers.send(trigger).is_err() {
+        if ours && triggers.send(Box::new(trigger)).is_err() {
             return;
         }
     }

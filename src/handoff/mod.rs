@@ -138,7 +138,8 @@ pub(crate) struct Inner {
     leave_seq: AtomicU64,
     pushes: Arc<PushHub>,
     maintenance: Maintenance,
-    triggers: mpsc::UnboundedSender<Move>,
+    // Boxed: the channel allocates its first block of slots with the stack.
+    triggers: mpsc::UnboundedSender<Box<Move>>,
     // Published on the maintenance handle, which observers read without keeping the stack.
     retried: Arc<AtomicU64>,
     handoffs: AtomicU64,
@@ -598,11 +599,11 @@ impl HandoffRetry {
     /// Starts a handoff as a `MOVING` notification would: to `endpoint`, or with `None` to the
     /// configured address at half of `time`.
     pub fn moving(&self, seq: u64, time: Duration, endpoint: Option<Endpoint>) {
-        let _ = self.inner.triggers.send(Move {
+        let _ = self.inner.triggers.send(Box::new(Move {
             seq: Some(seq),
             time,
             endpoint,
-        });
+        }));
     }
 
     fn refresh_cache(&mut self) {

@@ -151,9 +151,9 @@ impl MaintenanceConfig {
     pub const DEFAULT_MAX_HANDOFF_RETRIES: u32 = 3;
     /// The default backstop for a maintenance start whose end never comes, 60 s.
     pub const DEFAULT_RELAXATION_BACKSTOP: Duration = Duration::from_secs(60);
-    /// The default number of events a slow subscriber may fall behind, 256 (events are rare;
+    /// The default number of events a slow subscriber may fall behind, 64 (events are rare;
     /// the buffer is allocated whole, per handle).
-    pub const DEFAULT_EVENT_BUFFER: usize = 256;
+    pub const DEFAULT_EVENT_BUFFER: usize = 64;
 
     /// A builder starting from the defaults.
     pub fn builder() -> MaintenanceConfigBuilder {
@@ -322,7 +322,9 @@ impl MaintenanceConfigBuilder {
         self
     }
 
-    /// How many events a slow subscriber may fall behind. Default 256.
+    /// How many events a slow subscriber may fall behind. Default 64 (events come with
+    /// maintenance, reconnects and handoffs, a few at a time; the buffer is allocated with the
+    /// handle).
     #[must_use]
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.config.event_buffer = events;

@@ -282,7 +282,7 @@ impl EventKind {
 /// [`Maintenance::subscribe`](crate::Maintenance::subscribe).
 #[derive(Debug)]
 pub struct MaintenanceEvents {
-    pub(crate) rx: broadcast::Receiver<MaintenanceEvent>,
+    pub(crate) rx: broadcast::Receiver<std::sync::Arc<MaintenanceEvent>>,
     pub(crate) missed: u64,
 }
 
@@ -297,7 +297,7 @@ impl MaintenanceEvents {
     pub async fn recv(&mut self) -> Option<MaintenanceEvent> {
         loop {
             match self.rx.recv().await {
-                Ok(event) => return Some(event),
+                Ok(event) => return Some(std::sync::Arc::unwrap_or_clone(event)),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     self.missed += n;
                     tracing::warn!(
@@ -319,7 +319,7 @@ impl MaintenanceEvents {
     pub fn try_recv(&mut self) -> Option<MaintenanceEvent> {
         loop {
             match self.rx.try_recv() {
-                Ok(event) => return Some(event),
+                Ok(event) => return Some(std::sync::Arc::unwrap_or_clone(event)),
                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
                     self.missed += n;
                     tracing::warn!(

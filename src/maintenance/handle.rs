@@ -64,9 +64,11 @@ pub(crate) type Hooks = Arc<[Arc<dyn NotificationHook>]>;
 pub(crate) struct Inner {
     config: MaintenanceConfig,
     statuses: RwLock<HashMap<Endpoint, Arc<EndpointStatus>>>,
-    events: broadcast::Sender<MaintenanceEvent>,
+    // Shared, not copied, by every slot of the buffer and every trigger queue: an event is a
+    // few hundred bytes and the buffer is allocated in full with the handle.
+    events: broadcast::Sender<Arc<MaintenanceEvent>>,
     // Each stack's own, lossless path for the events it acts on (see `Maintenance::triggers`).
-    triggers: Mutex<Vec<mpsc::UnboundedSender<MaintenanceEvent>>>,
+    triggers: Mutex<Vec<mpsc::UnboundedSender<Arc<MaintenanceEvent>>>>,
     dedup: Mutex<Dedup>,
     hooks: RwLock<Hooks>,
     counters: Counters,
@@ -150,7 +152,7 @@ impl Maintenance {
     /// The events a stack acts on (`MOVING`, Azure events), on a path of its own that never
     /// drops one: the broadcast of [`Maintenance::subscribe`] may skip events for a subscriber
     /// that falls behind, which is fine for an observer and not for a handoff.
-    pub(crate) fn triggers(&self) -> mpsc::UnboundedReceiver<MaintenanceEvent> {
+    pub(crate) fn triggers(&self) -> mpsc::UnboundedReceiver<Arc<MaintenanceEvent>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut triggers = self
             .inner
@@ -170,6 +172,7 @@ impl Maintenance {
             event.kind,
             EventKind::Notification(Notification::Moving { .. }) | EventKind::Azure(_)
         );
+        let event = Arc::new(event);
         if acted_on {
             let mut triggers = self
                 .inner

@@ -51,21 +51,38 @@ pub(crate) fn bucket_value(index: usize) -> u64 {
     low + width / 2
 }
 
-/// One latency distribution: a counter per bucket.
+/// How many pages a distribution's buckets are kept in: one per row of [`SUB`] buckets.
+const PAGES: usize = BUCKETS / SUB;
+
+/// One latency distribution: a counter per bucket, kept in pages of one power of two each
+/// ([`SUB`] counters), made when a value first falls in them. A command's latencies fill a few
+/// powers of two, so a distribution takes a few hundred bytes instead of all 1,152 counters
+/// (9 KiB) for every name on every thread of every stack.
 pub(crate) struct Buckets {
-    counts: Box<[AtomicU64]>,
+    // A thin pointer, so that a table of distributions not yet made stays small.
+    pages: Box<[OnceLock<Box<[AtomicU64; SUB]>>; PAGES]>,
 }
 
 impl Buckets {
     pub(crate) fn new() -> Self {
         Buckets {
-            counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            pages: Box::new(std::array::from_fn(|_| OnceLock::new())),
         }
+    }
+
+    /// The counter of bucket `index`, its page made if need be.
+    #[inline]
+    fn counter(&self, index: usize) -> Option<&AtomicU64> {
+        let page = self.pages.get(index / SUB)?;
+        let page = page.get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
+        page.get(index % SUB)
     }
 
     #[inline]
     pub(crate) fn record(&self, nanos: u64) {
-        self.counts[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.counter(bucket_of(nanos)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn record_duration(&self, d: Duration) {
@@ -74,8 +91,12 @@ impl Buckets {
 
     /// Adds these counts to `out`.
     pub(crate) fn add_to(&self, out: &mut [u64]) {
-        for (o, c) in out.iter_mut().zip(self.counts.iter()) {
-            *o += c.load(Ordering::Relaxed);
+        for (p, page) in self.pages.iter().enumerate() {
+            let Some(page) = page.get() else { continue };
+            let at = p * SUB;
+            for (o, c) in out.iter_mut().skip(at).zip(page.iter()) {
+                *o += c.load(Ordering::Relaxed);
+            }
         }
     }
 
@@ -181,7 +202,12 @@ impl ThreadRecorder {
         };
         if let Some(elapsed) = event.elapsed {
             if let Some(b) = self.latency.get(event.slot) {
-                bump(&b.get_or_init(Buckets::new).counts[bucket_of(nanos(elapsed))]);
+                if let Some(c) = b
+                    .get_or_init(Buckets::new)
+                    .counter(bucket_of(nanos(elapsed)))
+                {
+                    bump(c);
+                }
             }
         }
         if let Some(f) = event.failure {
@@ -390,7 +416,8 @@ const MAX_NAME_LEN: usize = 32;
 /// name); with at most 64 names that is too unlikely to matter.
 pub(crate) struct Names {
     keys: Box<[AtomicU64]>,
-    texts: Box<[OnceLock<Box<str>>]>,
+    // Written once per name and read by snapshots only: a short list, not a slot per entry.
+    texts: Mutex<Vec<(usize, Box<str>)>>,
     claimed: AtomicUsize,
 }
 
@@ -424,7 +451,7 @@ impl Names {
     fn new() -> Self {
         Names {
             keys: (0..NAME_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            texts: (0..NAME_SLOTS).map(|_| OnceLock::new()).collect(),
+            texts: Mutex::new(Vec::new()),
             claimed: AtomicUsize::new(0),
         }
     }
@@ -456,7 +483,10 @@ impl Names {
                 match self.keys[i].compare_exchange(0, h, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {
                         let text = String::from_utf8_lossy(name).to_ascii_uppercase();
-                        let _ = self.texts[i].set(text.into_boxed_str());
+                        self.texts
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, text.into_boxed_str()));
                         return i;
                     }
                     Err(now) if now == h => {
@@ -498,15 +528,23 @@ impl Names {
                 continue;
             }
             // The claimer writes the text right after the key; wait for it if we are between.
-            let mut text = self.texts[i].get();
+            let text = |i: usize| {
+                self.texts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|(at, _)| *at == i)
+                    .map(|(_, t)| t.to_string())
+            };
+            let mut found = text(i);
             for _ in 0..1000 {
-                if text.is_some() {
+                if found.is_some() {
                     break;
                 }
                 std::thread::yield_now();
-                text = self.texts[i].get();
+                found = text(i);
             }
-            out.push((i, text.map_or_else(|| "?".to_string(), |t| t.to_string())));
+            out.push((i, found.unwrap_or_else(|| "?".to_string())));
         }
         out
     }
