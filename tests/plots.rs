@@ -1,8 +1,11 @@
-//! The plots checked by looking at them: the drill's `--plot` SVG is rendered to pixels and the
-//! picture is read back, at the places the report's plot layout says.
+//! The plots checked by looking at them: the drill's `--plot` SVG and the throughput bench's
+//! chart are rendered to pixels and the picture is read back, at the places the report and the
+//! chart's own layout say.
 //!
 //! Set `PLOTS_DIR` to a directory to keep the rendered pictures there as PNG files.
-#![cfg(feature = "sim")]
+
+#[path = "../benches/support/chart.rs"]
+mod chart;
 
 /// Rendering an SVG document and reading its pixels.
 mod picture {
@@ -21,6 +24,7 @@ mod picture {
     }
 
     /// `colour` laid over white at `opacity`, as the picture shows it.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub fn over_white(colour: [u8; 3], opacity: f64) -> [u8; 3] {
         colour.map(|c| (255.0 - (255.0 - f64::from(c)) * opacity).round() as u8)
     }
@@ -74,6 +78,20 @@ mod picture {
                 .all(|(a, b)| a.abs_diff(b) <= tolerance)
         }
 
+        /// Whether a pixel within `reach` of (`x`, `y`) is `colour`.
+        pub fn near(&self, x: f64, y: f64, reach: i64, colour: [u8; 3], tolerance: u8) -> bool {
+            let (cx, cy) = (x.floor() as i64, y.floor() as i64);
+            (cx - reach..=cx + reach).any(|px| {
+                (cy - reach..=cy + reach).any(|py| {
+                    px >= 0
+                        && py >= 0
+                        && px < i64::from(self.width())
+                        && py < i64::from(self.height())
+                        && self.is(px as u32, py as u32, colour, tolerance)
+                })
+            })
+        }
+
         /// The pixels of `colour` in the box from (`x0`, `y0`) to (`x1`, `y1`), ends excluded.
         pub fn find(
             &self,
@@ -95,8 +113,9 @@ mod picture {
     }
 }
 
-use picture::{hex, over_white, Picture};
+use picture::{hex, Picture};
 
+#[cfg(feature = "sim")]
 mod drill_plot {
     use std::time::Duration;
 
@@ -105,7 +124,8 @@ mod drill_plot {
     };
     use redis_handoff::sim::Backend;
 
-    use super::{hex, over_white, Picture};
+    use super::picture::over_white;
+    use super::{hex, Picture};
 
     /// The colours `DrillReport::to_svg` documents: the window shade at a quarter opacity over
     /// the white background, the failure marks solid.
@@ -251,5 +271,122 @@ mod drill_plot {
                 "red at ({x}, {y}), off the bottom strip"
             );
         }
+    }
+}
+
+mod bench_chart {
+    use super::chart::{Chart, Point};
+    use super::{hex, Picture};
+
+    fn point(operation: &str, tasks: usize, client: &str, ops: f64) -> Point {
+        Point {
+            operation: operation.to_owned(),
+            tasks,
+            client: client.to_owned(),
+            ops,
+        }
+    }
+
+    /// Made-up numbers, far enough apart for every marker to show.
+    fn numbers() -> Vec<Point> {
+        vec![
+            point("INCR", 1, "redis-handoff", 300_000.0),
+            point("INCR", 10, "redis-handoff", 650_000.0),
+            point("INCR", 100, "redis-handoff", 1_100_000.0),
+            point("INCR", 1, "redis-rs 1.8", 100_000.0),
+            point("INCR", 10, "redis-rs 1.8", 250_000.0),
+            point("INCR", 100, "redis-rs 1.8", 420_000.0),
+            point("GET 1 KiB", 100, "redis-handoff", 900_000.0),
+            point("GET 1 KiB", 100, "redis-rs 1.8", 350_000.0),
+            // A client whose numbers are missing: in the legend, nowhere in the panels.
+            point("INCR", 100, "fred 10.1", f64::NAN),
+        ]
+    }
+
+    #[test]
+    fn every_client_is_a_line_through_its_numbers_and_missing_numbers_are_not_drawn() {
+        let points = numbers();
+        let chart = Chart::new(points.clone());
+        assert_eq!(chart.operations(), ["INCR", "GET 1 KiB"]);
+        let svg = chart.to_svg("throughput by tasks");
+        let picture = Picture::render(&svg, "bench-throughput");
+        assert_eq!(picture.width() as f64, chart.width());
+        assert_eq!(picture.height() as f64, chart.height());
+
+        let panels: Vec<_> = (0..chart.operations().len())
+            .map(|i| chart.panel(i))
+            .collect();
+        assert!(panels[0].right < panels[1].left, "side by side: {panels:?}");
+        let client = |name: &str| {
+            chart
+                .clients()
+                .iter()
+                .position(|c| c == name)
+                .expect("a client")
+        };
+        let operation = |name: &str| {
+            chart
+                .operations()
+                .iter()
+                .position(|o| o == name)
+                .expect("an operation")
+        };
+
+        // A marker of the client's colour at every number it has.
+        for p in points.iter().filter(|p| p.ops.is_finite()) {
+            let panel = &panels[operation(&p.operation)];
+            let (x, y) = (chart.x(panel, p.tasks), chart.y(panel, p.ops));
+            let colour = hex(chart.colour(client(&p.client)));
+            assert!(
+                picture.is(x as u32, y as u32, colour, 6),
+                "{p:?}: {:?} at ({x:.0}, {y:.0}), not {colour:?}",
+                picture.at(x as u32, y as u32)
+            );
+        }
+        // More operations per second are drawn higher up.
+        let incr = &panels[operation("INCR")];
+        assert!(chart.y(incr, 1_100_000.0) < chart.y(incr, 420_000.0));
+        assert!(chart.y(incr, 1_100_000.0) >= incr.top);
+
+        // The line from one task count to the next, halfway along.
+        for name in ["redis-handoff", "redis-rs 1.8"] {
+            let colour = hex(chart.colour(client(name)));
+            let mut mine: Vec<&Point> = points
+                .iter()
+                .filter(|p| p.client == name && p.operation == "INCR")
+                .collect();
+            mine.sort_by_key(|p| p.tasks);
+            for pair in mine.windows(2) {
+                let (a, b) = (pair[0], pair[1]);
+                let x = (chart.x(incr, a.tasks) + chart.x(incr, b.tasks)) / 2.0;
+                let y = (chart.y(incr, a.ops) + chart.y(incr, b.ops)) / 2.0;
+                assert!(
+                    picture.near(x, y, 1, colour, 40),
+                    "{name}: no line between {} and {} tasks at ({x:.0}, {y:.0})",
+                    a.tasks,
+                    b.tasks
+                );
+            }
+        }
+
+        // The missing numbers: fred's colour is in the legend only, above the panels.
+        let fred = hex(chart.colour(client("fred 10.1")));
+        let top = panels[0].top.floor() as u32 - 2;
+        let in_panels = picture.find((0, top), (picture.width(), picture.height()), fred, 6);
+        assert!(in_panels.is_empty(), "fred drawn at {:?}", &in_panels[..1]);
+        let in_legend = picture.find((0, 0), (picture.width(), top), fred, 6);
+        assert!(!in_legend.is_empty(), "fred is in the legend");
+    }
+
+    #[test]
+    fn a_chart_with_one_task_count_and_no_numbers_is_still_a_picture() {
+        let chart = Chart::new(vec![point("INCR", 100, "redis-handoff", 5.0)]);
+        let panel = chart.panel(0);
+        // One task count: in the middle of the panel.
+        let x = chart.x(&panel, 100);
+        assert!((x - (panel.left + panel.right) / 2.0).abs() < 1e-9, "{x}");
+        Picture::render(&chart.to_svg("one"), "bench-one");
+        let empty = Chart::new(Vec::new());
+        Picture::render(&empty.to_svg("none"), "bench-empty");
     }
 }
