@@ -30,6 +30,9 @@
 //!
 //! All clients share one multi-thread tokio runtime with two workers.
 //!
+//! Besides the tables, the bench draws ops/s against tasks, one line per client, to
+//! `target/bench/throughput.svg`.
+//!
 //! The pipeline workload sends a `Pipeline` of 100 `SET`s per call (redis-rs: `redis::pipe()`,
 //! fred: `client.pipeline()`), the transaction workload a `Transaction` of 5 commands
 //! (redis-rs: `redis::pipe().atomic()`, fred: `client.multi()`); both count commands per second,
@@ -705,6 +708,7 @@ fn run() -> Result<()> {
     println!();
     println!("{}", report.plain());
     println!("{}", report.markdown());
+    report.write_chart();
     Ok(())
 }
 
@@ -898,5 +902,43 @@ impl Report<'_> {
             let _ = writeln!(out, "- {note}");
         }
         out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart
+
+/// Operations per second against tasks, one line per client, as an SVG.
+#[path = "support/chart.rs"]
+mod chart;
+
+impl Report<'_> {
+    /// Draws the median ops/s of every client on every workload (a panel per operation, the
+    /// part of the workload's name before its comma) to `target/bench/throughput.svg`.
+    fn write_chart(&self) {
+        let mut points = Vec::new();
+        for (wi, w) in self.workloads.iter().enumerate() {
+            let operation = w
+                .name
+                .split_once(", ")
+                .map_or(w.name.as_str(), |(op, _)| op);
+            for (ki, kind) in self.kinds.iter().enumerate() {
+                points.push(chart::Point {
+                    operation: operation.to_owned(),
+                    tasks: w.tasks,
+                    client: kind.label().to_owned(),
+                    ops: median(&self.values(wi, ki, |s| s.ops)),
+                });
+            }
+        }
+        let title = format!(
+            "throughput by tasks: {}, median of {} round(s)",
+            self.server_version, self.settings.rounds
+        );
+        let path = chart::default_path("throughput");
+        match chart::write(&path, &chart::Chart::new(points).to_svg(&title)) {
+            Ok(()) => println!("Chart: {}", path.display()),
+            Err(e) => eprintln!("could not write the chart to {}: {e}", path.display()),
+        }
     }
 }

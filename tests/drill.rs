@@ -224,6 +224,34 @@ fn compare_runs_both_clients_and_only_the_bare_one_fails() {
 }
 
 #[test]
+fn a_bar_asked_for_is_drawn_on_stderr_and_cleared_off_it_and_off_prints_none() {
+    let run = |progress: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_redis-handoff"))
+            .args(["drill", "--scenario", "none", "--duration", "1s"])
+            .args(["--concurrency", "2", "--progress", progress])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("the binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.starts_with("drill: full stack"), "{stdout}");
+        assert!(
+            !stdout.contains('\x1b'),
+            "the report has no escapes: {stdout:?}"
+        );
+        stderr
+    };
+    let bar = run("bar");
+    assert!(bar.contains("full stack: ["), "{bar:?}");
+    assert!(bar.contains(" commands  "), "{bar:?}");
+    assert!(bar.contains(" failed"), "{bar:?}");
+    assert!(bar.ends_with("\r\x1b[2K"), "cleared at the end: {bar:?}");
+    assert!(!bar.contains('\n'), "redrawn in place: {bar:?}");
+    assert_eq!(run("off"), "");
+}
+
+#[test]
 fn scenarios_need_the_embedded_simulator() {
     let out = Command::new(env!("CARGO_BIN_EXE_redis-handoff"))
         .args(["drill", "--addr", "127.0.0.1:1", "--scenario", "moving"])

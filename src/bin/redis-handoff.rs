@@ -20,6 +20,10 @@ use redis_handoff::drill::{self, Drill, DrillConfig, DrillReport, Scenario, Stac
 use redis_handoff::sim::{Backend, Habits, ShardIds, Simulator, Slots};
 use redis_handoff::ConnectOptions;
 
+/// The drill's progress on stderr: a bar or plain lines.
+#[path = "redis-handoff/progress.rs"]
+mod progress;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "redis-handoff",
@@ -307,9 +311,38 @@ struct DrillArgs {
     #[arg(long)]
     compare: bool,
 
-    /// No progress bar.
-    #[arg(long, short)]
+    /// How the progress shows on stderr: `auto` (a live bar with the elapsed time, commands,
+    /// failures and the scenario when stderr is a terminal, a line every 2 s when it is not),
+    /// `bar`, `plain` or `off`.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto, value_name = "WHEN")]
+    progress: ProgressArg,
+
+    /// No progress: the same as --progress off.
+    #[arg(long, short, conflicts_with = "progress")]
     quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProgressArg {
+    /// A bar on a terminal, plain lines otherwise.
+    Auto,
+    /// A bar redrawn a few times a second, terminal or not.
+    Bar,
+    /// A line every 2 s.
+    Plain,
+    /// Nothing.
+    Off,
+}
+
+impl DrillArgs {
+    fn progress_mode(&self) -> progress::Mode {
+        match (self.quiet, self.progress) {
+            (true, _) | (false, ProgressArg::Off) => progress::Mode::Off,
+            (false, ProgressArg::Auto) => progress::Mode::auto(),
+            (false, ProgressArg::Bar) => progress::Mode::Bar,
+            (false, ProgressArg::Plain) => progress::Mode::Plain,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -357,8 +390,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match cli.command {
-        // The report goes to stdout (its last line may be JSON): logs go to stderr.
-        Command::Drill(_) => logs.with_writer(std::io::stderr).init(),
+        // The report goes to stdout (its last line may be JSON): logs go to stderr, around the
+        // progress bar while one is drawn.
+        Command::Drill(_) => logs.with_writer(progress::Logs).init(),
         Command::Sim(_) => logs.init(),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -567,7 +601,7 @@ async fn run_drill(args: DrillArgs) -> Result<(), String> {
         timeout: args.timeout,
         ..DrillConfig::default()
     };
-    let show = !args.quiet;
+    let show = args.progress_mode();
     if args.compare {
         let full = run_one(
             DrillConfig {
@@ -637,16 +671,17 @@ fn scenario_names(report: &DrillReport) -> String {
     names.join(", ")
 }
 
-async fn run_one(config: DrillConfig, show_progress: bool) -> Result<DrillReport, String> {
+async fn run_one(config: DrillConfig, show: progress::Mode) -> Result<DrillReport, String> {
     let label = match config.stack {
         StackKind::Full => "full stack",
         StackKind::None => "bare connection",
     };
     let drill = Drill::new(config);
-    let bar = show_progress.then(|| progress::spawn(drill.progress(), label));
+    let shown = progress::spawn(drill.progress(), label, show);
     let result = drill.run().await;
-    if let Some(bar) = bar {
-        bar.finish().await;
+    // Cleared before anything else is printed.
+    if let Some(shown) = shown {
+        shown.finish().await;
     }
     result.map_err(|e| e.to_string())
 }
@@ -656,84 +691,6 @@ fn write_plot(path: &std::path::Path, svg: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot write the plot to {}: {e}", path.display()))?;
     eprintln!("plot written to {}", path.display());
     Ok(())
-}
-
-/// The progress bar: one line redrawn on a terminal, plain lines now and then otherwise.
-mod progress {
-    use std::io::{IsTerminal, Write};
-    use std::time::Duration;
-
-    use redis_handoff::drill::{Progress, ProgressSnapshot};
-    use tokio::sync::oneshot;
-    use tokio::task::JoinHandle;
-
-    const WIDTH: usize = 24;
-
-    pub(crate) struct Bar {
-        stop: oneshot::Sender<()>,
-        task: JoinHandle<()>,
-    }
-
-    /// Draws `progress` on stderr until [`Bar::finish`].
-    pub(crate) fn spawn(progress: Progress, label: &'static str) -> Bar {
-        let (stop, mut stopped) = oneshot::channel();
-        let terminal = std::io::stderr().is_terminal();
-        let every = if terminal {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(2)
-        };
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = &mut stopped => break,
-                }
-                let snap = progress.snapshot();
-                let mut err = std::io::stderr().lock();
-                let _ = if terminal {
-                    write!(err, "\r{}\x1b[K", line(label, &snap, true))
-                } else {
-                    writeln!(err, "{}", line(label, &snap, false))
-                };
-                let _ = err.flush();
-            }
-            if terminal {
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[K");
-                let _ = err.flush();
-            }
-        });
-        Bar { stop, task }
-    }
-
-    impl Bar {
-        /// Stops drawing and clears the line.
-        pub(crate) async fn finish(self) {
-            let _ = self.stop.send(());
-            let _ = self.task.await;
-        }
-    }
-
-    fn line(label: &str, s: &ProgressSnapshot, bar: bool) -> String {
-        let planned = s.planned.as_secs_f64().max(0.001);
-        let elapsed = s.elapsed.as_secs_f64();
-        let mut out = format!("{label}: ");
-        if bar {
-            let filled = ((elapsed / planned).clamp(0.0, 1.0) * WIDTH as f64) as usize;
-            out.push('[');
-            out.push_str(&"#".repeat(filled));
-            out.push_str(&"-".repeat(WIDTH - filled));
-            out.push_str("] ");
-        }
-        out.push_str(&format!(
-            "{elapsed:.1}/{planned:.1} s  {} commands  {} failed  {}",
-            s.commands, s.failed, s.phase
-        ));
-        out
-    }
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::sim::{Backend, SimError};
 
-pub use plot::stacked_svg;
+pub use plot::{stacked_svg, PlotLayout};
 pub use report::{
     side_by_side, DrillReport, LatencySummary, TimelineBucket, Window, TIMELINE_BUCKET,
 };

@@ -41,44 +41,96 @@ fn nice_step(span: f64, target: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
-struct Axes {
-    seconds: f64,
+/// Where the plot of a report ([`DrillReport::to_svg`]) draws things, in the SVG's user units
+/// (pixels, when the picture is shown at its own size): the plot area, and where a time and a
+/// latency fall in it. For tools that read the picture.
+///
+/// ```
+/// # use redis_handoff::drill::DrillReport;
+/// # fn window_columns(report: &DrillReport) {
+/// let layout = report.plot_layout();
+/// for w in &report.windows {
+///     // The shaded band of this window spans these x positions.
+///     let (x0, x1) = (layout.x(w.start), layout.x(w.end));
+///     assert!(layout.left <= x0 && x0 <= x1 && x1 <= layout.right);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct PlotLayout {
+    /// The width of the document.
+    pub width: f64,
+    /// The height of the document.
+    pub height: f64,
+    /// The left edge of the plot area: the start of the load.
+    pub left: f64,
+    /// The right edge of the plot area: [`span`](Self::span) after the start of the load.
+    pub right: f64,
+    /// The top edge of the plot area: the highest latency shown.
+    pub top: f64,
+    /// The bottom edge of the plot area, where the time axis is: the lowest latency shown.
+    pub bottom: f64,
+    /// The time from the left edge to the right edge: how long the drill ran.
+    pub span: Duration,
     /// log10 of the lowest and highest latency shown, in microseconds.
     low: f64,
     high: f64,
 }
 
-impl Axes {
-    fn x(&self, t: Duration) -> f64 {
-        LEFT + (t.as_secs_f64() / self.seconds).clamp(0.0, 1.0) * (WIDTH - LEFT - RIGHT)
+impl PlotLayout {
+    /// Where `t` after the start of the load falls across the plot area (clamped to it).
+    pub fn x(&self, t: Duration) -> f64 {
+        let seconds = self.span.as_secs_f64();
+        self.left + (t.as_secs_f64() / seconds).clamp(0.0, 1.0) * (self.right - self.left)
     }
 
-    fn y(&self, us: u64) -> f64 {
+    /// Where a latency of `us` microseconds falls up the plot area, on its logarithmic axis
+    /// (clamped to it).
+    pub fn y(&self, us: u64) -> f64 {
         let v = (us.max(1) as f64).log10().clamp(self.low, self.high);
-        let bottom = HEIGHT - BOTTOM;
-        bottom - (v - self.low) / (self.high - self.low) * (bottom - TOP)
+        self.bottom - (v - self.low) / (self.high - self.low) * (self.bottom - self.top)
     }
 }
 
 impl DrillReport {
-    /// The latency over time as an SVG document; see the module docs of [`drill`](super).
-    pub fn to_svg(&self) -> String {
-        let buckets: Vec<_> = self.timeline.iter().filter(|b| b.commands > 0).collect();
-        let lowest = buckets.iter().map(|b| b.p99_us).min().unwrap_or(100).max(1);
-        let highest = buckets
-            .iter()
-            .map(|b| b.max_us)
-            .max()
-            .unwrap_or(1000)
-            .max(10);
+    /// Where [`to_svg`](Self::to_svg) draws things for this report.
+    pub fn plot_layout(&self) -> PlotLayout {
+        let buckets = self.timeline.iter().filter(|b| b.commands > 0);
+        let lowest = buckets
+            .clone()
+            .map(|b| b.p99_us)
+            .min()
+            .unwrap_or(100)
+            .max(1);
+        let highest = buckets.map(|b| b.max_us).max().unwrap_or(1000).max(10);
         let low = (lowest as f64).log10().floor();
         let high = (highest as f64).log10().ceil().max(low + 1.0);
-        let axes = Axes {
-            seconds: self.elapsed.as_secs_f64().max(0.1),
+        PlotLayout {
+            width: WIDTH,
+            height: HEIGHT,
+            left: LEFT,
+            right: WIDTH - RIGHT,
+            top: TOP,
+            bottom: HEIGHT - BOTTOM,
+            span: Duration::from_secs_f64(self.elapsed.as_secs_f64().max(0.1)),
             low,
             high,
-        };
-        let (plot_top, plot_bottom) = (TOP, HEIGHT - BOTTOM);
+        }
+    }
+
+    /// The latency over time as an SVG document; see the module docs of [`drill`](super).
+    ///
+    /// Per [`TIMELINE_BUCKET`] of start time, the 99th percentile (`#264653`) and the maximum
+    /// (`#e76f51`) latency as two lines over a logarithmic axis; the maintenance windows as bands
+    /// shaded `#f4a261` at a quarter of its opacity, the full height of the plot area; the
+    /// buckets with failed commands as solid `#d62828` marks 6 units high along the bottom;
+    /// handoff switches as dashed `#2a9d8f` lines. [`plot_layout`](Self::plot_layout) says where.
+    pub fn to_svg(&self) -> String {
+        let buckets: Vec<_> = self.timeline.iter().filter(|b| b.commands > 0).collect();
+        let layout = self.plot_layout();
+        let (low, high) = (layout.low, layout.high);
+        let (plot_top, plot_bottom) = (layout.top, layout.bottom);
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -118,7 +170,7 @@ impl DrillReport {
 
         // Maintenance windows, under everything else.
         for w in &self.windows {
-            let (x0, x1) = (axes.x(w.start), axes.x(w.end));
+            let (x0, x1) = (layout.x(w.start), layout.x(w.end));
             let _ = writeln!(
                 s,
                 r##"<rect class="window" x="{x0:.1}" y="{plot_top:.1}" width="{:.1}" height="{:.1}" fill="#f4a261" fill-opacity="0.25"><title>{}</title></rect>"##,
@@ -139,7 +191,7 @@ impl DrillReport {
         let mut decade = low as i32;
         while f64::from(decade) <= high {
             let us = 10f64.powi(decade) as u64;
-            let y = axes.y(us);
+            let y = layout.y(us);
             let _ = writeln!(
                 s,
                 r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
@@ -155,10 +207,11 @@ impl DrillReport {
             decade += 1;
         }
         // The time axis.
-        let step = nice_step(axes.seconds, 10.0);
+        let seconds = layout.span.as_secs_f64();
+        let step = nice_step(seconds, 10.0);
         let mut t = 0.0;
-        while t <= axes.seconds + 1e-9 {
-            let x = axes.x(Duration::from_secs_f64(t));
+        while t <= seconds + 1e-9 {
+            let x = layout.x(Duration::from_secs_f64(t));
             let _ = writeln!(
                 s,
                 r##"<line x1="{x:.1}" y1="{plot_bottom:.1}" x2="{x:.1}" y2="{:.1}" stroke="#333"/>"##,
@@ -196,7 +249,7 @@ impl DrillReport {
 
         // Handoff switches.
         for at in &self.switches {
-            let x = axes.x(*at);
+            let x = layout.x(*at);
             let _ = writeln!(
                 s,
                 r##"<line class="switch" x1="{x:.1}" y1="{plot_top:.1}" x2="{x:.1}" y2="{plot_bottom:.1}" stroke="#2a9d8f" stroke-dasharray="4 3"><title>handoff switch</title></line>"##
@@ -218,14 +271,14 @@ impl DrillReport {
                 }
                 let mut points: Vec<String> = run
                     .iter()
-                    .map(|b| format!("{:.1},{:.1}", axes.x(b.start + half), axes.y(pick(b))))
+                    .map(|b| format!("{:.1},{:.1}", layout.x(b.start + half), layout.y(pick(b))))
                     .collect();
                 if let [b] = run {
                     // A lone bucket: a short flat line across it, so that it shows.
-                    let y = axes.y(pick(b));
+                    let y = layout.y(pick(b));
                     points = vec![
-                        format!("{:.1},{y:.1}", axes.x(b.start)),
-                        format!("{:.1},{y:.1}", axes.x(b.start + TIMELINE_BUCKET)),
+                        format!("{:.1},{y:.1}", layout.x(b.start)),
+                        format!("{:.1},{y:.1}", layout.x(b.start + TIMELINE_BUCKET)),
                     ];
                 }
                 let _ = writeln!(
@@ -238,8 +291,8 @@ impl DrillReport {
 
         // Failed commands, along the bottom.
         for b in buckets.iter().filter(|b| b.failed > 0) {
-            let x0 = axes.x(b.start);
-            let x1 = axes.x(b.start + TIMELINE_BUCKET);
+            let x0 = layout.x(b.start);
+            let x1 = layout.x(b.start + TIMELINE_BUCKET);
             let _ = writeln!(
                 s,
                 r##"<rect class="failed" x="{x0:.1}" y="{:.1}" width="{:.1}" height="6" fill="#d62828"><title>{} failed</title></rect>"##,
