@@ -75,6 +75,7 @@
 
 pub mod circuit_breaker;
 mod clock;
+pub mod cluster;
 pub mod command;
 pub mod connection;
 pub mod dedicated;
@@ -127,3 +128,6 @@ pub use relaxed_timeout::{RelaxedTimeout, RelaxedTimeoutLayer};
 pub use dedicated::Dedicated;
 pub use pool::Pool;
 pub use stack::{Stack, StackBuilder};
+
+// A Redis Cluster: one stack per primary, routed by slot.
+pub use cluster::{Cluster, ClusterBuilder, ClusterEvent, ClusterStats, Topology};
