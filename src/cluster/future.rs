@@ -36,6 +36,9 @@ pub struct ResponseFuture<R> {
     _request: PhantomData<fn() -> R>,
 }
 
+// The straight path holds the node's stack and its future in place, which is what makes it
+// large; boxing it would cost an allocation per command on the hot path instead.
+#[allow(clippy::large_enum_variant)]
 #[pin_project(project = StateProj)]
 enum State {
     Sent {
