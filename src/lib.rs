@@ -26,6 +26,8 @@
 //!
 //! [`Stack::connect`] assembles the recommended layers in one call; each layer is also a
 //! [`tower::Layer`] of its own, to put in a `ServiceBuilder` with yours in between.
+//! [`Cluster`] is the same service over a Redis Cluster: one stack per primary, requests routed
+//! by slot, redirects and `SMIGRATED` followed ([`cluster`] module).
 //!
 //! # The path of a command
 //!

@@ -71,6 +71,25 @@
 //! # The cluster protocol
 //! What each refusal makes the cluster do is in the [`redirect`](redirect) table.
 //!
+//! # Decisions
+//! - **One maintenance handle and one metrics store for all nodes.** Per-node state is kept
+//!   under each node's address in the shared [`Maintenance`] handle (as a pool of stacks to one
+//!   endpoint already shares one), so relaxation, de-duplication and `MOVING` stay per node,
+//!   while a user subscribes once and reads one [`Metrics`] for the cluster.
+//! - **`CROSSSLOT` is an error, not a split.** Splitting `MSET` or `RENAME` across nodes would
+//!   lose their atomicity and change what the caller asked for; a pipeline of single-key
+//!   commands is the split a caller can choose.
+//! - **`ASKING` on a shared connection.** The crate refuses a caller's `ASKING` there; the
+//!   cluster writes its own `ASKING` and the command as one contiguous batch, which makes it
+//!   safe (see the connection's batch writes and `crate::request`'s `Asking`).
+//! - **Nodes wait briefly for a connection.** A node's stack normally holds a command up to
+//!   its `wait_for_connection` while it reconnects; in a cluster that wait is cut to at most
+//!   500 ms (unless set with [`ClusterBuilder::handoff`]), so that a command for a dead primary
+//!   fails as not sent before its timeout and is routed again after a refresh, instead of
+//!   timing out as "may have run".
+//! - **Always ready.** `poll_ready` cannot know the node before the request; the node's own
+//!   `poll_ready` runs inside the response future.
+//!
 //! # What is not here yet
 //! Reading from replicas (every command goes to a primary), sharded Pub/Sub that follows its
 //! slot to a new owner, and splitting multi-key commands across slots.
@@ -377,6 +396,12 @@ impl Inner {
         self.template.handoff.connect_timeout
     }
 
+    /// How long a new node is given to connect before traffic is routed to it anyway (its
+    /// stack then holds the commands until it is up): within a refresh's bound.
+    fn dial_wait(&self) -> Duration {
+        self.connect_timeout().min(self.config.refresh_timeout)
+    }
+
     /// The stack of `endpoint`, started if there is none yet (and then whether it is new).
     fn node(&self, endpoint: &Endpoint) -> Result<(Stack, bool), Error> {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
@@ -397,13 +422,12 @@ impl Inner {
     }
 
     /// The stack of `endpoint`, dialled before it is used when it is new (make before break;
-    /// bounded by the connect timeout: a node that does not answer yet still gets its stack,
-    /// and commands to it wait for it there).
+    /// bounded by `dial_wait`: a node that does not answer yet still gets its stack, and
+    /// commands to it wait for it there).
     pub(crate) async fn ready_node(&self, endpoint: &Endpoint) -> Result<Stack, Error> {
         let (stack, new) = self.node(endpoint)?;
-        if new || !stack.handoff().is_connected() {
-            let _ = tokio::time::timeout(self.connect_timeout(), stack.handoff().wait_connected())
-                .await;
+        if new {
+            let _ = tokio::time::timeout(self.dial_wait(), stack.handoff().wait_connected()).await;
         }
         Ok(stack)
     }
@@ -499,7 +523,7 @@ impl Inner {
                 stack.handoff().wait_connected().await?;
                 self.fetch(&stack).await
             };
-            match tokio::time::timeout(self.connect_timeout(), attempt).await {
+            match tokio::time::timeout(self.dial_wait(), attempt).await {
                 Ok(Ok(t)) => return self.install(t, seed).await,
                 Ok(Err(e)) => last = Some(e),
                 Err(_) => {}
@@ -546,13 +570,15 @@ impl Inner {
         let mut new = Vec::new();
         for shard in topology.shards() {
             let (stack, is_new) = self.node(&shard.primary)?;
-            if is_new || !stack.handoff().is_connected() {
+            // Only new nodes are waited for: a known one that is down (a primary that died and
+            // is not replaced yet) must not hold up the map.
+            if is_new {
                 new.push(stack.clone());
             }
             stacks.push(stack);
         }
         if !new.is_empty() {
-            let wait = self.connect_timeout();
+            let wait = self.dial_wait();
             futures_util::future::join_all(new.iter().map(|s| async move {
                 let _ = tokio::time::timeout(wait, s.handoff().wait_connected()).await;
             }))
