@@ -224,3 +224,56 @@ async fn per_node_maintenance_keeps_working_in_a_cluster() {
     let v = redis.clone().oneshot(cmd!("INCR", key)).await.unwrap();
     assert_eq!(v.as_i64(), Some(2));
 }
+
+#[test]
+fn the_drill_runs_across_a_cluster_through_moved_slots_and_counts_the_redirects() {
+    let cluster = std::sync::Arc::new(RedisCluster::start(3, 0));
+    // Slots the drill's keys (`drill:0`, `drill:1`, ...) hash to, moved while it runs.
+    let mut slots: Vec<u16> = (0..20).map(|k| key_slot(&format!("drill:{k}"))).collect();
+    slots.sort();
+    slots.dedup();
+    let mover = {
+        let cluster = cluster.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(800));
+            let ports = cluster.ports();
+            for &slot in &slots {
+                let from = cluster.owner_port(slot);
+                let to = ports[(ports.iter().position(|&p| p == from).unwrap() + 1) % ports.len()];
+                cluster.move_slot(slot, from, to);
+            }
+        })
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redis-handoff"))
+        .args(["drill", "--cluster", "--addr"])
+        .arg(cluster.nodes[0].addr())
+        .args([
+            "--duration",
+            "3s",
+            "--concurrency",
+            "8",
+            "--json",
+            "--quiet",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the binary runs");
+    mover.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("cluster client"), "{stdout}");
+    let last = stdout.lines().last().expect("some output");
+    let v: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    assert_eq!(v["stack"], "cluster", "{stdout}");
+    assert_eq!(v["failed"], 0, "{stdout}");
+    assert!(v["commands"].as_u64().unwrap() > 100, "{stdout}");
+    assert!(v["moved_redirects"].as_u64().unwrap() >= 1, "{stdout}");
+    assert!(v["ask_redirects"].as_u64().is_some(), "{stdout}");
+    assert!(v["topology_refreshes"].as_u64().unwrap() >= 1, "{stdout}");
+    // The drill cleaned up after itself on every node, across slots.
+    for node in &cluster.nodes {
+        let mut admin = common::cluster::Admin::connect(node.port);
+        assert_eq!(admin.cmd(&["DBSIZE"]), common::cluster::Value::Int(0));
+    }
+}
