@@ -443,3 +443,59 @@ async fn thirty_two_tasks_through_slots_moved_back_and_forth_fail_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_and_sharded_pub_sub_through_the_cluster() {
+    use redis_handoff::frame::BytesFrame;
+    let cluster = RedisCluster::start(3, 0);
+    let redis = client(&cluster).await;
+    let mut pushes = redis.pushes();
+    redis
+        .clone()
+        .oneshot(cmd!("SUBSCRIBE", "news"))
+        .await
+        .unwrap();
+    redis
+        .clone()
+        .oneshot(cmd!("SSUBSCRIBE", "{shard}ch"))
+        .await
+        .unwrap();
+    // A PUBLISH reaches every node of the cluster, whichever node it was sent to; an SPUBLISH
+    // goes to its channel's slot, where the SSUBSCRIBE went.
+    for i in 0..3 {
+        redis
+            .clone()
+            .oneshot(cmd!("PUBLISH", "news", i))
+            .await
+            .unwrap();
+        redis
+            .clone()
+            .oneshot(cmd!("SPUBLISH", "{shard}ch", i))
+            .await
+            .unwrap();
+    }
+    let text = |f: &BytesFrame| match f {
+        BytesFrame::BlobString { data, .. } | BytesFrame::SimpleString { data, .. } => {
+            String::from_utf8_lossy(data).into_owned()
+        }
+        _ => String::new(),
+    };
+    let (mut messages, mut smessages) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while messages.len() < 3 || smessages.len() < 3 {
+        let frame = tokio::time::timeout_at(deadline, pushes.recv())
+            .await
+            .expect("every message within 5 s")
+            .expect("the stream stays open");
+        let BytesFrame::Push { data, .. } = frame else {
+            continue;
+        };
+        match text(&data[0]).as_str() {
+            "message" => messages.push(text(&data[2])),
+            "smessage" => smessages.push(text(&data[2])),
+            _ => {}
+        }
+    }
+    assert_eq!(messages, ["0", "1", "2"]);
+    assert_eq!(smessages, ["0", "1", "2"]);
+}

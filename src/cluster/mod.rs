@@ -92,7 +92,8 @@
 //!
 //! # What is not here yet
 //! Reading from replicas (every command goes to a primary), sharded Pub/Sub that follows its
-//! slot to a new owner, and splitting multi-key commands across slots.
+//! slot to a new owner (an `SSUBSCRIBE` stays on the node that served its slot when it was
+//! made), and splitting multi-key commands across slots.
 
 mod future;
 pub mod redirect;
@@ -120,7 +121,7 @@ pub use topology::{Shard, Topology};
 
 use crate::circuit_breaker::CircuitBreakerConfig;
 use crate::command::Command;
-use crate::connection::ConnectOptions;
+use crate::connection::{ConnectOptions, PushHub, Pushes};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::handoff::HandoffConfig;
@@ -376,6 +377,8 @@ pub(crate) struct Inner {
     counters: Counters,
     events: broadcast::Sender<ClusterEvent>,
     migrations: Mutex<SeqMemory>,
+    // Every node's pushes, as one stream.
+    pushes: Arc<PushHub>,
 }
 
 impl Inner {
@@ -411,6 +414,7 @@ impl Inner {
         let stack = self
             .template
             .start_node(endpoint.clone(), &self.maintenance, &self.metrics)?;
+        stack.handoff().forward_pushes(&self.pushes);
         nodes.insert(endpoint.clone(), stack.clone());
         drop(nodes);
         self.counters.nodes_added.fetch_add(1, Ordering::Relaxed);
@@ -519,6 +523,7 @@ impl Inner {
             let stack = self
                 .template
                 .start_node(seed.clone(), &self.maintenance, &self.metrics)?;
+            stack.handoff().forward_pushes(&self.pushes);
             let attempt = async {
                 stack.handoff().wait_connected().await?;
                 self.fetch(&stack).await
@@ -861,6 +866,13 @@ impl Cluster {
         self.inner.events.subscribe()
     }
 
+    /// Push frames from every node, as one stream: Pub/Sub messages (a `SUBSCRIBE` goes to one
+    /// node, which hears every `PUBLISH` of the cluster; an `SSUBSCRIBE` goes to the node that
+    /// serves its channel's slot), client-tracking invalidations.
+    pub fn pushes(&self) -> Pushes {
+        self.inner.pushes.subscribe()
+    }
+
     /// Refreshes the topology now and waits for it (at most the refresh timeout, twice).
     pub async fn refresh(&self) -> Result<(), Error> {
         let bound = self.inner.config.refresh_timeout * 2;
@@ -984,6 +996,11 @@ impl ClusterBuilder {
         let metrics = Metrics::new();
         metrics.attach(&maintenance);
         let (events, _) = broadcast::channel(256);
+        let seed_endpoint = self
+            .seeds
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::config("a cluster needs at least one seed"))?;
         let inner = Arc::new(Inner {
             routes: ArcSwap::from_pointee(Routes::empty()),
             writing: Mutex::new(()),
@@ -998,6 +1015,7 @@ impl ClusterBuilder {
             counters: Counters::default(),
             events,
             migrations: Mutex::new(SeqMemory::default()),
+            pushes: Arc::new(PushHub::new(seed_endpoint, 4096)),
         });
         // Listen before the first node connects, so that nothing it announces is missed.
         tokio::spawn(follow_notifications(

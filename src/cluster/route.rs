@@ -6,8 +6,8 @@
 //! | commands | keys |
 //! |---|---|
 //! | most (`GET`, `SET`, `HSET`, `INCR`, `LPUSH`, `XADD`, ...) and any command not listed | the first argument |
-//! | `MGET`, `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `SUNION`, `SINTER`, `SDIFF` and their `STORE` forms, `PFCOUNT`, `PFMERGE`, `SSUBSCRIBE`, `SUNSUBSCRIBE`, `SPUBLISH` | every argument |
-//! | `RENAME`, `RENAMENX`, `RPOPLPUSH`, `LMOVE`, `BLMOVE`, `BRPOPLPUSH`, `SMOVE`, `COPY`, `LCS` | the first two |
+//! | `MGET`, `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `SUNION`, `SINTER`, `SDIFF` and their `STORE` forms, `PFCOUNT`, `PFMERGE`, `SSUBSCRIBE`, `SUNSUBSCRIBE` | every argument |
+//! | `RENAME`, `RENAMENX`, `RPOPLPUSH`, `LMOVE`, `BLMOVE`, `BRPOPLPUSH`, `SMOVE`, `COPY`, `LCS`, `ZRANGESTORE`, `GEOSEARCHSTORE` | the first two |
 //! | `MSET`, `MSETNX` | every other argument |
 //! | `BLPOP`, `BRPOP`, `BZPOPMIN`, `BZPOPMAX` | all but the timeout |
 //! | `EVAL`, `EVALSHA`, `FCALL` (and `_RO`), `BLMPOP`, `BZMPOP`, `ZUNIONSTORE`, `ZINTERSTORE`, `ZDIFFSTORE` | the `numkeys` keys (and the destination) |
@@ -118,9 +118,9 @@ pub(crate) fn route(command: &Command) -> Result<Route, Error> {
         "OBJECT" | "XINFO" | "XGROUP" => return Ok(at(command, 2)),
         "MGET" | "DEL" | "UNLINK" | "EXISTS" | "TOUCH" | "SUNION" | "SINTER" | "SDIFF"
         | "SUNIONSTORE" | "SINTERSTORE" | "SDIFFSTORE" | "PFCOUNT" | "PFMERGE" | "SSUBSCRIBE"
-        | "SUNSUBSCRIBE" | "SPUBLISH" | "WATCH" => Keys::Range(1, argc, 1),
+        | "SUNSUBSCRIBE" | "WATCH" => Keys::Range(1, argc, 1),
         "RENAME" | "RENAMENX" | "RPOPLPUSH" | "LMOVE" | "BLMOVE" | "BRPOPLPUSH" | "SMOVE"
-        | "COPY" | "LCS" => Keys::Range(1, argc.min(3), 1),
+        | "COPY" | "LCS" | "ZRANGESTORE" | "GEOSEARCHSTORE" => Keys::Range(1, argc.min(3), 1),
         "MSET" | "MSETNX" => Keys::Range(1, argc, 2),
         "BLPOP" | "BRPOP" | "BZPOPMIN" | "BZPOPMAX" => Keys::Range(1, argc.saturating_sub(1), 1),
         "BITOP" => Keys::Range(2, argc, 1),
@@ -311,5 +311,7 @@ mod tests {
         ));
         assert_eq!(route(&cmd!("SUBSCRIBE", "c")).unwrap(), Route::PubSub);
         assert_eq!(route(&cmd!("SSUBSCRIBE", "c")).unwrap(), slot("c"));
+        // The message of SPUBLISH is no key.
+        assert_eq!(route(&cmd!("SPUBLISH", "c", "hello")).unwrap(), slot("c"));
     }
 }
