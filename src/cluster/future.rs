@@ -28,7 +28,8 @@ use crate::stack::Stack;
 
 pub(crate) type Slow = Pin<Box<dyn Future<Output = Result<ClusterAnswer, Error>> + Send>>;
 
-/// The answer of a [`Cluster`](super::Cluster) call; see the [module docs](self).
+/// The answer of a [`Cluster`](super::Cluster) call: a command sent straight to its node is
+/// polled in place, everything else goes on in a boxed future.
 #[pin_project]
 pub struct ResponseFuture<R> {
     #[pin]

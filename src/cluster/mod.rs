@@ -65,11 +65,11 @@
 //!
 //! # Routing
 //! The key positions, the commands sent to every primary and how their replies combine, are
-//! listed in the [`route`](route) table. `SCAN` is refused (its cursor belongs to one node):
+//! listed in the [`route`] table. `SCAN` is refused (its cursor belongs to one node):
 //! scan each primary on its own stack, from [`Cluster::primaries`].
 //!
 //! # The cluster protocol
-//! What each refusal makes the cluster do is in the [`redirect`](redirect) table.
+//! What each refusal makes the cluster do is in the [`redirect`] table.
 //!
 //! # Decisions
 //! - **One maintenance handle and one metrics store for all nodes.** Per-node state is kept

@@ -40,7 +40,9 @@ pub struct Shard {
     pub replicas: Vec<Endpoint>,
 }
 
-/// Which primary serves each slot; see the [module docs](self).
+/// Which primary serves each slot: one entry per slot, read from `CLUSTER SHARDS` or
+/// `CLUSTER SLOTS` by the [`Cluster`](super::Cluster), changed in place by `MOVED` and
+/// `SMIGRATED`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Topology {
     owners: Box<[u16]>,
