@@ -499,3 +499,30 @@ async fn classic_and_sharded_pub_sub_through_the_cluster() {
     assert_eq!(messages, ["0", "1", "2"]);
     assert_eq!(smessages, ["0", "1", "2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_redirect_limit_the_caller_gets_a_clear_error_and_nothing_ran() {
+    let cluster = RedisCluster::start(3, 0);
+    let redis = Cluster::builder(ConnectOptions::from_url(&cluster.nodes[0].url()).unwrap())
+        .redirect_limit(0)
+        .refresh_period(None)
+        .connect()
+        .await
+        .unwrap();
+    let key = "limit:{l}";
+    let slot = key_slot(key);
+    let from = cluster.owner_port(slot);
+    let to = cluster.ports().into_iter().find(|&p| p != from).unwrap();
+    tokio::task::block_in_place(|| cluster.move_slot(slot, from, to));
+    let err = redis.clone().oneshot(cmd!("INCR", key)).await.unwrap_err();
+    match &err {
+        Error::Redirects { followed, last } => {
+            assert_eq!(*followed, 1);
+            assert!(last.starts_with("MOVED"), "{last}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.certainly_not_executed(), "{err}");
+    let mut owner = Admin::connect(to);
+    assert_eq!(owner.cmd(&["GET", key]), Value::Nil, "the INCR did not run");
+}
