@@ -460,8 +460,9 @@ async fn classic_and_sharded_pub_sub_through_the_cluster() {
         .oneshot(cmd!("SSUBSCRIBE", "{shard}ch"))
         .await
         .unwrap();
-    // A PUBLISH reaches every node of the cluster, whichever node it was sent to; an SPUBLISH
-    // goes to its channel's slot, where the SSUBSCRIBE went.
+    // A PUBLISH reaches every node of the cluster, whichever node it was sent to (the client
+    // sends one channel's messages to one node, so they keep their order); an SPUBLISH goes
+    // to its channel's slot, where the SSUBSCRIBE went.
     for i in 0..3 {
         redis
             .clone()

@@ -22,8 +22,10 @@
 //! with a hash tag, or send single-key commands in a [`Pipeline`](crate::Pipeline), which the
 //! cluster splits by node.
 //!
-//! Commands without keys (`PING`, `INFO`, `TIME`, `CLUSTER ...`, `PUBLISH`, a script with no
-//! keys) go to any primary. Those that change every node go to every primary, and their replies
+//! Commands without keys (`PING`, `INFO`, `TIME`, `CLUSTER ...`, a script with no keys) go to
+//! any primary. `PUBLISH` goes to the node of its channel's slot, as if the channel were a key:
+//! the cluster passes it on to every node from any of them, but a channel's messages keep
+//! their order only when they enter at the same node. Those that change every node go to every primary, and their replies
 //! are combined: `FLUSHALL`, `FLUSHDB`, `SCRIPT FLUSH`, `FUNCTION DELETE|FLUSH|RESTORE`,
 //! `CONFIG SET|RESETSTAT|REWRITE` answer the first reply when every primary agreed, or the
 //! first error; `SCRIPT LOAD` and `FUNCTION LOAD` answer the name every primary gave;
@@ -78,9 +80,12 @@ pub(crate) fn route(command: &Command) -> Result<Route, Error> {
     let spec = match name.as_str() {
         "PING" | "ECHO" | "INFO" | "TIME" | "LASTSAVE" | "LOLWUT" | "RANDOMKEY" | "COMMAND"
         | "CLUSTER" | "CLIENT" | "ACL" | "SLOWLOG" | "LATENCY" | "MODULE" | "ROLE" | "SAVE"
-        | "BGSAVE" | "BGREWRITEAOF" | "PUBLISH" | "PUBSUB" | "WAIT" | "WAITAOF" | "DEBUG"
-        | "SWAPDB" | "SHUTDOWN" | "FAILOVER" | "REPLICAOF" | "SLAVEOF" => return Ok(Route::Any),
+        | "BGSAVE" | "BGREWRITEAOF" | "PUBSUB" | "WAIT" | "WAITAOF" | "DEBUG" | "SWAPDB"
+        | "SHUTDOWN" | "FAILOVER" | "REPLICAOF" | "SLAVEOF" => return Ok(Route::Any),
         "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" => return Ok(Route::PubSub),
+        // Any node would do (the cluster passes it on to every node), but one channel's
+        // messages keep their order only when they all enter the cluster at the same node.
+        "PUBLISH" => return Ok(first_key(command)),
         "FLUSHALL" | "FLUSHDB" => return Ok(Route::All(Combine::Agree)),
         "DBSIZE" => return Ok(Route::All(Combine::Sum)),
         "KEYS" => return Ok(Route::All(Combine::Concat)),
@@ -310,6 +315,7 @@ mod tests {
             Err(Error::Refused { .. })
         ));
         assert_eq!(route(&cmd!("SUBSCRIBE", "c")).unwrap(), Route::PubSub);
+        assert_eq!(route(&cmd!("PUBLISH", "c", "m")).unwrap(), slot("c"));
         assert_eq!(route(&cmd!("SSUBSCRIBE", "c")).unwrap(), slot("c"));
         // The message of SPUBLISH is no key.
         assert_eq!(route(&cmd!("SPUBLISH", "c", "hello")).unwrap(), slot("c"));
