@@ -466,7 +466,7 @@ impl Command {
     }
 
     /// The name in upper case, on the stack: classification runs on the command path.
-    fn upper_name(&self) -> Option<UpperName> {
+    pub(crate) fn upper_name(&self) -> Option<UpperName> {
         let n = self.name_bytes();
         let mut buf = [0u8; 24];
         let dst = buf.get_mut(..n.len())?;
@@ -486,13 +486,13 @@ impl Command {
     }
 }
 
-struct UpperName {
+pub(crate) struct UpperName {
     buf: [u8; 24],
     len: u8,
 }
 
 impl UpperName {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Checked to be UTF-8 when built.
         std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
     }

@@ -166,6 +166,27 @@ pub enum Error {
         /// Each refused command's position in the transaction (from 0) and the server's error.
         errors: Arc<[(usize, ServerError)]>,
     },
+
+    /// A cluster command's keys hash to more than one slot, so no node can run it; it was
+    /// refused before anything was sent. Put the keys in one slot with a hash tag
+    /// (`{user1}:a`, `{user1}:b`), or send them as separate commands.
+    CrossSlot {
+        /// The command, such as `MGET`, or `TRANSACTION`.
+        command: Arc<str>,
+        /// Two of the slots its keys hash to.
+        slots: (u16, u16),
+    },
+
+    /// A cluster command was redirected (`MOVED`, `ASK`) or told to wait (`TRYAGAIN`,
+    /// `CLUSTERDOWN`) more times than the cluster's limit, or for longer than its retry budget,
+    /// without reaching a node that runs it. Every redirect means the command was refused, so
+    /// it did not run.
+    Redirects {
+        /// How many redirects and waits were followed.
+        followed: u32,
+        /// The last refusal, as the server said it.
+        last: Arc<str>,
+    },
 }
 
 /// An error reply from the server, split into its code and message.
@@ -262,7 +283,9 @@ impl Error {
             Error::Server(_) | Error::Conversion { .. } => ErrorClass::Server,
             Error::Timeout { .. } => ErrorClass::Timeout,
             Error::CircuitOpen { .. } => ErrorClass::CircuitOpen,
-            Error::Config { .. } | Error::Refused { .. } => ErrorClass::Usage,
+            Error::Config { .. } | Error::Refused { .. } | Error::CrossSlot { .. } => {
+                ErrorClass::Usage
+            }
             Error::TransactionDiscarded { .. } => ErrorClass::Server,
             Error::WatchConflict { .. } | Error::WatchLost { .. } => ErrorClass::Aborted,
             Error::ConnectionLost { .. }
@@ -275,7 +298,8 @@ impl Error {
             | Error::Auth { .. }
             | Error::Protocol { .. }
             | Error::MaintenanceUnsupported { .. }
-            | Error::HandoffFailed { .. } => ErrorClass::Connection,
+            | Error::HandoffFailed { .. }
+            | Error::Redirects { .. } => ErrorClass::Connection,
         }
     }
 
@@ -301,7 +325,9 @@ impl Error {
             | Error::Refused { .. }
             | Error::WatchConflict { .. }
             | Error::WatchLost { .. }
-            | Error::TransactionDiscarded { .. } => Execution::NotRun,
+            | Error::TransactionDiscarded { .. }
+            | Error::CrossSlot { .. }
+            | Error::Redirects { .. } => Execution::NotRun,
         }
     }
 
@@ -419,6 +445,19 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
+            Error::CrossSlot { command, slots } => write!(
+                f,
+                "{command} refused, nothing was sent: its keys hash to different cluster slots \
+                 ({} and {}); put them in one slot with a hash tag ({{user1}}:a, {{user1}}:b) or \
+                 send them as separate commands",
+                slots.0, slots.1
+            ),
+            Error::Redirects { followed, last } => write!(
+                f,
+                "the cluster refused the command {followed} times without running it (last: \
+                 {last}); the topology is changing faster than it can be followed, or a slot \
+                 has no node: nothing ran, it is safe to send again"
+            ),
         }
     }
 }

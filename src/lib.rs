@@ -26,6 +26,8 @@
 //!
 //! [`Stack::connect`] assembles the recommended layers in one call; each layer is also a
 //! [`tower::Layer`] of its own, to put in a `ServiceBuilder` with yours in between.
+//! [`Cluster`] is the same service over a Redis Cluster: one stack per primary, requests routed
+//! by slot, redirects and `SMIGRATED` followed ([`cluster`] module).
 //!
 //! # The path of a command
 //!
@@ -75,6 +77,7 @@
 
 pub mod circuit_breaker;
 mod clock;
+pub mod cluster;
 pub mod command;
 pub mod connection;
 pub mod dedicated;
@@ -127,3 +130,6 @@ pub use relaxed_timeout::{RelaxedTimeout, RelaxedTimeoutLayer};
 pub use dedicated::Dedicated;
 pub use pool::Pool;
 pub use stack::{Stack, StackBuilder};
+
+// A Redis Cluster: one stack per primary, routed by slot.
+pub use cluster::{Cluster, ClusterBuilder, ClusterEvent, ClusterStats, Topology};

@@ -123,6 +123,36 @@ pub(crate) mod wire {
         /// Whether it is sent again on the next connection after the one it went to ended
         /// under it with `error`.
         fn resend(&self, error: &Error, policy: &dyn ResendPolicy) -> bool;
+
+        /// What a cluster makes of it: one command, a pipeline or a transaction.
+        fn into_cluster(self) -> ClusterRequest;
+
+        /// The caller's answer from what the cluster answered.
+        fn from_cluster(answer: ClusterAnswer) -> Result<<Self as Request>::Response, Error>
+        where
+            Self: Request;
+    }
+
+    /// A request as the cluster routes it.
+    #[derive(Debug)]
+    pub enum ClusterRequest {
+        /// One command.
+        Command(Command),
+        /// A pipeline's commands.
+        Pipeline(Vec<Command>),
+        /// A transaction's commands.
+        Transaction(Vec<Command>),
+        /// A request only the crate makes, never sent through a cluster.
+        Internal(&'static str),
+    }
+
+    /// What the cluster answers.
+    #[derive(Debug)]
+    pub enum ClusterAnswer {
+        /// A command's reply.
+        One(Reply),
+        /// A pipeline's or a transaction's results.
+        Many(Vec<Result<Reply, Error>>),
     }
 
     /// The commands of a pipeline or a transaction, as the connection's task sees them.
@@ -131,16 +161,22 @@ pub(crate) mod wire {
         pub(crate) commands: Vec<Command>,
         /// Wrapped in `MULTI` ... `EXEC`.
         pub(crate) atomic: bool,
+        /// Preceded by `ASKING` (a cluster's redirect during a slot migration; see
+        /// `Asking`).
+        pub(crate) asking: bool,
     }
 
     impl Batch {
         /// How many reply frames the server sends for it.
         pub(crate) fn frames(&self) -> usize {
-            self.commands.len() + if self.atomic { 2 } else { 0 }
+            self.commands.len() + if self.atomic { 2 } else { 0 } + usize::from(self.asking)
         }
 
         /// Writes it in RESP to `out`.
         pub(crate) fn encode(&self, out: &mut BytesMut) {
+            if self.asking {
+                out.extend_from_slice(ASKING);
+            }
             if self.atomic {
                 out.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
             }
@@ -154,7 +190,10 @@ pub(crate) mod wire {
     }
 }
 
-pub(crate) use wire::Batch;
+pub(crate) use wire::{Batch, ClusterAnswer, ClusterRequest};
+
+/// `ASKING` as written on the wire.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 // ===== Command =====
 
@@ -193,6 +232,19 @@ impl wire::Wire for Command {
 
     fn resend(&self, error: &Error, policy: &dyn ResendPolicy) -> bool {
         policy.resend(self, error)
+    }
+
+    fn into_cluster(self) -> ClusterRequest {
+        ClusterRequest::Command(self)
+    }
+
+    fn from_cluster(answer: ClusterAnswer) -> Result<Reply, Error> {
+        match answer {
+            ClusterAnswer::One(reply) => Ok(reply),
+            ClusterAnswer::Many(_) => Err(Error::protocol(
+                "the cluster answered a command with a list of results",
+            )),
+        }
     }
 }
 
@@ -322,6 +374,7 @@ impl wire::Wire for Pipeline {
             batch: Batch {
                 commands: self.batch,
                 atomic: false,
+                asking: false,
             },
             reply,
         }
@@ -358,6 +411,24 @@ impl wire::Wire for Pipeline {
             Execution::MayHaveRun => self.batch.iter().all(|c| policy.resend(c, error)),
             _ => false,
         }
+    }
+
+    fn into_cluster(self) -> ClusterRequest {
+        ClusterRequest::Pipeline(self.batch)
+    }
+
+    fn from_cluster(answer: ClusterAnswer) -> Result<Vec<Result<Reply, Error>>, Error> {
+        many(answer)
+    }
+}
+
+/// A pipeline's or a transaction's results from a cluster's answer.
+fn many(answer: ClusterAnswer) -> Result<Vec<Result<Reply, Error>>, Error> {
+    match answer {
+        ClusterAnswer::Many(results) => Ok(results),
+        ClusterAnswer::One(_) => Err(Error::protocol(
+            "the cluster answered a batch with a single reply",
+        )),
     }
 }
 
@@ -456,6 +527,7 @@ impl wire::Wire for Transaction {
             batch: Batch {
                 commands: self.batch,
                 atomic: true,
+                asking: false,
             },
             reply,
         }
@@ -488,6 +560,14 @@ impl wire::Wire for Transaction {
     /// server, the caller gets the error, which says it may have run.
     fn resend(&self, error: &Error, _policy: &dyn ResendPolicy) -> bool {
         error.execution() == Execution::NotRun
+    }
+
+    fn into_cluster(self) -> ClusterRequest {
+        ClusterRequest::Transaction(self.batch)
+    }
+
+    fn from_cluster(answer: ClusterAnswer) -> Result<Vec<Result<Reply, Error>>, Error> {
+        many(answer)
     }
 }
 
@@ -557,6 +637,183 @@ fn exec_results(mut frames: Vec<BytesFrame>) -> Result<Vec<Result<Reply, Error>>
     }
 }
 
+// ===== ASKING =====
+
+/// A request sent after `ASKING`, for a cluster's `ASK` redirect: the slot is being migrated,
+/// the key is already on the target node, and the target runs a command for that slot only
+/// right after an `ASKING` on the same connection.
+///
+/// `ASKING` is refused on a shared connection when a caller sends it
+/// ([`StateCommand::Asking`](crate::StateCommand::Asking)): alone, it would apply to whichever
+/// command comes next on the connection, possibly another caller's. Written here, it is safe on
+/// a shared connection, because the connection writes a batch contiguously, with nothing
+/// between its commands: the command after each `ASKING` is the one it was meant for, and the
+/// flag ends with that command (inside `MULTI` it lasts until `EXEC`, which is what a
+/// transaction after `ASK` needs). Only the crate builds one; its `ASKING` replies are
+/// dropped and the caller sees the request's own answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Asking<R>(pub(crate) R);
+
+fn asking_command() -> Command {
+    Command::new("ASKING")
+}
+
+impl wire::Wire for Asking<Command> {
+    type Raw = BatchAnswer;
+
+    fn check(&self, dedicated: bool) -> Result<(), Error> {
+        check_state(&self.0, dedicated)
+    }
+
+    fn into_job(self, reply: oneshot::Sender<BatchAnswer>) -> Job {
+        Job::Batch {
+            batch: Batch {
+                commands: vec![asking_command(), self.0],
+                atomic: false,
+                asking: false,
+            },
+            reply,
+        }
+    }
+
+    fn finish(raw: BatchAnswer) -> Result<Reply, Failed<Asking<Command>>> {
+        match raw {
+            Ok(frames) => match frames.into_iter().nth(1) {
+                Some(frame) => reply::from_frame(frame).map_err(Failed::from),
+                None => Err(Failed::from(Error::protocol(
+                    "a command after ASKING got no reply of its own",
+                ))),
+            },
+            Err(failed) => Err(Failed {
+                error: failed.error,
+                command: failed
+                    .command
+                    .and_then(|b| b.commands.into_iter().nth(1))
+                    .map(Asking),
+            }),
+        }
+    }
+
+    fn lost(error: Error) -> BatchAnswer {
+        batch_lost(error)
+    }
+
+    fn local(reply: Reply) -> BatchAnswer {
+        Ok(vec![BytesFrame::Null, reply.into_frame()])
+    }
+
+    fn parts(&self) -> &[Command] {
+        std::slice::from_ref(&self.0)
+    }
+
+    fn resend(&self, error: &Error, policy: &dyn ResendPolicy) -> bool {
+        policy.resend(&self.0, error)
+    }
+
+    fn into_cluster(self) -> ClusterRequest {
+        ClusterRequest::Internal("ASKING")
+    }
+
+    fn from_cluster(answer: ClusterAnswer) -> Result<Reply, Error> {
+        Command::from_cluster(answer)
+    }
+}
+
+impl Request for Asking<Command> {
+    type Response = Reply;
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn len(&self) -> usize {
+        1
+    }
+
+    fn blocking(&self) -> Option<Block> {
+        self.0.blocking()
+    }
+
+    fn as_command(&self) -> Option<&Command> {
+        None
+    }
+}
+
+impl wire::Wire for Asking<Transaction> {
+    type Raw = BatchAnswer;
+
+    fn check(&self, dedicated: bool) -> Result<(), Error> {
+        self.0.check(dedicated)
+    }
+
+    fn into_job(self, reply: oneshot::Sender<BatchAnswer>) -> Job {
+        Job::Batch {
+            batch: Batch {
+                commands: self.0.batch,
+                atomic: true,
+                asking: true,
+            },
+            reply,
+        }
+    }
+
+    fn finish(raw: BatchAnswer) -> Result<Vec<Result<Reply, Error>>, Failed<Self>> {
+        match raw {
+            // ASKING's own reply first, then the transaction's.
+            Ok(frames) => exec_results(frames.into_iter().skip(1).collect()).map_err(Failed::from),
+            Err(failed) => Err(failed.map(|b| Asking(Transaction { batch: b.commands }))),
+        }
+    }
+
+    fn lost(error: Error) -> BatchAnswer {
+        batch_lost(error)
+    }
+
+    fn local(reply: Reply) -> BatchAnswer {
+        Ok(vec![BytesFrame::Null, reply.into_frame()])
+    }
+
+    fn parts(&self) -> &[Command] {
+        &self.0.batch
+    }
+
+    fn is_transaction(&self) -> bool {
+        true
+    }
+
+    fn resend(&self, error: &Error, _policy: &dyn ResendPolicy) -> bool {
+        error.execution() == Execution::NotRun
+    }
+
+    fn into_cluster(self) -> ClusterRequest {
+        ClusterRequest::Internal("ASKING")
+    }
+
+    fn from_cluster(answer: ClusterAnswer) -> Result<Vec<Result<Reply, Error>>, Error> {
+        many(answer)
+    }
+}
+
+impl Request for Asking<Transaction> {
+    type Response = Vec<Result<Reply, Error>>;
+
+    fn name(&self) -> &str {
+        "TRANSACTION"
+    }
+
+    fn len(&self) -> usize {
+        self.0.batch.len()
+    }
+
+    fn blocking(&self) -> Option<Block> {
+        None
+    }
+
+    fn as_command(&self) -> Option<&Command> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,6 +839,7 @@ mod tests {
         let batch = Batch {
             commands: vec![cmd!("INCR", "a"), cmd!("GET", "a")],
             atomic: true,
+            asking: false,
         };
         let mut out = BytesMut::new();
         batch.encode(&mut out);
@@ -590,6 +848,48 @@ mod tests {
             &b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n*1\r\n$4\r\nEXEC\r\n"[..]
         );
         assert_eq!(batch.frames(), 4);
+    }
+
+    #[test]
+    fn asking_is_written_right_before_what_it_is_for() {
+        use super::wire::Wire;
+        let (tx, _rx) = oneshot::channel();
+        let Job::Batch { batch, .. } = Asking(cmd!("GET", "k")).into_job(tx) else {
+            panic!("a batch")
+        };
+        let mut out = BytesMut::new();
+        batch.encode(&mut out);
+        assert_eq!(
+            &out[..],
+            &b"*1\r\n$6\r\nASKING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"[..]
+        );
+        assert_eq!(batch.frames(), 2);
+        let reply = Asking::<Command>::finish(Ok(vec![simple("OK"), simple("v")])).unwrap();
+        assert_eq!(reply.as_str(), Some("v"));
+
+        let (tx, _rx) = oneshot::channel();
+        let t = Asking(Transaction::new().cmd(cmd!("INCR", "k")));
+        let Job::Batch { batch, .. } = t.into_job(tx) else {
+            panic!("a batch")
+        };
+        let mut out = BytesMut::new();
+        batch.encode(&mut out);
+        assert!(out.starts_with(b"*1\r\n$6\r\nASKING\r\n*1\r\n$5\r\nMULTI\r\n"));
+        assert_eq!(batch.frames(), 4);
+        let results = Asking::<Transaction>::finish(Ok(vec![
+            simple("OK"),
+            simple("OK"),
+            simple("QUEUED"),
+            BytesFrame::Array {
+                data: vec![BytesFrame::Number {
+                    data: 1,
+                    attributes: None,
+                }],
+                attributes: None,
+            },
+        ]))
+        .unwrap();
+        assert_eq!(results[0].as_ref().unwrap().as_i64(), Some(1));
     }
 
     #[test]

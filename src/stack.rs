@@ -40,6 +40,7 @@ use crate::command::ToArg;
 use crate::connection::{ConnectOptions, Connector, Liveness};
 use crate::dedicated::Dedicated;
 use crate::demux::NotificationDemux;
+use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::handoff::{HandoffConfig, HandoffRetry};
 use crate::maintenance::{EndpointStatus, Maintenance, MaintenanceConfig};
@@ -73,11 +74,11 @@ impl fmt::Debug for Stack {
 /// Settings of a [`Stack`], with the defaults of the individual layers.
 #[derive(Debug, Clone)]
 pub struct StackBuilder {
-    options: ConnectOptions,
-    maintenance: MaintenanceConfig,
-    handoff: HandoffConfig,
-    circuit: CircuitBreakerConfig,
-    timeout: Duration,
+    pub(crate) options: ConnectOptions,
+    pub(crate) maintenance: MaintenanceConfig,
+    pub(crate) handoff: HandoffConfig,
+    pub(crate) circuit: CircuitBreakerConfig,
+    pub(crate) timeout: Duration,
 }
 
 impl Stack {
@@ -188,8 +189,30 @@ impl StackBuilder {
 
     /// Connects and waits for the first connection.
     pub async fn connect(self) -> Result<Stack, Error> {
+        let maintenance = Maintenance::new(self.maintenance.clone());
+        let metrics = Metrics::new();
+        metrics.attach(&maintenance);
+        let stack = self.start(maintenance, metrics)?;
+        stack.handoff().wait_connected().await?;
+        Ok(stack)
+    }
+
+    /// A stack for `endpoint` with these settings, sharing `maintenance` and `metrics` with
+    /// others (the nodes of a cluster), which connects in the background: commands sent
+    /// before its first connection wait for it. Needs a Tokio runtime.
+    pub(crate) fn start_node(
+        &self,
+        endpoint: Endpoint,
+        maintenance: &Maintenance,
+        metrics: &Metrics,
+    ) -> Result<Stack, Error> {
+        let mut builder = self.clone();
+        builder.options.endpoint = endpoint;
+        builder.start(maintenance.clone(), metrics.clone())
+    }
+
+    fn start(self, maintenance: Maintenance, metrics: Metrics) -> Result<Stack, Error> {
         let endpoint = self.options.endpoint.clone();
-        let maintenance = Maintenance::new(self.maintenance);
         let mut options = self.options;
         if options.liveness == Liveness::default() {
             // A dead peer is found in two to three command timeouts, not the kernel's minutes.
@@ -201,7 +224,7 @@ impl StackBuilder {
         }
         let connector = Connector::new(options)?;
         let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
-        let handoff = HandoffRetry::connect(demuxed, maintenance.clone(), self.handoff).await?;
+        let handoff = HandoffRetry::new(demuxed, maintenance.clone(), self.handoff);
         let relaxed = maintenance.config().relaxed_timeout();
         let timed = relaxed_timeout::RelaxedTimeout::new(
             handoff,
@@ -209,8 +232,6 @@ impl StackBuilder {
             relaxed,
             maintenance.status(&endpoint),
         );
-        let metrics = Metrics::new();
-        metrics.attach(&maintenance);
         let guarded = CircuitBreaker::new(timed, maintenance.clone(), endpoint, self.circuit);
         let service = MetricsHook::new(guarded, metrics);
         Ok(Stack { service })

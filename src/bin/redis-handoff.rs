@@ -259,7 +259,9 @@ Examples:
   redis-handoff drill --scenario moving --compare       full stack and bare connection side by side
   redis-handoff drill --backend redis://127.0.0.1:6379 --plot drill.svg
   redis-handoff drill --addr redis://127.0.0.1:6380 --scenario none --duration 5m
-                                                        record the maintenance announced there")]
+                                                        record the maintenance announced there
+  redis-handoff drill --cluster --addr 127.0.0.1:7000 --json
+                                                        the cluster client across a Redis Cluster")]
 struct DrillArgs {
     /// Send the load to this endpoint (`redis://`, `rediss://` or host:port) instead of an
     /// embedded simulator. No scenario is played there: the drill records the maintenance the
@@ -279,6 +281,12 @@ struct DrillArgs {
     /// The client: `full` (the recommended stack) or `none` (a bare connection).
     #[arg(long, value_enum, default_value_t = StackArg::Full, conflicts_with = "compare")]
     stack: StackArg,
+
+    /// Run the load through the cluster client across a Redis Cluster: --addr names any node
+    /// of it. The report adds the MOVED and ASK redirects followed and the topology refreshes
+    /// made.
+    #[arg(long, requires = "addr", conflicts_with_all = ["compare", "sim", "stack"])]
+    cluster: bool,
 
     /// The maintenance to play: moving, moving-null, migrate, failover, azure, all or none
     /// (several separated by commas). Default: all with the simulator, none with --addr.
@@ -592,6 +600,7 @@ async fn run_drill(args: DrillArgs) -> Result<(), String> {
     let config = DrillConfig {
         target,
         stack: match args.stack {
+            _ if args.cluster => StackKind::Cluster,
             StackArg::Full => StackKind::Full,
             StackArg::None => StackKind::None,
         },
@@ -675,6 +684,7 @@ async fn run_one(config: DrillConfig, show: progress::Mode) -> Result<DrillRepor
     let label = match config.stack {
         StackKind::Full => "full stack",
         StackKind::None => "bare connection",
+        StackKind::Cluster => "cluster client",
     };
     let drill = Drill::new(config);
     let shown = progress::spawn(drill.progress(), label, show);

@@ -10,11 +10,13 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::{DrillError, StackKind};
+use crate::cluster::Cluster;
 use crate::command::Command;
 use crate::connection::{ConnectOptions, Connection};
 use crate::error::Error;
 use crate::maintenance::{AzureEvents, EventKind, MaintenanceConfig};
 use crate::reply::Reply;
+use crate::request::Pipeline;
 use crate::sim::lock;
 use crate::stack::Stack;
 
@@ -28,6 +30,9 @@ pub(crate) struct ClientStats {
     pub(crate) handoffs: u64,
     pub(crate) handoffs_failed: u64,
     pub(crate) reconnects: u64,
+    pub(crate) moved: u64,
+    pub(crate) asked: u64,
+    pub(crate) refreshes: u64,
 }
 
 /// One task's handle on the client.
@@ -35,6 +40,7 @@ pub(crate) struct ClientStats {
 pub(crate) enum Client {
     Stack(Stack),
     Bare(Bare),
+    Cluster(Cluster),
 }
 
 impl Client {
@@ -45,13 +51,25 @@ impl Client {
         azure: bool,
     ) -> Result<Client, DrillError> {
         let options = ConnectOptions::from_url(url).map_err(DrillError::Connect)?;
+        let maintenance = || {
+            let mut maintenance = MaintenanceConfig::builder();
+            if azure {
+                maintenance = maintenance.azure_events(AzureEvents::On);
+            }
+            maintenance.build().map_err(DrillError::Connect)
+        };
         match kind {
+            StackKind::Cluster => {
+                let cluster = Cluster::builder(options)
+                    .maintenance(maintenance()?)
+                    .timeout(timeout)
+                    .connect()
+                    .await
+                    .map_err(DrillError::Connect)?;
+                Ok(Client::Cluster(cluster))
+            }
             StackKind::Full => {
-                let mut maintenance = MaintenanceConfig::builder();
-                if azure {
-                    maintenance = maintenance.azure_events(AzureEvents::On);
-                }
-                let maintenance = maintenance.build().map_err(DrillError::Connect)?;
+                let maintenance = maintenance()?;
                 let stack = Stack::builder(options)
                     .maintenance(maintenance)
                     .timeout(timeout)
@@ -82,7 +100,23 @@ impl Client {
                     .call(command)
                     .await
             }
+            Client::Cluster(cluster) => cluster.clone().oneshot(command).await,
         }
+    }
+
+    /// Deletes `keys`: in `DEL`s of a few hundred keys, or on a cluster in one pipeline of a
+    /// `DEL` each (the keys are in many slots, which one `DEL` cannot span).
+    pub(crate) async fn delete(&mut self, keys: &[String]) -> Result<(), Error> {
+        if let Client::Cluster(cluster) = self {
+            let deletes: Pipeline = keys.iter().map(|k| Command::new("DEL").arg(k)).collect();
+            let replies = cluster.clone().oneshot(deletes).await?;
+            return replies.into_iter().try_for_each(|r| r.map(drop));
+        }
+        for chunk in keys.chunks(256) {
+            self.call(Command::new("DEL").args_from(chunk.iter()))
+                .await?;
+        }
+        Ok(())
     }
 
     pub(crate) fn stats(&self) -> ClientStats {
@@ -94,21 +128,39 @@ impl Client {
                     handoffs: s.handoffs,
                     handoffs_failed: s.handoffs_failed,
                     reconnects: s.reconnects,
+                    ..ClientStats::default()
                 }
             }
             Client::Bare(bare) => ClientStats {
                 reconnects: bare.inner.reconnects.load(Ordering::Relaxed),
                 ..ClientStats::default()
             },
+            Client::Cluster(cluster) => {
+                let mut stats = ClientStats::default();
+                for (_, stack) in cluster.primaries() {
+                    let s = stack.handoff().stats();
+                    stats.handoffs += s.handoffs;
+                    stats.handoffs_failed += s.handoffs_failed;
+                    stats.reconnects += s.reconnects;
+                }
+                // Every node's resends, also those of nodes that left the map.
+                stats.retried = cluster.maintenance().retried();
+                let c = cluster.stats();
+                stats.moved = c.moved;
+                stats.asked = c.asked;
+                stats.refreshes = c.refreshes;
+                stats
+            }
         }
     }
 
     /// Starts recording the maintenance events the client hears (none for a bare connection).
     pub(crate) fn record_events(&self) -> EventRecorder {
-        let Client::Stack(stack) = self else {
-            return EventRecorder { task: None };
+        let mut events = match self {
+            Client::Stack(stack) => stack.maintenance().subscribe(),
+            Client::Cluster(cluster) => cluster.maintenance().subscribe(),
+            Client::Bare(_) => return EventRecorder { task: None },
         };
-        let mut events = stack.maintenance().subscribe();
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();

@@ -153,14 +153,19 @@ pub enum StackKind {
     Full,
     /// One bare [`Connection`](crate::Connection), dialled again when it closes.
     None,
+    /// The [`Cluster`](crate::Cluster) client against a Redis Cluster (an endpoint of your own:
+    /// any node of it): one full stack per primary, keys routed by slot. The report counts
+    /// the `MOVED` and `ASK` redirects it followed and the topology refreshes it made.
+    Cluster,
 }
 
 impl StackKind {
-    /// Its name on the command line: `full` or `none`.
+    /// Its name on the command line: `full`, `none` or `cluster`.
     pub const fn name(self) -> &'static str {
         match self {
             StackKind::Full => "full",
             StackKind::None => "none",
+            StackKind::Cluster => "cluster",
         }
     }
 }
@@ -178,8 +183,9 @@ impl FromStr for StackKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "full" => Ok(StackKind::Full),
             "none" | "bare" => Ok(StackKind::None),
+            "cluster" => Ok(StackKind::Cluster),
             _ => Err(DrillError::Config {
-                message: format!("unknown stack {s:?} (known: full, none)"),
+                message: format!("unknown stack {s:?} (known: full, none, cluster)"),
             }),
         }
     }
@@ -516,6 +522,12 @@ fn validate(config: &DrillConfig) -> Result<(), DrillError> {
     if config.duration > Duration::from_secs(3600) {
         return bad("a drill runs for an hour at most");
     }
+    if config.stack == StackKind::Cluster && !matches!(config.target, Target::Endpoint(_)) {
+        return bad(
+            "the cluster client runs against a Redis Cluster of your own: give any node of it \
+             as the endpoint (`--addr`); the embedded simulator plays a single database",
+        );
+    }
     if matches!(config.target, Target::Endpoint(_)) && !config.scenarios.is_empty() {
         return bad(
             "scenarios are played by the embedded simulator only; against an endpoint of your \
@@ -570,5 +582,21 @@ mod tests {
         };
         assert!(validate(&config).is_err());
         assert!(validate(&DrillConfig::default()).is_ok());
+        let config = DrillConfig {
+            stack: StackKind::Cluster,
+            ..DrillConfig::default()
+        };
+        assert!(
+            validate(&config).is_err(),
+            "the cluster client needs a cluster"
+        );
+        let config = DrillConfig {
+            stack: StackKind::Cluster,
+            target: Target::Endpoint("127.0.0.1:7000".into()),
+            scenarios: Vec::new(),
+            ..DrillConfig::default()
+        };
+        assert!(validate(&config).is_ok());
+        assert_eq!("cluster".parse::<StackKind>().unwrap(), StackKind::Cluster);
     }
 }

@@ -143,10 +143,7 @@ impl DrillReport {
         let _ = writeln!(
             s,
             r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">redis-handoff drill: {} ({} tasks), scenarios: {}</text>"#,
-            escape(match self.stack {
-                super::StackKind::Full => "full stack",
-                super::StackKind::None => "bare connection",
-            }),
+            escape(self.stack_words()),
             self.concurrency,
             escape(
                 &self

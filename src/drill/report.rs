@@ -116,6 +116,12 @@ pub struct DrillReport {
     /// Reconnects after a connection was lost without notice (for the bare connection: every
     /// time it was dialled again).
     pub reconnects: u64,
+    /// `MOVED` redirects the cluster client followed (0 for the other clients).
+    pub moved_redirects: u64,
+    /// `ASK` redirects the cluster client followed (0 for the other clients).
+    pub ask_redirects: u64,
+    /// Topology refreshes the cluster client made, the first one included (0 for the others).
+    pub topology_refreshes: u64,
     /// Latency of every command.
     pub latency: LatencySummary,
     /// Latency of the commands that started inside a maintenance window.
@@ -258,6 +264,9 @@ pub(crate) fn build(inputs: Inputs<'_>) -> DrillReport {
         handoffs: stats.handoffs,
         handoffs_failed: stats.handoffs_failed,
         reconnects: stats.reconnects,
+        moved_redirects: stats.moved,
+        ask_redirects: stats.asked,
+        topology_refreshes: stats.refreshes,
         latency: LatencySummary::of(&all, failed),
         window_latency: LatencySummary::of(&inside, window_failed),
         histogram: all,
@@ -366,16 +375,17 @@ impl DrillReport {
     }
 
     /// The stack, in words.
-    fn stack_words(&self) -> &'static str {
+    pub(crate) fn stack_words(&self) -> &'static str {
         match self.stack {
             StackKind::Full => "full stack",
             StackKind::None => "bare connection",
+            StackKind::Cluster => "cluster client",
         }
     }
 
     /// The report as one JSON object. Keys: `stack`, `target`, `scenarios`, `concurrency`,
     /// `elapsed_s`, `commands`, `ok`, `failed`, `retried`, `handoffs`, `handoffs_failed`,
-    /// `reconnects`, `p50_us`, `p99_us`, `p999_us`, `max_us`, `window_commands`,
+    /// `reconnects`, `moved_redirects`, `ask_redirects`, `topology_refreshes`, `p50_us`, `p99_us`, `p999_us`, `max_us`, `window_commands`,
     /// `window_failed`, `window_p50_us`, `window_p99_us`, `window_p999_us`, `window_max_us`,
     /// `notifications` (type to count), `failures` (kind to count), `windows` (`label`,
     /// `start_ms`, `end_ms`).
@@ -406,6 +416,9 @@ impl DrillReport {
             "handoffs": self.handoffs,
             "handoffs_failed": self.handoffs_failed,
             "reconnects": self.reconnects,
+            "moved_redirects": self.moved_redirects,
+            "ask_redirects": self.ask_redirects,
+            "topology_refreshes": self.topology_refreshes,
             "p50_us": l.p50_us,
             "p99_us": l.p99_us,
             "p999_us": l.p999_us,
@@ -456,6 +469,11 @@ impl fmt::Display for DrillReport {
             }
         )?;
         writeln!(f, "  reconnects  {:>10}", self.reconnects)?;
+        if self.stack == StackKind::Cluster {
+            writeln!(f, "  MOVED       {:>10}", self.moved_redirects)?;
+            writeln!(f, "  ASK         {:>10}", self.ask_redirects)?;
+            writeln!(f, "  refreshes   {:>10}", self.topology_refreshes)?;
+        }
         writeln!(f)?;
         writeln!(
             f,
@@ -497,7 +515,7 @@ impl fmt::Display for DrillReport {
                     f,
                     "  notifications: none (a bare connection does not ask for them)"
                 )?,
-                StackKind::Full => writeln!(f, "  notifications: none")?,
+                StackKind::Full | StackKind::Cluster => writeln!(f, "  notifications: none")?,
             }
         } else {
             writeln!(f, "  notifications")?;

@@ -129,14 +129,8 @@ pub(crate) async fn clean_up(client: &Client, config: &DrillConfig) {
         .collect::<Vec<_>>();
     let mut client = client.clone();
     let delete = async move {
-        for chunk in keys.chunks(256) {
-            if let Err(e) = client
-                .call(Command::new("DEL").args_from(chunk.iter()))
-                .await
-            {
-                tracing::debug!(error = %e, "drill: the keys could not be deleted");
-                return;
-            }
+        if let Err(e) = client.delete(&keys).await {
+            tracing::debug!(error = %e, "drill: the keys could not be deleted");
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;

@@ -533,6 +533,33 @@ impl HandoffRetry {
         self.inner.dedicated
     }
 
+    /// Waits until the stack has a usable connection, or its reconnect attempts failed.
+    pub(crate) async fn wait_connected(&self) -> Result<(), Error> {
+        let mut changed = self.inner.changed.subscribe();
+        loop {
+            if self.inner.usable().is_some() {
+                return Ok(());
+            }
+            if self.inner.down.load(Ordering::Acquire) {
+                return Err(self
+                    .inner
+                    .last_error()
+                    .unwrap_or_else(|| self.inner.unavailable("connecting failed")));
+            }
+            if changed.changed().await.is_err() {
+                return Err(self.inner.unavailable("the stack is shutting down"));
+            }
+        }
+    }
+
+    /// Whether the stack has a usable connection now (cheaper than `current_endpoint`).
+    pub(crate) fn is_connected(&self) -> bool {
+        match self.inner.current.read() {
+            Ok(c) => c.as_ref().is_some_and(|c| !c.is_closed()),
+            Err(poisoned) => poisoned.get_ref().as_ref().is_some_and(|c| !c.is_closed()),
+        }
+    }
+
     /// Waits for the first connection, or the reconnect attempts' error.
     async fn connected(self) -> Result<Self, Error> {
         let this = self;

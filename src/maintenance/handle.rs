@@ -149,7 +149,8 @@ impl Maintenance {
         }
     }
 
-    /// The events a stack acts on (`MOVING`, Azure events), on a path of its own that never
+    /// The events a stack or a cluster acts on (`MOVING`, Azure events, `SMIGRATING`,
+    /// `SMIGRATED`), on a path of its own that never
     /// drops one: the broadcast of [`Maintenance::subscribe`] may skip events for a subscriber
     /// that falls behind, which is fine for an observer and not for a handoff.
     pub(crate) fn triggers(&self) -> mpsc::UnboundedReceiver<Arc<MaintenanceEvent>> {
@@ -168,9 +169,15 @@ impl Maintenance {
     /// Publishes an event to every subscriber (for layers and tasks that report what they did).
     pub fn emit(&self, event: MaintenanceEvent) {
         tracing::trace!(endpoint = %event.endpoint, source = %event.source, event = event.kind.name(), "maintenance event");
+        // MOVING and Azure events move stacks; SMIGRATING and SMIGRATED change a cluster's
+        // slot map.
         let acted_on = matches!(
             event.kind,
-            EventKind::Notification(Notification::Moving { .. }) | EventKind::Azure(_)
+            EventKind::Notification(
+                Notification::Moving { .. }
+                    | Notification::SMigrating { .. }
+                    | Notification::SMigrated { .. }
+            ) | EventKind::Azure(_)
         );
         let event = Arc::new(event);
         if acted_on {

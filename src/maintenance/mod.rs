@@ -86,6 +86,7 @@ pub use hook::{
     post_hook, HookAction, HookContext, HookOutcome, Notice, NotificationHook, PostHook,
 };
 pub use limiter::HandoffLimiter;
+pub(crate) use notification::slots_to_string;
 pub use notification::{
     Notification, NotificationKind, ParseNotificationError, SlotMove, SlotRange, SLOTS,
 };

@@ -335,6 +335,25 @@ impl RedisCluster {
         self.nodes[i].kill();
     }
 
+    /// Waits (at most 30 s) until replica `i` has synchronised with its primary, as
+    /// `CLUSTER FAILOVER` without `FORCE` or `TAKEOVER` needs.
+    pub fn wait_for_replica_sync(&self, i: usize) {
+        let start = Instant::now();
+        loop {
+            let info = self.admin(i).cmd(&["INFO", "replication"]);
+            let info = info.text();
+            if info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0")
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "replica {i} did not synchronise within 30 s: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Promotes replica `i` with `CLUSTER FAILOVER` (coordinated with its primary, which must be
     /// alive) or, with `force_takeover`, `CLUSTER FAILOVER TAKEOVER` (when it is dead).
     pub fn failover(&self, i: usize, force_takeover: bool) {
