@@ -728,10 +728,11 @@ async fn run_refreshes(weak: Weak<Inner>) {
 /// relaxes its timeouts) and `SMIGRATED` (applied to the slot map), on the lossless path.
 async fn follow_notifications(
     weak: Weak<Inner>,
-    mut triggers: tokio::sync::mpsc::UnboundedReceiver<MaintenanceEvent>,
+    mut triggers: tokio::sync::mpsc::UnboundedReceiver<Arc<MaintenanceEvent>>,
 ) {
     while let Some(event) = triggers.recv().await {
         let Some(inner) = weak.upgrade() else { return };
+        let event = Arc::unwrap_or_clone(event);
         match event.kind {
             EventKind::Notification(Notification::SMigrating { seq, slots }) => {
                 tracing::info!(node = %event.endpoint, seq, slots = %crate::maintenance::slots_to_string(&slots), "SMIGRATING: timeouts relaxed on this node");
