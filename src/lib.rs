@@ -100,8 +100,8 @@ pub mod stack;
 // The request, the response, the error and the address.
 pub use command::{Args, Command, StateCommand, ToArg};
 pub use endpoint::{ConnectionId, Endpoint};
-pub use error::{Error, ErrorClass, Execution, ServerError};
-pub use reply::Reply;
+pub use error::{ConversionError, Error, ErrorClass, Execution, ServerError};
+pub use reply::{FromReply, Reply};
 pub use request::{Pipeline, Request, Transaction};
 
 // The connection at the bottom of every stack, and how stacks open new ones.
