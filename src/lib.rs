@@ -76,6 +76,7 @@
 pub mod circuit_breaker;
 mod clock;
 pub mod command;
+pub mod compat;
 pub mod connection;
 pub mod dedicated;
 pub mod demux;

@@ -752,7 +752,10 @@ mod tests {
         assert_eq!(parse::<i32>(blob("-2147483648")).unwrap(), i32::MIN);
         assert!(parse::<u32>(blob("4294967296")).is_err());
         assert_eq!(parse::<i64>(num(i64::MAX)).unwrap(), i64::MAX);
-        assert_eq!(parse::<u64>(blob("18446744073709551615")).unwrap(), u64::MAX);
+        assert_eq!(
+            parse::<u64>(blob("18446744073709551615")).unwrap(),
+            u64::MAX
+        );
         assert_eq!(parse::<usize>(num(7)).unwrap(), 7);
         assert_eq!(parse::<isize>(num(-7)).unwrap(), -7);
         assert_eq!(
@@ -774,7 +777,9 @@ mod tests {
         let e = conversion::<i64>(blob("abc"));
         assert_eq!(e.reason(), Some("not an integer"));
         assert!(e.found().unwrap().contains("abc"), "{e}");
-        assert!(conversion::<i64>(BytesFrame::Null).to_string().contains("null"));
+        assert!(conversion::<i64>(BytesFrame::Null)
+            .to_string()
+            .contains("null"));
         assert!(conversion::<i64>(boolean(true))
             .to_string()
             .contains("a boolean"));
@@ -791,7 +796,10 @@ mod tests {
         assert!(parse::<f64>(blob("nan")).unwrap().is_nan());
         assert_eq!(parse::<f32>(blob("0.5")).unwrap(), 0.5);
         assert_eq!(parse::<f32>(blob("-inf")).unwrap(), f32::NEG_INFINITY);
-        assert_eq!(conversion::<f32>(double(1e300)).reason(), Some("out of range"));
+        assert_eq!(
+            conversion::<f32>(double(1e300)).reason(),
+            Some("out of range")
+        );
         assert_eq!(conversion::<f64>(blob("x1")).reason(), Some("not a number"));
         assert!(conversion::<f64>(array(vec![])).to_string().contains("f64"));
     }
@@ -840,7 +848,11 @@ mod tests {
         assert_eq!(flat, ["k", "v"]);
         let e = conversion::<Vec<i64>>(array(vec![num(1), num(2), blob("x")]));
         assert_eq!(e.path(), Some("[2]"));
-        assert!(e.to_string().starts_with("expected i64 at [2], got a bulk string"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("expected i64 at [2], got a bulk string"),
+            "{e}"
+        );
         assert!(conversion::<Vec<i64>>(BytesFrame::Null)
             .to_string()
             .contains("expected an array"));
@@ -863,7 +875,8 @@ mod tests {
         assert_eq!(nested, flat);
         let e = conversion::<Vec<(String, i64)>>(array(vec![blob("a"), num(1), blob("b")]));
         assert!(e.reason().unwrap().contains("odd number"), "{e}");
-        let e = conversion::<Vec<(String, i64)>>(array(vec![blob("a"), num(1), blob("b"), blob("x")]));
+        let e =
+            conversion::<Vec<(String, i64)>>(array(vec![blob("a"), num(1), blob("b"), blob("x")]));
         assert_eq!(e.path(), Some("[\"b\"]"));
     }
 
@@ -879,10 +892,12 @@ mod tests {
         let e = conversion::<HashMap<String, u8>>(resp3);
         assert_eq!(e.path(), Some("[\"name\"]"));
         assert_eq!(e.expected(), "u8");
-        assert!(conversion::<HashMap<String, String>>(array(vec![blob("k")]))
-            .reason()
-            .unwrap()
-            .contains("odd"));
+        assert!(
+            conversion::<HashMap<String, String>>(array(vec![blob("k")]))
+                .reason()
+                .unwrap()
+                .contains("odd")
+        );
         assert!(conversion::<BTreeMap<String, String>>(num(1))
             .to_string()
             .contains("expected a map"));
