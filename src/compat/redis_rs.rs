@@ -896,7 +896,7 @@ mod tests {
         // What `pipe().atomic()` asks for: EXEC's reply alone.
         assert_eq!(
             transaction_window(2, exec.clone(), 3, 1).unwrap(),
-            [exec.clone()]
+            vec![exec.clone()]
         );
         // Every reply the server sends, in order.
         assert_eq!(
