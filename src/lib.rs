@@ -30,7 +30,7 @@
 //! [`Reply::parse`] converts a reply to the common Rust types (strings, bytes, integers,
 //! floats, booleans, `Option`, `Vec`, maps, sets, tuples: [`FromReply`]), and
 //! [`Stack::query`] sends a command and converts its reply in one call, with no feature needed.
-//! With the `redis-rs` feature, [`compat::redis_rs`] makes a [`Stack`] or a [`Pool`] a
+//! With the `redis-rs` feature, `compat::redis_rs` makes a [`Stack`] or a [`Pool`] a
 //! redis-rs connection, so code written against redis-rs runs through the layers unchanged.
 //!
 //! # The path of a command
