@@ -285,7 +285,10 @@ impl Settings {
     }
 
     fn command_line(&self) -> String {
-        self.env.command_line("handoff")
+        // The bench needs the simulator.
+        self.env
+            .command_line("handoff")
+            .replace("cargo bench", "cargo bench --features sim")
     }
 
     fn load(&self) -> String {

@@ -24,7 +24,7 @@
 //! # Ok::<(), redis_handoff::Error>(())
 //! ```
 //!
-//! With the `fred` feature, [`Reply::convert`] converts through fred's `FromValue` as well.
+//! With the `fred` feature, `Reply::convert` converts through fred's `FromValue` as well.
 
 use std::fmt;
 

@@ -28,8 +28,8 @@
 //! | redis-rs | sent as |
 //! | --- | --- |
 //! | `Cmd` (`query_async`, every `AsyncCommands` method, `Script`) | one [`Command`] |
-//! | `Pipeline` | one [`Pipeline`](crate::Pipeline): written together, one connection, resent whole or not at all |
-//! | `Pipeline` with `.atomic()` | one [`Transaction`](crate::Transaction): `MULTI` ... `EXEC` written as one |
+//! | `Pipeline` | one [`Pipeline`]: written together, one connection, resent whole or not at all |
+//! | `Pipeline` with `.atomic()` | one [`Transaction`]: `MULTI` ... `EXEC` written as one |
 //!
 //! `req_packed_commands(pipeline, offset, count)` answers what redis-rs documents: the replies
 //! the server sends for the packed pipeline, the first `offset` skipped and the next `count`
