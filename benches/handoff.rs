@@ -1,5 +1,7 @@
 //! Maintenance through the simulator: redis-handoff's full stack against fred 10.1 with a
-//! reconnect policy and redis-rs's `ConnectionManager`, under the same read/write load.
+//! reconnect policy, redis-rs 1.8 (`ConnectionManager`, and its multiplexed connection, which
+//! never reconnects) and redis-tower 0.1 with its maintenance handling on, under the same
+//! read/write load.
 //!
 //! ```text
 //! cargo bench --features sim --bench handoff
@@ -18,11 +20,16 @@
 //! | `failover` | `FAILING_OVER`, commands to node 0 held for 2 s, `FAILED_OVER`              | the 2 s                         |
 //! | `silent`   | node 0's open connections go dark both ways, unannounced (a NAT entry dropped, a VM gone behind a load balancer); new connections are served; after 8 s the path heals | the 8 s                         |
 //!
-//! Only redis-handoff opts in to maintenance notifications (with `moving-endpoint-type
-//! internal-ip`, so its `MOVING` carries node 1's address); the peers are told nothing. Managed
-//! Redis re-points the database's address to the new node, so after the grace period node 0
-//! comes back after the outage and stands for that new node: the peers' reconnects to their
-//! configured address succeed again. redis-handoff has left node 0 by then.
+//! redis-handoff opts in to maintenance notifications with `moving-endpoint-type internal-ip`,
+//! so its `MOVING` carries node 1's address. redis-tower opts in with `moving-endpoint-type
+//! none` (the only kind it handles) and reconnects to its configured address at half the grace
+//! period; its `MOVING` is played as Redis plays one without an endpoint (`moving_null`): the
+//! address stays and the node behind it changes, so a connection made after the `MOVING` is a
+//! connection to the new node and stays open, and only the older ones close after the grace
+//! period. fred and redis-rs are told nothing. Managed Redis re-points the database's address
+//! to the new node, so after the grace period node 0 comes back after the outage and stands for
+//! that new node: the peers' reconnects to their configured address succeed again.
+//! redis-handoff has left node 0 by then.
 //!
 //! What is measured:
 //!
@@ -38,9 +45,10 @@
 //!   theirs until the path heals.
 //! - **MOVING -> first reply from the new node**: from the moment the simulator sent `MOVING`.
 //!   redis-handoff: to the reply of the first command that started after the stack's
-//!   `HandoffSwitched` event (from then on commands go to the new connection). The peers: to
-//!   their first successful reply after node 0 came back from the outage (the first moment
-//!   their reconnect can reach "the new node").
+//!   `HandoffSwitched` event (from then on commands go to the new connection); redis-tower: the
+//!   same after its `Reconnected` event. The other peers: to their first successful reply after
+//!   node 0 came back from the outage (the first moment their reconnect can reach "the new
+//!   node").
 //! - **INCR/GET mismatches**: each task knows what its counter must hold; an `INCR` that does not
 //!   answer the last value + 1, or a `GET` that does not answer the last value, is counted (a
 //!   reply for another command, or an increment applied twice). After a failed `INCR` the task
@@ -53,7 +61,7 @@
 //! | variable                   | default                   | meaning                                      |
 //! | -------------------------- | ------------------------- | -------------------------------------------- |
 //! | `HANDOFF_BENCH_SCENARIOS`  | `moving,migrate,failover` | the scenarios to run                         |
-//! | `HANDOFF_BENCH_CLIENTS`    | `ours,fred,redis-rs`      | the clients to run                           |
+//! | `HANDOFF_BENCH_CLIENTS`    | `ours,fred,redis-rs,redis-rs-mux,redis-tower` | the clients to run       |
 //! | `HANDOFF_BENCH_RATE`       | (closed loop)             | a fixed rate instead, in commands/s in total |
 //! | `HANDOFF_BENCH_OUTAGE_MS`  | 1000                      | how long node 0 refuses after the grace      |
 //! | `HANDOFF_BENCH_STEADY_SECS`| 3                         | the measured steady state                    |
@@ -174,17 +182,30 @@ impl Scenario {
 enum Kind {
     Ours,
     Fred,
+    /// redis-rs's `ConnectionManager`: a multiplexed connection that reconnects.
     RedisRs,
+    /// redis-rs's multiplexed connection alone: it never reconnects.
+    RedisRsMux,
+    /// redis-tower's `MultiplexedClient` with its maintenance handling.
+    RedisTower,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Ours, Kind::Fred, Kind::RedisRs];
+    const ALL: [Kind; 5] = [
+        Kind::Ours,
+        Kind::Fred,
+        Kind::RedisRs,
+        Kind::RedisRsMux,
+        Kind::RedisTower,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Kind::Ours => "redis-handoff Stack",
             Kind::Fred => "fred 10.1",
-            Kind::RedisRs => "redis-rs 0.32 ConnectionManager",
+            Kind::RedisRs => "redis-rs 1.8 ConnectionManager",
+            Kind::RedisRsMux => "redis-rs 1.8 multiplexed",
+            Kind::RedisTower => "redis-tower 0.1 (maintenance on)",
         }
     }
 
@@ -193,7 +214,15 @@ impl Kind {
             Kind::Ours => "ours",
             Kind::Fred => "fred",
             Kind::RedisRs => "redis-rs",
+            Kind::RedisRsMux => "redis-rs-mux",
+            Kind::RedisTower => "redis-tower",
         }
+    }
+
+    /// Whether it follows a `MOVING` itself (it opted in), rather than waiting for the old
+    /// node's address to serve again.
+    fn follows_moving(self) -> bool {
+        matches!(self, Kind::Ours | Kind::RedisTower)
     }
 }
 
@@ -256,7 +285,10 @@ impl Settings {
     }
 
     fn command_line(&self) -> String {
-        self.env.command_line("handoff")
+        // The bench needs the simulator.
+        self.env
+            .command_line("handoff")
+            .replace("cargo bench", "cargo bench --features sim")
     }
 
     fn load(&self) -> String {
@@ -308,6 +340,81 @@ enum Client {
     Ours(Stack),
     Fred(fred::clients::Client),
     RedisRs(redis::aio::ConnectionManager),
+    RedisRsMux(redis::aio::MultiplexedConnection),
+    RedisTower(TowerPeer),
+}
+
+/// redis-tower's client with its maintenance handling on, and what its event bus reported.
+#[derive(Clone)]
+struct TowerPeer {
+    client: redis_tower::MultiplexedClient,
+    /// Maintenance handling lasts as long as this handle.
+    _maintenance: Arc<redis_tower::MaintenanceListenerHandle>,
+    events: Arc<Mutex<Vec<(Instant, redis_tower::ConnectionEvent)>>>,
+    collector: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl TowerPeer {
+    async fn connect(url: &str) -> Result<TowerPeer> {
+        use futures_util::StreamExt as _;
+        let addr = url
+            .strip_prefix("redis://")
+            .ok_or("redis-tower's factory takes host:port")?;
+        let bus = redis_tower::ConnectionEventBus::new(1024);
+        let mut stream = bus.subscribe();
+        let events: Arc<Mutex<Vec<(Instant, redis_tower::ConnectionEvent)>>> = Arc::default();
+        let collector = {
+            let events = events.clone();
+            tokio::spawn(async move {
+                while let Some(event) = stream.next().await {
+                    if let Ok(event) = event {
+                        lock(&events).push((Instant::now(), event));
+                    }
+                }
+            })
+        };
+        let (client, maintenance) =
+            redis_tower::MultiplexedClient::from_factory_with_maintenance_and_events(
+                redis_tower::reconnect::Resp3AddrConnectionFactory::new(addr),
+                redis_tower::AutoPipelineConfig::default(),
+                redis_tower::auto_pipeline::AutoPipelineReconnectConfig::default(),
+                bus,
+            )
+            .await?;
+        Ok(TowerPeer {
+            client,
+            _maintenance: Arc::new(maintenance),
+            events,
+            collector: Arc::new(collector),
+        })
+    }
+
+    /// When it reconnected after `since` (a `MOVING`), by its event bus.
+    fn reconnected_after(&self, since: Instant) -> Option<Instant> {
+        lock(&self.events).iter().find_map(|(at, e)| {
+            (*at >= since && matches!(e, redis_tower::ConnectionEvent::Reconnected { .. }))
+                .then_some(*at)
+        })
+    }
+
+    /// Its events from `since` on, each with its time against `origin`.
+    fn details(&self, since: Instant, origin: Instant) -> Vec<String> {
+        const SHOWN: usize = 8;
+        let events = lock(&self.events);
+        let later: Vec<_> = events.iter().filter(|(at, _)| *at >= since).collect();
+        let mut out: Vec<String> = later
+            .iter()
+            .take(SHOWN)
+            .map(|(at, e)| format!("redis-tower event at {}: {e:?}", offset(*at, origin)))
+            .collect();
+        if later.len() > SHOWN {
+            out.push(format!(
+                "... and {} more redis-tower events",
+                later.len() - SHOWN
+            ));
+        }
+        out
+    }
 }
 
 impl Client {
@@ -338,6 +445,11 @@ impl Client {
                 let client = redis::Client::open(url)?;
                 Client::RedisRs(redis::aio::ConnectionManager::new(client).await?)
             }
+            Kind::RedisRsMux => {
+                let client = redis::Client::open(url)?;
+                Client::RedisRsMux(client.get_multiplexed_async_connection().await?)
+            }
+            Kind::RedisTower => Client::RedisTower(TowerPeer::connect(url).await?),
         })
     }
 
@@ -357,6 +469,16 @@ impl Client {
             Client::RedisRs(c) => redis::cmd("INCR")
                 .arg(key)
                 .query_async::<i64>(c)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::RedisRsMux(c) => redis::cmd("INCR")
+                .arg(key)
+                .query_async::<i64>(c)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::RedisTower(t) => t
+                .client
+                .execute(redis_tower::commands::Incr::new(key))
                 .await
                 .map_err(|e| e.to_string()),
         }
@@ -388,12 +510,36 @@ impl Client {
                 .query_async::<Option<i64>>(c)
                 .await
                 .map_err(|e| e.to_string()),
+            Client::RedisRsMux(c) => redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<i64>>(c)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::RedisTower(t) => {
+                let value = t
+                    .client
+                    .execute(redis_tower::commands::Get::new(key))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match value {
+                    None => Ok(None),
+                    Some(bytes) => std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .map(Some)
+                        .ok_or_else(|| format!("GET answered {bytes:?}")),
+                }
+            }
         }
     }
 
     async fn close(self) {
-        if let Client::Fred(c) = self {
-            let _ = tokio::time::timeout(Duration::from_secs(2), c.quit()).await;
+        match self {
+            Client::Fred(c) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), c.quit()).await;
+            }
+            Client::RedisTower(t) => t.collector.abort(),
+            _ => {}
         }
     }
 }
@@ -603,12 +749,34 @@ struct Played {
 
 async fn play(
     scenario: Scenario,
+    kind: Kind,
     sim: &Simulator,
     sim_rt: &tokio::runtime::Handle,
     settings: &Settings,
 ) -> Result<Played> {
     let s = sim.clone();
     match scenario {
+        // A client that asked for no endpoint: the address stays, the node behind it changes.
+        Scenario::Moving if kind == Kind::RedisTower => {
+            let outage = settings.outage;
+            let (sent, moving) = sim_rt
+                .spawn(async move {
+                    let sent = Instant::now();
+                    (sent, s.moving_null(0, GRACE, outage).await)
+                })
+                .await?;
+            let moving = moving?;
+            let recipients = moving.recipients();
+            // Over when the old connections are closed and the node accepts again.
+            moving.done().await;
+            let back = Instant::now();
+            Ok(Played {
+                window: (sent, sent + GRACE + AFTER_GRACE),
+                moving_sent: Some(sent),
+                back: Some(back),
+                recipients: Some(recipients),
+            })
+        }
         Scenario::Moving => {
             let (sent, moving) = sim_rt
                 .spawn(async move {
@@ -762,7 +930,7 @@ async fn run_one(
     tokio::time::sleep(settings.steady).await;
     let steady = (steady_start, Instant::now());
 
-    let played = play(scenario, &sim, sim_rt, settings).await?;
+    let played = play(scenario, kind, &sim, sim_rt, settings).await?;
     let settled = played
         .back
         .map_or(played.window.1, |b| b.max(played.window.1));
@@ -801,6 +969,15 @@ async fn run_one(
         }
         details.extend(our_details(stack, &sim, &events, &timeline));
     }
+    if let Client::RedisTower(tower) = &client {
+        if let Some(sent) = timeline.played.moving_sent {
+            switched = tower.reconnected_after(sent);
+            if scenario == Scenario::Moving && switched.is_none() {
+                details.push("no Reconnected event after the MOVING".to_owned());
+            }
+        }
+        details.extend(tower.details(timeline.steady.1, timeline.played.window.0));
+    }
     if let Some(n) = timeline.played.recipients {
         details.push(format!(
             "the simulator sent the scenario's notification to {n} connection(s)"
@@ -814,6 +991,7 @@ async fn run_one(
     let new_node_from = match (scenario, kind) {
         // Dark -> the first reply to a command that started after it.
         (Scenario::Silent, _) => timeline.played.moving_sent.map(|s| (s, true)),
+        (Scenario::Moving, k) if k.follows_moving() => switched.map(|s| (s, true)),
         (_, Kind::Ours) => switched.map(|s| (s, true)),
         _ => timeline.played.back.map(|b| (b, false)),
     };
@@ -1255,7 +1433,8 @@ fn notes(settings: &Settings, server_version: &str, took: Duration) -> Vec<Strin
         ),
         "redis-handoff: `Stack` with `EndpointType::InternalIp`, 1 s command timeout (relaxed to 10 s during maintenance), other settings default; the only client that opts in to maintenance notifications".to_owned(),
         format!("fred 10.1: default config (RESP2), `ReconnectPolicy::new_constant(0, {FRED_RECONNECT_MS})`"),
-        "redis-rs 0.32: `ConnectionManager::new(client)`, default config".to_owned(),
+        "redis-rs 1.8: `ConnectionManager::new(client)` and `get_multiplexed_async_connection()`, default config (RESP2; a 500 ms response timeout, redis-rs 1.x's default); the multiplexed connection never reconnects".to_owned(),
+        "redis-tower 0.1: `MultiplexedClient::from_factory_with_maintenance_and_events` with a `Resp3AddrConnectionFactory`, default pipeline and reconnect config; it handles `MOVING` with a null endpoint only (`moving-endpoint-type none`): it reconnects to its configured address at half the grace period, which the simulator plays as a connection to the new node".to_owned(),
         format!(
             "moving: after the grace period node 0 closes every connection and refuses new ones; after {} ms it accepts again and stands for the new node behind the database's address (managed Redis re-points it), so the peers, who get no notification, reconnect to their configured address",
             settings.outage.as_millis()

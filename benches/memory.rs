@@ -1,6 +1,7 @@
-//! Memory per idle connection: redis-handoff's bare connection and full stack, fred 10.1 and
-//! redis-rs, each measured in a fresh child process (resident set size before and after opening
-//! the connections, each used once, then left idle).
+//! Memory per idle connection: redis-handoff's bare connection and full stack, fred 10.1,
+//! redis-rs 1.8 (multiplexed connection and `ConnectionManager`) and redis-tower 0.1
+//! (`MultiplexedClient`), each measured in a fresh child process (resident set size before and
+//! after opening the connections, each used once, then left idle).
 //!
 //! ```sh
 //! cargo bench --bench memory            # 1,000 connections per client
@@ -12,11 +13,13 @@ use std::time::Duration;
 
 use redis_handoff::{cmd, Connection, Stack};
 
-const KINDS: [&str; 4] = [
+const KINDS: [&str; 6] = [
     "redis-handoff Connection",
     "redis-handoff Stack",
     "fred 10.1",
-    "redis-rs 0.32",
+    "redis-rs 1.8",
+    "redis-rs 1.8 ConnectionManager",
+    "redis-tower 0.1",
 ];
 
 fn rss_bytes() -> u64 {
@@ -84,13 +87,30 @@ async fn open(kind: usize, url: &str) -> Box<dyn std::any::Any> {
             let _: String = client.ping(None).await.expect("ping");
             Box::new(client)
         }
-        _ => {
+        3 => {
             let client = redis::Client::open(url).expect("url");
             let mut c = client
                 .get_multiplexed_async_connection()
                 .await
                 .expect("connect");
             let _: String = redis::cmd("PING").query_async(&mut c).await.expect("ping");
+            Box::new(c)
+        }
+        4 => {
+            let client = redis::Client::open(url).expect("url");
+            let mut c = redis::aio::ConnectionManager::new(client)
+                .await
+                .expect("connect");
+            let _: String = redis::cmd("PING").query_async(&mut c).await.expect("ping");
+            Box::new(c)
+        }
+        _ => {
+            let c = redis_tower::MultiplexedClient::connect_url(url)
+                .await
+                .expect("connect");
+            c.execute(redis_tower::commands::Ping::new())
+                .await
+                .expect("ping");
             Box::new(c)
         }
     }

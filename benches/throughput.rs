@@ -1,8 +1,11 @@
-//! Throughput of `redis_handoff::Connection` and of the full `Stack` against fred and redis-rs
-//! on one local Redis: single commands, pipelines and transactions.
+//! Throughput of `redis_handoff::Connection` and of the full `Stack` against fred, redis-rs
+//! (multiplexed connection and `ConnectionManager`) and redis-tower on one local Redis: single
+//! commands, pipelines and transactions; with the `redis-rs` feature also code written against
+//! redis-rs's API running on our `Stack`.
 //!
 //! ```text
-//! cargo bench --bench throughput
+//! cargo bench --features redis-rs --bench throughput
+//! cargo bench --bench throughput        # without the redis-rs API row
 //! ```
 //!
 //! The bench starts its own `redis-server` (from `PATH`, or `REDIS_SERVER`) on a free loopback
@@ -22,10 +25,10 @@
 //! | `BENCH_SECS`        | 3              | length of one timed window, in seconds                 |
 //! | `BENCH_ROUNDS`      | 3              | rounds; the median of them is reported                 |
 //! | `BENCH_WARMUP_SECS` | 0.5            | warm-up before each timed window, in seconds           |
-//! | `BENCH_NODELAY`     | 0              | 1: set `TCP_NODELAY` on fred's and redis-rs's sockets  |
+//! | `BENCH_NODELAY`     | 0              | 1: set `TCP_NODELAY` on fred's and redis-rs's sockets (redis-tower always sets it) |
 //! | `BENCH_FILTER`      | (all)          | only the workloads whose name contains this text       |
 //! | `BENCH_TASKS`       | 100            | tasks of the many-task workloads (one connection)      |
-//! | `BENCH_CLIENTS`     | (all)          | subset of `tower,send,stack,fred,redis-rs`, by commas  |
+//! | `BENCH_CLIENTS`     | (all)          | subset of `tower,send,stack,compat,fred,redis-rs,redis-rs-cm,redis-tower`, by commas |
 //! | `REDIS_SERVER`      | `redis-server` | the server binary                                      |
 //!
 //! All clients share one multi-thread tokio runtime with two workers.
@@ -34,9 +37,10 @@
 //! `target/bench/throughput.svg`.
 //!
 //! The pipeline workload sends a `Pipeline` of 100 `SET`s per call (redis-rs: `redis::pipe()`,
-//! fred: `client.pipeline()`), the transaction workload a `Transaction` of 5 commands
-//! (redis-rs: `redis::pipe().atomic()`, fred: `client.multi()`); both count commands per second,
-//! so a pipeline is 100 operations.
+//! fred: `client.pipeline()`, redis-tower: `redis_tower::Pipeline`), the transaction workload a
+//! `Transaction` of 5 commands (redis-rs: `redis::pipe().atomic()`, fred: `client.multi()`,
+//! redis-tower: `redis_tower::Transaction`); both count commands per second, so a pipeline is
+//! 100 operations.
 
 use std::error::Error as StdError;
 use std::fmt::Write as _;
@@ -48,6 +52,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fred::prelude::{ClientLike, KeysInterface};
 use redis_handoff::{cmd, Connection, Pipeline, Stack, Transaction};
+use redis_tower::commands as tower_cmd;
 use tower::ServiceExt;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -120,7 +125,13 @@ impl Settings {
     }
 
     fn command_line(&self) -> String {
-        self.env.command_line("throughput")
+        let line = self.env.command_line("throughput");
+        if cfg!(feature = "redis-rs") {
+            // The redis-rs API row needs the feature to be there again.
+            line.replace("cargo bench", "cargo bench --features redis-rs")
+        } else {
+            line
+        }
     }
 }
 
@@ -145,26 +156,41 @@ enum Kind {
     Tower,
     Send,
     Stack,
+    /// redis-rs's API (`AsyncCommands`, `redis::pipe()`) over our `Stack`.
+    Compat,
     Fred,
     RedisRs,
+    RedisRsManager,
+    RedisTower,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
-        Kind::Tower,
-        Kind::Send,
-        Kind::Stack,
-        Kind::Fred,
-        Kind::RedisRs,
-    ];
+    /// Every client this build can run: the redis-rs API over our stack needs the `redis-rs`
+    /// feature.
+    fn all() -> Vec<Kind> {
+        let mut all = vec![Kind::Tower, Kind::Send, Kind::Stack];
+        if cfg!(feature = "redis-rs") {
+            all.push(Kind::Compat);
+        }
+        all.extend([
+            Kind::Fred,
+            Kind::RedisRs,
+            Kind::RedisRsManager,
+            Kind::RedisTower,
+        ]);
+        all
+    }
 
     fn label(self) -> &'static str {
         match self {
             Kind::Tower => "redis-handoff",
             Kind::Send => "redis-handoff (send)",
             Kind::Stack => "redis-handoff Stack",
+            Kind::Compat => "redis-rs API on Stack",
             Kind::Fred => "fred 10.1",
-            Kind::RedisRs => "redis-rs 0.32",
+            Kind::RedisRs => "redis-rs 1.8",
+            Kind::RedisRsManager => "redis-rs 1.8 ConnectionManager",
+            Kind::RedisTower => "redis-tower 0.1",
         }
     }
 
@@ -173,8 +199,11 @@ impl Kind {
             Kind::Tower => "tower",
             Kind::Send => "send",
             Kind::Stack => "stack",
+            Kind::Compat => "compat",
             Kind::Fred => "fred",
             Kind::RedisRs => "redis-rs",
+            Kind::RedisRsManager => "redis-rs-cm",
+            Kind::RedisTower => "redis-tower",
         }
     }
 }
@@ -188,8 +217,90 @@ enum Client {
     Send(Connection),
     /// Our full stack (every layer on), called through tower.
     Stack(Stack),
+    /// Our full stack, called through redis-rs's API.
+    #[cfg(feature = "redis-rs")]
+    Compat(Stack),
     Fred(fred::clients::Client),
     RedisRs(redis::aio::MultiplexedConnection),
+    RedisRsManager(redis::aio::ConnectionManager),
+    RedisTower(redis_tower::MultiplexedClient),
+}
+
+/// A redis-rs client for `url`, with `TCP_NODELAY` if asked.
+fn redis_rs_client(url: &str, nodelay: bool) -> Result<redis::Client> {
+    use redis::IntoConnectionInfo as _;
+    let mut info = url.into_connection_info()?;
+    if nodelay {
+        info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    }
+    Ok(redis::Client::open(info)?)
+}
+
+/// The workloads' operations through redis-rs's API, for every connection it drives: its own
+/// multiplexed connection and connection manager, and our `Stack`.
+mod redis_rs_api {
+    use super::Result;
+    use bytes::Bytes;
+    use redis::aio::ConnectionLike;
+    use redis::AsyncCommands;
+
+    pub(super) async fn set<C: ConnectionLike + Send + Sync>(
+        c: &mut C,
+        key: &str,
+        value: &Bytes,
+    ) -> Result<()> {
+        c.set::<_, _, ()>(key, &value[..]).await?;
+        Ok(())
+    }
+
+    pub(super) async fn incr<C: ConnectionLike + Send + Sync>(c: &mut C, key: &str) -> Result<i64> {
+        // INCR itself (AsyncCommands::incr sends INCRBY), as the other clients send.
+        Ok(redis::cmd("INCR").arg(key).query_async::<i64>(c).await?)
+    }
+
+    pub(super) async fn get<C: ConnectionLike + Send + Sync>(
+        c: &mut C,
+        key: &str,
+    ) -> Result<usize> {
+        Ok(c.get::<_, Vec<u8>>(key).await?.len())
+    }
+
+    pub(super) async fn pipeline<C: ConnectionLike + Send + Sync>(
+        c: &mut C,
+        key: &str,
+        n: usize,
+        value: &Bytes,
+    ) -> Result<u64> {
+        let mut p = redis::pipe();
+        for i in 0..n {
+            p.cmd("SET").arg(format!("{key}:{i}")).arg(&value[..]);
+        }
+        let replies: Vec<redis::Value> = p.query_async(c).await?;
+        Ok(replies.len() as u64)
+    }
+
+    pub(super) async fn transaction<C: ConnectionLike + Send + Sync>(
+        c: &mut C,
+        key: &str,
+        side: &str,
+    ) -> Result<usize> {
+        let replies: Vec<redis::Value> = redis::pipe()
+            .atomic()
+            .cmd("INCR")
+            .arg(key)
+            .cmd("INCR")
+            .arg(key)
+            .cmd("INCR")
+            .arg(key)
+            .cmd("GET")
+            .arg(key)
+            .cmd("SET")
+            .arg(side)
+            .arg("v")
+            .query_async(c)
+            .await?;
+        Ok(replies.len())
+    }
 }
 
 impl Client {
@@ -198,6 +309,12 @@ impl Client {
             Kind::Tower => Client::Tower(Connection::connect(url).await?),
             Kind::Send => Client::Send(Connection::connect(url).await?),
             Kind::Stack => Client::Stack(Stack::connect(url).await?),
+            #[cfg(feature = "redis-rs")]
+            Kind::Compat => Client::Compat(Stack::connect(url).await?),
+            #[cfg(not(feature = "redis-rs"))]
+            Kind::Compat => {
+                return Err("the redis-rs API over Stack needs --features redis-rs".into())
+            }
             Kind::Fred => {
                 let config = fred::prelude::Config::from_url(url)?;
                 let mut builder = fred::prelude::Builder::from_config(config);
@@ -208,18 +325,16 @@ impl Client {
                 client.init().await?;
                 Client::Fred(client)
             }
-            Kind::RedisRs => {
-                let client = redis::Client::open(url)?;
-                let mut config = redis::AsyncConnectionConfig::new();
-                if nodelay {
-                    config = config
-                        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-                }
-                Client::RedisRs(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
+            Kind::RedisRs => Client::RedisRs(
+                redis_rs_client(url, nodelay)?
+                    .get_multiplexed_async_connection()
+                    .await?,
+            ),
+            Kind::RedisRsManager => Client::RedisRsManager(
+                redis::aio::ConnectionManager::new(redis_rs_client(url, nodelay)?).await?,
+            ),
+            Kind::RedisTower => {
+                Client::RedisTower(redis_tower::MultiplexedClient::connect_url(url).await?)
             }
         })
     }
@@ -232,13 +347,13 @@ impl Client {
             Client::Stack(c) => {
                 c.clone().oneshot(cmd!("SET", key, value)).await?;
             }
+            #[cfg(feature = "redis-rs")]
+            Client::Compat(c) => redis_rs_api::set(c, key, &value).await?,
             Client::Fred(c) => c.set::<(), _, _>(key, value, None, None, false).await?,
-            Client::RedisRs(c) => {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(&value[..])
-                    .query_async::<()>(c)
-                    .await?
+            Client::RedisRs(c) => redis_rs_api::set(c, key, &value).await?,
+            Client::RedisRsManager(c) => redis_rs_api::set(c, key, &value).await?,
+            Client::RedisTower(c) => {
+                c.execute(tower_cmd::Set::new(key, value)).await?;
             }
         }
         Ok(())
@@ -258,8 +373,12 @@ impl Client {
                 let reply = c.clone().oneshot(cmd!("INCR", key)).await?;
                 reply.as_i64().ok_or("INCR did not answer an integer")?
             }
+            #[cfg(feature = "redis-rs")]
+            Client::Compat(c) => redis_rs_api::incr(c, key).await?,
             Client::Fred(c) => c.incr::<i64, _>(key).await?,
-            Client::RedisRs(c) => redis::cmd("INCR").arg(key).query_async::<i64>(c).await?,
+            Client::RedisRs(c) => redis_rs_api::incr(c, key).await?,
+            Client::RedisRsManager(c) => redis_rs_api::incr(c, key).await?,
+            Client::RedisTower(c) => c.execute(tower_cmd::Incr::new(key)).await?,
         };
         Ok(n)
     }
@@ -278,11 +397,15 @@ impl Client {
                 let reply = c.clone().oneshot(cmd!("GET", key)).await?;
                 reply.as_bytes().ok_or("GET did not answer a string")?.len()
             }
+            #[cfg(feature = "redis-rs")]
+            Client::Compat(c) => redis_rs_api::get(c, key).await?,
             Client::Fred(c) => c.get::<Bytes, _>(key).await?.len(),
-            Client::RedisRs(c) => redis::cmd("GET")
-                .arg(key)
-                .query_async::<Vec<u8>>(c)
+            Client::RedisRs(c) => redis_rs_api::get(c, key).await?,
+            Client::RedisRsManager(c) => redis_rs_api::get(c, key).await?,
+            Client::RedisTower(c) => c
+                .execute(tower_cmd::Get::new(key))
                 .await?
+                .ok_or("GET did not answer a string")?
                 .len(),
         };
         Ok(len)
@@ -299,6 +422,8 @@ impl Client {
             Client::Tower(c) => ok_count(c.clone().oneshot(ours()).await?)?,
             Client::Send(c) => ok_count(c.send(ours()).await?)?,
             Client::Stack(c) => ok_count(c.clone().oneshot(ours()).await?)?,
+            #[cfg(feature = "redis-rs")]
+            Client::Compat(c) => redis_rs_api::pipeline(c, key, n, value).await?,
             Client::Fred(c) => {
                 use fred::prelude::KeysInterface as _;
                 let p = c.pipeline();
@@ -310,12 +435,17 @@ impl Client {
                 let replies: Vec<fred::types::Value> = p.all().await?;
                 replies.len() as u64
             }
-            Client::RedisRs(c) => {
-                let mut p = redis::pipe();
+            Client::RedisRs(c) => redis_rs_api::pipeline(c, key, n, value).await?,
+            Client::RedisRsManager(c) => redis_rs_api::pipeline(c, key, n, value).await?,
+            Client::RedisTower(c) => {
+                let mut p = redis_tower::Pipeline::new();
                 for i in 0..n {
-                    p.cmd("SET").arg(format!("{key}:{i}")).arg(&value[..]);
+                    p = p.push(tower_cmd::Set::new(format!("{key}:{i}"), value.clone()));
                 }
-                let replies: Vec<redis::Value> = p.query_async(c).await?;
+                let replies = p.execute(c).await?;
+                if replies.has_errors() {
+                    return Err("a redis-tower pipeline answered an error".into());
+                }
                 replies.len() as u64
             }
         };
@@ -340,6 +470,8 @@ impl Client {
             Client::Tower(c) => c.clone().oneshot(ours()).await?.len(),
             Client::Send(c) => c.send(ours()).await?.len(),
             Client::Stack(c) => c.clone().oneshot(ours()).await?.len(),
+            #[cfg(feature = "redis-rs")]
+            Client::Compat(c) => redis_rs_api::transaction(c, key, &side).await?,
             Client::Fred(c) => {
                 use fred::interfaces::TransactionInterface as _;
                 let tx = c.multi();
@@ -351,23 +483,23 @@ impl Client {
                 let replies: Vec<fred::types::Value> = tx.exec(true).await?;
                 replies.len()
             }
-            Client::RedisRs(c) => {
-                let replies: Vec<redis::Value> = redis::pipe()
-                    .atomic()
-                    .cmd("INCR")
-                    .arg(key)
-                    .cmd("INCR")
-                    .arg(key)
-                    .cmd("INCR")
-                    .arg(key)
-                    .cmd("GET")
-                    .arg(key)
-                    .cmd("SET")
-                    .arg(&side)
-                    .arg("v")
-                    .query_async(c)
-                    .await?;
-                replies.len()
+            Client::RedisRs(c) => redis_rs_api::transaction(c, key, &side).await?,
+            Client::RedisRsManager(c) => redis_rs_api::transaction(c, key, &side).await?,
+            Client::RedisTower(c) => {
+                let committed = redis_tower::Transaction::new()
+                    .push(tower_cmd::Incr::new(key))
+                    .push(tower_cmd::Incr::new(key))
+                    .push(tower_cmd::Incr::new(key))
+                    .push(tower_cmd::Get::new(key))
+                    .push(tower_cmd::Set::new(side.as_str(), "v"))
+                    .execute(c)
+                    .await?
+                    .committed()
+                    .ok_or("a redis-tower transaction was aborted")?;
+                if committed.has_errors() {
+                    return Err("a redis-tower transaction answered an error".into());
+                }
+                committed.len()
             }
         };
         if results != 5 {
@@ -593,15 +725,19 @@ impl ServerStats {
 fn run() -> Result<()> {
     let settings = Settings::from_env()?;
     let kinds: Vec<Kind> = match &settings.clients {
-        None => Kind::ALL.to_vec(),
+        None => Kind::all(),
         Some(names) => {
             let mut kinds = Vec::new();
             for name in names {
-                let kind = Kind::ALL
+                let kind = Kind::all()
                     .into_iter()
                     .find(|k| k.short() == name)
                     .ok_or_else(|| {
-                        format!("unknown client {name:?} in BENCH_CLIENTS (tower, send, stack, fred, redis-rs)")
+                        let known: Vec<&str> = Kind::all().into_iter().map(Kind::short).collect();
+                        format!(
+                            "unknown client {name:?} in BENCH_CLIENTS ({}; compat needs --features redis-rs)",
+                            known.join(", ")
+                        )
                     })?;
                 kinds.push(kind);
             }
@@ -821,6 +957,8 @@ impl Report<'_> {
         header.push("ours/fred".to_owned());
         header.push("Stack/redis-rs".to_owned());
         header.push("Stack/ours".to_owned());
+        header.push("Stack/redis-tower".to_owned());
+        header.push("redis-rs API on Stack/Stack".to_owned());
         let mut rows = Vec::new();
         for (wi, w) in self.workloads.iter().enumerate() {
             let mut row = vec![w.name.clone()];
@@ -839,6 +977,9 @@ impl Report<'_> {
             let stack = self.median_ops(wi, Kind::Stack).unwrap_or(f64::NAN);
             row.push(ratio(stack, self.median_ops(wi, Kind::RedisRs)));
             row.push(ratio(stack, Some(ours)));
+            row.push(ratio(stack, self.median_ops(wi, Kind::RedisTower)));
+            let compat = self.median_ops(wi, Kind::Compat).unwrap_or(f64::NAN);
+            row.push(ratio(compat, Some(stack)));
             rows.push(row);
         }
         Table {
@@ -872,9 +1013,11 @@ impl Report<'_> {
             ),
             "redis-handoff: RESP3, TCP_NODELAY on; `conn.clone().oneshot(cmd)` through tower, and `conn.send(cmd)` in the (send) row".to_owned(),
             format!("fred 10.1: one client, default config (RESP2), TCP_NODELAY {nodelay}"),
-            format!("redis-rs 0.32: `get_multiplexed_async_connection` (RESP2), TCP_NODELAY {nodelay}"),
+            format!("redis-rs 1.8: `get_multiplexed_async_connection` (RESP2), TCP_NODELAY {nodelay}; the ConnectionManager row: `ConnectionManager::new(client)`, the same connection settings"),
+            "redis-tower 0.1: `MultiplexedClient::connect_url(url)`, default config (RESP3 when the server speaks it; TCP_NODELAY always on), typed commands (`Incr`, `Get`, `Set`), `redis_tower::Pipeline` and `redis_tower::Transaction`".to_owned(),
             "redis-handoff Stack: `Stack::connect(url)` with every layer on (metrics, circuit breaker, relaxed timeout, handoff, demux), through tower".to_owned(),
-            "ours/x: median ops/s of redis-handoff (tower, the bare connection) over x's; Stack/x: the full Stack's over x's".to_owned(),
+            "redis-rs API on Stack (feature `redis-rs`): the redis-rs rows' code (`AsyncCommands`, `redis::cmd`, `redis::pipe()`, `.atomic()`) with a `Stack` as its connection".to_owned(),
+            "ours/x: median ops/s of redis-handoff (tower, the bare connection) over x's; Stack/x: the full Stack's over x's; redis-rs API on Stack/Stack: what redis-rs's API costs over the Stack's own".to_owned(),
         ]
     }
 

@@ -110,11 +110,10 @@ pub enum Error {
         message: Arc<str>,
     },
 
-    /// The reply could not be converted to the requested type.
-    Conversion {
-        /// Why the conversion failed.
-        message: Arc<str>,
-    },
+    /// The reply could not be converted to the requested type (see
+    /// [`FromReply`](crate::FromReply)): it says what was expected and shows the start of what
+    /// came. The command ran.
+    Conversion(ConversionError),
 
     /// Maintenance notifications were required (`mode = Enabled`) but the server refused them.
     MaintenanceUnsupported {
@@ -232,6 +231,110 @@ impl fmt::Display for ServerError {
     }
 }
 
+/// A reply that does not convert to the type asked for; carried by [`Error::Conversion`].
+///
+/// It names the type (or the shape) that was expected, shows the start of what the server
+/// answered (at most a few hundred bytes, escaped) and, for a value inside an array or a map,
+/// where it was: `[2]` is the third element, `["name"]` the value under the key `name`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConversionError {
+    expected: &'static str,
+    found: Option<Arc<str>>,
+    reason: Option<Arc<str>>,
+    at: Option<Arc<str>>,
+}
+
+impl ConversionError {
+    /// A mismatch: `expected` (such as `"i64"` or `"a map"`) was asked for and `found` (a short
+    /// description or preview of the reply) came.
+    pub fn new(expected: &'static str, found: impl Into<Arc<str>>) -> Self {
+        ConversionError {
+            expected,
+            found: Some(found.into()),
+            reason: None,
+            at: None,
+        }
+    }
+
+    /// The same, with why the value did not fit (`"out of range"`, `"not UTF-8"`).
+    #[must_use]
+    pub fn because(mut self, reason: impl Into<Arc<str>>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// A failure reported by another conversion library, which shows nothing of the reply.
+    #[cfg(feature = "fred")]
+    pub(crate) fn from_library(expected: &'static str, reason: impl Into<Arc<str>>) -> Self {
+        ConversionError {
+            expected,
+            found: None,
+            reason: Some(reason.into()),
+            at: None,
+        }
+    }
+
+    /// Places the failure inside an enclosing array or map: `segment` is `[3]` or `["key"]`.
+    #[must_use]
+    pub(crate) fn within(mut self, segment: &str) -> Self {
+        self.at = Some(match self.at.take() {
+            Some(inner) => format!("{segment}{inner}").into(),
+            None => segment.into(),
+        });
+        self
+    }
+
+    /// What was asked for: a Rust type such as `i64`, or a shape such as `an array of 3`.
+    pub fn expected(&self) -> &'static str {
+        self.expected
+    }
+
+    /// The start of what came, escaped (RESP for aggregates, the text for strings), when known.
+    pub fn found(&self) -> Option<&str> {
+        self.found.as_deref()
+    }
+
+    /// Why the value did not fit, when it was the right kind but the wrong value.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// Where in the reply the mismatch was (`[2]["name"]`), when it was inside an aggregate.
+    pub fn path(&self) -> Option<&str> {
+        self.at.as_deref()
+    }
+}
+
+impl fmt::Debug for ConversionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConversionError({self})")
+    }
+}
+
+impl fmt::Display for ConversionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "expected {}", self.expected)?;
+        if let Some(at) = &self.at {
+            write!(f, " at {at}")?;
+        }
+        if let Some(found) = &self.found {
+            write!(f, ", got {found}")?;
+        }
+        if let Some(reason) = &self.reason {
+            write!(f, " ({reason})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConversionError {}
+
+impl From<ConversionError> for Error {
+    fn from(e: ConversionError) -> Self {
+        Error::Conversion(e)
+    }
+}
+
 /// Whether a failed command ran on the server; see [`Error::execution`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -280,7 +383,7 @@ impl Error {
     /// The family of this failure.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Server(_) | Error::Conversion { .. } => ErrorClass::Server,
+            Error::Server(_) | Error::Conversion(_) => ErrorClass::Server,
             Error::Timeout { .. } => ErrorClass::Timeout,
             Error::CircuitOpen { .. } => ErrorClass::CircuitOpen,
             Error::Config { .. } | Error::Refused { .. } | Error::CrossSlot { .. } => {
@@ -307,7 +410,7 @@ impl Error {
     pub fn execution(&self) -> Execution {
         match self {
             Error::Server(e) if e.is_transient_refusal() => Execution::NotRun,
-            Error::Server(_) | Error::Conversion { .. } => Execution::Ran,
+            Error::Server(_) | Error::Conversion(_) => Execution::Ran,
             Error::ConnectionLost { .. } | Error::Timeout { .. } | Error::Protocol { .. } => {
                 Execution::MayHaveRun
             }
@@ -413,7 +516,7 @@ impl fmt::Display for Error {
                 "circuit open for {endpoint} ({reason}); the command was not sent"
             ),
             Error::Config { message } => write!(f, "invalid configuration: {message}"),
-            Error::Conversion { message } => write!(f, "cannot convert the reply: {message}"),
+            Error::Conversion(e) => write!(f, "cannot convert the reply: {e}"),
             Error::MaintenanceUnsupported { endpoint, message } => write!(
                 f,
                 "{endpoint} refused maintenance notifications ({message}); use mode Auto to carry on without them"

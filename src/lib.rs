@@ -29,6 +29,12 @@
 //! [`Cluster`] is the same service over a Redis Cluster: one stack per primary, requests routed
 //! by slot, redirects and `SMIGRATED` followed ([`cluster`] module).
 //!
+//! [`Reply::parse`] converts a reply to the common Rust types (strings, bytes, integers,
+//! floats, booleans, `Option`, `Vec`, maps, sets, tuples: [`FromReply`]), and
+//! [`Stack::query`] sends a command and converts its reply in one call, with no feature needed.
+//! With the `redis-rs` feature, `compat::redis_rs` makes a [`Stack`] or a [`Pool`] a
+//! redis-rs connection, so code written against redis-rs runs through the layers unchanged.
+//!
 //! # The path of a command
 //!
 //! Each hop is one module; the layers never import each other.
@@ -79,6 +85,7 @@ pub mod circuit_breaker;
 mod clock;
 pub mod cluster;
 pub mod command;
+pub mod compat;
 pub mod connection;
 pub mod dedicated;
 pub mod demux;
@@ -103,8 +110,8 @@ pub mod stack;
 // The request, the response, the error and the address.
 pub use command::{Args, Command, StateCommand, ToArg};
 pub use endpoint::{ConnectionId, Endpoint};
-pub use error::{Error, ErrorClass, Execution, ServerError};
-pub use reply::Reply;
+pub use error::{ConversionError, Error, ErrorClass, Execution, ServerError};
+pub use reply::{FromReply, Reply};
 pub use request::{Pipeline, Request, Transaction};
 
 // The connection at the bottom of every stack, and how stacks open new ones.

@@ -5,27 +5,38 @@
 //! instead of being copied. Error replies never become a `Reply`: the connection turns them into
 //! [`Error::Server`].
 //!
-//! With the `fred` feature (on by default) a reply converts to anything fred's `FromValue`
-//! supports: `String`, integers, `Option<T>`, `Vec<T>`, `HashMap<K, V>` and more.
+//! [`Reply::parse`] converts a reply to the common Rust types, with no feature needed:
+//! strings, bytes, integers of every width (range-checked), floats, booleans, `Option<T>`,
+//! `Vec<T>`, maps, sets and tuples ([`FromReply`]; the [`convert`] module says what each type
+//! accepts). A mismatch is an [`Error::Conversion`] that names the type expected and shows the
+//! start of what came. `Stack::query` and `Pool::query` send a command and convert its reply in
+//! one call.
 //!
 //! ```
-//! # #[cfg(feature = "fred")] {
 //! use redis_handoff::Reply;
 //! use redis_handoff::frame::BytesFrame;
 //!
 //! let reply = Reply::from(BytesFrame::Number { data: 42, attributes: None });
 //! assert_eq!(reply.as_i64(), Some(42));
-//! let n: u32 = reply.convert().unwrap();
+//! let n: u32 = reply.clone().parse()?;
 //! assert_eq!(n, 42);
-//! # }
+//! assert!(reply.parse::<Vec<String>>().is_err());
+//! # Ok::<(), redis_handoff::Error>(())
 //! ```
+//!
+//! With the `fred` feature, `Reply::convert` converts through fred's `FromValue` as well.
 
 use std::fmt;
 
 use bytes::Bytes;
 use redis_protocol::resp3::types::BytesFrame;
 
+#[cfg(feature = "fred")]
+use crate::error::ConversionError;
 use crate::error::Error;
+
+pub mod convert;
+pub use convert::FromReply;
 
 /// One reply from the server.
 #[derive(Clone, PartialEq)]
@@ -86,17 +97,26 @@ impl Reply {
 
     /// Converts to fred's [`Value`](fred::types::Value).
     #[cfg(feature = "fred")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fred")))]
     pub fn into_value(self) -> Result<fred::types::Value, Error> {
-        fred::types::Value::try_from(self.frame).map_err(|e| Error::Conversion {
-            message: e.details().into(),
+        fred::types::Value::try_from(self.frame).map_err(|e| {
+            Error::Conversion(ConversionError::from_library(
+                "a fred Value",
+                e.details().to_owned(),
+            ))
         })
     }
 
-    /// Converts to any type fred's [`FromValue`](fred::types::FromValue) supports.
+    /// Converts to any type fred's [`FromValue`](fred::types::FromValue) supports. Without
+    /// fred, [`Reply::parse`] does the same for the common types.
     #[cfg(feature = "fred")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fred")))]
     pub fn convert<T: fred::types::FromValue>(self) -> Result<T, Error> {
-        self.into_value()?.convert().map_err(|e| Error::Conversion {
-            message: e.details().into(),
+        self.into_value()?.convert().map_err(|e| {
+            Error::Conversion(ConversionError::from_library(
+                std::any::type_name::<T>(),
+                e.details().to_owned(),
+            ))
         })
     }
 }

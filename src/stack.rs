@@ -25,10 +25,14 @@
 //! # async fn run() -> Result<(), redis_handoff::Error> {
 //! let redis = Stack::connect("redis://127.0.0.1:6379").await?;
 //! redis.clone().oneshot(cmd!("SET", "greeting", "hello")).await?;
+//! // Typed: the reply converted to the type asked for.
+//! let greeting: Option<String> = redis.query(cmd!("GET", "greeting")).await?;
+//! let visits: i64 = redis.query(cmd!("INCR", "visits")).await?;
 //! # Ok(()) }
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,7 +40,7 @@ use std::time::Duration;
 use tower_service::Service;
 
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitHandle};
-use crate::command::ToArg;
+use crate::command::{Command, ToArg};
 use crate::connection::{ConnectOptions, Connector, Liveness};
 use crate::dedicated::Dedicated;
 use crate::demux::NotificationDemux;
@@ -46,7 +50,7 @@ use crate::handoff::{HandoffConfig, HandoffRetry};
 use crate::maintenance::{EndpointStatus, Maintenance, MaintenanceConfig};
 use crate::metrics::{Metrics, MetricsHook};
 use crate::relaxed_timeout::{self, RelaxedTimeout};
-use crate::reply::Reply;
+use crate::reply::{FromReply, Reply};
 use crate::request::{Request, Transaction};
 
 /// The service type of the recommended stack.
@@ -98,6 +102,29 @@ impl Stack {
             circuit: CircuitBreakerConfig::default(),
             timeout: Duration::from_secs(1),
         }
+    }
+
+    /// Sends `command` through every layer and converts its reply to `T` (any
+    /// [`FromReply`] type: `String`, integers, floats, `bool`, `Option<T>`, `Vec<T>`, maps,
+    /// tuples, ...). A reply of another shape is an [`Error::Conversion`]; the command ran.
+    ///
+    /// ```no_run
+    /// use std::collections::HashMap;
+    /// use redis_handoff::{cmd, Stack};
+    ///
+    /// # async fn run() -> Result<(), redis_handoff::Error> {
+    /// let redis = Stack::connect("redis://127.0.0.1:6379").await?;
+    /// let n: i64 = redis.query(cmd!("INCR", "visits")).await?;
+    /// let user: HashMap<String, String> = redis.query(cmd!("HGETALL", "user:1")).await?;
+    /// let missing: Option<String> = redis.query(cmd!("GET", "no-such-key")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn query<T: FromReply>(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<T, Error>> + Send {
+        let service = self.clone();
+        async move { tower::ServiceExt::oneshot(service, command).await?.parse() }
     }
 
     /// The maintenance handle: notifications, handoffs, reconnects, as events and state.

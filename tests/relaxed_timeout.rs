@@ -89,7 +89,7 @@ async fn load_until(redis: &Redis, tasks: usize, stop_at: Instant) -> Vec<TaskRe
                 let mut n = 0u64;
                 while Instant::now() < stop_at {
                     n += 1;
-                    let command = if n % 2 == 0 {
+                    let command = if n.is_multiple_of(2) {
                         cmd!("GET", &key)
                     } else {
                         cmd!("SET", &key, n)

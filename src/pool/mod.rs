@@ -67,7 +67,9 @@ use crate::error::Error;
 use crate::handoff::{self, HandoffConfig, HandoffRetry};
 use crate::maintenance::HandoffLimiter;
 use crate::maintenance::Maintenance;
+use crate::reply::FromReply;
 use crate::request::Request;
+use crate::Command;
 
 /// A pool of handoff-aware connections; see the [module docs](self). Cheap to clone.
 pub struct Pool {
@@ -155,6 +157,23 @@ impl Pool {
                 wait_for_connection,
             }),
         })
+    }
+
+    /// Sends `command` on one of the pool's connections and converts its reply to `T` (any
+    /// [`FromReply`] type); see `Stack::query`.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: redis_handoff::Pool) -> Result<(), redis_handoff::Error> {
+    /// use redis_handoff::cmd;
+    /// let popped: Option<(String, String)> = pool.query(cmd!("BLPOP", "jobs", 5)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn query<T: FromReply>(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<T, Error>> + Send {
+        let pool = self.clone();
+        async move { pool.oneshot(command).await?.parse() }
     }
 
     /// The number of connections.

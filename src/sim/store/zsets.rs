@@ -253,7 +253,7 @@ fn zadd(db: &mut Db, k: &Bytes, rest: &[Bytes]) -> Result<Value, Value> {
         i += 1;
     }
     let pairs = &rest[i..];
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
         return Err(syntax_error());
     }
     if f.nx && f.xx {
