@@ -300,3 +300,47 @@ async fn the_quickstart_sees_a_migration_and_a_handoff_and_fails_nothing() {
     assert!(summary.commands > 0);
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn the_drill_runs_a_simulated_cluster_through_a_slot_migration() {
+    let out = Command::new(env!("CARGO_BIN_EXE_redis-handoff"))
+        .args(["drill", "--sim", "--cluster", "--duration", "4s"])
+        .args(["--concurrency", "8", "--json", "--quiet"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("cluster client"), "{stdout}");
+    assert!(
+        stdout.contains("MOVED") && stdout.contains("refreshes"),
+        "{stdout}"
+    );
+    let last = stdout.lines().last().expect("some output");
+    let v: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    assert_eq!(v["stack"], "cluster", "{stdout}");
+    assert_eq!(v["failed"], 0, "{stdout}");
+    assert!(v["commands"].as_u64().unwrap() > 100, "{stdout}");
+    assert!(v["moved_redirects"].as_u64().is_some(), "{stdout}");
+    assert!(v["ask_redirects"].as_u64().is_some(), "{stdout}");
+    assert!(v["topology_refreshes"].as_u64().unwrap() >= 1, "{stdout}");
+    // The migration was heard: SMIGRATING and SMIGRATED, one window for the scenario.
+    assert!(
+        v["notifications"]["SMIGRATING"].as_u64().unwrap_or(0) >= 1,
+        "{stdout}"
+    );
+    assert!(
+        v["notifications"]["SMIGRATED"].as_u64().unwrap_or(0) >= 1,
+        "{stdout}"
+    );
+    assert!(stdout.contains("migrate-slots"), "{stdout}");
+
+    let help = Command::new(env!("CARGO_BIN_EXE_redis-handoff"))
+        .args(["drill", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--sim --cluster"), "{help}");
+    assert!(help.contains("migrate-slots"), "{help}");
+}

@@ -261,7 +261,9 @@ Examples:
   redis-handoff drill --addr redis://127.0.0.1:6380 --scenario none --duration 5m
                                                         record the maintenance announced there
   redis-handoff drill --cluster --addr 127.0.0.1:7000 --json
-                                                        the cluster client across a Redis Cluster")]
+                                                        the cluster client across a Redis Cluster
+  redis-handoff drill --sim --cluster --duration 10s    a local 3-primary cluster behind the
+                                                        simulator, slots migrated during the run")]
 struct DrillArgs {
     /// Send the load to this endpoint (`redis://`, `rediss://` or host:port) instead of an
     /// embedded simulator. No scenario is played there: the drill records the maintenance the
@@ -270,7 +272,9 @@ struct DrillArgs {
     addr: Option<String>,
 
     /// Run an embedded simulator with two nodes and play the scenario on it (the default when
-    /// --addr is not given).
+    /// --addr is not given). With --cluster: start a local Redis Cluster of 3 primaries
+    /// (redis-server and redis-cli on the PATH; processes and files removed at the end), put
+    /// the simulator in cluster mode in front of it, and play `migrate-slots` on it.
     #[arg(long)]
     sim: bool,
 
@@ -283,13 +287,16 @@ struct DrillArgs {
     stack: StackArg,
 
     /// Run the load through the cluster client across a Redis Cluster: --addr names any node
-    /// of it. The report adds the MOVED and ASK redirects followed and the topology refreshes
-    /// made.
-    #[arg(long, requires = "addr", conflicts_with_all = ["compare", "sim", "stack"])]
+    /// of it; without --addr (or with --sim) a local simulated cluster (see --sim) whose
+    /// `migrate-slots` scenario moves the slots of the drill's keys for real, SMIGRATING
+    /// before and SMIGRATED after. The report adds the MOVED and ASK redirects followed and
+    /// the topology refreshes made.
+    #[arg(long, conflicts_with_all = ["compare", "stack", "backend"])]
     cluster: bool,
 
     /// The maintenance to play: moving, moving-null, migrate, failover, azure, all or none
-    /// (several separated by commas). Default: all with the simulator, none with --addr.
+    /// (several separated by commas); migrate-slots or none with --sim --cluster. Default:
+    /// all with the simulator, migrate-slots with --sim --cluster, none with --addr.
     #[arg(long)]
     scenario: Option<String>,
 
@@ -592,9 +599,14 @@ fn backend(arg: &str) -> Result<Backend, String> {
 async fn run_drill(args: DrillArgs) -> Result<(), String> {
     let target = match &args.addr {
         Some(addr) => Target::Endpoint(addr.clone()),
+        None if args.cluster => Target::SimulatedCluster,
         None => Target::Simulator(backend(&args.backend)?),
     };
-    let default_scenario = if args.addr.is_some() { "none" } else { "all" };
+    let default_scenario = match target {
+        Target::Endpoint(_) => "none",
+        Target::SimulatedCluster => "migrate-slots",
+        Target::Simulator(_) => "all",
+    };
     let scenarios = Scenario::parse_list(args.scenario.as_deref().unwrap_or(default_scenario))
         .map_err(|e| e.to_string())?;
     let config = DrillConfig {

@@ -87,6 +87,11 @@ pub enum Scenario {
     /// Azure events: `NodeMaintenanceStarting`, added latency,
     /// `NodeMaintenanceFailoverComplete`, `NodeMaintenanceEnded`.
     Azure,
+    /// Cluster only ([`Target::SimulatedCluster`]): slots that the drill's keys hash to move
+    /// for real to another primary, with `SMIGRATING` before and `SMIGRATED` after
+    /// ([`Simulator::migrate_slots`](crate::sim::Simulator::migrate_slots)). Not part of
+    /// `all`.
+    MigrateSlots,
 }
 
 impl Scenario {
@@ -100,7 +105,8 @@ impl Scenario {
         Scenario::Moving,
     ];
 
-    /// Its name on the command line: `moving`, `moving-null`, `migrate`, `failover`, `azure`.
+    /// Its name on the command line: `moving`, `moving-null`, `migrate`, `failover`, `azure`,
+    /// `migrate-slots`.
     pub const fn name(self) -> &'static str {
         match self {
             Scenario::Moving => "moving",
@@ -108,8 +114,19 @@ impl Scenario {
             Scenario::Migrate => "migrate",
             Scenario::Failover => "failover",
             Scenario::Azure => "azure",
+            Scenario::MigrateSlots => "migrate-slots",
         }
     }
+
+    /// Every scenario a name can be given for: [`Scenario::ALL`] and the cluster's own.
+    const NAMED: [Scenario; 6] = [
+        Scenario::Migrate,
+        Scenario::Failover,
+        Scenario::MovingNull,
+        Scenario::Azure,
+        Scenario::Moving,
+        Scenario::MigrateSlots,
+    ];
 
     /// A scenario by name, or a list of them: `all` (every one, in the order of
     /// [`Scenario::ALL`]), `none` (an empty list), or names separated by commas.
@@ -133,12 +150,12 @@ impl FromStr for Scenario {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let key = s.trim().to_ascii_lowercase().replace('_', "-");
-        Scenario::ALL
+        Scenario::NAMED
             .into_iter()
             .find(|sc| sc.name() == key)
             .ok_or_else(|| DrillError::Config {
                 message: format!(
-                    "unknown scenario {s:?} (known: moving, moving-null, migrate, failover, azure, all, none)"
+                    "unknown scenario {s:?} (known: moving, moving-null, migrate, failover, azure, migrate-slots, all, none)"
                 ),
             })
     }
@@ -154,7 +171,8 @@ pub enum StackKind {
     /// One bare [`Connection`](crate::Connection), dialled again when it closes.
     None,
     /// The [`Cluster`](crate::Cluster) client against a Redis Cluster (an endpoint of your own:
-    /// any node of it): one full stack per primary, keys routed by slot. The report counts
+    /// any node of it, or [`Target::SimulatedCluster`]): one full stack per primary, keys
+    /// routed by slot. The report counts
     /// the `MOVED` and `ASK` redirects it followed and the topology refreshes it made.
     Cluster,
 }
@@ -201,6 +219,11 @@ pub enum Target {
     /// `redis-handoff sim` started elsewhere, or a managed database during its maintenance.
     /// The drill plays no scenario here; it records the maintenance the server announces.
     Endpoint(String),
+    /// An embedded Redis Cluster: three local `redis-server` primaries started for the drill
+    /// ([`LocalCluster`](crate::sim::LocalCluster): `redis-server` and `redis-cli` on the
+    /// `PATH`) with the simulator in cluster mode in front of them; the client connects to
+    /// the simulator's node 0. For [`StackKind::Cluster`] and [`Scenario::MigrateSlots`].
+    SimulatedCluster,
 }
 
 impl fmt::Display for Target {
@@ -212,6 +235,9 @@ impl fmt::Display for Target {
             }
             // Never the password of a `redis://user:password@host` target.
             Target::Endpoint(url) => f.write_str(&crate::connection::redact_url(url)),
+            Target::SimulatedCluster => {
+                f.write_str("simulator over a local Redis Cluster of 3 primaries")
+            }
         }
     }
 }
@@ -224,7 +250,8 @@ pub struct DrillConfig {
     /// The client. Default: the full stack.
     pub stack: StackKind,
     /// The maintenance to play, in order. Default: [`Scenario::ALL`]. Must be empty for
-    /// [`Target::Endpoint`].
+    /// [`Target::Endpoint`], and [`Scenario::MigrateSlots`] alone (or nothing) for
+    /// [`Target::SimulatedCluster`].
     pub scenarios: Vec<Scenario>,
     /// How many tasks send commands, each one at a time. Default 16.
     pub concurrency: usize,
@@ -431,6 +458,8 @@ impl Drill {
         let config = &self.config;
         validate(config)?;
         self.progress.set_phase("connecting");
+        // Kept until the drill is over: dropping it stops the cluster's processes.
+        let mut local_cluster = None;
         let sim = match &config.target {
             Target::Simulator(backend) => Some(
                 crate::sim::Simulator::builder()
@@ -439,13 +468,22 @@ impl Drill {
                     .start()
                     .await?,
             ),
+            Target::SimulatedCluster => {
+                let cluster = crate::sim::LocalCluster::start(3).await?;
+                let sim = crate::sim::Simulator::builder()
+                    .cluster(cluster.addrs())
+                    .start()
+                    .await?;
+                local_cluster = Some(cluster);
+                Some(sim)
+            }
             Target::Endpoint(_) => None,
         };
         let url = match (&sim, &config.target) {
             (Some(sim), _) => sim.node(0).url(),
             (None, Target::Endpoint(url)) if url.contains("://") => url.clone(),
             (None, Target::Endpoint(addr)) => format!("redis://{addr}"),
-            (None, Target::Simulator(_)) => {
+            (None, Target::Simulator(_) | Target::SimulatedCluster) => {
                 return Err(DrillError::Config {
                     message: "the simulator did not start".into(),
                 })
@@ -463,7 +501,7 @@ impl Drill {
         let load = workload::start(&client, config, t0, self.progress.clone());
 
         let played = match &sim {
-            Some(sim) => scenario::play(sim, &schedule, t0, &self.progress).await,
+            Some(sim) => scenario::play(sim, &schedule, t0, &self.progress, config).await,
             None => Ok(Vec::new()),
         };
         let windows = match played {
@@ -493,6 +531,7 @@ impl Drill {
         if let Some(sim) = &sim {
             sim.shutdown();
         }
+        drop(local_cluster);
         Ok(report::build(report::Inputs {
             config,
             samples,
@@ -522,11 +561,33 @@ fn validate(config: &DrillConfig) -> Result<(), DrillError> {
     if config.duration > Duration::from_secs(3600) {
         return bad("a drill runs for an hour at most");
     }
-    if config.stack == StackKind::Cluster && !matches!(config.target, Target::Endpoint(_)) {
+    let cluster_target = matches!(
+        config.target,
+        Target::Endpoint(_) | Target::SimulatedCluster
+    );
+    if config.stack == StackKind::Cluster && !cluster_target {
         return bad(
-            "the cluster client runs against a Redis Cluster of your own: give any node of it \
-             as the endpoint (`--addr`); the embedded simulator plays a single database",
+            "the cluster client runs against a Redis Cluster: give any node of one of your own \
+             as the endpoint (`--addr`), or use the simulated cluster (`--sim --cluster`); the \
+             embedded two-node simulator plays a single database",
         );
+    }
+    if matches!(config.target, Target::SimulatedCluster) {
+        if config.stack != StackKind::Cluster {
+            return bad("the simulated cluster is driven through the cluster client (`--cluster`)");
+        }
+        if config
+            .scenarios
+            .iter()
+            .any(|s| *s != Scenario::MigrateSlots)
+        {
+            return bad(
+                "the simulated cluster plays `migrate-slots` only (or `none`); the other \
+                 scenarios are for the two-node simulator",
+            );
+        }
+    } else if config.scenarios.contains(&Scenario::MigrateSlots) {
+        return bad("`migrate-slots` needs the simulated cluster (`--sim --cluster`)");
     }
     if matches!(config.target, Target::Endpoint(_)) && !config.scenarios.is_empty() {
         return bad(

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::report::Window;
-use super::{Progress, Scenario};
-use crate::sim::{AzureEvent, AzureEventKind, Scope, SimError, Simulator};
+use super::{DrillConfig, Progress, Scenario};
+use crate::sim::{AzureEvent, AzureEventKind, MigrateSlots, Scope, SimError, Simulator, Slots};
 
 /// The pause between the end of one scenario and the start of the next, at least.
 const REST: Duration = Duration::from_millis(300);
@@ -49,7 +49,7 @@ impl Schedule {
                 scenario,
                 at: lead + slot * i,
                 length: match scenario {
-                    Scenario::Migrate | Scenario::Azure => active,
+                    Scenario::Migrate | Scenario::Azure | Scenario::MigrateSlots => active,
                     Scenario::Failover => active.min(Duration::from_secs(3)),
                     Scenario::Moving | Scenario::MovingNull => whole_seconds(active),
                 },
@@ -102,6 +102,7 @@ pub(crate) async fn play(
     schedule: &Schedule,
     t0: Instant,
     progress: &Progress,
+    config: &DrillConfig,
 ) -> Result<Vec<Window>, SimError> {
     let mut windows = Vec::new();
     // The node the client is on: a `MOVING` takes it to the other one.
@@ -113,7 +114,7 @@ pub(crate) async fn play(
         tokio::time::sleep_until(due.into()).await;
         progress.set_phase(p.scenario.name());
         let start = t0.elapsed();
-        node = play_one(sim, p.scenario, node, p.length).await?;
+        node = play_one(sim, p.scenario, node, p.length, config).await?;
         let end = t0.elapsed() + tail(p.scenario);
         windows.push(Window {
             label: p.scenario.name().to_string(),
@@ -132,8 +133,17 @@ async fn play_one(
     scenario: Scenario,
     node: usize,
     length: Duration,
+    config: &DrillConfig,
 ) -> Result<usize, SimError> {
     match scenario {
+        Scenario::MigrateSlots => {
+            let slots = drill_slots(config)?;
+            // The move starts half-way through the window's planned length (at most 1 s
+            // after SMIGRATING); the window lasts until SMIGRATED is sent.
+            let options = MigrateSlots::new().delay((length / 2).min(Duration::from_secs(1)));
+            sim.migrate_slots_with(&slots, MIGRATE_SLOTS_TO, options)
+                .await?;
+        }
         Scenario::Migrate => {
             sim.migrate(node, length).await?;
         }
@@ -167,6 +177,26 @@ async fn play_one(
         }
     }
     Ok(node)
+}
+
+/// The simulator node whose cluster node the `migrate-slots` scenario moves slots to.
+const MIGRATE_SLOTS_TO: usize = 1;
+/// How many of the drill's `GET`/`SET` keys have their slots moved.
+const MIGRATED_KEYS: usize = 64;
+
+/// The slots `migrate-slots` moves: those of every task's counter and of the first
+/// `MIGRATED_KEYS` keys, so that every task's commands meet the move.
+fn drill_slots(config: &DrillConfig) -> Result<Slots, SimError> {
+    let mut slots: Vec<u16> = (0..config.keys.min(MIGRATED_KEYS))
+        .map(|k| crate::cluster::key_slot(format!("drill:{k}").as_bytes()))
+        .chain(
+            (0..config.concurrency)
+                .map(|t| crate::cluster::key_slot(format!("drill:counter:{t}").as_bytes())),
+        )
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    Slots::from_ranges(slots.into_iter().map(|s| s..=s))
 }
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ pub enum SimError {
         /// What happened.
         message: String,
     },
+    /// A process the simulator starts ([`LocalCluster`](super::LocalCluster): `redis-server`,
+    /// `redis-cli`) is missing, failed to start, or did not do its part.
+    Process {
+        /// The program.
+        program: String,
+        /// What happened.
+        message: String,
+    },
 }
 
 impl fmt::Display for SimError {
@@ -51,6 +59,7 @@ impl fmt::Display for SimError {
                 f,
                 "the cluster node at {addr}: {message}; check that the cluster is up and healthy (redis-cli --cluster check)"
             ),
+            SimError::Process { program, message } => write!(f, "{program}: {message}"),
         }
     }
 }
