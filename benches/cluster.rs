@@ -404,9 +404,11 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
         let mut all = Tally::default();
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        // One deadline for all of them: a task stuck on a frozen client is left behind (and
+        // the freeze reported) without every other stuck task waiting its own turn.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for t in self.tasks {
-            // A task stuck on a frozen client is left behind, and the freeze is reported.
-            match tokio::time::timeout(Duration::from_secs(30), t).await {
+            match tokio::time::timeout_at(deadline, t).await {
                 Ok(Ok((tally, h))) => {
                     all.ok += tally.ok;
                     all.failed += tally.failed;

@@ -7,6 +7,9 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+#[path = "../../src/drill/svg.rs"]
+mod svg;
+use svg::{escape, nice_step};
 
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 440.0;
@@ -317,31 +320,6 @@ pub(crate) fn write(path: &Path, svg: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, svg)
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// A step for about `target` ticks up to `span`: 1, 2 or 5 times a power of ten.
-fn nice_step(span: f64, target: f64) -> f64 {
-    let raw = (span / target).max(f64::MIN_POSITIVE);
-    let magnitude = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * magnitude)
-        .find(|step| *step >= raw)
-        .unwrap_or(10.0 * magnitude)
 }
 
 /// A round number at least `x`, not much more (1 for nothing to show).

@@ -50,6 +50,7 @@ mod client;
 mod plot;
 mod report;
 mod scenario;
+mod svg;
 mod workload;
 
 use std::fmt;

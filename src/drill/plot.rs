@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::report::{human_us, DrillReport, TIMELINE_BUCKET};
+use super::svg::{escape, nice_step};
 
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 440.0;
@@ -15,31 +16,6 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 24.0;
 const TOP: f64 = 56.0;
 const BOTTOM: f64 = 56.0;
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// A step for about `target` ticks over `span`: 1, 2 or 5 times a power of ten.
-fn nice_step(span: f64, target: f64) -> f64 {
-    let raw = (span / target).max(f64::MIN_POSITIVE);
-    let magnitude = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * magnitude)
-        .find(|step| *step >= raw)
-        .unwrap_or(10.0 * magnitude)
-}
 
 /// Where the plot of a report ([`DrillReport::to_svg`]) draws things, in the SVG's user units
 /// (pixels, when the picture is shown at its own size): the plot area, and where a time and a
