@@ -17,7 +17,8 @@
 //!   that failed, replies that cannot be the answer to their command (a `GET` of `key` answers
 //!   nil or the value `SET` writes for `key`, which names the key: anything else is another
 //!   command's reply), the slowest command, p99.9 inside the window against the steady p99.9,
-//!   and whether the client froze (no command answered for `BENCH_FREEZE_SECS`). With
+//!   and whether the client froze (no command answered for `BENCH_FREEZE_SECS`, or tasks still
+//!   waiting on their command 30 s after the run ended). With
 //!   `BENCH_RESHARD_RUNS=50` the resharding run repeats, to catch a freeze that happens once
 //!   in a while.
 //!
@@ -342,6 +343,8 @@ struct Tally {
     ok: u64,
     failed: u64,
     wrong: u64,
+    // Tasks still waiting on their command when the run ended: the client froze.
+    stuck: u64,
     first_problem: Option<String>,
 }
 
@@ -420,6 +423,7 @@ impl Load {
                 }
                 _ => {
                     all.failed += 1;
+                    all.stuck += 1;
                     all.first_problem
                         .get_or_insert("a task never finished".into());
                 }
@@ -547,6 +551,7 @@ async fn bench_client(
             froze = true;
         }
         let (tally, hist) = load.finish().await;
+        froze |= tally.stuck > 0;
         failed += tally.failed;
         wrong += tally.wrong;
         freezes += usize::from(froze);
