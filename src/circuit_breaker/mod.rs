@@ -60,10 +60,11 @@
 //! reason under a read lock.
 //!
 //! # Runtime
-//! A background task per circuit follows the maintenance events, ages the failure-rate window
-//! (one bucket per tenth of the window) and turns an open circuit half-open on time. It starts
-//! when the layer is made inside a Tokio runtime, otherwise with the first command; it ends
-//! with the last service and handle. Without a runtime the circuit still opens, fails fast and
+//! A background task per circuit ages the failure-rate window (one bucket per tenth of the
+//! window) and turns an open circuit half-open on time; the maintenance events are acted on as
+//! they are emitted, by an observer registered on the handle with the task. Both start when
+//! the layer is made inside a Tokio runtime, otherwise with the first command; they end with
+//! the last service and handle. Without a runtime the circuit still opens, fails fast and
 //! half-opens when a command arrives after the wait, but hears no events and its window does
 //! not slide.
 //!

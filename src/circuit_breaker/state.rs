@@ -1,5 +1,6 @@
-//! The state of one circuit, shared by every service a layer makes and by its handles, and the
-//! background task that follows the maintenance events.
+//! The state of one circuit, shared by every service a layer makes and by its handles, the
+//! observer that acts on the maintenance events as they are emitted, and the background task
+//! that keeps its timers.
 //!
 //! The state lives in one `AtomicU64` word: the state, why it opened, the half-open probe slots
 //! left and the probes that succeeded, and a generation bumped by every transition. A call in
@@ -22,9 +23,7 @@ use super::config::CircuitBreakerConfig;
 use crate::clock;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorClass};
-use crate::maintenance::{
-    AzureEventKind, EventKind, Maintenance, MaintenanceEvent, MaintenanceEvents,
-};
+use crate::maintenance::{AzureEventKind, EventKind, Maintenance, MaintenanceEvent, Observer};
 
 /// How many buckets the failure-rate window is kept in.
 pub(crate) const BUCKETS: usize = 10;
@@ -319,18 +318,16 @@ impl Shared {
         {
             return;
         }
-        // Subscribed here, before returning, so that no event after construction is missed.
-        let events = self.maintenance.subscribe();
+        // Observed from here, before returning, so that no event after construction is missed.
+        // Events are acted on as they are emitted; the task then looks at its timers again.
+        self.maintenance.observe(Arc::new(EventWatch {
+            shared: Arc::downgrade(self),
+            kick: self.kick.clone(),
+        }));
         let (tx, rx) = oneshot::channel();
         *self.shutdown.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let tick = (self.config.window / BUCKETS as u32).max(Duration::from_millis(1));
-        runtime.spawn(run(
-            Arc::downgrade(self),
-            events,
-            self.kick.clone(),
-            rx,
-            tick,
-        ));
+        runtime.spawn(run(Arc::downgrade(self), self.kick.clone(), rx, tick));
     }
 
     // ===== admission =====
@@ -835,16 +832,36 @@ impl Drop for Shared {
     }
 }
 
-/// Follows the maintenance events, ages the window and turns the circuit half-open when its
-/// wait is over. Ends with the circuit.
+/// Acts on a maintenance handle's events for one circuit, as they are emitted.
+struct EventWatch {
+    shared: Weak<Shared>,
+    kick: Arc<Notify>,
+}
+
+impl Observer for EventWatch {
+    fn on_event(&self, event: &MaintenanceEvent) -> bool {
+        let Some(shared) = self.shared.upgrade() else {
+            return false;
+        };
+        shared.on_event(event);
+        // The task recomputes when to wake: the event may have opened or held the circuit.
+        self.kick.notify_one();
+        true
+    }
+
+    fn alive(&self) -> bool {
+        self.shared.strong_count() > 0
+    }
+}
+
+/// Ages the window and turns the circuit half-open when its wait is over (and acts on a hold
+/// that comes due). Ends with the circuit.
 async fn run(
     weak: Weak<Shared>,
-    events: MaintenanceEvents,
     kick: Arc<Notify>,
     mut shutdown: oneshot::Receiver<()>,
     tick: Duration,
 ) {
-    let mut events = Some(events);
     let mut next_tick = tokio::time::Instant::now() + tick;
     loop {
         let wake = {
@@ -856,23 +873,9 @@ async fn run(
                 .map(tokio::time::Instant::from_std)
                 .fold(next_tick, |a, b| a.min(b))
         };
-        let event = async {
-            match events.as_mut() {
-                Some(e) => e.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
             _ = &mut shutdown => return,
-            event = event => match event {
-                Some(event) => {
-                    let Some(shared) = weak.upgrade() else { return };
-                    shared.on_event(&event);
-                }
-                // Every maintenance handle is gone: carry on with the timers alone.
-                None => events = None,
-            },
             _ = kick.notified() => {}
             _ = tokio::time::sleep_until(wake) => {}
         }

@@ -323,8 +323,9 @@ impl MaintenanceConfigBuilder {
     }
 
     /// How many events a slow subscriber may fall behind. Default 64 (events come with
-    /// maintenance, reconnects and handoffs, a few at a time; the buffer is allocated with the
-    /// handle).
+    /// maintenance, reconnects and handoffs, a few at a time; the buffer is allocated in full
+    /// with the first subscriber). The layers that count or act on events (metrics, circuit
+    /// breakers) see every event as it is emitted and need no room here.
     #[must_use]
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.config.event_buffer = events;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Instant;
 
 use redis_protocol::resp3::types::BytesFrame;
@@ -61,12 +61,27 @@ pub struct Maintenance {
 
 pub(crate) type Hooks = Arc<[Arc<dyn NotificationHook>]>;
 
+/// A layer that follows every event of a handle synchronously; see [`Maintenance::observe`].
+///
+/// It runs on the thread that emits the event, so it must be quick and must not wait. It may
+/// emit events in turn.
+pub(crate) trait Observer: Send + Sync {
+    /// Sees one event; `false` once the observer is gone (it is then dropped from the list).
+    fn on_event(&self, event: &MaintenanceEvent) -> bool;
+    /// Whether it still wants events.
+    fn alive(&self) -> bool;
+}
+
 pub(crate) struct Inner {
     config: MaintenanceConfig,
     statuses: RwLock<HashMap<Endpoint, Arc<EndpointStatus>>>,
     // Shared, not copied, by every slot of the buffer and every trigger queue: an event is a
-    // few hundred bytes and the buffer is allocated in full with the handle.
-    events: broadcast::Sender<Arc<MaintenanceEvent>>,
+    // few hundred bytes. The buffer is allocated in full, so it is made with the first
+    // subscriber: before that, nobody could receive what is sent.
+    events: OnceLock<broadcast::Sender<Arc<MaintenanceEvent>>>,
+    // The layers that count or act on every event (metrics, circuit breakers), called as the
+    // event is emitted: no task and no buffer slot each.
+    observers: RwLock<Arc<[Arc<dyn Observer>]>>,
     // Each stack's own, lossless path for the events it acts on (see `Maintenance::triggers`).
     triggers: Mutex<Vec<mpsc::UnboundedSender<Arc<MaintenanceEvent>>>>,
     dedup: Mutex<Dedup>,
@@ -100,12 +115,12 @@ impl Default for Maintenance {
 impl Maintenance {
     /// A handle with this configuration, no state and no hooks.
     pub fn new(config: MaintenanceConfig) -> Self {
-        let (events, _) = broadcast::channel(config.event_buffer().max(1));
         Maintenance {
             inner: Arc::new(Inner {
                 config,
                 statuses: RwLock::new(HashMap::new()),
-                events,
+                events: OnceLock::new(),
+                observers: RwLock::new(Arc::from(Vec::new())),
                 triggers: Mutex::new(Vec::new()),
                 dedup: Mutex::new(Dedup::default()),
                 hooks: RwLock::new(Arc::from(Vec::new())),
@@ -144,7 +159,11 @@ impl Maintenance {
     /// Subscribes to the events from now on.
     pub fn subscribe(&self) -> MaintenanceEvents {
         MaintenanceEvents {
-            rx: self.inner.events.subscribe(),
+            rx: self
+                .inner
+                .events
+                .get_or_init(|| broadcast::channel(self.inner.config.event_buffer().max(1)).0)
+                .subscribe(),
             missed: 0,
         }
     }
@@ -189,7 +208,43 @@ impl Maintenance {
             triggers.retain(|t| t.send(event.clone()).is_ok());
         }
         // No subscriber is fine: nobody is listening.
-        let _ = self.inner.events.send(event);
+        if let Some(events) = self.inner.events.get() {
+            let _ = events.send(event.clone());
+        }
+        // Observers run after the broadcast, so that an event an observer emits in turn (a
+        // circuit opening on a maintenance event) reaches subscribers after its cause.
+        let observers = self
+            .inner
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut gone = false;
+        for observer in observers.iter() {
+            gone |= !observer.on_event(&event);
+        }
+        if gone {
+            let mut list = self
+                .inner
+                .observers
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let kept: Vec<Arc<dyn Observer>> = list.iter().filter(|o| o.alive()).cloned().collect();
+            *list = Arc::from(kept);
+        }
+    }
+
+    /// Calls `observer` with every event emitted from now on, as it is emitted, until it says
+    /// it is gone.
+    pub(crate) fn observe(&self, observer: Arc<dyn Observer>) {
+        let mut list = self
+            .inner
+            .observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<Arc<dyn Observer>> = list.iter().filter(|o| o.alive()).cloned().collect();
+        next.push(observer);
+        *list = Arc::from(next);
     }
 
     /// A snapshot of the counters.

@@ -80,7 +80,7 @@ pub use counters::NotificationCounts;
 pub use endpoint_type::{EndpointType, RESOLVE_TIMEOUT};
 pub use events::{EventKind, MaintenanceEvent, MaintenanceEvents, PushOrigin};
 pub use handle::Maintenance;
-pub(crate) use handle::WeakMaintenance;
+pub(crate) use handle::{Observer, WeakMaintenance};
 pub use hook::PushOutcome;
 pub use hook::{
     post_hook, HookAction, HookContext, HookOutcome, Notice, NotificationHook, PostHook,

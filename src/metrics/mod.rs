@@ -48,8 +48,8 @@
 //! - as a [`NotificationHook`](crate::NotificationHook) (the trait your own hooks implement),
 //!   whose post-hook counts every notice by type and outcome (applied, repeat, skipped) and
 //!   records its processing time, from receipt to the post-hooks;
-//! - as a subscriber of its events, in a background task (so `attach` needs a Tokio runtime),
-//!   which counts malformed notices (errors), handoffs started, succeeded and failed and their
+//! - as an observer of its events, called as each event is emitted (no task, no buffer, so
+//!   none is missed), which counts malformed notices (errors), handoffs started, succeeded and failed and their
 //!   durations, periods and time of relaxed timeouts, circuit transitions, and connections
 //!   opened and closed, and logs each event at `info`.
 //!

@@ -171,13 +171,19 @@ fn bump_owned(counter: &AtomicU64) {
     );
 }
 
+/// Name slots per page of a thread's latency table.
+const LATENCY_PAGE: usize = 8;
+
+type LatencyPage = Box<[OnceLock<Buckets>; LATENCY_PAGE]>;
+
 /// One thread's counters for one [`CommandRecorder`]: written by that thread alone.
 struct ThreadRecorder {
     // The thread's number (see `thread_number`); 0 for the shared recorder.
     owner: u64,
     failures: [AtomicU64; ERROR_KINDS],
-    // One distribution per name slot, plus "other"; made on first use.
-    latency: Box<[OnceLock<Buckets>]>,
+    // One distribution per name slot, plus "other"; made on first use, in pages of
+    // `LATENCY_PAGE` slots, so that a thread that saw a few names holds a few pages.
+    latency: Box<[OnceLock<LatencyPage>]>,
 }
 
 impl ThreadRecorder {
@@ -185,8 +191,27 @@ impl ThreadRecorder {
         ThreadRecorder {
             owner,
             failures: Default::default(),
-            latency: (0..=NAME_SLOTS).map(|_| OnceLock::new()).collect(),
+            latency: (0..=NAME_SLOTS / LATENCY_PAGE)
+                .map(|_| OnceLock::new())
+                .collect(),
         }
+    }
+
+    /// The distribution of name slot `slot` (made or not), its page made if need be.
+    #[inline]
+    fn distribution(&self, slot: usize) -> Option<&OnceLock<Buckets>> {
+        let page = self.latency.get(slot / LATENCY_PAGE)?;
+        page.get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())))
+            .get(slot % LATENCY_PAGE)
+    }
+
+    /// The distribution of name slot `slot`, if one was made.
+    fn made(&self, slot: usize) -> Option<&Buckets> {
+        self.latency
+            .get(slot / LATENCY_PAGE)?
+            .get()?
+            .get(slot % LATENCY_PAGE)?
+            .get()
     }
 
     /// Records one command. `owned`: the calling thread is the only writer (else the
@@ -201,7 +226,7 @@ impl ThreadRecorder {
             }
         };
         if let Some(elapsed) = event.elapsed {
-            if let Some(b) = self.latency.get(event.slot) {
+            if let Some(b) = self.distribution(event.slot) {
                 if let Some(c) = b
                     .get_or_init(Buckets::new)
                     .counter(bucket_of(nanos(elapsed)))
@@ -316,7 +341,7 @@ impl CommandRecorder {
         let mut out: Option<Vec<u64>> = None;
         let all = self.all();
         for t in all.iter().map(|t| &**t).chain(self.recorders.shared.get()) {
-            if let Some(b) = t.latency.get(slot).and_then(OnceLock::get) {
+            if let Some(b) = t.made(slot) {
                 b.add_to(out.get_or_insert_with(|| vec![0; BUCKETS]));
             }
         }

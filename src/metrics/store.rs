@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::sync::watch;
 
 use super::layer::MetricsHookLayer;
 use super::recorder::{
@@ -19,9 +18,10 @@ use super::snapshot::{
     PoolStats,
 };
 use crate::endpoint::{ConnectionId, Endpoint};
+
 use crate::maintenance::{
-    AzureEventKind, EventKind, HookContext, HookOutcome, Maintenance, MaintenanceEvent,
-    MaintenanceEvents, Notice, NotificationHook, NotificationKind, WeakMaintenance,
+    AzureEventKind, EventKind, HookContext, HookOutcome, Maintenance, MaintenanceEvent, Notice,
+    NotificationHook, NotificationKind, Observer, WeakMaintenance,
 };
 
 // ===== notice types =====
@@ -249,7 +249,7 @@ impl MaintenanceRecorder {
     }
 }
 
-/// What the event-watching task remembers between events.
+/// What the event observer remembers between events.
 #[derive(Default)]
 struct WatchState {
     // Connections already counted as opened.
@@ -340,8 +340,6 @@ pub(crate) struct Inner {
     // The maintenance handles followed: their stacks' resends and their pools' handoff
     // limiters are read at every snapshot. Weak: the handle holds this one as a hook.
     followed: RwLock<Vec<WeakMaintenance>>,
-    // Dropped with the last handle: the event-watching tasks see it and end.
-    closed: watch::Sender<()>,
     #[cfg(feature = "metrics")]
     pub(crate) exported: Mutex<super::export::Exported>,
 }
@@ -374,7 +372,6 @@ impl Default for Metrics {
 impl Metrics {
     /// A handle with nothing recorded.
     pub fn new() -> Self {
-        let (closed, _) = watch::channel(());
         Metrics {
             inner: Arc::new(Inner {
                 commands: CommandRecorder::new(),
@@ -382,7 +379,6 @@ impl Metrics {
                 pool: PoolRecorder::default(),
                 retry_sources: RwLock::new(Vec::new()),
                 followed: RwLock::new(Vec::new()),
-                closed,
                 #[cfg(feature = "metrics")]
                 exported: Mutex::new(super::export::Exported::default()),
             }),
@@ -398,26 +394,21 @@ impl Metrics {
     /// type, their processing time), [watches](Metrics::watch) its events (handoffs, relaxed
     /// timeouts, the circuit, connections) and [follows](Metrics::follow) what its stacks
     /// publish (resends, pool gauges). Attach once per maintenance handle: twice counts
-    /// everything twice.
-    ///
-    /// # Panics
-    /// Outside a Tokio runtime, as [`tokio::spawn`] does.
+    /// everything twice. Needs no Tokio runtime.
     pub fn attach(&self, maintenance: &Maintenance) {
         maintenance.add_hook(self.clone());
         self.watch(maintenance);
         self.follow(maintenance);
     }
 
-    /// Counts `maintenance`'s events from now on, in a background task that ends when this
-    /// handle (every clone) or the maintenance handle is gone. Notices themselves are counted
-    /// by the hook ([`Metrics::attach`] adds both). Each event is also logged at info.
-    ///
-    /// # Panics
-    /// Outside a Tokio runtime, as [`tokio::spawn`] does.
+    /// Counts `maintenance`'s events from now on, as they are emitted (no task, no buffer: none
+    /// is missed), until this handle (every clone) is gone. Notices themselves are counted by
+    /// the hook ([`Metrics::attach`] adds both). Each event is also logged at info.
     pub fn watch(&self, maintenance: &Maintenance) {
-        let events = maintenance.subscribe();
-        let closed = self.inner.closed.subscribe();
-        tokio::spawn(watch_events(Arc::downgrade(&self.inner), events, closed));
+        maintenance.observe(Arc::new(EventWatch {
+            inner: Arc::downgrade(&self.inner),
+            state: std::sync::Mutex::new(WatchState::default()),
+        }));
     }
 
     /// Adds a count of retried commands, read at every snapshot, to [`Outcomes::retried`].
@@ -607,20 +598,17 @@ impl NotificationHook for Metrics {
     }
 }
 
-async fn watch_events(
-    weak: Weak<Inner>,
-    mut events: MaintenanceEvents,
-    mut closed: watch::Receiver<()>,
-) {
-    let mut state = WatchState::default();
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => event,
-                None => return,
-            },
-            // Every Metrics handle is gone.
-            Err(_) = closed.changed() => return,
+/// Counts and logs the events of one maintenance handle for one metrics store, as they are
+/// emitted; gone with the store.
+struct EventWatch {
+    inner: Weak<Inner>,
+    state: std::sync::Mutex<WatchState>,
+}
+
+impl Observer for EventWatch {
+    fn on_event(&self, event: &MaintenanceEvent) -> bool {
+        let Some(inner) = self.inner.upgrade() else {
+            return false;
         };
         tracing::info!(
             endpoint = %event.endpoint,
@@ -629,8 +617,13 @@ async fn watch_events(
             detail = ?event.kind,
             "maintenance event"
         );
-        let Some(inner) = weak.upgrade() else { return };
-        inner.maintenance.on_event(&event, &mut state);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        inner.maintenance.on_event(event, &mut state);
+        true
+    }
+
+    fn alive(&self) -> bool {
+        self.inner.strong_count() > 0
     }
 }
 
