@@ -551,6 +551,7 @@ pub(super) mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sim")]
     fn accepts_resp2_nulls_only_when_asked() {
         for null in [&b"$-1\r\n"[..], b"*-1\r\n", b"*2\r\n$-1\r\n:1\r\n"] {
             assert!(scanner().scan(null).is_err());

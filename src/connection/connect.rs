@@ -23,8 +23,8 @@ use crate::error::Error;
 use crate::reply::Reply;
 
 /// Makes [`Connection`]s with one set of [`ConnectOptions`], to the configured endpoint or to
-/// any other (a handoff's target). A [`tower::MakeService`] from [`Endpoint`] to
-/// [`Connection`]. Cheap to clone.
+/// any other (a handoff's target). A [`Service`](tower_service::Service) from [`Endpoint`] to
+/// [`Connection`] (what tower calls a make-service). Cheap to clone.
 #[derive(Clone)]
 pub struct Connector {
     inner: Arc<Inner>,

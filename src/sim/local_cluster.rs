@@ -30,8 +30,27 @@ use super::SimError;
 /// How long the processes are given to listen, and the cluster to settle.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A Redis Cluster of local `redis-server` processes; see the [module docs](self). Every
-/// process is killed, and its directory removed, when this is dropped.
+/// A Redis Cluster of local `redis-server` processes, for the simulator's cluster mode to
+/// front when there is no cluster at hand (`redis-handoff drill --sim --cluster`).
+///
+/// [`LocalCluster::start`] starts `primaries` processes with `cluster-enabled yes` on free
+/// ports, each in its own directory under one temporary directory, joins them with
+/// `redis-cli --cluster create ... --cluster-yes`, and waits until every node says
+/// `cluster_state:ok` and agrees on the slot map. Dropping it kills the processes and removes
+/// the directory. `redis-server` and `redis-cli` (Redis 7 or later, for `cluster-port`) must
+/// be on the `PATH`; when one is missing the error says so.
+///
+/// ```no_run
+/// use redis_handoff::sim::{LocalCluster, Simulator};
+///
+/// # async fn run() -> Result<(), redis_handoff::sim::SimError> {
+/// let cluster = LocalCluster::start(3).await?;
+/// let sim = Simulator::builder().cluster(cluster.addrs()).start().await?;
+/// println!("connect a cluster client to {}", sim.node(0).url());
+/// # Ok(()) }
+/// ```
+///
+/// Every process is killed, and its directory removed, when this is dropped.
 #[derive(Debug)]
 pub struct LocalCluster {
     nodes: Vec<LocalNode>,
@@ -94,8 +113,8 @@ fn spawn_error(program: &str, e: &std::io::Error) -> SimError {
 
 impl LocalCluster {
     /// Starts `primaries` (at least 3, as `redis-cli --cluster create` requires) primaries
-    /// without replicas, joined into one cluster that serves every slot; see the
-    /// [module docs](self).
+    /// without replicas, joined into one cluster that serves every slot; see
+    /// [`LocalCluster`].
     pub async fn start(primaries: usize) -> Result<LocalCluster, SimError> {
         if primaries < 3 {
             return Err(SimError::InvalidArgument {
