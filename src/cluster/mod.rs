@@ -634,6 +634,13 @@ impl Inner {
             tracing::info!(node = %node, "cluster node removed");
             self.emit(ClusterEvent::NodeRemoved { node });
         }
+        // The states of nodes whose stacks are all gone (this prune's, once their last commands
+        // were answered, or earlier ones'): the handle would otherwise keep one per address the
+        // cluster ever used.
+        let forgotten = self.maintenance.forget_unused();
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "maintenance states of departed nodes dropped");
+        }
     }
 
     /// Applies a `SMIGRATED` heard from `node`, unless its copy from another node was.

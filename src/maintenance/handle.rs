@@ -156,6 +156,23 @@ impl Maintenance {
             .clone()
     }
 
+    /// Forgets the state of every endpoint nobody holds any more (no stack, layer or caller
+    /// keeps its `Arc`): a cluster calls this as nodes leave its map, so that the states of
+    /// nodes long gone do not pile up. A later [`status`](Self::status) for one of them starts
+    /// afresh. How many were forgotten.
+    pub(crate) fn forget_unused(&self) -> usize {
+        let mut statuses = self
+            .inner
+            .statuses
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let before = statuses.len();
+        // Under the write lock nobody is between a lookup and its clone: an entry used anywhere
+        // has a second reference.
+        statuses.retain(|_, status| Arc::strong_count(status) > 1);
+        before - statuses.len()
+    }
+
     /// Subscribes to the events from now on.
     pub fn subscribe(&self) -> MaintenanceEvents {
         MaintenanceEvents {

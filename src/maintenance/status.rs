@@ -109,7 +109,9 @@ impl EndpointStatus {
 
     /// Whether timeouts are relaxed at `now`.
     pub fn is_relaxed(&self, now: Instant) -> bool {
-        clock::nanos(now) < self.deadline()
+        // Read on every command: never relaxed (0) is answered without converting `now`.
+        let deadline = self.deadline();
+        deadline != 0 && clock::nanos(now) < deadline
     }
 
     /// Until when timeouts are relaxed, if they are now.

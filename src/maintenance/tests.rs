@@ -523,3 +523,51 @@ async fn stacks_get_every_moving_while_a_slow_observer_misses_some() {
     }
     assert_eq!((seen, observer.missed()), (8, 192));
 }
+
+#[test]
+fn states_nobody_holds_are_forgotten_and_held_ones_kept() {
+    let m = Maintenance::default();
+    let kept = m.status(&ep("10.0.0.1:6379"));
+    drop(m.status(&ep("10.0.0.2:6379")));
+    drop(m.status(&ep("10.0.0.3:6379")));
+    assert_eq!(m.forget_unused(), 2);
+    assert_eq!(m.forget_unused(), 0);
+    assert!(
+        Arc::ptr_eq(&kept, &m.status(&ep("10.0.0.1:6379"))),
+        "a held state stays the endpoint's state"
+    );
+}
+
+#[test]
+fn events_reach_observers_as_they_are_emitted_and_subscribers_from_their_subscription() {
+    struct Count(AtomicUsize, std::sync::atomic::AtomicBool);
+    impl Observer for Count {
+        fn on_event(&self, _: &MaintenanceEvent) -> bool {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.load(Ordering::SeqCst)
+        }
+        fn alive(&self) -> bool {
+            self.1.load(Ordering::SeqCst)
+        }
+    }
+    let m = Maintenance::default();
+    let seen = Arc::new(Count(AtomicUsize::new(0), true.into()));
+    m.observe(seen.clone());
+    let event = || MaintenanceEvent::new(ep("10.0.0.1:6379"), EventKind::CircuitHalfOpen);
+    // Before anyone subscribed: the observer sees it, no buffer is made.
+    m.emit(event());
+    assert_eq!(seen.0.load(Ordering::SeqCst), 1);
+    let mut events = m.subscribe();
+    m.emit(event());
+    assert_eq!(seen.0.load(Ordering::SeqCst), 2);
+    assert!(
+        events.try_recv().is_some(),
+        "the subscriber has the second event"
+    );
+    assert!(events.try_recv().is_none(), "and only that one");
+    // An observer that says it is gone is dropped from the list.
+    seen.1.store(false, Ordering::SeqCst);
+    m.emit(event());
+    m.emit(event());
+    assert_eq!(seen.0.load(Ordering::SeqCst), 3);
+}
