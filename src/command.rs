@@ -32,6 +32,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub struct Command {
     body: Body,
     argc: u32,
+    // Where the name's bytes are in `body` (end 0: not recorded, for a name too long for the
+    // fields): every layer reads the name, and this saves parsing the buffer each time.
+    name_start: u16,
+    name_end: u16,
 }
 
 /// Builds a [`Command`] from a name and any number of arguments.
@@ -209,6 +213,8 @@ impl Command {
         let mut c = Command {
             body: Body::new(),
             argc: 0,
+            name_start: 0,
+            name_end: 0,
         };
         c.push_arg(name);
         c
@@ -237,6 +243,8 @@ impl Command {
     /// Adds an argument in place.
     pub fn push_arg(&mut self, arg: impl ToArg) {
         let body = &mut self.body;
+        let first = self.argc == 0;
+        let mut name = (0, 0);
         arg.with_bytes(|bytes| {
             let mut digits = [0u8; 20];
             let len = decimal(&mut digits, bytes.len() as u64);
@@ -244,9 +252,19 @@ impl Command {
             body.extend(b"$");
             body.extend(len);
             body.extend(b"\r\n");
+            if first {
+                let start = body.as_slice().len();
+                name = (start, start + bytes.len());
+            }
             body.extend(bytes);
             body.extend(b"\r\n");
         });
+        if first {
+            if let (Ok(start), Ok(end)) = (u16::try_from(name.0), u16::try_from(name.1)) {
+                self.name_start = start;
+                self.name_end = end;
+            }
+        }
         self.argc += 1;
     }
 
@@ -265,6 +283,15 @@ impl Command {
 
     /// The command's name as sent, as bytes.
     pub fn name_bytes(&self) -> &[u8] {
+        if self.name_end != 0 {
+            if let Some(name) = self
+                .body
+                .as_slice()
+                .get(usize::from(self.name_start)..usize::from(self.name_end))
+            {
+                return name;
+            }
+        }
         self.args().next().unwrap_or(&[])
     }
 

@@ -240,7 +240,9 @@ where
         match self.inner.poll_ready(cx) {
             Poll::Pending => {}
             ready => {
-                self.waiting = None;
+                if self.waiting.is_some() {
+                    self.waiting = None;
+                }
                 return ready;
             }
         }
