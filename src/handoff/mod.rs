@@ -28,6 +28,12 @@
 //! read-only and idempotent commands). Other commands get [`Error::ConnectionLost`], which says
 //! they may have run.
 //!
+//! Pub/Sub subscriptions are kept from the subscription commands the stack forwards, and made
+//! again on every new connection. A subscription the server ends on its own is dropped from
+//! that record too: Redis 7 sends an `sunsubscribe` push to every subscriber of a shard channel
+//! whose slot leaves the node, and making it again there would only be refused (`MOVED`). The
+//! push itself is passed on like any other.
+//!
 //! # Why a trait instead of `tower::MakeService`
 //! Making a connection here needs two things a `MakeService<Endpoint>` cannot say: the stack's
 //! configured address (where to go back to) and a per-attempt bound (`handoff_timeout` for a
@@ -76,7 +82,7 @@ pub use layer::HandoffRetryLayer;
 use crate::command::Command;
 pub use crate::connection::MakeConnection;
 use crate::connection::{AnswerFuture, Connection, PushHub, Pushes, Subscriptions};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{ConnectionId, Endpoint};
 use crate::error::Error;
 use crate::request::Request;
 use session::Session;
@@ -239,6 +245,47 @@ impl Inner {
         self.lock_leaving()
             .iter()
             .any(|l| l.family == family && (l.names.is_empty() || l.names.contains(name)))
+    }
+
+    /// Takes note of what a push from connection `from` says about the stack's subscriptions:
+    /// an `sunsubscribe` the server sent on its own (Redis 7 does when the slot of a shard
+    /// channel leaves the node) ends that subscription, so that the next connection does not
+    /// make it again on a node that no longer serves its slot. Only the current connection's
+    /// count, and only when no unsubscribe of the stack's own names the channel: the
+    /// confirmations of those, and of the release of an old connection, change nothing.
+    fn heard(&self, frame: &redis_protocol::resp3::types::BytesFrame, from: ConnectionId) {
+        use crate::command::SubscriptionKind;
+        let redis_protocol::resp3::types::BytesFrame::Push { data, .. } = frame else {
+            return;
+        };
+        let (Some(kind), Some(name)) = (
+            data.first().and_then(crate::frame::text),
+            data.get(1).and_then(crate::frame::text),
+        ) else {
+            return;
+        };
+        if !kind.eq_ignore_ascii_case(b"sunsubscribe") {
+            return;
+        }
+        let current = self.current().is_some_and(|c| c.id() == from);
+        if !current {
+            return;
+        }
+        let asked = self.lock_leaving().iter().any(|l| {
+            l.family == SubscriptionKind::SSubscribe
+                && (l.names.is_empty() || l.names.contains(name))
+        });
+        if asked {
+            return;
+        }
+        let mut subs = self.lock_subscriptions();
+        if !subs.contains(SubscriptionKind::SSubscribe, name) {
+            return;
+        }
+        subs.apply(SubscriptionKind::SUnsubscribe, name);
+        drop(subs);
+        tracing::info!(endpoint = %self.configured, channel = %String::from_utf8_lossy(name),
+            "the server ended a shard channel subscription (its slot left the node)");
     }
 
     fn lock_leaving(&self) -> std::sync::MutexGuard<'_, Vec<Leaving>> {
