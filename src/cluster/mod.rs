@@ -96,6 +96,7 @@
 //! made), and splitting multi-key commands across slots.
 
 mod future;
+mod pubsub;
 pub mod redirect;
 mod refresh;
 pub mod route;
@@ -111,6 +112,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use tokio::sync::broadcast;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -223,6 +225,11 @@ pub struct ClusterStats {
     pub nodes_added: u64,
     /// Primaries that left the map and were dropped.
     pub nodes_removed: u64,
+    /// Shard channels subscribed again on their slot's new owner (or, after their node ended
+    /// them, on the node the map names).
+    pub shard_channels_moved: u64,
+    /// Shard channels whose move was given up after its retries (each try counts).
+    pub shard_channel_failures: u64,
 }
 
 /// What the cluster did, as it happens; from [`Cluster::events`].
@@ -277,6 +284,29 @@ pub enum ClusterEvent {
     NodeRemoved {
         /// Its address.
         node: Endpoint,
+    },
+    /// Shard channels subscribed through the cluster followed their slot: the `SSUBSCRIBE` on
+    /// `to` is acknowledged, so every message published on `to` from now on is delivered.
+    /// `from` is released after this event. `from` and `to` are the same node when that node
+    /// ended the subscriptions and still serves their slot.
+    ShardChannelsMoved {
+        /// The channels (all of one slot).
+        channels: Vec<Bytes>,
+        /// The node they were subscribed on.
+        from: Endpoint,
+        /// The node they are subscribed on now.
+        to: Endpoint,
+    },
+    /// Shard channels could not be subscribed on their slot's owner within the retry budget;
+    /// they are tried again at the next change of the slot map (see
+    /// [`ClusterStats::shard_channel_failures`]).
+    ShardChannelsNotMoved {
+        /// The channels (all of one slot).
+        channels: Vec<Bytes>,
+        /// The node they were subscribed on.
+        from: Endpoint,
+        /// The last refusal or error.
+        reason: Arc<str>,
     },
 }
 
@@ -335,6 +365,8 @@ struct Counters {
     duplicate_migrations: AtomicU64,
     nodes_added: AtomicU64,
     nodes_removed: AtomicU64,
+    shard_channels_moved: AtomicU64,
+    shard_channel_failures: AtomicU64,
 }
 
 /// The sequence numbers of the `SMIGRATED`s applied, the oldest forgotten first.
@@ -379,6 +411,8 @@ pub(crate) struct Inner {
     migrations: Mutex<SeqMemory>,
     // Every node's pushes, as one stream.
     pushes: Arc<PushHub>,
+    // The shard channels subscribed through the cluster, followed to their slots' owners.
+    shard: Arc<pubsub::ShardChannels>,
 }
 
 impl Inner {
@@ -414,7 +448,7 @@ impl Inner {
         let stack = self
             .template
             .start_node(endpoint.clone(), &self.maintenance, &self.metrics)?;
-        stack.handoff().forward_pushes(&self.pushes);
+        self.shard.watch(endpoint, &stack, &self.pushes);
         nodes.insert(endpoint.clone(), stack.clone());
         drop(nodes);
         self.counters.nodes_added.fetch_add(1, Ordering::Relaxed);
@@ -454,7 +488,17 @@ impl Inner {
             stacks.push(stack.clone());
         }
         self.routes.store(Arc::new(Routes { topology, stacks }));
+        self.shard.map_changed();
         true
+    }
+
+    /// The stack of `endpoint`, if the cluster has one.
+    fn stack_of(&self, endpoint: &Endpoint) -> Option<Stack> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            .cloned()
     }
 
     /// Follows a `MOVED`: the slot goes to `to` at once, a full refresh follows lazily.
@@ -523,7 +567,7 @@ impl Inner {
             let stack = self
                 .template
                 .start_node(seed.clone(), &self.maintenance, &self.metrics)?;
-            stack.handoff().forward_pushes(&self.pushes);
+            self.shard.watch(seed, &stack, &self.pushes);
             let attempt = async {
                 stack.handoff().wait_connected().await?;
                 self.fetch(&stack).await
@@ -610,6 +654,8 @@ impl Inner {
             primaries,
         });
         self.prune();
+        // Changed or not: a shard channel that could not be followed before is tried again.
+        self.shard.map_changed();
         Ok(())
     }
 
@@ -857,6 +903,8 @@ impl Cluster {
             duplicate_migrations: get(&c.duplicate_migrations),
             nodes_added: get(&c.nodes_added),
             nodes_removed: get(&c.nodes_removed),
+            shard_channels_moved: get(&c.shard_channels_moved),
+            shard_channel_failures: get(&c.shard_channel_failures),
         }
     }
 
@@ -1002,6 +1050,7 @@ impl ClusterBuilder {
             .first()
             .cloned()
             .ok_or_else(|| Error::config("a cluster needs at least one seed"))?;
+        let (shard, shard_wakes) = pubsub::ShardChannels::new();
         let inner = Arc::new(Inner {
             routes: ArcSwap::from_pointee(Routes::empty()),
             writing: Mutex::new(()),
@@ -1017,6 +1066,7 @@ impl ClusterBuilder {
             events,
             migrations: Mutex::new(SeqMemory::default()),
             pushes: Arc::new(PushHub::new(seed_endpoint, 4096)),
+            shard,
         });
         // Listen before the first node connects, so that nothing it announces is missed.
         tokio::spawn(follow_notifications(
@@ -1028,6 +1078,7 @@ impl ClusterBuilder {
             maintenance.subscribe(),
             inner.config.refresh_period,
         ));
+        tokio::spawn(pubsub::follow(Arc::downgrade(&inner), shard_wakes));
         let mut last = None;
         for seed in inner.seeds.clone() {
             let (stack, _) = inner.node(&seed)?;
@@ -1074,6 +1125,13 @@ impl<R: Request> Service<R> for Cluster {
     fn call(&mut self, request: R) -> ResponseFuture<R> {
         let started = tokio::time::Instant::now();
         match request.into_cluster() {
+            ClusterRequest::Command(command) if pubsub::is_shard_subscription(&command) => {
+                ResponseFuture::slow(Box::pin(pubsub::command(
+                    self.inner.clone(),
+                    command,
+                    started,
+                )))
+            }
             ClusterRequest::Command(command) => {
                 ResponseFuture::command(&self.inner, command, started)
             }

@@ -81,7 +81,7 @@ pub use layer::HandoffRetryLayer;
 
 use crate::command::Command;
 pub use crate::connection::MakeConnection;
-use crate::connection::{AnswerFuture, Connection, PushHub, Pushes, Subscriptions};
+use crate::connection::{AnswerFuture, Connection, PushFilter, PushHub, Pushes, Subscriptions};
 use crate::endpoint::{ConnectionId, Endpoint};
 use crate::error::Error;
 use crate::request::Request;
@@ -118,6 +118,9 @@ struct Leaving {
     names: Vec<bytes::Bytes>,
 }
 
+/// What a stack tells when the server ends one of its shard channel subscriptions.
+pub(crate) type ShardChannelEnded = Arc<dyn Fn(&bytes::Bytes) + Send + Sync>;
+
 /// The subscribe kind of `kind`'s family.
 fn family(kind: crate::command::SubscriptionKind) -> crate::command::SubscriptionKind {
     use crate::command::SubscriptionKind as K;
@@ -142,6 +145,9 @@ pub(crate) struct Inner {
     // server sends what was published before it processed the command) and still count.
     leaving: Mutex<Vec<Leaving>>,
     leave_seq: AtomicU64,
+    // Told the name of a shard channel whose subscription the server ended on its own (a
+    // cluster follows it to the slot's new owner).
+    shard_channel_ended: Mutex<Option<ShardChannelEnded>>,
     pushes: Arc<PushHub>,
     maintenance: Maintenance,
     // Boxed: the channel allocates its first block of slots with the stack.
@@ -286,6 +292,14 @@ impl Inner {
         drop(subs);
         tracing::info!(endpoint = %self.configured, channel = %String::from_utf8_lossy(name),
             "the server ended a shard channel subscription (its slot left the node)");
+        let told = self
+            .shard_channel_ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(tell) = told {
+            tell(name);
+        }
     }
 
     fn lock_leaving(&self) -> std::sync::MutexGuard<'_, Vec<Leaving>> {
@@ -515,6 +529,7 @@ impl HandoffRetry {
             subscriptions: Mutex::new(Subscriptions::default()),
             leaving: Mutex::new(Vec::new()),
             leave_seq: AtomicU64::new(0),
+            shard_channel_ended: Mutex::new(None),
             pushes: Arc::new(PushHub::new(connector.configured_endpoint(), 4096)),
             maintenance: maintenance.clone(),
             triggers: triggers_tx,
@@ -568,6 +583,41 @@ impl HandoffRetry {
     /// Forwards the stack's pushes to `to` as they arrive (a pool's hub).
     pub(crate) fn forward_pushes(&self, to: &Arc<PushHub>) {
         self.inner.pushes.forward_to(to, None);
+    }
+
+    /// Forwards the stack's pushes that `filter` accepts to `to` as they arrive (a cluster's
+    /// hub, which keeps its own subscription changes to itself).
+    pub(crate) fn forward_pushes_filtered(&self, to: &Arc<PushHub>, filter: PushFilter) {
+        self.inner.pushes.forward_to(to, Some(filter));
+    }
+
+    /// Tells `tell` the name of every shard channel whose subscription the server ends on its
+    /// own from now on (it runs on the connection's task: it must not block).
+    pub(crate) fn on_shard_channel_ended(&self, tell: ShardChannelEnded) {
+        *self
+            .inner
+            .shard_channel_ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tell);
+    }
+
+    /// Those of `names` the stack counts as subscribed shard channels.
+    pub(crate) fn tracked_shard_channels(&self, names: &[bytes::Bytes]) -> Vec<bytes::Bytes> {
+        let subs = self.inner.lock_subscriptions();
+        names
+            .iter()
+            .filter(|n| subs.contains(crate::command::SubscriptionKind::SSubscribe, n))
+            .cloned()
+            .collect()
+    }
+
+    /// Stops counting `names` as subscribed shard channels without sending anything: for a
+    /// subscription the server has ended already, whose `SUNSUBSCRIBE` could not be sent.
+    pub(crate) fn forget_shard_channels(&self, names: &[bytes::Bytes]) {
+        let mut subs = self.inner.lock_subscriptions();
+        for name in names {
+            subs.apply(crate::command::SubscriptionKind::SUnsubscribe, name);
+        }
     }
 
     /// The connection commands go to now, if one is usable.
