@@ -46,6 +46,11 @@
 //! - **Failover**: a lost primary is reported by its stack; commands that were not sent wait
 //!   for a refresh (which finds the promoted replica) and go to the new primary; commands that
 //!   may have run come back as [`Error::ConnectionLost`] or [`Error::Timeout`].
+//! - **Sharded Pub/Sub** ([below](self#sharded-pubsub)): an `SSUBSCRIBE` goes to the node
+//!   that serves its channels' slot, and follows the slot when it moves to another primary
+//!   (the old owner's `sunsubscribe`, `SMIGRATED`, `MOVED` or a refresh tell the cluster): it
+//!   is made on the new owner, then let go on the old one; the messages keep coming on
+//!   [`Cluster::pushes`]. [`ClusterEvent::ShardChannelsMoved`] says when a move is done.
 //!
 //! # Example
 //! ```no_run
@@ -71,6 +76,48 @@
 //! # The cluster protocol
 //! What each refusal makes the cluster do is in the [`redirect`] table.
 //!
+//! # Sharded Pub/Sub
+//! The shard channels subscribed with `SSUBSCRIBE` through the cluster are registered with the
+//! node each is subscribed on (the registry holds what the caller subscribed, nothing else);
+//! `SUNSUBSCRIBE` takes them out, and one without channels ends every registered channel on
+//! every node that holds some, answering all their confirmations together. A registered
+//! channel follows its slot: when the node that holds it ends it (Redis 7 sends
+//! `sunsubscribe` to the subscribers of a slot's channels when the slot leaves the node), when
+//! a `SMIGRATED` or a `MOVED` gives its slot to another primary, or when a refresh finds it
+//! there. The cluster subscribes it on the slot's owner (refreshing the topology first when the
+//! map still names the node that ended it), through that node's stack, so that the stack makes
+//! it again after its reconnects; then the old node's stack lets go of it (make before break).
+//! Refusals are retried within the [`retry_budget`](ClusterBuilder::retry_budget); a move given
+//! up is logged, counted ([`ClusterStats::shard_channel_failures`]), reported
+//! ([`ClusterEvent::ShardChannelsNotMoved`]) and tried again at the next change of the map or
+//! refresh. The `ssubscribe` and `sunsubscribe` confirmations of these moves, and the server's
+//! `sunsubscribe` of a channel still subscribed, are not passed on: [`Cluster::pushes`] shows the
+//! confirmations of the caller's own commands and the messages.
+//!
+//! What is delivered: Redis Pub/Sub delivers at most once, to the subscribers a node has when a
+//! message is published there, and the cluster adds no store or replay. Every message published
+//! while the channel's slot stays where the subscription is, and every message published after
+//! the `SSUBSCRIBE` on the new owner is acknowledged ([`ClusterEvent::ShardChannelsMoved`]), is
+//! delivered, in the order its node published them. A message published on the new owner
+//! after the old owner dropped the subscription and before the new one is acknowledged is
+//! missed: that window is the time from the old owner's `sunsubscribe` (or the map's change)
+//! to the answer of the new owner, about one round trip to each of the two nodes and one
+//! `CLUSTER SHARDS` when the map had not followed yet (more when a node refuses and the
+//! cluster retries). When the old owner ended the subscription itself (what Redis does), its
+//! last messages arrive before its `sunsubscribe`, so before any of the new owner's; when the
+//! cluster moved first (on `SMIGRATED` or `MOVED`, while the old owner still delivered), the
+//! two nodes' messages can interleave. A move delivers nothing twice: a shard channel's
+//! messages are published on the one node that serves its slot (a node's own handoff can, see
+//! [`HandoffRetry::pushes`](crate::HandoffRetry::pushes)).
+//!
+//! Only what goes through [`Cluster`] is followed: an `SSUBSCRIBE` sent on a node's own stack
+//! (from [`Cluster::primaries`]) stays on that node.
+//!
+//! Classic `SUBSCRIBE` and `PSUBSCRIBE` (and their unsubscribes) go to one primary, the first
+//! of the map when they are sent: the cluster bus carries every `PUBLISH` to every node, so
+//! one node hears them all. That node's stack makes them again after its reconnects and
+//! handoffs, on the same address; they do not move to another node.
+//!
 //! # Decisions
 //! - **One maintenance handle and one metrics store for all nodes.** Per-node state is kept
 //!   under each node's address in the shared [`Maintenance`] handle (as a pool of stacks to one
@@ -89,11 +136,16 @@
 //!   timing out as "may have run".
 //! - **Always ready.** `poll_ready` cannot know the node before the request; the node's own
 //!   `poll_ready` runs inside the response future.
+//! - **Sharded subscriptions follow their slot; the server's end of one is hidden.** A caller
+//!   that reads `Cluster::pushes` sees one subscription for as long as it did not unsubscribe,
+//!   wherever the slot goes: an `sunsubscribe` it did not ask for would read as the end of it
+//!   while the messages keep coming. How the moves are made is in the `pubsub` module's own
+//!   notes (not public).
 //!
 //! # What is not here yet
-//! Reading from replicas (every command goes to a primary), sharded Pub/Sub that follows its
-//! slot to a new owner (an `SSUBSCRIBE` stays on the node that served its slot when it was
-//! made), and splitting multi-key commands across slots.
+//! Reading from replicas (every command goes to a primary), classic Pub/Sub that moves to
+//! another node when its node leaves the map (its subscriptions end with that node's
+//! connection), and splitting multi-key commands across slots.
 
 mod future;
 mod pubsub;
@@ -917,7 +969,9 @@ impl Cluster {
 
     /// Push frames from every node, as one stream: Pub/Sub messages (a `SUBSCRIBE` goes to one
     /// node, which hears every `PUBLISH` of the cluster; an `SSUBSCRIBE` goes to the node that
-    /// serves its channel's slot), client-tracking invalidations.
+    /// serves its channel's slot, and follows the slot when it moves: see
+    /// [Sharded Pub/Sub](self#sharded-pubsub)), the confirmations of the caller's subscription
+    /// commands, client-tracking invalidations.
     pub fn pushes(&self) -> Pushes {
         self.inner.pushes.subscribe()
     }
