@@ -280,7 +280,8 @@ pub struct ClusterStats {
     /// Shard channels subscribed again on their slot's new owner (or, after their node ended
     /// them, on the node the map names).
     pub shard_channels_moved: u64,
-    /// Shard channels whose move was given up after its retries (each try counts).
+    /// Shard channels whose move was given up after its retries (a channel counts again each
+    /// time a later try is given up too).
     pub shard_channel_failures: u64,
 }
 
