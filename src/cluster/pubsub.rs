@@ -33,7 +33,9 @@
 //! - **One change at a time.** The caller's `SSUBSCRIBE` and `SUNSUBSCRIBE` and the
 //!   follower's moves take turns (an async lock, waited for within the command's retry budget):
 //!   each reads and writes the registry knowing nothing else is sending subscriptions. They
-//!   are rare next to messages; a move holds the turn for one retry budget at most.
+//!   are rare next to messages; a move holds the turn for its retries (one retry budget at
+//!   most) and the release of the old node (a `PING`, at most [`RELEASE_GRACE`], and an
+//!   `SUNSUBSCRIBE`, each bounded by the node's timeout).
 //! - **The caller's `SUNSUBSCRIBE` goes where the channel is subscribed**, which is not always
 //!   where the map sends its slot (a move may be under way); one without channels goes to every
 //!   node that holds a registered channel, and its answer is their confirmations together.
