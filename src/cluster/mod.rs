@@ -46,6 +46,11 @@
 //! - **Failover**: a lost primary is reported by its stack; commands that were not sent wait
 //!   for a refresh (which finds the promoted replica) and go to the new primary; commands that
 //!   may have run come back as [`Error::ConnectionLost`] or [`Error::Timeout`].
+//! - **Sharded Pub/Sub** ([below](self#sharded-pubsub)): an `SSUBSCRIBE` goes to the node
+//!   that serves its channels' slot, and follows the slot when it moves to another primary
+//!   (the old owner's `sunsubscribe`, `SMIGRATED`, `MOVED` or a refresh tell the cluster): it
+//!   is made on the new owner, then let go on the old one; the messages keep coming on
+//!   [`Cluster::pushes`]. [`ClusterEvent::ShardChannelsMoved`] says when a move is done.
 //!
 //! # Example
 //! ```no_run
@@ -71,6 +76,48 @@
 //! # The cluster protocol
 //! What each refusal makes the cluster do is in the [`redirect`] table.
 //!
+//! # Sharded Pub/Sub
+//! The shard channels subscribed with `SSUBSCRIBE` through the cluster are registered with the
+//! node each is subscribed on (the registry holds what the caller subscribed, nothing else);
+//! `SUNSUBSCRIBE` takes them out, and one without channels ends every registered channel on
+//! every node that holds some, answering all their confirmations together. A registered
+//! channel follows its slot: when the node that holds it ends it (Redis 7 sends
+//! `sunsubscribe` to the subscribers of a slot's channels when the slot leaves the node), when
+//! a `SMIGRATED` or a `MOVED` gives its slot to another primary, or when a refresh finds it
+//! there. The cluster subscribes it on the slot's owner (refreshing the topology first when the
+//! map still names the node that ended it), through that node's stack, so that the stack makes
+//! it again after its reconnects; then the old node's stack lets go of it (make before break).
+//! Refusals are retried within the [`retry_budget`](ClusterBuilder::retry_budget); a move given
+//! up is logged, counted ([`ClusterStats::shard_channel_failures`]), reported
+//! ([`ClusterEvent::ShardChannelsNotMoved`]) and tried again at the next change of the map or
+//! refresh. The `ssubscribe` and `sunsubscribe` confirmations of these moves, and the server's
+//! `sunsubscribe` of a channel still subscribed, are not passed on: [`Cluster::pushes`] shows the
+//! confirmations of the caller's own commands and the messages.
+//!
+//! What is delivered: Redis Pub/Sub delivers at most once, to the subscribers a node has when a
+//! message is published there, and the cluster adds no store or replay. Every message published
+//! while the channel's slot stays where the subscription is, and every message published after
+//! the `SSUBSCRIBE` on the new owner is acknowledged ([`ClusterEvent::ShardChannelsMoved`]), is
+//! delivered, in the order its node published them. A message published on the new owner
+//! after the old owner dropped the subscription and before the new one is acknowledged is
+//! missed: that window is the time from the old owner's `sunsubscribe` (or the map's change)
+//! to the answer of the new owner, about one round trip to each of the two nodes and one
+//! `CLUSTER SHARDS` when the map had not followed yet (more when a node refuses and the
+//! cluster retries). When the old owner ended the subscription itself (what Redis does), its
+//! last messages arrive before its `sunsubscribe`, so before any of the new owner's; when the
+//! cluster moved first (on `SMIGRATED` or `MOVED`, while the old owner still delivered), the
+//! two nodes' messages can interleave. A move delivers nothing twice: a shard channel's
+//! messages are published on the one node that serves its slot (a node's own handoff can, see
+//! [`HandoffRetry::pushes`](crate::HandoffRetry::pushes)).
+//!
+//! Only what goes through [`Cluster`] is followed: an `SSUBSCRIBE` sent on a node's own stack
+//! (from [`Cluster::primaries`]) stays on that node.
+//!
+//! Classic `SUBSCRIBE` and `PSUBSCRIBE` (and their unsubscribes) go to one primary, the first
+//! of the map when they are sent: the cluster bus carries every `PUBLISH` to every node, so
+//! one node hears them all. That node's stack makes them again after its reconnects and
+//! handoffs, on the same address; they do not move to another node.
+//!
 //! # Decisions
 //! - **One maintenance handle and one metrics store for all nodes.** Per-node state is kept
 //!   under each node's address in the shared [`Maintenance`] handle (as a pool of stacks to one
@@ -89,13 +136,19 @@
 //!   timing out as "may have run".
 //! - **Always ready.** `poll_ready` cannot know the node before the request; the node's own
 //!   `poll_ready` runs inside the response future.
+//! - **Sharded subscriptions follow their slot; the server's end of one is hidden.** A caller
+//!   that reads `Cluster::pushes` sees one subscription for as long as it did not unsubscribe,
+//!   wherever the slot goes: an `sunsubscribe` it did not ask for would read as the end of it
+//!   while the messages keep coming. How the moves are made is in the `pubsub` module's own
+//!   notes (not public).
 //!
 //! # What is not here yet
-//! Reading from replicas (every command goes to a primary), sharded Pub/Sub that follows its
-//! slot to a new owner (an `SSUBSCRIBE` stays on the node that served its slot when it was
-//! made), and splitting multi-key commands across slots.
+//! Reading from replicas (every command goes to a primary), classic Pub/Sub that moves to
+//! another node when its node leaves the map (its subscriptions end with that node's
+//! connection), and splitting multi-key commands across slots.
 
 mod future;
+mod pubsub;
 pub mod redirect;
 mod refresh;
 pub mod route;
@@ -111,6 +164,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use tokio::sync::broadcast;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -223,6 +277,12 @@ pub struct ClusterStats {
     pub nodes_added: u64,
     /// Primaries that left the map and were dropped.
     pub nodes_removed: u64,
+    /// Shard channels subscribed again on their slot's new owner (or, after their node ended
+    /// them, on the node the map names).
+    pub shard_channels_moved: u64,
+    /// Shard channels whose move was given up after its retries (a channel counts again each
+    /// time a later try is given up too).
+    pub shard_channel_failures: u64,
 }
 
 /// What the cluster did, as it happens; from [`Cluster::events`].
@@ -277,6 +337,29 @@ pub enum ClusterEvent {
     NodeRemoved {
         /// Its address.
         node: Endpoint,
+    },
+    /// Shard channels subscribed through the cluster followed their slot: the `SSUBSCRIBE` on
+    /// `to` is acknowledged, so every message published on `to` from now on is delivered.
+    /// `from` is released after this event. `from` and `to` are the same node when that node
+    /// ended the subscriptions and still serves their slot.
+    ShardChannelsMoved {
+        /// The channels (all of one slot).
+        channels: Vec<Bytes>,
+        /// The node they were subscribed on.
+        from: Endpoint,
+        /// The node they are subscribed on now.
+        to: Endpoint,
+    },
+    /// Shard channels could not be subscribed on their slot's owner within the retry budget;
+    /// they are tried again at the next change of the slot map (see
+    /// [`ClusterStats::shard_channel_failures`]).
+    ShardChannelsNotMoved {
+        /// The channels (all of one slot).
+        channels: Vec<Bytes>,
+        /// The node they were subscribed on.
+        from: Endpoint,
+        /// The last refusal or error.
+        reason: Arc<str>,
     },
 }
 
@@ -335,6 +418,8 @@ struct Counters {
     duplicate_migrations: AtomicU64,
     nodes_added: AtomicU64,
     nodes_removed: AtomicU64,
+    shard_channels_moved: AtomicU64,
+    shard_channel_failures: AtomicU64,
 }
 
 /// The sequence numbers of the `SMIGRATED`s applied, the oldest forgotten first.
@@ -379,6 +464,8 @@ pub(crate) struct Inner {
     migrations: Mutex<SeqMemory>,
     // Every node's pushes, as one stream.
     pushes: Arc<PushHub>,
+    // The shard channels subscribed through the cluster, followed to their slots' owners.
+    shard: Arc<pubsub::ShardChannels>,
 }
 
 impl Inner {
@@ -414,7 +501,7 @@ impl Inner {
         let stack = self
             .template
             .start_node(endpoint.clone(), &self.maintenance, &self.metrics)?;
-        stack.handoff().forward_pushes(&self.pushes);
+        self.shard.watch(endpoint, &stack, &self.pushes);
         nodes.insert(endpoint.clone(), stack.clone());
         drop(nodes);
         self.counters.nodes_added.fetch_add(1, Ordering::Relaxed);
@@ -454,7 +541,17 @@ impl Inner {
             stacks.push(stack.clone());
         }
         self.routes.store(Arc::new(Routes { topology, stacks }));
+        self.shard.map_changed();
         true
+    }
+
+    /// The stack of `endpoint`, if the cluster has one.
+    fn stack_of(&self, endpoint: &Endpoint) -> Option<Stack> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            .cloned()
     }
 
     /// Follows a `MOVED`: the slot goes to `to` at once, a full refresh follows lazily.
@@ -523,7 +620,7 @@ impl Inner {
             let stack = self
                 .template
                 .start_node(seed.clone(), &self.maintenance, &self.metrics)?;
-            stack.handoff().forward_pushes(&self.pushes);
+            self.shard.watch(seed, &stack, &self.pushes);
             let attempt = async {
                 stack.handoff().wait_connected().await?;
                 self.fetch(&stack).await
@@ -610,6 +707,8 @@ impl Inner {
             primaries,
         });
         self.prune();
+        // Changed or not: a shard channel that could not be followed before is tried again.
+        self.shard.map_changed();
         Ok(())
     }
 
@@ -864,6 +963,8 @@ impl Cluster {
             duplicate_migrations: get(&c.duplicate_migrations),
             nodes_added: get(&c.nodes_added),
             nodes_removed: get(&c.nodes_removed),
+            shard_channels_moved: get(&c.shard_channels_moved),
+            shard_channel_failures: get(&c.shard_channel_failures),
         }
     }
 
@@ -876,7 +977,9 @@ impl Cluster {
 
     /// Push frames from every node, as one stream: Pub/Sub messages (a `SUBSCRIBE` goes to one
     /// node, which hears every `PUBLISH` of the cluster; an `SSUBSCRIBE` goes to the node that
-    /// serves its channel's slot), client-tracking invalidations.
+    /// serves its channel's slot, and follows the slot when it moves: see
+    /// [Sharded Pub/Sub](self#sharded-pubsub)), the confirmations of the caller's subscription
+    /// commands, client-tracking invalidations.
     pub fn pushes(&self) -> Pushes {
         self.inner.pushes.subscribe()
     }
@@ -1009,6 +1112,7 @@ impl ClusterBuilder {
             .first()
             .cloned()
             .ok_or_else(|| Error::config("a cluster needs at least one seed"))?;
+        let (shard, shard_wakes) = pubsub::ShardChannels::new();
         let inner = Arc::new(Inner {
             routes: ArcSwap::from_pointee(Routes::empty()),
             writing: Mutex::new(()),
@@ -1024,6 +1128,7 @@ impl ClusterBuilder {
             events,
             migrations: Mutex::new(SeqMemory::default()),
             pushes: Arc::new(PushHub::new(seed_endpoint, 4096)),
+            shard,
         });
         // Listen before the first node connects, so that nothing it announces is missed.
         tokio::spawn(follow_notifications(
@@ -1035,6 +1140,7 @@ impl ClusterBuilder {
             maintenance.subscribe(),
             inner.config.refresh_period,
         ));
+        tokio::spawn(pubsub::follow(Arc::downgrade(&inner), shard_wakes));
         let mut last = None;
         for seed in inner.seeds.clone() {
             let (stack, _) = inner.node(&seed)?;
@@ -1081,6 +1187,13 @@ impl<R: Request> Service<R> for Cluster {
     fn call(&mut self, request: R) -> ResponseFuture<R> {
         let started = tokio::time::Instant::now();
         match request.into_cluster() {
+            ClusterRequest::Command(command) if pubsub::is_shard_subscription(&command) => {
+                ResponseFuture::slow(Box::pin(pubsub::command(
+                    self.inner.clone(),
+                    command,
+                    started,
+                )))
+            }
             ClusterRequest::Command(command) => {
                 ResponseFuture::command(&self.inner, command, started)
             }

@@ -228,7 +228,7 @@ async fn follow<U: Unit>(
     }
 }
 
-fn exhausted(followed: u32, last: &Error) -> Error {
+pub(super) fn exhausted(followed: u32, last: &Error) -> Error {
     let last = match last.server_error() {
         Some(e) => e.text().into(),
         None => last.to_string().into(),

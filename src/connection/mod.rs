@@ -67,8 +67,8 @@ pub use make::MakeConnection;
 #[cfg(feature = "sim")]
 pub(crate) use options::redact_url;
 pub use options::{ClientTracking, ConnectOptions, Password, TlsOptions};
-pub(crate) use pushes::PushHub;
 pub use pushes::Pushes;
+pub(crate) use pushes::{PushFilter, PushHub};
 pub(crate) use subscriptions::Subscriptions;
 
 use crate::command::Command;

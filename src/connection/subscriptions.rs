@@ -5,7 +5,7 @@
 //! `UNSUBSCRIBE` brings), and HandoffRetry keeps them from the commands it forwards (to make
 //! them again on a new connection and release them on the old one).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 
@@ -101,10 +101,12 @@ impl Subscriptions {
 
     /// The commands that put these subscriptions in place on a new connection.
     pub(crate) fn restore_commands(&self) -> Vec<Command> {
-        self.families()
-            .filter(|(_, _, set)| !set.is_empty())
-            .map(|(subscribe, _, set)| Command::new(subscribe).args_from(set.iter()))
-            .collect()
+        let mut commands = Vec::new();
+        for (subscribe, _, set) in self.families() {
+            let sharded = subscribe == "SSUBSCRIBE";
+            push_commands(&mut commands, subscribe, sharded, set.iter().collect());
+        }
+        commands
     }
 
     /// The commands that take a connection subscribed to `from` to these subscriptions: what
@@ -112,14 +114,19 @@ impl Subscriptions {
     pub(crate) fn commands_since(&self, from: &Subscriptions) -> Vec<Command> {
         let mut commands = Vec::new();
         for ((subscribe, unsubscribe, now), (_, _, then)) in self.families().zip(from.families()) {
-            let added: Vec<&Bytes> = now.difference(then).collect();
-            if !added.is_empty() {
-                commands.push(Command::new(subscribe).args_from(added));
-            }
-            let removed: Vec<&Bytes> = then.difference(now).collect();
-            if !removed.is_empty() {
-                commands.push(Command::new(unsubscribe).args_from(removed));
-            }
+            let sharded = subscribe == "SSUBSCRIBE";
+            push_commands(
+                &mut commands,
+                subscribe,
+                sharded,
+                now.difference(then).collect(),
+            );
+            push_commands(
+                &mut commands,
+                unsubscribe,
+                sharded,
+                then.difference(now).collect(),
+            );
         }
         commands
     }
@@ -155,6 +162,37 @@ impl Subscriptions {
     }
 }
 
+/// Appends the `name` commands that give `names` (none when there are none): one command, or
+/// for shard channels (`sharded`) one per hash slot, since a cluster node refuses an
+/// `SSUBSCRIBE` or `SUNSUBSCRIBE` whose channels span slots (`CROSSSLOT`), even when it serves
+/// them all.
+fn push_commands(
+    commands: &mut Vec<Command>,
+    name: &'static str,
+    sharded: bool,
+    names: Vec<&Bytes>,
+) {
+    if names.is_empty() {
+        return;
+    }
+    if !sharded {
+        commands.push(Command::new(name).args_from(names));
+        return;
+    }
+    let mut by_slot: BTreeMap<u16, Vec<&Bytes>> = BTreeMap::new();
+    for n in names {
+        by_slot
+            .entry(crate::cluster::key_slot(n))
+            .or_default()
+            .push(n);
+    }
+    commands.extend(
+        by_slot
+            .into_values()
+            .map(|group| Command::new(name).args_from(group)),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +216,31 @@ mod tests {
             .map(|c| c.name().to_string())
             .collect();
         assert_eq!(release, ["PUNSUBSCRIBE", "SUNSUBSCRIBE"]);
+    }
+
+    #[test]
+    fn shard_channels_are_restored_one_slot_per_command() {
+        let mut subs = Subscriptions::default();
+        subs.track(&cmd!("SUBSCRIBE", "a", "b"));
+        subs.track(&cmd!("SSUBSCRIBE", "{x}1", "{x}2"));
+        subs.track(&cmd!("SSUBSCRIBE", "{y}1"));
+        let restore = subs.restore_commands();
+        assert_eq!(restore.len(), 3, "{restore:?}");
+        for c in &restore {
+            if c.name() == "SSUBSCRIBE" {
+                let slots: HashSet<u16> = c.args().skip(1).map(crate::cluster::key_slot).collect();
+                assert_eq!(slots.len(), 1, "{c:?}");
+            }
+        }
+        let before = subs.clone();
+        subs.track(&cmd!("SUNSUBSCRIBE", "{x}1"));
+        subs.track(&cmd!("SSUBSCRIBE", "{z}1"));
+        subs.track(&cmd!("SUNSUBSCRIBE", "{y}1"));
+        let names: Vec<String> = subs
+            .commands_since(&before)
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
     }
 }

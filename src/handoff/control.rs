@@ -343,10 +343,14 @@ async fn connect_for_handoff<M: MakeConnection>(
 /// the subscriptions it made (those made later are caught up at the switch).
 async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<Subscriptions, Error> {
     let weak = Arc::downgrade(inner);
+    let id = conn.id();
     conn.forward_pushes(
         &inner.pushes,
         Some(Arc::new(move |frame| {
-            weak.upgrade().is_some_and(|inner| inner.wants(frame))
+            weak.upgrade().is_some_and(|inner| {
+                inner.heard(frame, id);
+                inner.wants(frame)
+            })
         })),
     );
     if inner.dedicated {

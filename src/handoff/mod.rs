@@ -28,6 +28,12 @@
 //! read-only and idempotent commands). Other commands get [`Error::ConnectionLost`], which says
 //! they may have run.
 //!
+//! Pub/Sub subscriptions are kept from the subscription commands the stack forwards, and made
+//! again on every new connection. A subscription the server ends on its own is dropped from
+//! that record too: Redis 7 sends an `sunsubscribe` push to every subscriber of a shard channel
+//! whose slot leaves the node, and making it again there would only be refused (`MOVED`). The
+//! push itself is passed on like any other.
+//!
 //! # Why a trait instead of `tower::MakeService`
 //! Making a connection here needs two things a `MakeService<Endpoint>` cannot say: the stack's
 //! configured address (where to go back to) and a per-attempt bound (`handoff_timeout` for a
@@ -75,8 +81,8 @@ pub use layer::HandoffRetryLayer;
 
 use crate::command::Command;
 pub use crate::connection::MakeConnection;
-use crate::connection::{AnswerFuture, Connection, PushHub, Pushes, Subscriptions};
-use crate::endpoint::Endpoint;
+use crate::connection::{AnswerFuture, Connection, PushFilter, PushHub, Pushes, Subscriptions};
+use crate::endpoint::{ConnectionId, Endpoint};
 use crate::error::Error;
 use crate::request::Request;
 use session::Session;
@@ -112,6 +118,9 @@ struct Leaving {
     names: Vec<bytes::Bytes>,
 }
 
+/// What a stack tells when the server ends one of its shard channel subscriptions.
+pub(crate) type ShardChannelEnded = Arc<dyn Fn(&bytes::Bytes) + Send + Sync>;
+
 /// The subscribe kind of `kind`'s family.
 fn family(kind: crate::command::SubscriptionKind) -> crate::command::SubscriptionKind {
     use crate::command::SubscriptionKind as K;
@@ -136,6 +145,9 @@ pub(crate) struct Inner {
     // server sends what was published before it processed the command) and still count.
     leaving: Mutex<Vec<Leaving>>,
     leave_seq: AtomicU64,
+    // Told the name of a shard channel whose subscription the server ended on its own (a
+    // cluster follows it to the slot's new owner).
+    shard_channel_ended: Mutex<Option<ShardChannelEnded>>,
     pushes: Arc<PushHub>,
     maintenance: Maintenance,
     // Boxed: the channel allocates its first block of slots with the stack.
@@ -239,6 +251,55 @@ impl Inner {
         self.lock_leaving()
             .iter()
             .any(|l| l.family == family && (l.names.is_empty() || l.names.contains(name)))
+    }
+
+    /// Takes note of what a push from connection `from` says about the stack's subscriptions:
+    /// an `sunsubscribe` the server sent on its own (Redis 7 does when the slot of a shard
+    /// channel leaves the node) ends that subscription, so that the next connection does not
+    /// make it again on a node that no longer serves its slot. Only the current connection's
+    /// count, and only when no unsubscribe of the stack's own names the channel: the
+    /// confirmations of those, and of the release of an old connection, change nothing.
+    fn heard(&self, frame: &redis_protocol::resp3::types::BytesFrame, from: ConnectionId) {
+        use crate::command::SubscriptionKind;
+        let redis_protocol::resp3::types::BytesFrame::Push { data, .. } = frame else {
+            return;
+        };
+        let (Some(kind), Some(name)) = (
+            data.first().and_then(crate::frame::text),
+            data.get(1).and_then(crate::frame::text),
+        ) else {
+            return;
+        };
+        if !kind.eq_ignore_ascii_case(b"sunsubscribe") {
+            return;
+        }
+        let current = self.current().is_some_and(|c| c.id() == from);
+        if !current {
+            return;
+        }
+        let asked = self.lock_leaving().iter().any(|l| {
+            l.family == SubscriptionKind::SSubscribe
+                && (l.names.is_empty() || l.names.contains(name))
+        });
+        if asked {
+            return;
+        }
+        let mut subs = self.lock_subscriptions();
+        if !subs.contains(SubscriptionKind::SSubscribe, name) {
+            return;
+        }
+        subs.apply(SubscriptionKind::SUnsubscribe, name);
+        drop(subs);
+        tracing::info!(endpoint = %self.configured, channel = %String::from_utf8_lossy(name),
+            "the server ended a shard channel subscription (its slot left the node)");
+        let told = self
+            .shard_channel_ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(tell) = told {
+            tell(name);
+        }
     }
 
     fn lock_leaving(&self) -> std::sync::MutexGuard<'_, Vec<Leaving>> {
@@ -468,6 +529,7 @@ impl HandoffRetry {
             subscriptions: Mutex::new(Subscriptions::default()),
             leaving: Mutex::new(Vec::new()),
             leave_seq: AtomicU64::new(0),
+            shard_channel_ended: Mutex::new(None),
             pushes: Arc::new(PushHub::new(connector.configured_endpoint(), 4096)),
             maintenance: maintenance.clone(),
             triggers: triggers_tx,
@@ -521,6 +583,41 @@ impl HandoffRetry {
     /// Forwards the stack's pushes to `to` as they arrive (a pool's hub).
     pub(crate) fn forward_pushes(&self, to: &Arc<PushHub>) {
         self.inner.pushes.forward_to(to, None);
+    }
+
+    /// Forwards the stack's pushes that `filter` accepts to `to` as they arrive (a cluster's
+    /// hub, which keeps its own subscription changes to itself).
+    pub(crate) fn forward_pushes_filtered(&self, to: &Arc<PushHub>, filter: PushFilter) {
+        self.inner.pushes.forward_to(to, Some(filter));
+    }
+
+    /// Tells `tell` the name of every shard channel whose subscription the server ends on its
+    /// own from now on (it runs on the connection's task: it must not block).
+    pub(crate) fn on_shard_channel_ended(&self, tell: ShardChannelEnded) {
+        *self
+            .inner
+            .shard_channel_ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tell);
+    }
+
+    /// Those of `names` the stack counts as subscribed shard channels.
+    pub(crate) fn tracked_shard_channels(&self, names: &[bytes::Bytes]) -> Vec<bytes::Bytes> {
+        let subs = self.inner.lock_subscriptions();
+        names
+            .iter()
+            .filter(|n| subs.contains(crate::command::SubscriptionKind::SSubscribe, n))
+            .cloned()
+            .collect()
+    }
+
+    /// Stops counting `names` as subscribed shard channels without sending anything: for a
+    /// subscription the server has ended already, whose `SUNSUBSCRIBE` could not be sent.
+    pub(crate) fn forget_shard_channels(&self, names: &[bytes::Bytes]) {
+        let mut subs = self.inner.lock_subscriptions();
+        for name in names {
+            subs.apply(crate::command::SubscriptionKind::SUnsubscribe, name);
+        }
     }
 
     /// The connection commands go to now, if one is usable.

@@ -1,0 +1,919 @@
+//! Sharded Pub/Sub through the cluster: which shard channels the caller subscribed, on which
+//! node each is subscribed, and how a subscription follows its slot to a new owner.
+//!
+//! Every `SSUBSCRIBE` and `SUNSUBSCRIBE` sent through [`Cluster`](super::Cluster) goes through
+//! here. The registry keeps, for each shard channel subscribed that way, the node it is
+//! subscribed on (nothing else: its size is what the caller subscribed). A background task, the
+//! follower, compares it with the slot map whenever one of these happens:
+//!
+//! | what happens | what the follower does |
+//! |---|---|
+//! | a node ends a subscription on its own (Redis 7 sends `sunsubscribe` to every subscriber of a slot's channels when the slot leaves the node) | the channel is marked lost; if the map still names that node, the topology is refreshed first; then the channel is subscribed on the slot's owner |
+//! | a `SMIGRATED` or a `MOVED` moves slots that hold registered channels, or a refresh changes their owner | the channels are subscribed on the new owner, then unsubscribed on the old one (make before break) |
+//!
+//! Each re-subscription goes through the new owner's stack, so that stack makes it again after
+//! its own reconnects and handoffs. The old node's stack lets go of it once the new one is
+//! acknowledged: Redis ends the subscription itself when the slot leaves the node (the
+//! cluster waits a little for that), and what the old node still holds after that is
+//! unsubscribed there; a node that cannot be reached has its stack forget it (see `release`
+//! for why the cluster does not simply send `SUNSUBSCRIBE` at once). A refusal
+//! (`MOVED` again, `TRYAGAIN`, `CLUSTERDOWN`, a lost connection) is retried with backoff within
+//! the [`retry_budget`](super::ClusterBuilder::retry_budget) and the
+//! [`redirect_limit`](super::ClusterBuilder::redirect_limit); past them the move is given up
+//! with a warning, counted in [`ClusterStats::shard_channel_failures`](super::ClusterStats),
+//! reported as [`ClusterEvent::ShardChannelsNotMoved`], and tried again at the next change
+//! of the map or refresh of the topology (at the earliest one retry budget later).
+//!
+//! The confirmations of the cluster's own `SSUBSCRIBE` and `SUNSUBSCRIBE`, and the server's
+//! `sunsubscribe` of a channel the caller is still subscribed to, are kept out of
+//! [`Cluster::pushes`](super::Cluster::pushes): the caller sees the confirmations of its own
+//! commands, and the `smessage`s, nothing of the moves.
+//!
+//! # Decisions
+//! - **One change at a time.** The caller's `SSUBSCRIBE` and `SUNSUBSCRIBE` and the
+//!   follower's moves take turns (an async lock, waited for within the command's retry budget):
+//!   each reads and writes the registry knowing nothing else is sending subscriptions. They
+//!   are rare next to messages; a move holds the turn for its retries (one retry budget at
+//!   most) and the release of the old node (a `PING`, at most [`RELEASE_GRACE`], and an
+//!   `SUNSUBSCRIBE`, each bounded by the node's timeout).
+//! - **The caller's `SUNSUBSCRIBE` goes where the channel is subscribed**, which is not always
+//!   where the map sends its slot (a move may be under way); one without channels goes to every
+//!   node that holds a registered channel, and its answer is their confirmations together.
+//! - **The server's `sunsubscribe` is hidden**, not passed on: a reader of the stream who takes
+//!   it for the end of the subscription would stop reading while the messages keep coming.
+//! - **The refresh after a node ended subscriptions skips the cool-down.** Messages published
+//!   on the new owner before the subscription is made there are missed, so that refresh runs
+//!   at once (one `CLUSTER SHARDS`, bounded by twice the refresh timeout) instead of waiting
+//!   out the cool-down between refreshes (100 ms by default). It is one refresh per look at
+//!   the registry, however many channels a slot held. If it fails or is itself behind, the
+//!   old node answers the `SSUBSCRIBE` with a `MOVED` naming the new owner.
+//! - **A lost connection does not end an attempt.** `SSUBSCRIBE` and `SUNSUBSCRIBE` change
+//!   nothing when sent twice, so unlike other commands they are sent again after a lost
+//!   connection or a timeout (within the same bounds); the node where such an attempt may have
+//!   subscribed is released if the subscription ends up elsewhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis_protocol::resp3::types::BytesFrame;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::redirect::{self, Next};
+use super::route::{self, Route};
+use super::{send, ClusterEvent, Inner};
+use crate::command::{Command, SubscriptionKind};
+use crate::connection::PushHub;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::reply::Reply;
+use crate::request::ClusterAnswer;
+use crate::stack::Stack;
+
+// ===== the registry =====
+
+/// Where one registered shard channel is subscribed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// The node (its stack's configured address).
+    node: Endpoint,
+    slot: u16,
+    /// The node ended the subscription and it is not made again yet.
+    lost: bool,
+}
+
+/// Channels of one slot for the follower to subscribe on the slot's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Move {
+    from: Endpoint,
+    slot: u16,
+    channels: Vec<Bytes>,
+    /// `from` ended them: nothing to release there, and a refresh may be needed first.
+    lost: bool,
+}
+
+/// The shard channels subscribed through the cluster, and what is happening to them.
+#[derive(Debug, Default)]
+struct Registry {
+    channels: HashMap<Bytes, Entry>,
+    // The cluster's own subscription commands on their way, by node: their confirmations are
+    // its own business.
+    own: Vec<(Endpoint, Bytes)>,
+    // Channels a node said it ended, with that node; read by the next plan. Only registered
+    // channels get in.
+    ended: HashMap<Bytes, Endpoint>,
+}
+
+impl Registry {
+    /// Notes that `names` (of `slot`) are being subscribed on `node`; returns what each entry
+    /// was before.
+    fn place(
+        &mut self,
+        names: &[Bytes],
+        slot: u16,
+        node: &Endpoint,
+    ) -> Vec<(Bytes, Option<Entry>)> {
+        names
+            .iter()
+            .map(|n| {
+                let entry = Entry {
+                    node: node.clone(),
+                    slot,
+                    lost: false,
+                };
+                (n.clone(), self.channels.insert(n.clone(), entry))
+            })
+            .collect()
+    }
+
+    /// Puts back entries as [`place`](Self::place) found them.
+    fn restore(&mut self, before: Vec<(Bytes, Option<Entry>)>) {
+        for (name, entry) in before {
+            match entry {
+                Some(e) => {
+                    self.channels.insert(name, e);
+                }
+                None => {
+                    self.channels.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Takes `names` out (none: every channel); returns the entries taken.
+    fn remove(&mut self, names: &[Bytes]) -> Vec<(Bytes, Entry)> {
+        if names.is_empty() {
+            self.ended.clear();
+            return self.channels.drain().collect();
+        }
+        names
+            .iter()
+            .filter_map(|n| {
+                self.ended.remove(n);
+                self.channels.remove(n).map(|e| (n.clone(), e))
+            })
+            .collect()
+    }
+
+    /// `node` ended the subscription to `name`; whether that concerns a registered channel.
+    fn ended(&mut self, node: &Endpoint, name: &Bytes) -> bool {
+        match self.channels.get(name) {
+            Some(e) if &e.node == node => {
+                self.ended.insert(name.clone(), node.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a confirmation (`unsubscribe` for `sunsubscribe`, else `ssubscribe`) of `name`
+    /// from `node` stays out of the caller's stream.
+    fn hides(&self, node: &Endpoint, unsubscribe: bool, name: &[u8]) -> bool {
+        if self
+            .own
+            .iter()
+            .any(|(n, c)| n == node && c.as_ref() == name)
+        {
+            return true;
+        }
+        // Still registered: the caller did not unsubscribe, so the server ended it (or an old
+        // node or connection let it go).
+        unsubscribe && self.channels.contains_key(name)
+    }
+
+    fn own_start(&mut self, node: &Endpoint, names: &[Bytes]) {
+        self.own
+            .extend(names.iter().map(|n| (node.clone(), n.clone())));
+    }
+
+    fn own_end(&mut self, node: &Endpoint, names: &[Bytes]) {
+        for name in names {
+            if let Some(i) = self.own.iter().position(|(n, c)| n == node && c == name) {
+                self.own.swap_remove(i);
+            }
+        }
+    }
+
+    /// What the follower has to do, given who owns each slot now: the channels their node
+    /// ended, and those whose slot has another owner, by node and slot.
+    fn plan(&mut self, owner: &dyn Fn(u16) -> Option<Endpoint>) -> Vec<Move> {
+        for (name, node) in self.ended.drain() {
+            if let Some(e) = self.channels.get_mut(&name) {
+                if e.node == node {
+                    e.lost = true;
+                }
+            }
+        }
+        let mut moves: BTreeMap<(u16, Endpoint, bool), Vec<Bytes>> = BTreeMap::new();
+        for (name, e) in &self.channels {
+            let elsewhere = owner(e.slot).is_some_and(|o| o != e.node);
+            if e.lost || elsewhere {
+                moves
+                    .entry((e.slot, e.node.clone(), e.lost))
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        moves
+            .into_iter()
+            .map(|((slot, from, lost), mut channels)| {
+                channels.sort();
+                Move {
+                    from,
+                    slot,
+                    channels,
+                    lost,
+                }
+            })
+            .collect()
+    }
+
+    /// `channels` are subscribed on `to` now, those still registered on `from`; returns them.
+    fn settle(&mut self, channels: &[Bytes], from: &Endpoint, to: &Endpoint) -> Vec<Bytes> {
+        channels
+            .iter()
+            .filter(|n| match self.channels.get_mut(*n) {
+                Some(e) if &e.node == from => {
+                    e.node = to.clone();
+                    e.lost = false;
+                    true
+                }
+                _ => false,
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+// ===== the cluster's part =====
+
+/// The registry with what the cluster needs around it: the turn, and the follower's wake-up.
+pub(crate) struct ShardChannels {
+    registry: Mutex<Registry>,
+    // Whose turn it is to send subscription changes (see the module's decisions).
+    changing: tokio::sync::Mutex<()>,
+    // Capacity one: wake-ups that come while one is pending are the same wake-up.
+    wake: mpsc::Sender<()>,
+    // Told whenever a node ends a shard channel subscription, registered or not.
+    noticed: Notify,
+}
+
+impl ShardChannels {
+    /// An empty registry, and the receiver of the follower's wake-ups.
+    pub(crate) fn new() -> (Arc<ShardChannels>, mpsc::Receiver<()>) {
+        let (wake, wakes) = mpsc::channel(1);
+        let this = ShardChannels {
+            registry: Mutex::new(Registry::default()),
+            changing: tokio::sync::Mutex::new(()),
+            wake,
+            noticed: Notify::new(),
+        };
+        (Arc::new(this), wakes)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self) {
+        // Full: a wake-up is pending already, and it reads the registry as it is then.
+        let _ = self.wake.try_send(());
+    }
+
+    /// The slot map changed (or was read again): the follower looks, when there is anything
+    /// to follow.
+    pub(crate) fn map_changed(&self) {
+        if !self.lock().channels.is_empty() {
+            self.wake();
+        }
+    }
+
+    /// Hands what `stack` (the node at `node`) hears to the cluster's stream `to`, all but
+    /// the confirmations that belong to the follower, and has it say which shard channels the
+    /// server ends.
+    pub(crate) fn watch(self: &Arc<Self>, node: &Endpoint, stack: &Stack, to: &Arc<PushHub>) {
+        let weak: Weak<ShardChannels> = Arc::downgrade(self);
+        let at = node.clone();
+        stack.handoff().forward_pushes_filtered(
+            to,
+            Arc::new(move |frame| weak.upgrade().is_none_or(|s| s.passes(&at, frame))),
+        );
+        let weak: Weak<ShardChannels> = Arc::downgrade(self);
+        let at = node.clone();
+        stack
+            .handoff()
+            .on_shard_channel_ended(Arc::new(move |name| {
+                if let Some(s) = weak.upgrade() {
+                    if s.lock().ended(&at, name) {
+                        s.wake();
+                    }
+                    s.noticed.notify_waiters();
+                }
+            }));
+    }
+
+    /// Whether a push from `node` goes on to the caller's stream. Runs on the connection's
+    /// task for every push: anything but a shard confirmation passes after two comparisons.
+    fn passes(&self, node: &Endpoint, frame: &BytesFrame) -> bool {
+        let BytesFrame::Push { data, .. } = frame else {
+            return true;
+        };
+        let Some(kind) = data.first().and_then(crate::frame::text) else {
+            return true;
+        };
+        let unsubscribe = if kind.eq_ignore_ascii_case(b"sunsubscribe") {
+            true
+        } else if kind.eq_ignore_ascii_case(b"ssubscribe") {
+            false
+        } else {
+            return true;
+        };
+        let Some(name) = data.get(1).and_then(crate::frame::text) else {
+            return true;
+        };
+        !self.lock().hides(node, unsubscribe, name)
+    }
+}
+
+/// The names a subscription command gives.
+fn names(command: &Command) -> Vec<Bytes> {
+    command.args().skip(1).map(Bytes::copy_from_slice).collect()
+}
+
+/// Whether `command` is `SSUBSCRIBE` or `SUNSUBSCRIBE`: those go through here.
+pub(crate) fn is_shard_subscription(command: &Command) -> bool {
+    command.subscription().is_some_and(|s| {
+        matches!(
+            s.kind,
+            SubscriptionKind::SSubscribe | SubscriptionKind::SUnsubscribe
+        )
+    })
+}
+
+/// The caller's `SSUBSCRIBE` or `SUNSUBSCRIBE`, registered as it goes.
+pub(crate) async fn command(
+    inner: Arc<Inner>,
+    command: Command,
+    started: Instant,
+) -> Result<ClusterAnswer, Error> {
+    let unsubscribe = command
+        .subscription()
+        .is_some_and(|s| s.kind.is_unsubscribe());
+    let route = route::route(&command)?;
+    let names = names(&command);
+    let slot = match route {
+        Route::Slot(slot) => slot,
+        // No channel: an `SSUBSCRIBE` the server refuses, or an `SUNSUBSCRIBE` of every one.
+        _ if unsubscribe => {
+            return unsubscribe_all(&inner, command, started).await;
+        }
+        route => return send::command(inner, command, route, None, started).await,
+    };
+    let deadline = started + inner.config.retry_budget;
+    let _turn = take_turn(&inner, deadline).await?;
+    if unsubscribe {
+        let removed = inner.shard.lock().remove(&names);
+        // Where they are subscribed, which a move under way may make another node than the
+        // map's owner.
+        let first = removed.first().and_then(|(_, e)| inner.stack_of(&e.node));
+        let mut rest: Vec<Endpoint> = removed
+            .iter()
+            .map(|(_, e)| e.node.clone())
+            .filter(|n| {
+                first
+                    .as_ref()
+                    .is_none_or(|f| f.handoff().configured_endpoint() != n)
+            })
+            .collect();
+        rest.sort();
+        rest.dedup();
+        let (answer, _) = send(&inner, &command, slot, first, Mark::Nothing, deadline).await;
+        if answer.is_err() {
+            // What the caller asked for stands: not followed, and not made again by the node's
+            // stack, which no longer passes on their messages should the node still hold them.
+            for (name, entry) in &removed {
+                if let Some(stack) = inner.stack_of(&entry.node) {
+                    stack
+                        .handoff()
+                        .forget_shard_channels(std::slice::from_ref(name));
+                }
+            }
+        }
+        for node in rest {
+            release_later(&inner, node, names.clone());
+        }
+        return answer.map(|(reply, _)| ClusterAnswer::One(reply));
+    }
+    let mut before = None;
+    let (answer, uncertain) = send(
+        &inner,
+        &command,
+        slot,
+        None,
+        Mark::Caller {
+            names: &names,
+            before: &mut before,
+        },
+        deadline,
+    )
+    .await;
+    let before = before.unwrap_or_default();
+    let mut stale: Vec<Endpoint> = uncertain;
+    match &answer {
+        Ok((_, node)) => {
+            // Subscribed there before (the map had not followed a move yet): not any more.
+            stale.extend(
+                before
+                    .iter()
+                    .filter_map(|(_, e)| e.as_ref())
+                    .filter(|e| !e.lost)
+                    .map(|e| e.node.clone()),
+            );
+            stale.retain(|n| n != node);
+        }
+        Err(_) => inner.shard.lock().restore(before),
+    }
+    stale.sort();
+    stale.dedup();
+    for node in stale {
+        release_later(&inner, node, names.clone());
+    }
+    answer.map(|(reply, _)| ClusterAnswer::One(reply))
+}
+
+/// Waits for the turn to change subscriptions (see the module's decisions), until `deadline`.
+async fn take_turn(
+    inner: &Inner,
+    deadline: Instant,
+) -> Result<tokio::sync::MutexGuard<'_, ()>, Error> {
+    tokio::time::timeout_at(deadline, inner.shard.changing.lock())
+        .await
+        .map_err(|_| Error::NotSent {
+            reason: "shard channel subscriptions were still being moved to their new nodes when \
+                     the retry budget ran out"
+                .into(),
+        })
+}
+
+/// An `SUNSUBSCRIBE` of every shard channel: to every node that holds registered ones, or to
+/// any node when none does.
+async fn unsubscribe_all(
+    inner: &Arc<Inner>,
+    command: Command,
+    started: Instant,
+) -> Result<ClusterAnswer, Error> {
+    let deadline = started + inner.config.retry_budget;
+    let _turn = take_turn(inner, deadline).await?;
+    let mut nodes: Vec<Endpoint> = inner
+        .shard
+        .lock()
+        .remove(&[])
+        .into_iter()
+        .map(|(_, e)| e.node)
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    let stacks: Vec<Stack> = nodes.iter().filter_map(|n| inner.stack_of(n)).collect();
+    if stacks.is_empty() {
+        return send::command(inner.clone(), command, Route::Any, None, started).await;
+    }
+    let replies =
+        futures_util::future::join_all(stacks.into_iter().map(|s| s.oneshot(command.clone())))
+            .await;
+    let mut confirmations = Vec::new();
+    for reply in replies {
+        match reply?.into_frame() {
+            BytesFrame::Array { data, .. } => confirmations.extend(data),
+            other => confirmations.push(other),
+        }
+    }
+    Ok(ClusterAnswer::One(Reply::from(BytesFrame::Array {
+        data: confirmations,
+        attributes: None,
+    })))
+}
+
+/// What is noted around each attempt of a subscription command.
+enum Mark<'a> {
+    /// The caller's `SSUBSCRIBE`: its channels are placed on each node it is sent to; the
+    /// entries as the first placement found them are kept in `before`.
+    Caller {
+        names: &'a [Bytes],
+        before: &'a mut Option<Vec<(Bytes, Option<Entry>)>>,
+    },
+    /// The cluster's own command: its confirmations stay out of the caller's stream.
+    Own(&'a [Bytes]),
+    /// Nothing (the caller's `SUNSUBSCRIBE`, out of the registry already).
+    Nothing,
+}
+
+/// Sends a subscription command for `slot` to `first` or to the slot's owner, following the
+/// cluster's refusals and lost connections (sending one of these again is harmless) within
+/// the redirect limit and `deadline`. Returns the reply and the node that gave it, and the
+/// nodes where an attempt may have subscribed before its connection was lost or it timed out.
+async fn send(
+    inner: &Arc<Inner>,
+    command: &Command,
+    slot: u16,
+    first: Option<Stack>,
+    mut mark: Mark<'_>,
+    deadline: Instant,
+) -> (Result<(Reply, Endpoint), Error>, Vec<Endpoint>) {
+    let route = Route::Slot(slot);
+    let mut target = first;
+    let mut uncertain = Vec::new();
+    let mut followed = 0u32;
+    let mut waits = 0u32;
+    loop {
+        let Some(stack) = target
+            .take()
+            .or_else(|| inner.routes.load().pick(&route).cloned())
+        else {
+            followed += 1;
+            if followed > inner.config.redirect_limit || Instant::now() >= deadline {
+                let error = Error::Redirects {
+                    followed,
+                    last: format!("no node of the cluster serves slot {slot}").into(),
+                };
+                return (Err(error), uncertain);
+            }
+            inner.reroute(deadline).await;
+            continue;
+        };
+        let by = stack.handoff().configured_endpoint().clone();
+        match &mut mark {
+            Mark::Caller { names, before } => {
+                let was = inner.shard.lock().place(names, slot, &by);
+                before.get_or_insert(was);
+            }
+            Mark::Own(names) => inner.shard.lock().own_start(&by, names),
+            Mark::Nothing => {}
+        }
+        let result = stack.oneshot(command.clone()).await;
+        if let Mark::Own(names) = &mark {
+            inner.shard.lock().own_end(&by, names);
+        }
+        let error = match result {
+            Ok(reply) => return (Ok((reply, by)), uncertain),
+            Err(e) => e,
+        };
+        let map = |e: Endpoint| inner.map(e);
+        let next = match &error {
+            Error::ConnectionLost { .. } | Error::Timeout { .. } => {
+                uncertain.push(by.clone());
+                Next::Wait { refresh: true }
+            }
+            // Redis serves a slot's shard channels on its old owner until the move is done:
+            // an `ASK` is not expected; waiting lets the move finish.
+            e => match redirect::next(e, &by, &map) {
+                Next::Ask { .. } => Next::Wait { refresh: false },
+                next => next,
+            },
+        };
+        if next == Next::Stop {
+            return (Err(error), uncertain);
+        }
+        followed += 1;
+        if followed > inner.config.redirect_limit || Instant::now() >= deadline {
+            let error = match next {
+                Next::Reroute => error,
+                _ => send::exhausted(followed, &error),
+            };
+            return (Err(error), uncertain);
+        }
+        match next {
+            Next::Moved { slot, to } => match inner.moved(slot, &to).await {
+                Ok(stack) => target = Some(stack),
+                Err(e) => return (Err(e), uncertain),
+            },
+            Next::Wait { refresh } => {
+                inner.waited();
+                if refresh {
+                    inner.refresh_lazily();
+                }
+                waits += 1;
+                let until = (Instant::now() + redirect::backoff(waits)).min(deadline);
+                tokio::time::sleep_until(until).await;
+            }
+            Next::Reroute => inner.reroute(deadline).await,
+            Next::Ask { .. } | Next::Stop => {}
+        }
+    }
+}
+
+/// How long the old node is given to end a subscription by itself before the cluster sends
+/// its `SUNSUBSCRIBE` (see [`release`]).
+const RELEASE_GRACE: Duration = Duration::from_secs(1);
+
+/// Lets go of `names` on `node`'s stack, once they are subscribed elsewhere: the node stops
+/// delivering them and its stack stops making them again.
+///
+/// A node ends these subscriptions itself when their slot leaves it, and then answers a
+/// `SUNSUBSCRIBE` that names them with `MOVED`. Its own `sunsubscribe` and the confirmation
+/// of an `SUNSUBSCRIBE` look the same on the connection, so an `SUNSUBSCRIBE` sent while the
+/// node's own is on its way would take it for its confirmation, and its `MOVED` would be
+/// taken for the answer of the next command. So the cluster first waits for what the node has
+/// sent already (a `PING` answered after it), then gives the node [`RELEASE_GRACE`] to end
+/// them; only those it still holds then are unsubscribed. A node that cannot be reached has
+/// its stack forget them without a word: its connection, and its subscriptions with it, are
+/// gone or going.
+async fn release(inner: &Arc<Inner>, node: &Endpoint, names: &[Bytes]) {
+    let Some(stack) = inner.stack_of(node) else {
+        return;
+    };
+    let held = |stack: &Stack| stack.handoff().tracked_shard_channels(names);
+    if held(&stack).is_empty() {
+        return;
+    }
+    if let Err(e) = stack.clone().oneshot(Command::new("PING")).await {
+        tracing::debug!(node = %node, error = %e, "the old node of shard channels did not answer; its stack forgets them");
+        stack.handoff().forget_shard_channels(names);
+        return;
+    }
+    let deadline = Instant::now() + RELEASE_GRACE;
+    let left = loop {
+        let noticed = inner.shard.noticed.notified();
+        tokio::pin!(noticed);
+        noticed.as_mut().enable();
+        let left = held(&stack);
+        if left.is_empty() || tokio::time::timeout_at(deadline, noticed).await.is_err() {
+            break held(&stack);
+        }
+    };
+    if left.is_empty() {
+        return;
+    }
+    inner.shard.lock().own_start(node, &left);
+    let result = stack
+        .clone()
+        .oneshot(Command::new("SUNSUBSCRIBE").args_from(&left))
+        .await;
+    inner.shard.lock().own_end(node, &left);
+    if let Err(e) = result {
+        tracing::debug!(node = %node, error = %e, "shard channels released on their old node");
+        stack.handoff().forget_shard_channels(&left);
+    }
+}
+
+/// [`release`] once the caller has its answer: in a task of its own, at its turn, of those of
+/// `names` that are not registered on `node` by then.
+fn release_later(inner: &Arc<Inner>, node: Endpoint, names: Vec<Bytes>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let _turn = inner.shard.changing.lock().await;
+        let names: Vec<Bytes> = {
+            let registry = inner.shard.lock();
+            names
+                .into_iter()
+                .filter(|n| registry.channels.get(n).is_none_or(|e| e.node != node))
+                .collect()
+        };
+        if !names.is_empty() {
+            release(&inner, &node, &names).await;
+        }
+    });
+}
+
+/// The follower: follows the registered channels each time something may have moved them (see
+/// the module docs), until the cluster is dropped.
+pub(crate) async fn follow(weak: Weak<Inner>, mut wakes: mpsc::Receiver<()>) {
+    while wakes.recv().await.is_some() {
+        let pause = {
+            let Some(inner) = weak.upgrade() else { return };
+            let failed = follow_once(&inner).await;
+            failed.then_some(inner.config.retry_budget)
+        };
+        if let Some(pause) = pause {
+            // Not again at once: a cluster that refuses now is asked again after a while.
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// One look at the registry and the map, and the moves it calls for; whether any failed.
+async fn follow_once(inner: &Arc<Inner>) -> bool {
+    let _turn = inner.shard.changing.lock().await;
+    let owner = |slot: u16| inner.routes.load().topology.owner(slot).cloned();
+    let moves = inner.shard.lock().plan(&owner);
+    if moves.is_empty() {
+        return false;
+    }
+    if moves
+        .iter()
+        .any(|m| m.lost && owner(m.slot).as_ref() == Some(&m.from))
+    {
+        // The node that ended them still serves their slot in the map: the map is behind.
+        // Refreshed now, past the cool-down (see the module's decisions); should the refresh
+        // fail or be behind as well, the node's `MOVED` corrects the map.
+        let bound = inner.config.refresh_timeout * 2;
+        match tokio::time::timeout(bound, inner.refresh_once()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "refresh before following shard channels failed")
+            }
+            Err(_) => tracing::debug!("refresh before following shard channels timed out"),
+        }
+    }
+    let done =
+        futures_util::future::join_all(moves.into_iter().map(|m| move_channels(inner, m))).await;
+    done.contains(&false)
+}
+
+/// Subscribes `m`'s channels on their slot's owner, then releases them on their old node;
+/// whether that worked (or was not needed after all).
+async fn move_channels(inner: &Arc<Inner>, m: Move) -> bool {
+    let owner = inner.routes.load().topology.owner(m.slot).cloned();
+    if !m.lost && owner.as_ref().is_none_or(|o| o == &m.from) {
+        // A refresh put the slot back where they are.
+        return true;
+    }
+    let deadline = Instant::now() + inner.config.retry_budget;
+    let command = Command::new("SSUBSCRIBE").args_from(&m.channels);
+    let (answer, uncertain) = send(
+        inner,
+        &command,
+        m.slot,
+        None,
+        Mark::Own(&m.channels),
+        deadline,
+    )
+    .await;
+    match answer {
+        Ok((_, to)) => {
+            let settled = inner.shard.lock().settle(&m.channels, &m.from, &to);
+            if !settled.is_empty() && (m.lost || to != m.from) {
+                inner
+                    .counters
+                    .shard_channels_moved
+                    .fetch_add(settled.len() as u64, Ordering::Relaxed);
+                tracing::info!(
+                    from = %m.from,
+                    to = %to,
+                    slot = m.slot,
+                    channels = settled.len(),
+                    "shard channels subscribed on their slot's owner"
+                );
+                inner.emit(ClusterEvent::ShardChannelsMoved {
+                    channels: settled,
+                    from: m.from.clone(),
+                    to: to.clone(),
+                });
+            }
+            if to != m.from {
+                // Made on the new owner first: only now let go of the old one.
+                release(inner, &m.from, &m.channels).await;
+            }
+            for node in uncertain.iter().filter(|n| **n != to) {
+                release(inner, node, &m.channels).await;
+            }
+            true
+        }
+        Err(error) => {
+            inner
+                .counters
+                .shard_channel_failures
+                .fetch_add(m.channels.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                from = %m.from,
+                slot = m.slot,
+                channels = m.channels.len(),
+                %error,
+                "shard channels could not be subscribed on their slot's owner; tried again at \
+                 the next change of the slot map"
+            );
+            for node in uncertain.iter().filter(|n| **n != m.from) {
+                release(inner, node, &m.channels).await;
+            }
+            inner.emit(ClusterEvent::ShardChannelsNotMoved {
+                channels: m.channels,
+                from: m.from,
+                reason: error.to_string().into(),
+            });
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(port: u16) -> Endpoint {
+        Endpoint::new("127.0.0.1", port)
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn a_slot_that_changes_owner_moves_its_channels_by_node_and_slot() {
+        let mut r = Registry::default();
+        r.place(&[b("{a}1"), b("{a}2")], 1, &ep(1));
+        r.place(&[b("{b}1")], 2, &ep(1));
+        r.place(&[b("{c}1")], 3, &ep(2));
+        // Everything where the map says: nothing to do.
+        let owner = |slot: u16| Some(if slot == 3 { ep(2) } else { ep(1) });
+        assert!(r.plan(&owner).is_empty());
+        // Slot 1 goes to node 3: its two channels move together, the rest stays.
+        let owner = |slot: u16| {
+            Some(match slot {
+                1 => ep(3),
+                3 => ep(2),
+                _ => ep(1),
+            })
+        };
+        let moves = r.plan(&owner);
+        assert_eq!(
+            moves,
+            [Move {
+                from: ep(1),
+                slot: 1,
+                channels: vec![b("{a}1"), b("{a}2")],
+                lost: false
+            }]
+        );
+        // A slot no node serves in the map (a hole during a refresh) is left alone.
+        let none = |_: u16| None;
+        assert!(r.plan(&none).is_empty());
+        assert_eq!(r.settle(&moves[0].channels, &ep(1), &ep(3)).len(), 2);
+        assert!(r.plan(&owner).is_empty());
+    }
+
+    #[test]
+    fn a_channel_its_node_ended_is_lost_until_subscribed_again() {
+        let mut r = Registry::default();
+        r.place(&[b("x"), b("y")], 7, &ep(1));
+        // Another node's word does not count, nor one about a channel nobody registered.
+        assert!(!r.ended(&ep(2), &b("x")));
+        assert!(!r.ended(&ep(1), &b("z")));
+        assert!(r.ended(&ep(1), &b("x")));
+        // The map still names node 1: the move is a re-subscription, marked lost.
+        let owner = |_: u16| Some(ep(1));
+        let moves = r.plan(&owner);
+        assert_eq!(moves.len(), 1);
+        assert!(moves[0].lost);
+        assert_eq!(moves[0].channels, [b("x")]);
+        // Until it is settled, every plan has it again.
+        assert_eq!(r.plan(&owner).len(), 1);
+        assert_eq!(r.settle(&[b("x")], &ep(1), &ep(4)), [b("x")]);
+        let owner = |_: u16| Some(ep(4));
+        // y is on node 1 and the slot's owner is node 4 now: it moves, not lost.
+        let moves = r.plan(&owner);
+        assert_eq!(moves.len(), 1);
+        assert_eq!(moves[0].channels, [b("y")]);
+        assert!(!moves[0].lost);
+    }
+
+    #[test]
+    fn the_callers_unsubscribe_takes_channels_out_and_stops_following() {
+        let mut r = Registry::default();
+        r.place(&[b("x"), b("y")], 7, &ep(1));
+        r.ended(&ep(1), &b("x"));
+        let removed = r.remove(&[b("x")]);
+        assert_eq!(removed.len(), 1);
+        let owner = |_: u16| Some(ep(2));
+        let moves = r.plan(&owner);
+        assert_eq!(moves.len(), 1);
+        assert_eq!(moves[0].channels, [b("y")]);
+        // Without names: all of them.
+        assert_eq!(r.remove(&[]).len(), 1);
+        assert!(r.plan(&owner).is_empty());
+        assert!(r.channels.is_empty() && r.ended.is_empty());
+    }
+
+    #[test]
+    fn a_failed_subscribe_puts_back_what_was_there() {
+        let mut r = Registry::default();
+        r.place(&[b("x")], 7, &ep(1));
+        let before = r.place(&[b("x"), b("new")], 7, &ep(2));
+        r.restore(before);
+        assert_eq!(r.channels.len(), 1);
+        assert_eq!(r.channels[&b("x")].node, ep(1));
+    }
+
+    #[test]
+    fn only_the_clusters_own_confirmations_and_server_ends_of_registered_channels_are_hidden() {
+        let mut r = Registry::default();
+        // Not registered: the caller's own confirmations pass.
+        assert!(!r.hides(&ep(1), false, b"x"));
+        assert!(!r.hides(&ep(1), true, b"x"));
+        r.place(&[b("x")], 7, &ep(1));
+        // The caller's SSUBSCRIBE confirmation passes; an sunsubscribe of a channel still
+        // registered is the server's (or an old node's), and is hidden.
+        assert!(!r.hides(&ep(1), false, b"x"));
+        assert!(r.hides(&ep(1), true, b"x"));
+        assert!(r.hides(&ep(2), true, b"x"));
+        // The follower's own commands: both confirmations, on the node they went to only.
+        r.own_start(&ep(2), &[b("y")]);
+        assert!(r.hides(&ep(2), false, b"y"));
+        assert!(!r.hides(&ep(3), false, b"y"));
+        r.own_end(&ep(2), &[b("y")]);
+        assert!(!r.hides(&ep(2), false, b"y"));
+        assert!(r.own.is_empty());
+    }
+}
