@@ -241,26 +241,29 @@ impl Maintenance {
             gone |= !observer.on_event(&event);
         }
         if gone {
-            let mut list = self
-                .inner
-                .observers
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            let kept: Vec<Arc<dyn Observer>> = list.iter().filter(|o| o.alive()).cloned().collect();
-            *list = Arc::from(kept);
+            self.renew_observers(None);
         }
     }
 
     /// Calls `observer` with every event emitted from now on, as it is emitted, until it says
     /// it is gone.
     pub(crate) fn observe(&self, observer: Arc<dyn Observer>) {
+        self.renew_observers(Some(observer));
+    }
+
+    /// Drops the observers that are gone from the list, and adds `new`.
+    fn renew_observers(&self, new: Option<Arc<dyn Observer>>) {
         let mut list = self
             .inner
             .observers
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        let mut next: Vec<Arc<dyn Observer>> = list.iter().filter(|o| o.alive()).cloned().collect();
-        next.push(observer);
+        let next: Vec<Arc<dyn Observer>> = list
+            .iter()
+            .filter(|o| o.alive())
+            .cloned()
+            .chain(new)
+            .collect();
         *list = Arc::from(next);
     }
 
