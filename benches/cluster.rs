@@ -16,7 +16,8 @@
 //!   slots from the first primary to the second and back. Counted for each client: commands
 //!   that failed, replies that cannot be the answer to their command (a `GET` of `key` answers
 //!   nil or the value `SET` writes for `key`, which names the key: anything else is another
-//!   command's reply), the slowest command, p99.9 inside the window against the steady p99.9,
+//!   command's reply), the slowest command, p99.9 inside the window against the steady p99.9
+//!   (and split: the commands whose key's slot was among those moved, the others),
 //!   and whether the client froze (no command answered for `BENCH_FREEZE_SECS`, or tasks still
 //!   waiting on their command 30 s after the run ended). With
 //!   `BENCH_RESHARD_RUNS=50` the resharding run repeats, to catch a freeze that happens once
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, KeysInterface};
 use hdrhistogram::Histogram;
+use redis_handoff::cluster::key_slot;
 use redis_handoff::{cmd, Cluster, ConnectOptions};
 use tower::ServiceExt;
 
@@ -241,6 +243,25 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Checks that node `i` serves slots `0..n`: the slots a reshard from the first node took
+    /// (redis-cli takes the source's lowest slots first), which the latency split relies on.
+    fn owns_lowest(&self, i: usize, n: usize) -> Result<()> {
+        let nodes = self.cli(self.nodes[i].port, &["CLUSTER", "NODES"])?;
+        let want = if n == 1 {
+            "0".to_owned()
+        } else {
+            format!("0-{}", n - 1)
+        };
+        let mine = nodes.lines().find(|l| l.contains("myself")).unwrap_or("");
+        if mine.split_whitespace().skip(8).any(|r| r == want) {
+            Ok(())
+        } else {
+            Err(format!("after the reshard node {i} does not serve slots {want}: {mine}").into())
+        }
+    }
+}
+
 fn wait_for(mut cond: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cond() {
@@ -352,7 +373,36 @@ struct Load {
     stop: Arc<AtomicBool>,
     last_answer_ms: Arc<AtomicU64>,
     t0: Instant,
-    tasks: Vec<tokio::task::JoinHandle<(Tally, Histogram<u64>)>>,
+    tasks: Vec<tokio::task::JoinHandle<(Tally, Latency)>>,
+}
+
+/// Latencies in microseconds: all commands, and those whose key is in one of the slots the
+/// resharding moves (below `moving`, the slots `redis-cli --cluster reshard` takes first).
+struct Latency {
+    all: Histogram<u64>,
+    moving: Histogram<u64>,
+}
+
+impl Latency {
+    fn new() -> Latency {
+        let h = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        Latency {
+            all: h(),
+            moving: h(),
+        }
+    }
+
+    fn add(&mut self, other: &Latency) {
+        let _ = self.all.add(&other.all);
+        let _ = self.moving.add(&other.moving);
+    }
+
+    /// The other commands: those whose slot stayed where it was.
+    fn still(&self) -> Histogram<u64> {
+        let mut h = self.all.clone();
+        let _ = h.subtract(&self.moving);
+        h
+    }
 }
 
 fn start_load(client: &Client, s: &Settings) -> Load {
@@ -361,11 +411,11 @@ fn start_load(client: &Client, s: &Settings) -> Load {
     let t0 = Instant::now();
     let tasks = (0..s.tasks)
         .map(|t| {
-            let (mut client, stop, last, keys) =
-                (client.clone(), stop.clone(), last.clone(), s.keys);
+            let (mut client, stop, last, keys, moving) =
+                (client.clone(), stop.clone(), last.clone(), s.keys, s.slots);
             tokio::spawn(async move {
                 let mut tally = Tally::default();
-                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+                let mut hist = Latency::new();
                 let mut rng = fastrand::Rng::with_seed(t as u64);
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("bench:{}", rng.usize(..keys));
@@ -375,7 +425,11 @@ fn start_load(client: &Client, s: &Settings) -> Load {
                     } else {
                         client.set(&key).await
                     };
-                    let _ = hist.record(started.elapsed().as_micros() as u64);
+                    let us = started.elapsed().as_micros() as u64;
+                    let _ = hist.all.record(us);
+                    if usize::from(key_slot(key.as_bytes())) < moving {
+                        let _ = hist.moving.record(us);
+                    }
                     last.fetch_max(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
                     match answer {
                         Ok(Answer::Ok) => tally.ok += 1,
@@ -403,10 +457,10 @@ fn start_load(client: &Client, s: &Settings) -> Load {
 }
 
 impl Load {
-    async fn finish(self) -> (Tally, Histogram<u64>) {
+    async fn finish(self) -> (Tally, Latency) {
         self.stop.store(true, Ordering::Relaxed);
         let mut all = Tally::default();
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        let mut hist = Latency::new();
         // One deadline for all of them: a task stuck on a frozen client is left behind (and
         // the freeze reported) without every other stuck task waiting its own turn.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -419,7 +473,7 @@ impl Load {
                     if all.first_problem.is_none() {
                         all.first_problem = tally.first_problem;
                     }
-                    let _ = hist.add(h);
+                    hist.add(&h);
                 }
                 _ => {
                     all.failed += 1;
@@ -446,6 +500,9 @@ struct Row {
     reshard_failed: u64,
     reshard_wrong: u64,
     reshard_p999_us: u64,
+    // p99.9 inside the window of the commands to the slots that moved, and to the others.
+    moving_p999_us: u64,
+    still_p999_us: u64,
     reshard_max_us: u64,
     freezes: usize,
     runs: usize,
@@ -489,6 +546,21 @@ fn run() -> Result<()> {
             r.runs,
         );
     }
+    println!(
+        "\nInside the resharding window, by where the key's slot was (slots below {} moved, the others stayed):\n",
+        s.slots
+    );
+    println!("| client | p99.9, slots that moved | p99.9, slots that stayed | steady p99.9 |");
+    println!("|---|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            r.client,
+            r.moving_p999_us as f64 / 1000.0,
+            r.still_p999_us as f64 / 1000.0,
+            r.steady_p999_us as f64 / 1000.0,
+        );
+    }
     for r in &rows {
         if let Some(p) = &r.problem {
             println!("{}: first problem: {p}", r.client);
@@ -515,14 +587,14 @@ async fn bench_client(
     let elapsed = started.elapsed();
     let (tally, hist) = steady.finish().await;
     let steady_ops = tally.ok as f64 / elapsed.as_secs_f64();
-    let steady_p999 = hist.value_at_quantile(0.999);
+    let steady_p999 = hist.all.value_at_quantile(0.999);
     let mut problem = tally.first_problem;
 
     // Through resharding, away and back, `runs` times.
     let mut failed = 0;
     let mut wrong = 0;
     let mut freezes = 0;
-    let mut inside = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut inside = Latency::new();
     for _ in 0..s.runs {
         let load = start_load(&client, s);
         let done = Arc::new(Mutex::new(None));
@@ -531,6 +603,7 @@ async fn bench_client(
             std::thread::spawn(move || {
                 let r = cluster
                     .reshard(0, 1, slots)
+                    .and_then(|()| cluster.owns_lowest(1, slots))
                     .and_then(|()| cluster.reshard(1, 0, slots));
                 *done.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(r.map_err(|e| e.to_string()));
@@ -558,7 +631,7 @@ async fn bench_client(
         if problem.is_none() {
             problem = tally.first_problem;
         }
-        inside.add(hist)?;
+        inside.add(&hist);
     }
     Ok(Row {
         client: name.to_string(),
@@ -566,8 +639,10 @@ async fn bench_client(
         steady_p999_us: steady_p999,
         reshard_failed: failed,
         reshard_wrong: wrong,
-        reshard_p999_us: inside.value_at_quantile(0.999),
-        reshard_max_us: inside.max(),
+        reshard_p999_us: inside.all.value_at_quantile(0.999),
+        moving_p999_us: inside.moving.value_at_quantile(0.999),
+        still_p999_us: inside.still().value_at_quantile(0.999),
+        reshard_max_us: inside.all.max(),
         freezes,
         runs: s.runs,
         problem,
