@@ -283,6 +283,13 @@ pub struct ClusterStats {
     /// Shard channels whose move was given up after its retries (a channel counts again each
     /// time a later try is given up too).
     pub shard_channel_failures: u64,
+    /// Shard channels subscribed on the node importing their slot while it was moving, after
+    /// the slot's owner announced the move with `SMIGRATING` (see
+    /// [Sharded Pub/Sub](self#sharded-pubsub)).
+    pub shard_channels_ahead: u64,
+    /// Shard channels whose subscription ahead of an announced move was refused or timed out
+    /// (they followed their slot as without the announcement).
+    pub shard_channels_ahead_failed: u64,
 }
 
 /// What the cluster did, as it happens; from [`Cluster::events`].
@@ -420,6 +427,8 @@ struct Counters {
     nodes_removed: AtomicU64,
     shard_channels_moved: AtomicU64,
     shard_channel_failures: AtomicU64,
+    shard_channels_ahead: AtomicU64,
+    shard_channels_ahead_failed: AtomicU64,
 }
 
 /// The sequence numbers of the `SMIGRATED`s applied, the oldest forgotten first.
@@ -842,6 +851,13 @@ async fn follow_notifications(
         match event.kind {
             EventKind::Notification(Notification::SMigrating { seq, slots }) => {
                 tracing::info!(node = %event.endpoint, seq, slots = %crate::maintenance::slots_to_string(&slots), "SMIGRATING: timeouts relaxed on this node");
+                if inner.shard.holds_in(&event.endpoint, &slots) {
+                    tokio::spawn(pubsub::ahead(
+                        Arc::downgrade(&inner),
+                        event.endpoint.clone(),
+                        slots.clone(),
+                    ));
+                }
                 inner.emit(ClusterEvent::SlotsMigrating {
                     node: event.endpoint,
                     seq,
@@ -965,6 +981,8 @@ impl Cluster {
             nodes_removed: get(&c.nodes_removed),
             shard_channels_moved: get(&c.shard_channels_moved),
             shard_channel_failures: get(&c.shard_channel_failures),
+            shard_channels_ahead: get(&c.shard_channels_ahead),
+            shard_channels_ahead_failed: get(&c.shard_channels_ahead_failed),
         }
     }
 
