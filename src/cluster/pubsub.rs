@@ -10,6 +10,14 @@
 //! |---|---|
 //! | a node ends a subscription on its own (Redis 7 sends `sunsubscribe` to every subscriber of a slot's channels when the slot leaves the node) | the channel is marked lost; if the map still names that node, the topology is refreshed first; then the channel is subscribed on the slot's owner |
 //! | a `SMIGRATED` or a `MOVED` moves slots that hold registered channels, or a refresh changes their owner | the channels are subscribed on the new owner, then unsubscribed on the old one (make before break) |
+//! | a node announces with `SMIGRATING` that slots holding registered channels are moving | the importing node is read from the announcing node's `CLUSTER NODES` once the slot is `MIGRATING`, and the channels are subscribed there after `ASKING`, before the move completes (see [`ahead`]); when it completes, the two rows above find them there and only release the old node |
+//!
+//! What that guarantees: a move announced with `SMIGRATING`, subscribed ahead, loses nothing:
+//! every message published after the caller's `SSUBSCRIBE` was acknowledged is delivered once
+//! (the slot's shard channels are served by one node at a time). Without an announcement the
+//! client cannot know the destination before the slot has moved, so a message published on the
+//! new owner between the old owner's end of the subscription and the new one's
+//! acknowledgement (about one round trip) is missed.
 //!
 //! Each re-subscription goes through the new owner's stack, so that stack makes it again after
 //! its own reconnects and handoffs. The old node's stack lets go of it once the new one is
@@ -47,6 +55,12 @@
 //!   out the cool-down between refreshes (100 ms by default). It is one refresh per look at
 //!   the registry, however many channels a slot held. If it fails or is itself behind, the
 //!   old node answers the `SSUBSCRIBE` with a `MOVED` naming the new owner.
+//! - **Subscribed ahead after `ASKING`, released after `ASKING`.** The node importing a slot
+//!   answers a plain `SSUBSCRIBE` of its channels with `MOVED` to the source until the move
+//!   completes, and serves one right after `ASKING`; the two go as one write, so nothing of
+//!   another caller's falls between them. The releases of old nodes send their `SUNSUBSCRIBE`
+//!   after `ASKING` too: a node that is not importing the slot ignores it, one that still is (a
+//!   move announced and not carried out, the caller unsubscribing meanwhile) needs it.
 //! - **A lost connection does not end an attempt.** `SSUBSCRIBE` and `SUNSUBSCRIBE` change
 //!   nothing when sent twice, so unlike other commands they are sent again after a lost
 //!   connection or a timeout (within the same bounds); the node where such an attempt may have
