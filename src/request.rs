@@ -193,7 +193,7 @@ pub(crate) mod wire {
 pub(crate) use wire::{Batch, ClusterAnswer, ClusterRequest};
 
 /// `ASKING` as written on the wire.
-const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+pub(crate) const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 // ===== Command =====
 
@@ -210,6 +210,7 @@ impl wire::Wire for Command {
         Job::One {
             command: self,
             reply,
+            asking: false,
         }
     }
 
@@ -811,6 +812,83 @@ impl Request for Asking<Transaction> {
 
     fn as_command(&self) -> Option<&Command> {
         None
+    }
+}
+
+/// A subscription command sent right after an `ASKING`, for a cluster that subscribes a shard
+/// channel on the node importing its slot before the slot has moved (Redis serves a shard
+/// channel command there only after `ASKING`).
+///
+/// Unlike [`Asking`], it is one job, not a batch: the command is answered by its confirmation
+/// pushes, which the connection takes as the answer of the subscription at the front of its
+/// queue, and `ASKING`'s reply is dropped before them. It is what the stacks see as the command
+/// itself ([`as_command`](Request::as_command)), so a node's stack records the subscription
+/// and makes it again (without `ASKING`: by then the slot is the node's, or the node refuses it)
+/// after its reconnects. Only the crate builds one.
+#[derive(Debug, Clone)]
+pub(crate) struct AskingSubscription(pub(crate) Command);
+
+impl wire::Wire for AskingSubscription {
+    type Raw = Answer;
+
+    fn check(&self, dedicated: bool) -> Result<(), Error> {
+        check_state(&self.0, dedicated)
+    }
+
+    fn into_job(self, reply: oneshot::Sender<Answer>) -> Job {
+        Job::One {
+            command: self.0,
+            reply,
+            asking: true,
+        }
+    }
+
+    fn finish(raw: Answer) -> Result<Reply, Failed<AskingSubscription>> {
+        raw.map_err(|f| f.map(AskingSubscription))
+    }
+
+    fn lost(error: Error) -> Answer {
+        Err(Failed::from(error))
+    }
+
+    fn local(reply: Reply) -> Answer {
+        Ok(reply)
+    }
+
+    fn parts(&self) -> &[Command] {
+        std::slice::from_ref(&self.0)
+    }
+
+    fn resend(&self, error: &Error, policy: &dyn ResendPolicy) -> bool {
+        policy.resend(&self.0, error)
+    }
+
+    fn into_cluster(self) -> ClusterRequest {
+        ClusterRequest::Internal("ASKING")
+    }
+
+    fn from_cluster(answer: ClusterAnswer) -> Result<Reply, Error> {
+        Command::from_cluster(answer)
+    }
+}
+
+impl Request for AskingSubscription {
+    type Response = Reply;
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn len(&self) -> usize {
+        1
+    }
+
+    fn blocking(&self) -> Option<Block> {
+        None
+    }
+
+    fn as_command(&self) -> Option<&Command> {
+        Some(&self.0)
     }
 }
 

@@ -249,6 +249,8 @@ async fn a_shard_subscription_follows_its_slot_to_the_new_owner() {
     let stats = subscriber.stats();
     assert_eq!(stats.shard_channels_moved, 1, "{stats:?}");
     assert_eq!(stats.shard_channel_failures, 0, "{stats:?}");
+    // Redis Open Source announces nothing: the old owner's sunsubscribe moved it.
+    assert_eq!(stats.shard_channels_ahead, 0, "{stats:?}");
 
     // The new owner's stack holds the subscription: when its connection is lost, the
     // reconnect makes it again there.
@@ -528,6 +530,178 @@ async fn a_shard_subscription_follows_a_migration_the_simulator_announces_with_s
     assert_eq!(shard_subscribers(from_port, channel), 0);
     assert_eq!(heard.confirmations(), [format!("ssubscribe {channel}")]);
     assert_eq!(subscriber.stats().shard_channel_failures, 0);
+    sim.shutdown();
+}
+
+/// Numbers in `got` that arrived out of the order they were published in, allowing what two
+/// nodes delivered to interleave: the messages are published one after the other, the old
+/// owner's first, so each node's are an increasing run split at some number; `None` when such a
+/// split exists.
+fn out_of_order_per_node(got: &[u64]) -> Option<Vec<u64>> {
+    let increasing = |run: Vec<u64>| run.windows(2).all(|w| w[0] < w[1]);
+    let fits = |k: u64| {
+        increasing(got.iter().copied().filter(|&n| n < k).collect())
+            && increasing(got.iter().copied().filter(|&n| n >= k).collect())
+    };
+    let splits = got.iter().copied().chain([u64::MAX]);
+    let mut splits = splits;
+    if splits.any(fits) {
+        return None;
+    }
+    Some(
+        got.windows(2)
+            .filter(|w| w[0] >= w[1])
+            .map(|w| w[1])
+            .collect(),
+    )
+}
+
+/// The move announced with `SMIGRATING`: the subscriber reads the importing node from the
+/// old owner's `CLUSTER NODES` while the slot is `MIGRATING`, subscribes there after `ASKING`
+/// before the move completes, and so misses nothing: every message a publisher publishes
+/// every millisecond or so (following `MOVED`), before, during and after the move, arrives
+/// exactly once, in order per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_move_subscribes_on_the_importing_node_first_and_loses_no_message() {
+    use redis_handoff::sim::{MigrateSlots, Simulator, Slots};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let cluster = RedisCluster::start(3, 0);
+    let sim = Simulator::builder()
+        .cluster(cluster.addrs())
+        .start()
+        .await
+        .expect("the simulator starts in front of the cluster");
+    let subscriber = client(&sim.node(0).url()).await;
+    // Straight to the cluster: it follows the MOVED of the old owner.
+    let publisher = client(&cluster.nodes[0].url()).await;
+    let channel = "{ahead}ticks";
+    let slot = key_slot(channel);
+    let from_port = cluster.owner_port(slot);
+    let from = cluster.index_of(from_port);
+    let to = (0..cluster.nodes.len()).find(|&i| i != from).unwrap();
+    let to_port = cluster.nodes[to].port;
+    let mut heard = Heard::listen(&subscriber);
+    let mut events = subscriber.events();
+    subscriber
+        .clone()
+        .oneshot(cmd!("SSUBSCRIBE", channel))
+        .await
+        .unwrap();
+    heard
+        .until("the subscription confirmed", |h| {
+            !h.confirmations().is_empty()
+        })
+        .await;
+    // Keys in the slot, so that the move takes a while (the simulator moves them 100 at a
+    // time), as a slot that holds data does: the slot is `MIGRATING` meanwhile.
+    for batch in 0..40 {
+        let mut keys = redis_handoff::Pipeline::new();
+        for i in 0..500 {
+            keys = keys.cmd(cmd!("SET", format!("{{ahead}}k{batch}-{i}"), "v"));
+        }
+        publisher.clone().oneshot(keys).await.unwrap();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
+    let publishing = tokio::spawn({
+        let (stop, published, refused) = (stop.clone(), published.clone(), refused.clone());
+        async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match publisher
+                    .clone()
+                    .oneshot(cmd!("SPUBLISH", channel, n.to_string()))
+                    .await
+                {
+                    Ok(_) => published.lock().unwrap().push(n),
+                    Err(e) => refused.lock().unwrap().push(format!("{n}: {e}")),
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let slots = Slots::from_ranges([slot..=slot]).unwrap();
+    let done = sim
+        .migrate_slots_with(
+            &slots,
+            to,
+            MigrateSlots::new().delay(Duration::from_millis(300)),
+        )
+        .await
+        .expect("the slot moves for real");
+    assert!(done.recipients >= 1, "the subscriber was told: {done:?}");
+    assert_eq!(cluster.owner_port(slot), to_port);
+    let followed = followed_to(&mut events, sim.node(to).port()).await;
+    assert_eq!(followed.channels, [channel]);
+    assert_eq!(followed.from.port(), sim.node(from).port());
+    // Published on the new owner for a while after the move.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    publishing.await.unwrap();
+
+    let published = published.lock().unwrap().clone();
+    let names: Vec<String> = published.iter().map(u64::to_string).collect();
+    assert!(published.len() > 200, "published {}", published.len());
+    // Read until everything is in, within WAIT; anything late (a copy) would come right behind.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = heard.messages(channel);
+        let all_in = names.iter().all(|n| got.contains(n));
+        let wait = if all_in {
+            Duration::from_millis(200)
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        match tokio::time::timeout(wait, heard.rx.recv()).await {
+            Ok(Some(p)) => heard.all.push(p),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let stats = subscriber.stats();
+    let got = heard.messages(channel);
+    let missing: Vec<&String> = names.iter().filter(|n| !got.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "missed {missing:?} of {}; {stats:?}",
+        names.len()
+    );
+    let got: Vec<u64> = heard
+        .messages(channel)
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, published, "each published message exactly once");
+    assert_eq!(
+        out_of_order_per_node(&got),
+        None,
+        "in order per node: {got:?}"
+    );
+
+    let stats = subscriber.stats();
+    assert_eq!(stats.shard_channels_ahead, 1, "{stats:?}");
+    assert_eq!(stats.shard_channels_ahead_failed, 0, "{stats:?}");
+    assert_eq!(stats.shard_channels_moved, 1, "{stats:?}");
+    assert_eq!(stats.shard_channel_failures, 0, "{stats:?}");
+    assert_eq!(shard_subscribers(to_port, channel), 1);
+    common::events::wait_until(
+        "the old owner released",
+        WAIT,
+        Duration::from_millis(20),
+        || shard_subscribers(from_port, channel) == 0,
+    )
+    .await;
+    // The caller saw its own confirmation, nothing of the move.
+    assert_eq!(heard.confirmations(), [format!("ssubscribe {channel}")]);
+    let refused = refused.lock().unwrap().clone();
+    assert!(refused.len() < 5, "SPUBLISH refused: {refused:?}");
     sim.shutdown();
 }
 

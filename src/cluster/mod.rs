@@ -94,11 +94,31 @@
 //! `sunsubscribe` of a channel still subscribed, are not passed on: [`Cluster::pushes`] shows the
 //! confirmations of the caller's own commands and the messages.
 //!
+//! A move announced with `SMIGRATING` (Redis Cloud and Redis Software behind their OSS Cluster
+//! API, and the simulator) is made before it happens: for the registered channels of the
+//! announced slots on the node that sent it, the cluster asks that node for `CLUSTER NODES`
+//! (every 25 ms, for 5 s at most, until the slot is `MIGRATING` there and its `myself` line
+//! names the importing node as `[<slot>->-<node id>]`), then subscribes them on the importing
+//! node after `ASKING` (Redis serves a slot's shard channels there only so while the slot is
+//! importing), as one write on that node's shared connection and through its stack. They are
+//! then subscribed on both nodes; when the move completes (the old owner's `sunsubscribe`,
+//! `SMIGRATED`, `MOVED` or a refresh), nothing is subscribed again: the old node is released.
+//! Counted in [`ClusterStats::shard_channels_ahead`]; a refusal
+//! ([`ClusterStats::shard_channels_ahead_failed`], logged) leaves the channels to follow their
+//! slot as without the announcement.
+//!
 //! What is delivered: Redis Pub/Sub delivers at most once, to the subscribers a node has when a
 //! message is published there, and the cluster adds no store or replay. Every message published
 //! while the channel's slot stays where the subscription is, and every message published after
 //! the `SSUBSCRIBE` on the new owner is acknowledged ([`ClusterEvent::ShardChannelsMoved`]), is
-//! delivered, in the order its node published them. A message published on the new owner
+//! delivered, in the order its node published them. When the move is announced with
+//! `SMIGRATING` and the importing node is subscribed before the slot moves (above), there is no
+//! gap: every message published after the caller's `SSUBSCRIBE` was acknowledged is delivered,
+//! on whichever node it was published, once (the slot is served by one node at a time, and a
+//! message is published on the node that serves it). Without an announcement (Redis Open
+//! Source resharding with `redis-cli --cluster reshard` or `CLUSTER SETSLOT`), no client can
+//! know the destination before the move (nothing tells it a slot is migrating, and it only
+//! learns the new owner when the old one lets go), so a message published on the new owner
 //! after the old owner dropped the subscription and before the new one is acknowledged is
 //! missed: that window is the time from the old owner's `sunsubscribe` (or the map's change)
 //! to the answer of the new owner, about one round trip to each of the two nodes and one
@@ -283,6 +303,13 @@ pub struct ClusterStats {
     /// Shard channels whose move was given up after its retries (a channel counts again each
     /// time a later try is given up too).
     pub shard_channel_failures: u64,
+    /// Shard channels subscribed on the node importing their slot while it was moving, after
+    /// the slot's owner announced the move with `SMIGRATING` (see
+    /// [Sharded Pub/Sub](self#sharded-pubsub)).
+    pub shard_channels_ahead: u64,
+    /// Shard channels whose subscription ahead of an announced move was refused or timed out
+    /// (they followed their slot as without the announcement).
+    pub shard_channels_ahead_failed: u64,
 }
 
 /// What the cluster did, as it happens; from [`Cluster::events`].
@@ -420,6 +447,8 @@ struct Counters {
     nodes_removed: AtomicU64,
     shard_channels_moved: AtomicU64,
     shard_channel_failures: AtomicU64,
+    shard_channels_ahead: AtomicU64,
+    shard_channels_ahead_failed: AtomicU64,
 }
 
 /// The sequence numbers of the `SMIGRATED`s applied, the oldest forgotten first.
@@ -842,6 +871,13 @@ async fn follow_notifications(
         match event.kind {
             EventKind::Notification(Notification::SMigrating { seq, slots }) => {
                 tracing::info!(node = %event.endpoint, seq, slots = %crate::maintenance::slots_to_string(&slots), "SMIGRATING: timeouts relaxed on this node");
+                if inner.shard.holds_in(&event.endpoint, &slots) {
+                    tokio::spawn(pubsub::ahead(
+                        Arc::downgrade(&inner),
+                        event.endpoint.clone(),
+                        slots.clone(),
+                    ));
+                }
                 inner.emit(ClusterEvent::SlotsMigrating {
                     node: event.endpoint,
                     seq,
@@ -965,6 +1001,8 @@ impl Cluster {
             nodes_removed: get(&c.nodes_removed),
             shard_channels_moved: get(&c.shard_channels_moved),
             shard_channel_failures: get(&c.shard_channel_failures),
+            shard_channels_ahead: get(&c.shard_channels_ahead),
+            shard_channels_ahead_failed: get(&c.shard_channels_ahead_failed),
         }
     }
 

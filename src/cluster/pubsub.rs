@@ -10,6 +10,14 @@
 //! |---|---|
 //! | a node ends a subscription on its own (Redis 7 sends `sunsubscribe` to every subscriber of a slot's channels when the slot leaves the node) | the channel is marked lost; if the map still names that node, the topology is refreshed first; then the channel is subscribed on the slot's owner |
 //! | a `SMIGRATED` or a `MOVED` moves slots that hold registered channels, or a refresh changes their owner | the channels are subscribed on the new owner, then unsubscribed on the old one (make before break) |
+//! | a node announces with `SMIGRATING` that slots holding registered channels are moving | the importing node is read from the announcing node's `CLUSTER NODES` once the slot is `MIGRATING`, and the channels are subscribed there after `ASKING`, before the move completes (see [`ahead`]); when it completes, the two rows above find them there and only release the old node |
+//!
+//! What that guarantees: a move announced with `SMIGRATING`, subscribed ahead, loses nothing:
+//! every message published after the caller's `SSUBSCRIBE` was acknowledged is delivered once
+//! (the slot's shard channels are served by one node at a time). Without an announcement the
+//! client cannot know the destination before the slot has moved, so a message published on the
+//! new owner between the old owner's end of the subscription and the new one's
+//! acknowledgement (about one round trip) is missed.
 //!
 //! Each re-subscription goes through the new owner's stack, so that stack makes it again after
 //! its own reconnects and handoffs. The old node's stack lets go of it once the new one is
@@ -47,6 +55,12 @@
 //!   out the cool-down between refreshes (100 ms by default). It is one refresh per look at
 //!   the registry, however many channels a slot held. If it fails or is itself behind, the
 //!   old node answers the `SSUBSCRIBE` with a `MOVED` naming the new owner.
+//! - **Subscribed ahead after `ASKING`, released after `ASKING`.** The node importing a slot
+//!   answers a plain `SSUBSCRIBE` of its channels with `MOVED` to the source until the move
+//!   completes, and serves one right after `ASKING`; the two go as one write, so nothing of
+//!   another caller's falls between them. The releases of old nodes send their `SUNSUBSCRIBE`
+//!   after `ASKING` too: a node that is not importing the slot ignores it, one that still is (a
+//!   move announced and not carried out, the caller unsubscribing meanwhile) needs it.
 //! - **A lost connection does not end an attempt.** `SSUBSCRIBE` and `SUNSUBSCRIBE` change
 //!   nothing when sent twice, so unlike other commands they are sent again after a lost
 //!   connection or a timeout (within the same bounds); the node where such an attempt may have
@@ -70,8 +84,9 @@ use crate::command::{Command, SubscriptionKind};
 use crate::connection::PushHub;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::maintenance::SlotRange;
 use crate::reply::Reply;
-use crate::request::ClusterAnswer;
+use crate::request::{AskingSubscription, ClusterAnswer};
 use crate::stack::Stack;
 
 // ===== the registry =====
@@ -84,6 +99,9 @@ struct Entry {
     slot: u16,
     /// The node ended the subscription and it is not made again yet.
     lost: bool,
+    /// Also subscribed on this node, the one importing the slot, ahead of a move announced
+    /// with `SMIGRATING` (its stack's configured address).
+    ahead: Option<Endpoint>,
 }
 
 /// Channels of one slot for the follower to subscribe on the slot's owner.
@@ -120,10 +138,18 @@ impl Registry {
         names
             .iter()
             .map(|n| {
+                // Subscribed ahead elsewhere stays known, so that it is released or used.
+                let ahead = self
+                    .channels
+                    .get(n)
+                    .filter(|e| e.slot == slot)
+                    .and_then(|e| e.ahead.clone())
+                    .filter(|a| a != node);
                 let entry = Entry {
                     node: node.clone(),
                     slot,
                     lost: false,
+                    ahead,
                 };
                 (n.clone(), self.channels.insert(n.clone(), entry))
             })
@@ -240,6 +266,7 @@ impl Registry {
                 Some(e) if &e.node == from => {
                     e.node = to.clone();
                     e.lost = false;
+                    e.ahead = None;
                     true
                 }
                 _ => false,
@@ -247,6 +274,94 @@ impl Registry {
             .cloned()
             .collect()
     }
+
+    /// Whether `node` holds a registered channel in `slots` that could be subscribed ahead.
+    fn holds_in(&self, node: &Endpoint, slots: &[SlotRange]) -> bool {
+        self.channels
+            .iter()
+            .any(|(name, e)| self.movable(name, e, node) && in_ranges(slots, e.slot))
+    }
+
+    /// The registered channels on `node` that could be subscribed ahead of their slot's move,
+    /// by slot, for the slots `wanted` picks.
+    fn ahead_candidates(
+        &self,
+        node: &Endpoint,
+        wanted: &dyn Fn(u16) -> bool,
+    ) -> BTreeMap<u16, Vec<Bytes>> {
+        let mut by_slot: BTreeMap<u16, Vec<Bytes>> = BTreeMap::new();
+        for (name, e) in &self.channels {
+            if self.movable(name, e, node) && wanted(e.slot) {
+                by_slot.entry(e.slot).or_default().push(name.clone());
+            }
+        }
+        for names in by_slot.values_mut() {
+            names.sort();
+        }
+        by_slot
+    }
+
+    /// Subscribed on `node`, held there, and not subscribed ahead anywhere yet.
+    fn movable(&self, name: &Bytes, e: &Entry, node: &Endpoint) -> bool {
+        &e.node == node && !e.lost && e.ahead.is_none() && !self.ended.contains_key(name)
+    }
+
+    /// Those of `names` (of `slot`) that are still as [`ahead_candidates`] found them.
+    fn still_movable(&self, names: &[Bytes], slot: u16, node: &Endpoint) -> Vec<Bytes> {
+        names
+            .iter()
+            .filter(|n| {
+                self.channels
+                    .get(*n)
+                    .is_some_and(|e| e.slot == slot && self.movable(n, e, node))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// `names`, still on `from`, are subscribed on `to` too; returns those marked.
+    fn mark_ahead(&mut self, names: &[Bytes], from: &Endpoint, to: &Endpoint) -> Vec<Bytes> {
+        names
+            .iter()
+            .filter(|n| match self.channels.get_mut(*n) {
+                Some(e) if &e.node == from && e.ahead.is_none() => {
+                    e.ahead = Some(to.clone());
+                    true
+                }
+                _ => false,
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The node all of `names` (on `from`) are subscribed on ahead, if they all are on one.
+    fn ahead_of(&self, names: &[Bytes], from: &Endpoint) -> Option<Endpoint> {
+        let mut found: Option<&Endpoint> = None;
+        for name in names {
+            let e = self.channels.get(name).filter(|e| &e.node == from)?;
+            let a = e.ahead.as_ref()?;
+            if found.is_some_and(|f| f != a) {
+                return None;
+            }
+            found = Some(a);
+        }
+        found.cloned()
+    }
+
+    /// The nodes some of `names` are subscribed on ahead, each with those names.
+    fn ahead_nodes(&self, names: &[Bytes]) -> BTreeMap<Endpoint, Vec<Bytes>> {
+        let mut nodes: BTreeMap<Endpoint, Vec<Bytes>> = BTreeMap::new();
+        for name in names {
+            if let Some(a) = self.channels.get(name).and_then(|e| e.ahead.clone()) {
+                nodes.entry(a).or_default().push(name.clone());
+            }
+        }
+        nodes
+    }
+}
+
+fn in_ranges(ranges: &[SlotRange], slot: u16) -> bool {
+    ranges.iter().any(|r| r.contains(slot))
 }
 
 // ===== the cluster's part =====
@@ -290,6 +405,12 @@ impl ShardChannels {
         if !self.lock().channels.is_empty() {
             self.wake();
         }
+    }
+
+    /// Whether `node` holds registered channels in `slots` that a move announced with
+    /// `SMIGRATING` could subscribe ahead on the importing node.
+    pub(crate) fn holds_in(&self, node: &Endpoint, slots: &[SlotRange]) -> bool {
+        self.lock().holds_in(node, slots)
     }
 
     /// Hands what `stack` (the node at `node`) hears to the cluster's stream `to`, all but
@@ -391,6 +512,7 @@ pub(crate) async fn command(
             .collect();
         rest.sort();
         rest.dedup();
+        let ahead = ahead_by_node(&removed);
         let (answer, _) = send(&inner, &command, slot, first, Mark::Nothing, deadline).await;
         if answer.is_err() {
             // What the caller asked for stands: not followed, and not made again by the node's
@@ -405,6 +527,9 @@ pub(crate) async fn command(
         }
         for node in rest {
             release_later(&inner, node, names.clone());
+        }
+        for (node, names) in ahead {
+            release_later(&inner, node, names);
         }
         return answer.map(|(reply, _)| ClusterAnswer::One(reply));
     }
@@ -468,16 +593,16 @@ async fn unsubscribe_all(
 ) -> Result<ClusterAnswer, Error> {
     let deadline = started + inner.config.retry_budget;
     let _turn = take_turn(inner, deadline).await?;
-    let mut nodes: Vec<Endpoint> = inner
-        .shard
-        .lock()
-        .remove(&[])
-        .into_iter()
-        .map(|(_, e)| e.node)
-        .collect();
+    let removed = inner.shard.lock().remove(&[]);
+    let ahead = ahead_by_node(&removed);
+    let mut nodes: Vec<Endpoint> = removed.into_iter().map(|(_, e)| e.node).collect();
     nodes.sort();
     nodes.dedup();
     let stacks: Vec<Stack> = nodes.iter().filter_map(|n| inner.stack_of(n)).collect();
+    // Subscribed ahead on a node importing their slot: released there like an old node's.
+    for (node, names) in ahead {
+        release_later(inner, node, names);
+    }
     if stacks.is_empty() {
         return send::command(inner.clone(), command, Route::Any, None, started).await;
     }
@@ -495,6 +620,17 @@ async fn unsubscribe_all(
         data: confirmations,
         attributes: None,
     })))
+}
+
+/// The channels of `removed` subscribed ahead somewhere, by that node.
+fn ahead_by_node(removed: &[(Bytes, Entry)]) -> BTreeMap<Endpoint, Vec<Bytes>> {
+    let mut nodes: BTreeMap<Endpoint, Vec<Bytes>> = BTreeMap::new();
+    for (name, e) in removed {
+        if let Some(a) = &e.ahead {
+            nodes.entry(a.clone()).or_default().push(name.clone());
+        }
+    }
+    nodes
 }
 
 /// What is noted around each attempt of a subscription command.
@@ -648,9 +784,13 @@ async fn release(inner: &Arc<Inner>, node: &Endpoint, names: &[Bytes]) {
         return;
     }
     inner.shard.lock().own_start(node, &left);
+    // After `ASKING`: a node still importing the slot (one subscribed ahead of a move that
+    // did not happen) serves it only so; to any other node it changes nothing.
     let result = stack
         .clone()
-        .oneshot(Command::new("SUNSUBSCRIBE").args_from(&left))
+        .oneshot(AskingSubscription(
+            Command::new("SUNSUBSCRIBE").args_from(&left),
+        ))
         .await;
     inner.shard.lock().own_end(node, &left);
     if let Err(e) = result {
@@ -731,6 +871,11 @@ async fn move_channels(inner: &Arc<Inner>, m: Move) -> bool {
         // A refresh put the slot back where they are.
         return true;
     }
+    if let Some(done) = settle_ahead(inner, &m, owner.as_ref()).await {
+        return done;
+    }
+    // Subscribed ahead on a node that is not where they end up: released there after.
+    let ahead = inner.shard.lock().ahead_nodes(&m.channels);
     let deadline = Instant::now() + inner.config.retry_budget;
     let command = Command::new("SSUBSCRIBE").args_from(&m.channels);
     let (answer, uncertain) = send(
@@ -770,6 +915,9 @@ async fn move_channels(inner: &Arc<Inner>, m: Move) -> bool {
             for node in uncertain.iter().filter(|n| **n != to) {
                 release(inner, node, &m.channels).await;
             }
+            for (node, names) in ahead.iter().filter(|(n, _)| **n != to) {
+                release(inner, node, names).await;
+            }
             true
         }
         Err(error) => {
@@ -796,6 +944,226 @@ async fn move_channels(inner: &Arc<Inner>, m: Move) -> bool {
             false
         }
     }
+}
+
+/// Completes `m` without a word to any node when its channels were subscribed ahead on the
+/// node their slot went to: that is where they are now, and the old node is released. `None`
+/// when they were not (or that node's stack no longer holds them): the move goes on as usual.
+async fn settle_ahead(inner: &Arc<Inner>, m: &Move, owner: Option<&Endpoint>) -> Option<bool> {
+    let ahead = inner.shard.lock().ahead_of(&m.channels, &m.from)?;
+    // The old node ended them (its slot left it for the node it named), or the map gives the
+    // slot to the node they are subscribed on ahead.
+    if !(m.lost || owner == Some(&ahead)) {
+        return None;
+    }
+    let stack = inner.stack_of(&ahead)?;
+    if stack.handoff().tracked_shard_channels(&m.channels).len() != m.channels.len() {
+        return None;
+    }
+    let settled = inner.shard.lock().settle(&m.channels, &m.from, &ahead);
+    if !settled.is_empty() {
+        inner
+            .counters
+            .shard_channels_moved
+            .fetch_add(settled.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            from = %m.from,
+            to = %ahead,
+            slot = m.slot,
+            channels = settled.len(),
+            "shard channels moved with their slot: subscribed there since the move was announced"
+        );
+        inner.emit(ClusterEvent::ShardChannelsMoved {
+            channels: settled,
+            from: m.from.clone(),
+            to: ahead.clone(),
+        });
+    }
+    release(inner, &m.from, &m.channels).await;
+    Some(true)
+}
+
+// ===== subscribing ahead of an announced move =====
+
+/// How often the announcing node is asked whether the move has started.
+const AHEAD_POLL: Duration = Duration::from_millis(25);
+
+/// How long after `SMIGRATING` the announcing node is asked, at most.
+const AHEAD_LIMIT: Duration = Duration::from_secs(5);
+
+/// After `node` announced with `SMIGRATING` that `slots` are moving: subscribes the registered
+/// channels of those slots on the node importing them, before the move completes, so that no
+/// message published on it is missed (see the module docs).
+///
+/// The importing node is not in the announcement. `node`'s `CLUSTER NODES` names it once the
+/// slot is `MIGRATING` there (`[<slot>->-<node id>]` on its `myself` line), which may be a
+/// while after the announcement: it is asked every [`AHEAD_POLL`] until then, for
+/// [`AHEAD_LIMIT`] at most, and no more for a slot whose move is over (the map gives it to
+/// another node, or its channels moved or ended). Then the channels are subscribed there after
+/// `ASKING` (the importing node serves the slot's shard channels only so), through that node's
+/// stack, and noted as subscribed on both. When the move completes, the follower finds them
+/// there already and only releases the old node. A refusal leaves them to follow their slot as
+/// without the announcement, counted and logged.
+pub(crate) async fn ahead(weak: Weak<Inner>, node: Endpoint, slots: Vec<SlotRange>) {
+    let deadline = Instant::now() + AHEAD_LIMIT;
+    // Slots dealt with (subscribed ahead, refused, or moved already).
+    let mut done: Vec<u16> = Vec::new();
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let wanted = |slot: u16| {
+            in_ranges(&slots, slot)
+                && !done.contains(&slot)
+                && inner.routes.load().topology.owner(slot) == Some(&node)
+        };
+        let waiting = inner.shard.lock().ahead_candidates(&node, &wanted);
+        if waiting.is_empty() {
+            return;
+        }
+        let Some(stack) = inner.stack_of(&node) else {
+            return;
+        };
+        let bound = inner.config.refresh_timeout;
+        let asked =
+            tokio::time::timeout(bound, stack.oneshot(Command::new("CLUSTER").arg("NODES"))).await;
+        match asked {
+            Ok(Ok(reply)) => {
+                let text = reply.frame();
+                match crate::frame::text(text) {
+                    Some(text) => {
+                        let text = String::from_utf8_lossy(text);
+                        for (slot, names) in waiting {
+                            let Some(to) = importing_node(&text, slot) else {
+                                continue;
+                            };
+                            done.push(slot);
+                            let to = inner.map(to);
+                            subscribe_ahead(&inner, &node, &to, slot, names, deadline).await;
+                        }
+                    }
+                    None => {
+                        tracing::debug!(node = %node, "CLUSTER NODES answered with no text; no shard channels subscribed ahead");
+                        return;
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(node = %node, %error, "CLUSTER NODES refused; no shard channels subscribed ahead");
+                return;
+            }
+            Err(_) => tracing::debug!(node = %node, "CLUSTER NODES timed out"),
+        }
+        drop(inner);
+        if Instant::now() + AHEAD_POLL >= deadline {
+            tracing::debug!(node = %node, "the announced move did not start in time; its shard channels follow it when it completes");
+            return;
+        }
+        tokio::time::sleep(AHEAD_POLL).await;
+    }
+}
+
+/// Subscribes `names` (of `slot`, on `from`) on `to` after `ASKING`, at the follower's turn.
+async fn subscribe_ahead(
+    inner: &Arc<Inner>,
+    from: &Endpoint,
+    to: &Endpoint,
+    slot: u16,
+    names: Vec<Bytes>,
+    deadline: Instant,
+) {
+    if to == from {
+        return;
+    }
+    let Ok(_turn) = tokio::time::timeout_at(deadline, inner.shard.changing.lock()).await else {
+        return;
+    };
+    // The turn may have been another's: what it changed counts.
+    let names = inner.shard.lock().still_movable(&names, slot, from);
+    if names.is_empty() {
+        return;
+    }
+    let failed = |error: String| {
+        inner
+            .counters
+            .shard_channels_ahead_failed
+            .fetch_add(names.len() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            from = %from,
+            to = %to,
+            slot,
+            channels = names.len(),
+            %error,
+            "shard channels could not be subscribed on the node importing their slot; they \
+             follow it when the move completes"
+        );
+    };
+    let stack = match inner.ready_node(to).await {
+        Ok(stack) => stack,
+        Err(e) => return failed(e.to_string()),
+    };
+    inner.shard.lock().own_start(to, &names);
+    let bound = inner.config.retry_budget;
+    let result = tokio::time::timeout(
+        bound,
+        stack.oneshot(AskingSubscription(
+            Command::new("SSUBSCRIBE").args_from(&names),
+        )),
+    )
+    .await;
+    inner.shard.lock().own_end(to, &names);
+    match result {
+        Ok(Ok(_)) => {
+            let marked = inner.shard.lock().mark_ahead(&names, from, to);
+            inner
+                .counters
+                .shard_channels_ahead
+                .fetch_add(marked.len() as u64, Ordering::Relaxed);
+            tracing::info!(
+                from = %from,
+                to = %to,
+                slot,
+                channels = marked.len(),
+                "shard channels subscribed on the node importing their slot, ahead of the move"
+            );
+        }
+        Ok(Err(e)) => {
+            failed(e.to_string());
+            // Should an attempt have subscribed before its connection was lost.
+            release(inner, to, &names).await;
+        }
+        Err(_) => {
+            failed(format!("no answer within {bound:?}"));
+            release(inner, to, &names).await;
+        }
+    }
+}
+
+/// The node importing `slot` from the node whose `CLUSTER NODES` is `text`: its address, as
+/// the line of the node id in the `myself` line's `[<slot>->-<node id>]` gives it.
+fn importing_node(text: &str, slot: u16) -> Option<Endpoint> {
+    let marker = format!("[{slot}->-");
+    let id = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| {
+            f.get(2)
+                .is_some_and(|flags| flags.split(',').any(|x| x == "myself"))
+        })?
+        .into_iter()
+        .skip(8)
+        .find_map(|s| s.strip_prefix(marker.as_str())?.strip_suffix(']'))?
+        .to_string();
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id.as_str()))?;
+    let addr = line.split_whitespace().nth(1)?;
+    let addr = addr.split(['@', ',']).next()?;
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some(Endpoint::new(host, port))
 }
 
 #[cfg(test)]
@@ -884,6 +1252,48 @@ mod tests {
         assert_eq!(r.remove(&[]).len(), 1);
         assert!(r.plan(&owner).is_empty());
         assert!(r.channels.is_empty() && r.ended.is_empty());
+    }
+
+    #[test]
+    fn the_importing_node_is_read_from_the_migrating_marker_of_the_myself_line() {
+        let text = "210871fca63e 127.0.0.1:17102@27102 myself,master - 0 1 2 connected 5461-10922 [9930->-8e592a145414]\n\
+                    8e592a145414 127.0.0.1:17103@27103 master - 0 1 3 connected 10923-16383\n\
+                    0b30d02e22a2 127.0.0.1:17101@27101 master - 0 1 1 connected 0-5460 [9931->-210871fca63e]\n";
+        assert_eq!(importing_node(text, 9930), Some(ep(17103)));
+        // Another node's marker, or another slot's: nothing.
+        assert_eq!(importing_node(text, 9931), None);
+        assert_eq!(importing_node(text, 9929), None);
+        // An importing marker on the myself line is not a migrating one.
+        let importing = "aa 127.0.0.1:1@2 myself,master - 0 1 1 connected [5-<-bb]\nbb 127.0.0.1:2@3 master - 0 1 1 connected 5\n";
+        assert_eq!(importing_node(importing, 5), None);
+        // A node id with no address yet.
+        let unknown = "aa 127.0.0.1:1@2 myself,master - 0 1 1 connected 5 [5->-bb]\nbb :0@0 master,noaddr - 0 1 1 connected\n";
+        assert_eq!(importing_node(unknown, 5), None);
+    }
+
+    #[test]
+    fn a_channel_subscribed_ahead_is_marked_once_and_cleared_when_it_settles() {
+        let mut r = Registry::default();
+        r.place(&[b("x"), b("y")], 7, &ep(1));
+        let slots = [SlotRange::new(7, 7).unwrap()];
+        assert!(r.holds_in(&ep(1), &slots));
+        assert!(!r.holds_in(&ep(2), &slots));
+        let all = |_: u16| true;
+        assert_eq!(r.ahead_candidates(&ep(1), &all)[&7], [b("x"), b("y")]);
+        assert_eq!(r.mark_ahead(&[b("x"), b("y")], &ep(1), &ep(2)).len(), 2);
+        // Marked: not a candidate again, nor marked twice.
+        assert!(!r.holds_in(&ep(1), &slots));
+        assert!(r.mark_ahead(&[b("x")], &ep(1), &ep(3)).is_empty());
+        assert_eq!(r.ahead_of(&[b("x"), b("y")], &ep(1)), Some(ep(2)));
+        // The caller subscribing again keeps it known.
+        r.place(&[b("x")], 7, &ep(1));
+        assert_eq!(r.ahead_nodes(&[b("x")]).len(), 1);
+        assert_eq!(r.settle(&[b("x"), b("y")], &ep(1), &ep(2)).len(), 2);
+        assert_eq!(r.ahead_of(&[b("x")], &ep(2)), None);
+        assert!(r.ahead_nodes(&[b("x"), b("y")]).is_empty());
+        // A channel its node ended is no candidate.
+        r.ended(&ep(2), &b("x"));
+        assert_eq!(r.ahead_candidates(&ep(2), &all)[&7], [b("y")]);
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum Job {
         command: Command,
         /// Where its answer goes.
         reply: oneshot::Sender<Answer>,
+        /// Written right after an `ASKING` of its own, whose reply is dropped (a cluster's
+        /// subscription on a node importing the slot; see `crate::request`'s
+        /// `AskingSubscription`).
+        asking: bool,
     },
     /// Commands written together, answered together.
     Batch {
@@ -68,7 +72,7 @@ impl Job {
     /// Answers the job with `error` without sending it; the request comes back with it.
     pub(crate) fn fail(self, error: Error) {
         match self {
-            Job::One { command, reply } => {
+            Job::One { command, reply, .. } => {
                 let _ = reply.send(Err(Failed {
                     error,
                     command: Some(command),
@@ -131,6 +135,8 @@ enum Owed {
         command: Command,
         reply: oneshot::Sender<Answer>,
         expect: Expect,
+        /// The reply of the `ASKING` written before it is still to come.
+        asking: bool,
     },
     Batch {
         batch: Batch,
@@ -145,7 +151,16 @@ impl Owed {
     /// Back to the job it was, to be failed like one never written.
     fn into_job(self) -> Job {
         match self {
-            Owed::One { command, reply, .. } => Job::One { command, reply },
+            Owed::One {
+                command,
+                reply,
+                asking,
+                ..
+            } => Job::One {
+                command,
+                reply,
+                asking,
+            },
             Owed::Batch { batch, reply, .. } => Job::Batch { batch, reply },
         }
     }
@@ -497,6 +512,7 @@ where
                 command,
                 reply,
                 expect: Expect::Reply,
+                asking: false,
             },
             start,
             end: self.encoded,
@@ -511,7 +527,11 @@ where
         let start = self.encoded;
         let before = self.wbuf.len();
         let owed = match job {
-            Job::One { command, reply } => {
+            Job::One {
+                command,
+                reply,
+                asking,
+            } => {
                 let command = match self.keep_internal(command) {
                     Ok(command) => command,
                     Err(confirmation) => {
@@ -528,11 +548,16 @@ where
                     },
                     None => Expect::Reply,
                 };
+                if asking {
+                    // Contiguous with the command: nothing of another caller's falls between.
+                    self.wbuf.extend_from_slice(crate::request::ASKING);
+                }
                 command.encode(&mut self.wbuf);
                 Owed::One {
                     command,
                     reply,
                     expect,
+                    asking,
                 }
             }
             Job::Batch { batch, reply } => {
@@ -626,6 +651,14 @@ where
                         crate::frame::preview(&frame)
                     )))
                 }
+                Some(Owed::One { asking, .. }) if *asking => {
+                    // `ASKING`'s own reply, whatever it says: the command's follows.
+                    *asking = false;
+                    if n >= limit {
+                        return Ok(true);
+                    }
+                    continue;
+                }
                 Some(Owed::Batch { left, got, .. }) if *left > 1 => {
                     // More of this batch's replies to come.
                     *left -= 1;
@@ -674,6 +707,7 @@ where
             owed:
                 Owed::One {
                     expect: Expect::Confirmations { kind, .. },
+                    asking: false,
                     ..
                 },
             ..
