@@ -556,39 +556,88 @@ fn out_of_order_per_node(got: &[u64]) -> Option<Vec<u64>> {
     )
 }
 
-/// The move announced with `SMIGRATING`: the subscriber reads the importing node from the
-/// old owner's `CLUSTER NODES` while the slot is `MIGRATING`, subscribes there after `ASKING`
-/// before the move completes, and so misses nothing: every message a publisher publishes
-/// every millisecond or so (following `MOVED`), before, during and after the move, arrives
-/// exactly once, in order per node.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_announced_move_subscribes_on_the_importing_node_first_and_loses_no_message() {
-    use redis_handoff::sim::{MigrateSlots, Simulator, Slots};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
+/// A real cluster behind the simulator, a subscriber through the simulator subscribed to
+/// `channel`, a publisher straight to the cluster (it follows the old owner's `MOVED` and is
+/// not held with the old owner's connections), and the nodes the channel's slot moves between.
+#[cfg(feature = "sim")]
+struct ThroughSim {
+    cluster: RedisCluster,
+    sim: redis_handoff::sim::Simulator,
+    subscriber: Cluster,
+    publisher: Cluster,
+    slot: u16,
+    from: usize,
+    from_port: u16,
+    to: usize,
+    to_port: u16,
+    heard: Heard,
+    events: broadcast::Receiver<ClusterEvent>,
+}
 
+#[cfg(feature = "sim")]
+async fn subscribed_through_sim(channel: &str) -> ThroughSim {
     let cluster = RedisCluster::start(3, 0);
-    let sim = Simulator::builder()
+    let sim = redis_handoff::sim::Simulator::builder()
         .cluster(cluster.addrs())
         .start()
         .await
         .expect("the simulator starts in front of the cluster");
     let subscriber = client(&sim.node(0).url()).await;
-    // Straight to the cluster: it follows the MOVED of the old owner.
     let publisher = client(&cluster.nodes[0].url()).await;
-    let channel = "{ahead}ticks";
     let slot = key_slot(channel);
     let from_port = cluster.owner_port(slot);
     let from = cluster.index_of(from_port);
     let to = (0..cluster.nodes.len()).find(|&i| i != from).unwrap();
     let to_port = cluster.nodes[to].port;
-    let mut heard = Heard::listen(&subscriber);
-    let mut events = subscriber.events();
+    let heard = Heard::listen(&subscriber);
+    let events = subscriber.events();
     subscriber
         .clone()
         .oneshot(cmd!("SSUBSCRIBE", channel))
         .await
         .unwrap();
+    ThroughSim {
+        cluster,
+        sim,
+        subscriber,
+        publisher,
+        slot,
+        from,
+        from_port,
+        to,
+        to_port,
+        heard,
+        events,
+    }
+}
+
+/// The move announced with `SMIGRATING`: the subscriber reads the importing node from the
+/// old owner's `CLUSTER NODES` while the slot is `MIGRATING`, subscribes there after `ASKING`
+/// before the move completes, and so misses nothing: every message a publisher publishes
+/// every millisecond or so (following `MOVED`), before, during and after the move, arrives
+/// exactly once, in order per node.
+#[cfg(feature = "sim")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_move_subscribes_on_the_importing_node_first_and_loses_no_message() {
+    use redis_handoff::sim::{MigrateSlots, Slots};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const CHANNEL: &str = "{ahead}ticks";
+    let ThroughSim {
+        cluster,
+        sim,
+        subscriber,
+        publisher,
+        slot,
+        from,
+        from_port,
+        to,
+        to_port,
+        mut heard,
+        mut events,
+    } = subscribed_through_sim(CHANNEL).await;
+    let channel = CHANNEL;
     heard
         .until("the subscription confirmed", |h| {
             !h.confirmations().is_empty()
@@ -713,30 +762,24 @@ async fn an_announced_move_subscribes_on_the_importing_node_first_and_loses_no_m
 #[cfg(feature = "sim")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smigrated_moves_a_shard_subscription_before_the_old_owner_is_heard() {
-    use redis_handoff::sim::{Scope, Simulator, Slots};
+    use redis_handoff::sim::{Scope, Slots};
 
-    let cluster = RedisCluster::start(3, 0);
-    let sim = Simulator::builder()
-        .cluster(cluster.addrs())
-        .start()
-        .await
-        .expect("the simulator starts in front of the cluster");
-    let subscriber = client(&sim.node(0).url()).await;
-    // Straight to the cluster: the publisher is not held with the old owner's connections.
-    let publisher = client(&cluster.nodes[0].url()).await;
-    let channel = "{smig}orders";
-    let slot = key_slot(channel);
-    let from_port = cluster.owner_port(slot);
-    let from = cluster.index_of(from_port);
-    let to = (0..cluster.nodes.len()).find(|&i| i != from).unwrap();
-    let to_port = cluster.nodes[to].port;
-    let mut heard = Heard::listen(&subscriber);
-    let mut events = subscriber.events();
-    subscriber
-        .clone()
-        .oneshot(cmd!("SSUBSCRIBE", channel))
-        .await
-        .unwrap();
+    const CHANNEL: &str = "{smig}orders";
+    let ThroughSim {
+        // Kept to the end: dropping it stops the servers.
+        cluster: _cluster,
+        sim,
+        subscriber,
+        publisher,
+        slot,
+        from,
+        from_port,
+        to,
+        to_port,
+        mut heard,
+        mut events,
+    } = subscribed_through_sim(CHANNEL).await;
+    let channel = CHANNEL;
     let before = numbered("o", 0..10);
     assert!(publish(&publisher, channel, &before)
         .await

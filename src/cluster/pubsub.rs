@@ -890,23 +890,8 @@ async fn move_channels(inner: &Arc<Inner>, m: Move) -> bool {
     match answer {
         Ok((_, to)) => {
             let settled = inner.shard.lock().settle(&m.channels, &m.from, &to);
-            if !settled.is_empty() && (m.lost || to != m.from) {
-                inner
-                    .counters
-                    .shard_channels_moved
-                    .fetch_add(settled.len() as u64, Ordering::Relaxed);
-                tracing::info!(
-                    from = %m.from,
-                    to = %to,
-                    slot = m.slot,
-                    channels = settled.len(),
-                    "shard channels subscribed on their slot's owner"
-                );
-                inner.emit(ClusterEvent::ShardChannelsMoved {
-                    channels: settled,
-                    from: m.from.clone(),
-                    to: to.clone(),
-                });
+            if m.lost || to != m.from {
+                report_moved(inner, &m, settled, &to, "subscribed on their slot's owner");
             }
             if to != m.from {
                 // Made on the new owner first: only now let go of the old one.
@@ -961,26 +946,38 @@ async fn settle_ahead(inner: &Arc<Inner>, m: &Move, owner: Option<&Endpoint>) ->
         return None;
     }
     let settled = inner.shard.lock().settle(&m.channels, &m.from, &ahead);
-    if !settled.is_empty() {
-        inner
-            .counters
-            .shard_channels_moved
-            .fetch_add(settled.len() as u64, Ordering::Relaxed);
-        tracing::info!(
-            from = %m.from,
-            to = %ahead,
-            slot = m.slot,
-            channels = settled.len(),
-            "shard channels moved with their slot: subscribed there since the move was announced"
-        );
-        inner.emit(ClusterEvent::ShardChannelsMoved {
-            channels: settled,
-            from: m.from.clone(),
-            to: ahead.clone(),
-        });
-    }
+    report_moved(
+        inner,
+        m,
+        settled,
+        &ahead,
+        "moved with their slot: subscribed there since the move was announced",
+    );
     release(inner, &m.from, &m.channels).await;
     Some(true)
+}
+
+/// Counts, logs and announces the channels of `m` now subscribed on `to` (none: nothing to say).
+fn report_moved(inner: &Arc<Inner>, m: &Move, settled: Vec<Bytes>, to: &Endpoint, how: &str) {
+    if settled.is_empty() {
+        return;
+    }
+    inner
+        .counters
+        .shard_channels_moved
+        .fetch_add(settled.len() as u64, Ordering::Relaxed);
+    tracing::info!(
+        from = %m.from,
+        to = %to,
+        slot = m.slot,
+        channels = settled.len(),
+        "shard channels {how}"
+    );
+    inner.emit(ClusterEvent::ShardChannelsMoved {
+        channels: settled,
+        from: m.from.clone(),
+        to: to.clone(),
+    });
 }
 
 // ===== subscribing ahead of an announced move =====
