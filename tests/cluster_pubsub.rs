@@ -204,24 +204,62 @@ fn move_slot(cluster: &RedisCluster, slot: u16, from: u16, to: u16) {
     tokio::task::block_in_place(|| cluster.move_slot(slot, from, to));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shard_subscription_follows_its_slot_to_the_new_owner() {
+/// A real cluster, a subscriber subscribed to `channel` and a publisher, both through the
+/// cluster client, and the ports of the channel's owner and of another primary.
+struct OnCluster {
+    cluster: RedisCluster,
+    url: String,
+    subscriber: Cluster,
+    publisher: Cluster,
+    slot: u16,
+    from: u16,
+    to: u16,
+    heard: Heard,
+    events: broadcast::Receiver<ClusterEvent>,
+}
+
+async fn subscribed_on_cluster(channel: &str) -> OnCluster {
     let cluster = RedisCluster::start(3, 0);
     let url = cluster.nodes[0].url();
     let subscriber = client(&url).await;
     let publisher = client(&url).await;
-    let channel = "{follow}news";
     let slot = key_slot(channel);
     let from = cluster.owner_port(slot);
     let to = cluster.ports().into_iter().find(|&p| p != from).unwrap();
-    let mut heard = Heard::listen(&subscriber);
-    let mut events = subscriber.events();
-
+    let heard = Heard::listen(&subscriber);
+    let events = subscriber.events();
     subscriber
         .clone()
         .oneshot(cmd!("SSUBSCRIBE", channel))
         .await
         .unwrap();
+    OnCluster {
+        cluster,
+        url,
+        subscriber,
+        publisher,
+        slot,
+        from,
+        to,
+        heard,
+        events,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_subscription_follows_its_slot_to_the_new_owner() {
+    let channel = "{follow}news";
+    let OnCluster {
+        cluster,
+        url: _,
+        subscriber,
+        publisher,
+        slot,
+        from,
+        to,
+        mut heard,
+        mut events,
+    } = subscribed_on_cluster(channel).await;
     let before = numbered("m", 0..20);
     assert!(publish(&publisher, channel, &before)
         .await
@@ -276,21 +314,18 @@ async fn a_shard_subscription_follows_its_slot_to_the_new_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_subscription_follows_its_slot_back_and_forth_twice_under_load() {
-    let cluster = RedisCluster::start(3, 0);
-    let url = cluster.nodes[0].url();
-    let subscriber = client(&url).await;
-    let publisher = client(&url).await;
     let channel = "{swing}ticks";
-    let slot = key_slot(channel);
-    let a = cluster.owner_port(slot);
-    let b = cluster.ports().into_iter().find(|&p| p != a).unwrap();
-    let mut heard = Heard::listen(&subscriber);
-    let mut events = subscriber.events();
-    subscriber
-        .clone()
-        .oneshot(cmd!("SSUBSCRIBE", channel))
-        .await
-        .unwrap();
+    let OnCluster {
+        cluster,
+        url,
+        subscriber,
+        publisher,
+        slot,
+        from: a,
+        to: b,
+        mut heard,
+        mut events,
+    } = subscribed_on_cluster(channel).await;
 
     // A second publisher all along, through the moves: its messages may miss the window
     // between the old owner letting go and the new one acknowledging, but never come twice
