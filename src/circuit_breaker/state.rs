@@ -122,15 +122,29 @@ impl fmt::Debug for Word {
 const SUCCESS: u64 = 1 << 32;
 const FAILURE: u64 = (1 << 32) | 1;
 
-/// Rows of the window: a call is counted in its thread's row.
+/// Most rows of the window: a call is counted in its thread's row.
 const STRIPES: usize = 4;
 
 /// The sliding window's buckets, one row per stripe of threads, each row on cache lines of its
 /// own: every call adds to the window, and calls finishing on different cores would otherwise
-/// all write the same memory.
-#[derive(Default)]
+/// all write the same memory. One row per core, up to [`STRIPES`] (a power of two, so that a
+/// thread finds its row with a mask): more rows than cores only take memory.
 struct Window {
-    rows: [Row; STRIPES],
+    rows: Box<[Row]>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        let rows = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, STRIPES);
+        // The largest power of two not above that.
+        let rows = 1 << rows.ilog2();
+        Window {
+            rows: (0..rows).map(|_| Row::default()).collect(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -152,7 +166,8 @@ impl Window {
                 s.get()
             })
             .unwrap_or(0);
-        &self.rows[stripe % STRIPES]
+        // A power of two of rows, at least one (see `Default`).
+        &self.rows[stripe & (self.rows.len().max(1) - 1)]
     }
 
     fn add(&self, bucket: usize, delta: u64) {
