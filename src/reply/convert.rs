@@ -481,27 +481,24 @@ impl<T: FromReply> FromReply for Vec<T> {
     }
 }
 
+/// The elements of a set reply (RESP3), or of an array (RESP2 sends sets as arrays).
+fn set_elements<T: FromReply>(reply: Reply) -> Result<Vec<T>, Error> {
+    match reply.into_frame() {
+        BytesFrame::Set { data, .. } => elements::<T>(data),
+        BytesFrame::Array { data, .. } | BytesFrame::Push { data, .. } => elements::<T>(data),
+        other => Err(mismatch("a set", &other)),
+    }
+}
+
 impl<T: FromReply + Eq + Hash, S: BuildHasher + Default> FromReply for HashSet<T, S> {
     fn from_reply(reply: Reply) -> Result<Self, Error> {
-        match reply.into_frame() {
-            BytesFrame::Set { data, .. } => Ok(elements::<T>(data)?.into_iter().collect()),
-            BytesFrame::Array { data, .. } | BytesFrame::Push { data, .. } => {
-                Ok(elements::<T>(data)?.into_iter().collect())
-            }
-            other => Err(mismatch("a set", &other)),
-        }
+        Ok(set_elements::<T>(reply)?.into_iter().collect())
     }
 }
 
 impl<T: FromReply + Ord> FromReply for BTreeSet<T> {
     fn from_reply(reply: Reply) -> Result<Self, Error> {
-        match reply.into_frame() {
-            BytesFrame::Set { data, .. } => Ok(elements::<T>(data)?.into_iter().collect()),
-            BytesFrame::Array { data, .. } | BytesFrame::Push { data, .. } => {
-                Ok(elements::<T>(data)?.into_iter().collect())
-            }
-            other => Err(mismatch("a set", &other)),
-        }
+        Ok(set_elements::<T>(reply)?.into_iter().collect())
     }
 }
 
