@@ -139,4 +139,4 @@ pub use pool::Pool;
 pub use stack::{Stack, StackBuilder};
 
 // A Redis Cluster: one stack per primary, routed by slot.
-pub use cluster::{Cluster, ClusterBuilder, ClusterEvent, ClusterStats, Topology};
+pub use cluster::{Cluster, ClusterBuilder, ClusterEvent, ClusterStats, ReadFrom, Topology};

@@ -19,7 +19,7 @@ use tower::ServiceExt;
 
 use super::redirect::{self, Next};
 use super::route::{self, Route};
-use super::{send, Inner};
+use super::{send, Inner, ReadFrom};
 use crate::command::Command;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -48,6 +48,8 @@ enum State {
         command: Option<Command>,
         route: Route,
         by: Endpoint,
+        // Sent to a replica (a read): sent again to the primary if the replica cannot answer.
+        replica: bool,
         inner: Arc<Inner>,
         started: Instant,
     },
@@ -82,8 +84,20 @@ impl<R> ResponseFuture<R> {
             return Self::slow(Box::pin(send::fan_out(inner.clone(), command, combine)));
         }
         let routes = inner.routes.load();
-        match routes.pick(&route) {
-            Some(stack) if stack.handoff().is_connected() => {
+        let picked = match route {
+            Route::Slot(slot)
+                if inner.config.read_from != ReadFrom::Primary
+                    && route::replica_may_serve(&command) =>
+            {
+                routes.pick_read(slot, inner.config.read_from)
+            }
+            _ => routes.pick(&route).map(|stack| (stack, false)),
+        };
+        match picked {
+            Some((stack, replica)) if stack.handoff().is_connected() => {
+                if replica {
+                    inner.read_sent_to_replica();
+                }
                 let by = stack.handoff().configured_endpoint().clone();
                 let sent = stack.clone().oneshot(command.clone());
                 Self::with(State::Sent {
@@ -91,6 +105,7 @@ impl<R> ResponseFuture<R> {
                     command: Some(command),
                     route,
                     by,
+                    replica,
                     inner: inner.clone(),
                     started,
                 })
@@ -135,6 +150,7 @@ impl<R: Request> Future for ResponseFuture<R> {
                     command,
                     route,
                     by,
+                    replica,
                     inner,
                     started,
                 } => match sent.poll(cx) {
@@ -142,7 +158,31 @@ impl<R: Request> Future for ResponseFuture<R> {
                     Poll::Ready(Ok(reply)) => Ok(ClusterAnswer::One(reply)),
                     Poll::Ready(Err(error)) => {
                         let map = |e: Endpoint| inner.map(e);
-                        match (redirect::next(&error, by, &map), command.take()) {
+                        let next = redirect::next(&error, by, &map);
+                        if *replica
+                            && matches!(next, Next::Stop | Next::Reroute)
+                            && (matches!(
+                                error,
+                                Error::ConnectionLost { .. } | Error::Timeout { .. }
+                            ) || redirect::unreachable(&error))
+                        {
+                            if let Some(command) = command.take() {
+                                // A read the replica could not answer: safe to send again,
+                                // to the primary (the route picks it), at once.
+                                tracing::debug!(replica = %by, %error, "read sent again to the primary");
+                                inner.replica_read_retried();
+                                let future = Box::pin(send::command(
+                                    inner.clone(),
+                                    command,
+                                    route.clone(),
+                                    None,
+                                    *started,
+                                ));
+                                this.state.set(State::Slow { future });
+                                continue;
+                            }
+                        }
+                        match (next, command.take()) {
                             (Next::Stop, _) | (_, None) => {
                                 if matches!(error, Error::ConnectionLost { .. }) {
                                     // The primary may be gone: the next command should find

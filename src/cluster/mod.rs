@@ -162,10 +162,27 @@
 //!   while the messages keep coming. How the moves are made is in the `pubsub` module's own
 //!   notes (not public).
 //!
+//! # Reading from replicas
+//! By default every command goes to a primary. With
+//! [`read_from`](ClusterBuilder::read_from)`(`[`ReadFrom::PreferReplica`]`)` (or
+//! [`ReadFrom::PrimaryAndReplicas`]) the cluster also keeps a stack for every replica the
+//! topology lists (its connections send `READONLY` in their handshake, so it survives
+//! reconnects and handoffs), and a single command that only reads (the list is in the
+//! [`route`] module: `GET`, `HGETALL`, `ZRANGE`, `EVAL_RO`, ...) goes to a connected replica of
+//! its slot's shard, picked at random. A shard with no replica connected is read from its
+//! primary. A replica's refusal (`MOVED` when the slot moved on, `LOADING` while it
+//! synchronises, `MASTERDOWN`) is followed as any refusal, to the primary; a replica whose
+//! connection is lost or that does not answer in time leaves the read to the primary at once
+//! (a read is safe to send twice), counted in [`ClusterStats::replica_reads_retried`].
+//! Replicas the topology no longer lists (gone, or promoted: a primary has its own stack,
+//! without `READONLY`) are dropped at the next refresh. Pipelines and transactions go to the
+//! primaries. Redis replicates asynchronously: a read on a replica may not see a write made a
+//! moment before on the primary.
+//!
 //! # What is not here yet
-//! Reading from replicas (every command goes to a primary), classic Pub/Sub that moves to
-//! another node when its node leaves the map (its subscriptions end with that node's
-//! connection), and splitting multi-key commands across slots.
+//! Classic Pub/Sub that moves to another node when its node leaves the map (its subscriptions
+//! end with that node's connection), reads from replicas inside pipelines, and splitting
+//! multi-key commands across slots.
 
 mod future;
 mod pubsub;
@@ -203,6 +220,7 @@ use crate::maintenance::{
     EventKind, Maintenance, MaintenanceConfig, MaintenanceEvent, Notification, SlotMove, SlotRange,
 };
 use crate::metrics::Metrics;
+use crate::reply::FromReply;
 use crate::request::{ClusterRequest, Request};
 use crate::stack::{Stack, StackBuilder};
 use route::Route;
@@ -254,6 +272,7 @@ impl fmt::Debug for ClusterBuilder {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    pub(crate) read_from: ReadFrom,
     pub(crate) redirect_limit: u32,
     pub(crate) retry_budget: Duration,
     pub(crate) refresh_period: Option<Duration>,
@@ -264,6 +283,7 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            read_from: ReadFrom::Primary,
             redirect_limit: 16,
             retry_budget: Duration::from_secs(5),
             refresh_period: Some(Duration::from_secs(30)),
@@ -271,6 +291,27 @@ impl Default for Config {
             refresh_cool_down: Duration::from_millis(100),
         }
     }
+}
+
+/// Which nodes serve the reads a replica may serve (the commands listed in the [`route`]
+/// module); see [`ClusterBuilder::read_from`]. Writes, pipelines, transactions and everything
+/// else go to the primary whatever this says.
+///
+/// A replica answers from what it has received of its primary's writes: a read sent there may
+/// miss a write made a moment before (Redis replicates asynchronously). Read from the primary
+/// when a read must see the caller's own last write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadFrom {
+    /// Every read from the primary of its slot (the default): no replica is dialled.
+    #[default]
+    Primary,
+    /// Reads from a replica of the slot's shard, picked at random among those connected; from
+    /// the primary when the shard has none connected.
+    PreferReplica,
+    /// Reads spread at random over the primary and the replicas of the slot's shard that are
+    /// connected.
+    PrimaryAndReplicas,
 }
 
 /// Counters of what the cluster did; from [`Cluster::stats`].
@@ -310,6 +351,11 @@ pub struct ClusterStats {
     /// Shard channels whose subscription ahead of an announced move was refused or timed out
     /// (they followed their slot as without the announcement).
     pub shard_channels_ahead_failed: u64,
+    /// Reads sent to a replica (see [`ReadFrom`]).
+    pub replica_reads: u64,
+    /// Reads sent to a replica whose connection was lost before they were answered, sent
+    /// again to the primary (a read is safe to send twice).
+    pub replica_reads_retried: u64,
 }
 
 /// What the cluster did, as it happens; from [`Cluster::events`].
@@ -397,6 +443,9 @@ pub(crate) struct Routes {
     pub(crate) topology: Topology,
     /// One per shard of `topology`, in the same order.
     pub(crate) stacks: Vec<Stack>,
+    /// The replicas' stacks of each shard, in the same order; empty when reads go to the
+    /// primaries only.
+    pub(crate) replicas: Vec<Vec<Stack>>,
 }
 
 impl Routes {
@@ -404,7 +453,35 @@ impl Routes {
         Routes {
             topology: Topology::empty(),
             stacks: Vec::new(),
+            replicas: Vec::new(),
         }
+    }
+
+    /// The stack a read of `slot` goes to under `read_from`, and whether it is a replica's.
+    pub(crate) fn pick_read(&self, slot: u16, read_from: ReadFrom) -> Option<(&Stack, bool)> {
+        let shard = self.topology.owner_index(slot)?;
+        let primary = self.stacks.get(shard)?;
+        let replicas = self.replicas.get(shard).map_or(&[][..], Vec::as_slice);
+        // The primary counts as one more candidate when reads are spread over it too.
+        let candidates = match read_from {
+            ReadFrom::Primary => 0,
+            ReadFrom::PreferReplica => replicas.len(),
+            ReadFrom::PrimaryAndReplicas => replicas.len() + 1,
+        };
+        if candidates == 0 {
+            return Some((primary, false));
+        }
+        let start = fastrand::usize(..candidates);
+        for i in 0..candidates {
+            let pick = (start + i) % candidates;
+            match replicas.get(pick) {
+                Some(replica) if replica.handoff().is_connected() => return Some((replica, true)),
+                Some(_) => {}
+                // The slot past the replicas is the primary's.
+                None => return Some((primary, false)),
+            }
+        }
+        Some((primary, false))
     }
 
     /// The stack a request on `route` goes to now, if the map knows one.
@@ -449,6 +526,8 @@ struct Counters {
     shard_channel_failures: AtomicU64,
     shard_channels_ahead: AtomicU64,
     shard_channels_ahead_failed: AtomicU64,
+    replica_reads: AtomicU64,
+    replica_reads_retried: AtomicU64,
 }
 
 /// The sequence numbers of the `SMIGRATED`s applied, the oldest forgotten first.
@@ -481,6 +560,8 @@ pub(crate) struct Inner {
     writing: Mutex<()>,
     // Every primary's stack, and the stacks of nodes a redirect named.
     nodes: Mutex<HashMap<Endpoint, Stack>>,
+    // The replicas' stacks (their connections send `READONLY`), when reads go to replicas.
+    replica_nodes: Mutex<HashMap<Endpoint, Stack>>,
     seeds: Vec<Endpoint>,
     template: StackBuilder,
     maintenance: Maintenance,
@@ -541,6 +622,56 @@ impl Inner {
         Ok((stack, true))
     }
 
+    /// The stack of the replica at `endpoint` (its connections send `READONLY`), started if
+    /// there is none yet. Not waited for: reads go to a replica only once it is connected.
+    fn replica_node(&self, endpoint: &Endpoint) -> Result<Stack, Error> {
+        let mut nodes = self.replica_nodes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stack) = nodes.get(endpoint) {
+            return Ok(stack.clone());
+        }
+        let mut template = self.template.clone();
+        template.options.read_only = true;
+        let stack = template.start_node(endpoint.clone(), &self.maintenance, &self.metrics)?;
+        nodes.insert(endpoint.clone(), stack.clone());
+        drop(nodes);
+        tracing::info!(node = %endpoint, "cluster replica added for reads");
+        Ok(stack)
+    }
+
+    /// The replicas' stacks of every shard of `topology`, when reads go to replicas.
+    fn replica_stacks(&self, topology: &Topology) -> Vec<Vec<Stack>> {
+        if self.config.read_from == ReadFrom::Primary {
+            return Vec::new();
+        }
+        topology
+            .shards()
+            .iter()
+            .map(|shard| {
+                shard
+                    .replicas
+                    .iter()
+                    .filter_map(|e| match self.replica_node(e) {
+                        Ok(stack) => Some(stack),
+                        Err(error) => {
+                            tracing::warn!(node = %e, %error, "cluster replica cannot be used for reads");
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    pub(crate) fn read_sent_to_replica(&self) {
+        self.counters.replica_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn replica_read_retried(&self) {
+        self.counters
+            .replica_reads_retried
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The stack of `endpoint`, dialled before it is used when it is new (make before break;
     /// bounded by `dial_wait`: a node that does not answer yet still gets its stack, and
     /// commands to it wait for it there).
@@ -565,11 +696,20 @@ impl Inner {
             return false;
         }
         let mut stacks = current.stacks.clone();
-        // `assign` adds `to` at the end when it was not a primary yet.
+        let mut replicas = current.replicas.clone();
+        // `assign` adds `to` at the end when it was not a primary yet (its replicas are not
+        // known before the next refresh).
         while stacks.len() < topology.shards().len() {
             stacks.push(stack.clone());
+            if !replicas.is_empty() {
+                replicas.push(Vec::new());
+            }
         }
-        self.routes.store(Arc::new(Routes { topology, stacks }));
+        self.routes.store(Arc::new(Routes {
+            topology,
+            stacks,
+            replicas,
+        }));
         self.shard.map_changed();
         true
     }
@@ -715,12 +855,17 @@ impl Inner {
             }))
             .await;
         }
+        let replicas = self.replica_stacks(&topology);
         let primaries = stacks.len();
         let changed = {
             let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
             let changed = self.routes.load().topology != topology;
             if changed {
-                self.routes.store(Arc::new(Routes { topology, stacks }));
+                self.routes.store(Arc::new(Routes {
+                    topology,
+                    stacks,
+                    replicas,
+                }));
             }
             changed
         };
@@ -762,6 +907,24 @@ impl Inner {
             tracing::info!(node = %node, "cluster node removed");
             self.emit(ClusterEvent::NodeRemoved { node });
         }
+        // Replicas no shard lists any more (gone, or promoted: a primary has its own stack,
+        // without `READONLY`).
+        let replicas: HashSet<&Endpoint> = routes
+            .topology
+            .shards()
+            .iter()
+            .flat_map(|s| s.replicas.iter())
+            .collect();
+        self.replica_nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|e, _| {
+                let keep = replicas.contains(e);
+                if !keep {
+                    tracing::info!(node = %e, "cluster replica dropped");
+                }
+                keep
+            });
         // The states of nodes whose stacks are all gone (this prune's, once their last commands
         // were answered, or earlier ones'): the handle would otherwise keep one per address the
         // cluster ever used.
@@ -967,6 +1130,40 @@ impl Cluster {
             .collect()
     }
 
+    /// Sends `command` to its node and converts its reply to `T` (any [`FromReply`] type), as
+    /// [`Stack::query`] does. A reply of another shape is an [`Error::Conversion`]; the
+    /// command ran.
+    ///
+    /// ```no_run
+    /// use redis_handoff::{cmd, Cluster};
+    ///
+    /// # async fn run() -> Result<(), redis_handoff::Error> {
+    /// let cluster = Cluster::connect("redis://127.0.0.1:7000").await?;
+    /// let visits: i64 = cluster.query(cmd!("INCR", "visits")).await?;
+    /// let name: Option<String> = cluster.query(cmd!("GET", "{user1}:name")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn query<T: FromReply>(
+        &self,
+        command: Command,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + Send {
+        let cluster = self.clone();
+        async move { cluster.oneshot(command).await?.parse() }
+    }
+
+    /// The replicas the cluster reads from and their stacks (connections that sent
+    /// `READONLY`), shard by shard in the order of [`Topology::shards`]; empty with
+    /// [`ReadFrom::Primary`], which dials no replica.
+    pub fn replicas(&self) -> Vec<(Endpoint, Stack)> {
+        let routes = self.inner.routes.load();
+        routes
+            .replicas
+            .iter()
+            .flatten()
+            .map(|stack| (stack.handoff().configured_endpoint().clone(), stack.clone()))
+            .collect()
+    }
+
     /// The stack of the node that serves `slot` now.
     pub fn node_for_slot(&self, slot: u16) -> Option<Stack> {
         self.inner.routes.load().pick(&Route::Slot(slot)).cloned()
@@ -1003,6 +1200,8 @@ impl Cluster {
             shard_channel_failures: get(&c.shard_channel_failures),
             shard_channels_ahead: get(&c.shard_channels_ahead),
             shard_channels_ahead_failed: get(&c.shard_channels_ahead_failed),
+            replica_reads: get(&c.replica_reads),
+            replica_reads_retried: get(&c.replica_reads_retried),
         }
     }
 
@@ -1073,6 +1272,17 @@ impl ClusterBuilder {
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.stack = self.stack.timeout(timeout);
+        self
+    }
+
+    /// Which nodes serve reads (default [`ReadFrom::Primary`]). With another choice the cluster
+    /// also dials every replica the topology lists (their connections send `READONLY`), and
+    /// sends the reads a replica may serve (listed in the [`route`] module) to one that is
+    /// connected. A replica's refusal (`MOVED`, `LOADING`, `MASTERDOWN`, ...) sends the read on
+    /// to the primary, and so does the loss of the replica's connection before the answer.
+    #[must_use]
+    pub fn read_from(mut self, read_from: ReadFrom) -> Self {
+        self.config.read_from = read_from;
         self
     }
 
@@ -1155,6 +1365,7 @@ impl ClusterBuilder {
             routes: ArcSwap::from_pointee(Routes::empty()),
             writing: Mutex::new(()),
             nodes: Mutex::new(HashMap::new()),
+            replica_nodes: Mutex::new(HashMap::new()),
             seeds: self.seeds,
             template,
             refresher: refresh::Refresher::new(self.config.refresh_cool_down),

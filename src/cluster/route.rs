@@ -34,6 +34,27 @@
 //! `SCAN` is refused: its cursor belongs to one node, and a cursor from one node sent to
 //! another starts over or skips keys. Scan each primary on its own stack, from
 //! [`Cluster::primaries`](super::Cluster::primaries).
+//!
+//! # Reads a replica may serve
+//! With a [`ReadFrom`](super::ReadFrom) other than `Primary`, these commands may go to a
+//! replica of their slot's shard (they only read, and Redis runs them on a `READONLY`
+//! replica); every other command goes to the primary:
+//!
+//! | kind | commands |
+//! |---|---|
+//! | strings, bits | `GET`, `MGET`, `STRLEN`, `GETRANGE`, `SUBSTR`, `LCS`, `GETBIT`, `BITCOUNT`, `BITPOS`, `BITFIELD_RO` |
+//! | keys | `EXISTS`, `TYPE`, `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME`, `DUMP`, `TOUCH`, `SORT_RO`, `OBJECT ...`, `MEMORY USAGE` |
+//! | hashes | `HGET`, `HMGET`, `HGETALL`, `HKEYS`, `HVALS`, `HLEN`, `HEXISTS`, `HSTRLEN`, `HRANDFIELD` |
+//! | lists | `LRANGE`, `LLEN`, `LINDEX`, `LPOS` |
+//! | sets | `SMEMBERS`, `SISMEMBER`, `SMISMEMBER`, `SCARD`, `SRANDMEMBER`, `SINTER`, `SUNION`, `SDIFF`, `SINTERCARD` |
+//! | sorted sets | `ZRANGE`, `ZRANGEBYSCORE`, `ZREVRANGE`, `ZREVRANGEBYSCORE`, `ZRANGEBYLEX`, `ZREVRANGEBYLEX`, `ZSCORE`, `ZMSCORE`, `ZCARD`, `ZCOUNT`, `ZLEXCOUNT`, `ZRANK`, `ZREVRANK`, `ZRANDMEMBER`, `ZINTER`, `ZUNION`, `ZDIFF`, `ZINTERCARD` |
+//! | streams | `XRANGE`, `XREVRANGE`, `XLEN`, `XREAD`, `XPENDING`, `XINFO ...` |
+//! | geo | `GEOPOS`, `GEODIST`, `GEOHASH`, `GEOSEARCH`, `GEORADIUS_RO`, `GEORADIUSBYMEMBER_RO` |
+//! | scripts | `EVAL_RO`, `EVALSHA_RO`, `FCALL_RO` |
+//!
+//! Not in the list on purpose: `HSCAN`, `SSCAN`, `ZSCAN` (a cursor belongs to one node's table,
+//! and the next call may go to another node), `PFCOUNT` (it may write its cached count), and
+//! commands without keys (they go to a primary).
 
 use crate::command::Command;
 use crate::error::Error;
@@ -151,6 +172,95 @@ pub(crate) fn route(command: &Command) -> Result<Route, Error> {
         _ => return Ok(first_key(command)),
     };
     keys_route(command, spec)
+}
+
+/// Whether `command` only reads and a `READONLY` replica runs it; see
+/// [the list](self#reads-a-replica-may-serve).
+pub(crate) fn replica_may_serve(command: &Command) -> bool {
+    let Some(name) = command.upper_name() else {
+        return false;
+    };
+    match name.as_str() {
+        "GET"
+        | "MGET"
+        | "STRLEN"
+        | "GETRANGE"
+        | "SUBSTR"
+        | "LCS"
+        | "GETBIT"
+        | "BITCOUNT"
+        | "BITPOS"
+        | "BITFIELD_RO"
+        | "EXISTS"
+        | "TYPE"
+        | "TTL"
+        | "PTTL"
+        | "EXPIRETIME"
+        | "PEXPIRETIME"
+        | "DUMP"
+        | "TOUCH"
+        | "SORT_RO"
+        | "OBJECT"
+        | "HGET"
+        | "HMGET"
+        | "HGETALL"
+        | "HKEYS"
+        | "HVALS"
+        | "HLEN"
+        | "HEXISTS"
+        | "HSTRLEN"
+        | "HRANDFIELD"
+        | "LRANGE"
+        | "LLEN"
+        | "LINDEX"
+        | "LPOS"
+        | "SMEMBERS"
+        | "SISMEMBER"
+        | "SMISMEMBER"
+        | "SCARD"
+        | "SRANDMEMBER"
+        | "SINTER"
+        | "SUNION"
+        | "SDIFF"
+        | "SINTERCARD"
+        | "ZRANGE"
+        | "ZRANGEBYSCORE"
+        | "ZREVRANGE"
+        | "ZREVRANGEBYSCORE"
+        | "ZRANGEBYLEX"
+        | "ZREVRANGEBYLEX"
+        | "ZSCORE"
+        | "ZMSCORE"
+        | "ZCARD"
+        | "ZCOUNT"
+        | "ZLEXCOUNT"
+        | "ZRANK"
+        | "ZREVRANK"
+        | "ZRANDMEMBER"
+        | "ZINTER"
+        | "ZUNION"
+        | "ZDIFF"
+        | "ZINTERCARD"
+        | "XRANGE"
+        | "XREVRANGE"
+        | "XLEN"
+        | "XREAD"
+        | "XPENDING"
+        | "XINFO"
+        | "GEOPOS"
+        | "GEODIST"
+        | "GEOHASH"
+        | "GEOSEARCH"
+        | "GEORADIUS_RO"
+        | "GEORADIUSBYMEMBER_RO"
+        | "EVAL_RO"
+        | "EVALSHA_RO"
+        | "FCALL_RO" => true,
+        "MEMORY" => command
+            .arg_at(1)
+            .is_some_and(|sub| sub.eq_ignore_ascii_case(b"USAGE")),
+        _ => false,
+    }
 }
 
 /// Which arguments are keys.
@@ -284,6 +394,36 @@ mod tests {
         assert!(route(&cmd!("XREAD", "STREAMS", "s1", "s2", "0", "0")).is_err());
         // A count larger than the arguments reads what is there.
         assert_eq!(route(&cmd!("EVAL", "s", 9, "k")).unwrap(), slot("k"));
+    }
+
+    #[test]
+    fn only_reads_may_go_to_a_replica() {
+        for c in [
+            cmd!("GET", "k"),
+            cmd!("get", "k"),
+            cmd!("MGET", "{u}a", "{u}b"),
+            cmd!("HGETALL", "h"),
+            cmd!("ZRANGE", "z", 0, -1),
+            cmd!("XREAD", "STREAMS", "s", "0"),
+            cmd!("MEMORY", "usage", "k"),
+            cmd!("EVAL_RO", "return 1", 1, "k"),
+        ] {
+            assert!(replica_may_serve(&c), "{c:?}");
+        }
+        for c in [
+            cmd!("SET", "k", "v"),
+            cmd!("INCR", "k"),
+            cmd!("GETDEL", "k"),
+            cmd!("GETEX", "k"),
+            cmd!("EVAL", "return 1", 1, "k"),
+            cmd!("XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"),
+            cmd!("HSCAN", "h", 0),
+            cmd!("PFCOUNT", "p"),
+            cmd!("MEMORY", "STATS"),
+            cmd!("MYMODULE.GET", "k"),
+        ] {
+            assert!(!replica_may_serve(&c), "{c:?}");
+        }
     }
 
     #[test]

@@ -188,6 +188,9 @@ impl Connector {
         if let Some(tracking) = &opts.tracking {
             steps.push(("CLIENT TRACKING", tracking.command()));
         }
+        if opts.read_only {
+            steps.push(("READONLY", Command::new("READONLY")));
+        }
         steps.push((
             "CLIENT SETINFO",
             Command::new("CLIENT")
@@ -219,7 +222,7 @@ impl Connector {
                     let _ = shared.server.0.set(info);
                 }
                 ("HELLO", Err(Error::Server(e))) => return Err(hello_error(e.text())),
-                (step @ ("SELECT" | "CLIENT TRACKING"), Err(Error::Server(e))) => {
+                (step @ ("SELECT" | "CLIENT TRACKING" | "READONLY"), Err(Error::Server(e))) => {
                     return Err(Error::Handshake {
                         step,
                         message: e.text().into(),

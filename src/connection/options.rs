@@ -57,6 +57,11 @@ pub struct ConnectOptions {
     /// How a peer that went away silently is noticed: TCP keepalive and a `PING` health check
     /// when nothing is read with replies owed; see [`Liveness`].
     pub liveness: Liveness,
+    /// `READONLY` in the handshake of every connection (so it survives handoffs and
+    /// reconnects): a Redis Cluster replica then serves reads of its primary's slots instead of
+    /// redirecting them. A [`Cluster`](crate::Cluster) sets it on its replica connections
+    /// (see [`ReadFrom`](crate::cluster::ReadFrom)); off by default.
+    pub read_only: bool,
 }
 
 /// The settings of `CLIENT TRACKING ON`; see [`ConnectOptions::with_tracking`].
@@ -193,6 +198,7 @@ impl fmt::Debug for ConnectOptions {
             .field("max_in_flight", &self.max_in_flight)
             .field("push_buffer", &self.push_buffer)
             .field("liveness", &self.liveness)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -214,6 +220,7 @@ impl ConnectOptions {
             push_buffer: 4096,
             tracking: None,
             liveness: Liveness::default(),
+            read_only: false,
         }
     }
 
@@ -355,6 +362,14 @@ impl ConnectOptions {
     #[must_use]
     pub fn with_liveness(mut self, liveness: Liveness) -> Self {
         self.liveness = liveness;
+        self
+    }
+
+    /// Sends `READONLY` in the handshake of every connection: see
+    /// [`read_only`](ConnectOptions::read_only).
+    #[must_use]
+    pub fn with_read_only(mut self) -> Self {
+        self.read_only = true;
         self
     }
 

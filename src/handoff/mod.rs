@@ -630,8 +630,10 @@ impl HandoffRetry {
         self.inner.dedicated
     }
 
-    /// Waits until the stack has a usable connection, or its reconnect attempts failed.
-    pub(crate) async fn wait_connected(&self) -> Result<(), Error> {
+    /// Waits until the stack has a usable connection (at once when it has one), or fails with
+    /// the error of its last connection attempt once its reconnect attempts have failed. For
+    /// readiness checks: commands do not need it (they wait for the connection themselves).
+    pub async fn wait_connected(&self) -> Result<(), Error> {
         let mut changed = self.inner.changed.subscribe();
         loop {
             if self.inner.usable().is_some() {
@@ -650,7 +652,7 @@ impl HandoffRetry {
     }
 
     /// Whether the stack has a usable connection now (cheaper than `current_endpoint`).
-    pub(crate) fn is_connected(&self) -> bool {
+    pub fn is_connected(&self) -> bool {
         match self.inner.current.read() {
             Ok(c) => c.as_ref().is_some_and(|c| !c.is_closed()),
             Err(poisoned) => poisoned.get_ref().as_ref().is_some_and(|c| !c.is_closed()),
