@@ -929,3 +929,125 @@ async fn a_node_stack_restores_its_shard_channels_by_slot_and_drops_those_the_no
     assert_eq!(shard_subscribers(node, leaving), 0);
     assert_eq!(shard_subscribers(other, leaving), 0);
 }
+
+/// How many subscribers `port`'s node has for classic channel `channel`.
+fn subscribers(port: u16, channel: &str) -> i64 {
+    match Admin::connect(port).cmd(&["PUBSUB", "NUMSUB", channel]) {
+        Value::Array(items) => match items.as_slice() {
+            [Value::Text(c), Value::Int(n)] if c == channel => *n,
+            other => panic!("PUBSUB NUMSUB answered {other:?}"),
+        },
+        other => panic!("PUBSUB NUMSUB answered {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_subscriptions_move_to_another_primary_when_theirs_dies() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let redis = Cluster::builder(ConnectOptions::from_url(&cluster.nodes[0].url()).unwrap())
+        .refresh_period(Some(Duration::from_millis(500)))
+        .connect()
+        .await
+        .unwrap();
+    let mut events = redis.events();
+    let mut heard = Heard::listen(&redis);
+    redis
+        .clone()
+        .oneshot(cmd!("SUBSCRIBE", "news"))
+        .await
+        .unwrap();
+    redis
+        .clone()
+        .oneshot(cmd!("PSUBSCRIBE", "alerts:*"))
+        .await
+        .unwrap();
+    let home = (0..cluster.primaries)
+        .find(|&i| subscribers(cluster.nodes[i].port, "news") == 1)
+        .expect("one primary holds the subscription");
+    let live = (0..cluster.primaries).find(|&i| i != home).unwrap();
+    let live_port = cluster.nodes[live].port;
+    Admin::connect(live_port).cmd(&["PUBLISH", "news", "before"]);
+    Admin::connect(live_port).cmd(&["PUBLISH", "alerts:1", "before"]);
+    heard
+        .until("the messages before the failover", |h| {
+            h.all
+                .iter()
+                .any(|p| p.kind == "message" && p.payload == "before")
+                && h.all
+                    .iter()
+                    .any(|p| p.kind == "pmessage" && p.payload == "alerts:1")
+        })
+        .await;
+
+    let replica = cluster.replica_of(home).expect("the home has a replica");
+    let home_port = cluster.nodes[home].port;
+    tokio::task::block_in_place(|| {
+        cluster.wait_for_replica_sync(replica);
+        cluster.kill(home);
+        cluster.failover(replica, true);
+    });
+    // The next refreshes find the dead primary gone; the subscriptions are made elsewhere.
+    let moved = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match events.recv().await {
+                Ok(ClusterEvent::SubscriptionsMoved {
+                    channels,
+                    patterns,
+                    from,
+                    to,
+                }) => return (channels, patterns, from, to),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("the event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the subscriptions moved within 30 s");
+    assert_eq!(moved.0, vec![bytes::Bytes::from_static(b"news")]);
+    assert_eq!(moved.1, vec![bytes::Bytes::from_static(b"alerts:*")]);
+    assert_eq!(moved.2.port(), home_port);
+    assert_ne!(moved.3.port(), home_port);
+    assert_eq!(
+        subscribers(moved.3.port(), "news"),
+        1,
+        "the new home holds it"
+    );
+
+    // Every message from now on arrives, through whichever node it is published on.
+    let promoted_port = cluster.nodes[replica].port;
+    for (i, port) in [live_port, promoted_port].into_iter().enumerate() {
+        Admin::connect(port).cmd(&["PUBLISH", "news", &format!("after{i}")]);
+        Admin::connect(port).cmd(&["PUBLISH", &format!("alerts:after{i}"), "x"]);
+    }
+    heard
+        .until("the messages after the move", |h| {
+            (0..2).all(|i| {
+                h.all
+                    .iter()
+                    .any(|p| p.kind == "message" && p.payload == format!("after{i}"))
+                    && h.all
+                        .iter()
+                        .any(|p| p.kind == "pmessage" && p.payload == format!("alerts:after{i}"))
+            })
+        })
+        .await;
+    let stats = redis.stats();
+    assert_eq!(stats.subscription_moves, 1);
+    assert_eq!(stats.subscription_move_failures, 0);
+    // The caller saw its own confirmations only, none of the move's.
+    assert_eq!(
+        heard.confirmations(),
+        vec![
+            "subscribe news".to_string(),
+            "psubscribe alerts:*".to_string()
+        ]
+    );
+
+    // The caller's UNSUBSCRIBE reaches the node that holds the subscription now.
+    redis
+        .clone()
+        .oneshot(cmd!("UNSUBSCRIBE", "news"))
+        .await
+        .unwrap();
+    assert_eq!(subscribers(moved.3.port(), "news"), 0);
+}

@@ -133,10 +133,7 @@
 //! Only what goes through [`Cluster`] is followed: an `SSUBSCRIBE` sent on a node's own stack
 //! (from [`Cluster::primaries`]) stays on that node.
 //!
-//! Classic `SUBSCRIBE` and `PSUBSCRIBE` (and their unsubscribes) go to one primary, the first
-//! of the map when they are sent: the cluster bus carries every `PUBLISH` to every node, so
-//! one node hears them all. That node's stack makes them again after its reconnects and
-//! handoffs, on the same address; they do not move to another node.
+//! Classic `SUBSCRIBE` and `PSUBSCRIBE` are [below](self#classic-pubsub).
 //!
 //! # Decisions
 //! - **One maintenance handle and one metrics store for all nodes.** Per-node state is kept
@@ -179,11 +176,23 @@
 //! primaries. Redis replicates asynchronously: a read on a replica may not see a write made a
 //! moment before on the primary.
 //!
+//! # Classic Pub/Sub
+//! A cluster passes every `PUBLISH` on to all its nodes, so `SUBSCRIBE` and `PSUBSCRIBE` work
+//! on any one. The cluster sends them, and their unsubscribes, to one primary, the home
+//! (picked at random among the connected ones by the first of them), so that an
+//! `UNSUBSCRIBE` reaches the node that holds the subscription whatever the slot map did in
+//! between. It keeps what the caller subscribed; when the home leaves the map (a primary that
+//! died and was replaced by its replica), the refresh that finds it gone makes every channel
+//! and pattern again on another connected primary
+//! ([`ClusterEvent::SubscriptionsMoved`], [`ClusterStats::subscription_moves`]), and the
+//! messages keep coming on [`Cluster::pushes`]; the confirmations of those re-subscriptions are
+//! not passed on. Messages published between the home's death and the new subscription's
+//! acknowledgement are missed (Pub/Sub is at most once); every later one arrives.
+//!
 //! # What is not here yet
-//! Classic Pub/Sub that moves to another node when its node leaves the map (its subscriptions
-//! end with that node's connection), reads from replicas inside pipelines, and splitting
-//! multi-key commands across slots.
+//! Reads from replicas inside pipelines, and splitting multi-key commands across slots.
 
+mod classic;
 mod future;
 mod pubsub;
 pub mod redirect;
@@ -351,6 +360,12 @@ pub struct ClusterStats {
     /// Shard channels whose subscription ahead of an announced move was refused or timed out
     /// (they followed their slot as without the announcement).
     pub shard_channels_ahead_failed: u64,
+    /// Times the classic Pub/Sub subscriptions moved to another primary because theirs left
+    /// the map (see [Classic Pub/Sub](self#classic-pubsub)).
+    pub subscription_moves: u64,
+    /// Moves of the classic Pub/Sub subscriptions that failed (tried again at the next
+    /// refresh).
+    pub subscription_move_failures: u64,
     /// Reads sent to a replica (see [`ReadFrom`]).
     pub replica_reads: u64,
     /// Reads sent to a replica whose connection was lost before they were answered, sent
@@ -421,6 +436,19 @@ pub enum ClusterEvent {
         /// The node they were subscribed on.
         from: Endpoint,
         /// The node they are subscribed on now.
+        to: Endpoint,
+    },
+    /// The classic Pub/Sub subscriptions made through the cluster were made again on `to`,
+    /// because `from`, which held them, left the slot map; every message that reaches `to`
+    /// from now on is delivered.
+    SubscriptionsMoved {
+        /// The channels (`SUBSCRIBE`).
+        channels: Vec<Bytes>,
+        /// The patterns (`PSUBSCRIBE`).
+        patterns: Vec<Bytes>,
+        /// The node that held them.
+        from: Endpoint,
+        /// The node that holds them now.
         to: Endpoint,
     },
     /// Shard channels could not be subscribed on their slot's owner within the retry budget;
@@ -528,6 +556,8 @@ struct Counters {
     shard_channels_ahead_failed: AtomicU64,
     replica_reads: AtomicU64,
     replica_reads_retried: AtomicU64,
+    subscription_moves: AtomicU64,
+    subscription_move_failures: AtomicU64,
 }
 
 /// The sequence numbers of the `SMIGRATED`s applied, the oldest forgotten first.
@@ -576,6 +606,8 @@ pub(crate) struct Inner {
     pushes: Arc<PushHub>,
     // The shard channels subscribed through the cluster, followed to their slots' owners.
     shard: Arc<pubsub::ShardChannels>,
+    // The classic subscriptions made through the cluster, and the node that holds them.
+    classic: Arc<classic::Classic>,
 }
 
 impl Inner {
@@ -611,7 +643,8 @@ impl Inner {
         let stack = self
             .template
             .start_node(endpoint.clone(), &self.maintenance, &self.metrics)?;
-        self.shard.watch(endpoint, &stack, &self.pushes);
+        self.shard
+            .watch(endpoint, &stack, &self.pushes, &self.classic);
         nodes.insert(endpoint.clone(), stack.clone());
         drop(nodes);
         self.counters.nodes_added.fetch_add(1, Ordering::Relaxed);
@@ -789,7 +822,7 @@ impl Inner {
             let stack = self
                 .template
                 .start_node(seed.clone(), &self.maintenance, &self.metrics)?;
-            self.shard.watch(seed, &stack, &self.pushes);
+            self.shard.watch(seed, &stack, &self.pushes, &self.classic);
             let attempt = async {
                 stack.handoff().wait_connected().await?;
                 self.fetch(&stack).await
@@ -1002,7 +1035,10 @@ async fn run_refreshes(weak: Weak<Inner>) {
         let bound = inner.config.refresh_timeout * 2;
         let outcome = tokio::time::timeout(bound, inner.refresh_once()).await;
         let failure = match outcome {
-            Ok(Ok(())) => None,
+            Ok(Ok(())) => {
+                classic::map_changed(&inner);
+                None
+            }
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some(format!("no topology within {bound:?}")),
         };
@@ -1200,6 +1236,8 @@ impl Cluster {
             shard_channel_failures: get(&c.shard_channel_failures),
             shard_channels_ahead: get(&c.shard_channels_ahead),
             shard_channels_ahead_failed: get(&c.shard_channels_ahead_failed),
+            subscription_moves: get(&c.subscription_moves),
+            subscription_move_failures: get(&c.subscription_move_failures),
             replica_reads: get(&c.replica_reads),
             replica_reads_retried: get(&c.replica_reads_retried),
         }
@@ -1378,6 +1416,7 @@ impl ClusterBuilder {
             migrations: Mutex::new(SeqMemory::default()),
             pushes: Arc::new(PushHub::new(seed_endpoint, 4096)),
             shard,
+            classic: Arc::default(),
         });
         // Listen before the first node connects, so that nothing it announces is missed.
         tokio::spawn(follow_notifications(
@@ -1438,6 +1477,13 @@ impl<R: Request> Service<R> for Cluster {
         match request.into_cluster() {
             ClusterRequest::Command(command) if pubsub::is_shard_subscription(&command) => {
                 ResponseFuture::slow(Box::pin(pubsub::command(
+                    self.inner.clone(),
+                    command,
+                    started,
+                )))
+            }
+            ClusterRequest::Command(command) if classic::is_classic_subscription(&command) => {
+                ResponseFuture::slow(Box::pin(classic::command(
                     self.inner.clone(),
                     command,
                     started,

@@ -77,6 +77,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::classic::Classic;
 use super::redirect::{self, Next};
 use super::route::{self, Route};
 use super::{send, ClusterEvent, Inner};
@@ -416,12 +417,23 @@ impl ShardChannels {
     /// Hands what `stack` (the node at `node`) hears to the cluster's stream `to`, all but
     /// the confirmations that belong to the follower, and has it say which shard channels the
     /// server ends.
-    pub(crate) fn watch(self: &Arc<Self>, node: &Endpoint, stack: &Stack, to: &Arc<PushHub>) {
+    /// The confirmations of `classic`'s own re-subscriptions are held back too.
+    pub(crate) fn watch(
+        self: &Arc<Self>,
+        node: &Endpoint,
+        stack: &Stack,
+        to: &Arc<PushHub>,
+        classic: &Arc<Classic>,
+    ) {
         let weak: Weak<ShardChannels> = Arc::downgrade(self);
+        let classic: Weak<Classic> = Arc::downgrade(classic);
         let at = node.clone();
         stack.handoff().forward_pushes_filtered(
             to,
-            Arc::new(move |frame| weak.upgrade().is_none_or(|s| s.passes(&at, frame))),
+            Arc::new(move |frame| {
+                weak.upgrade().is_none_or(|s| s.passes(&at, frame))
+                    && classic.upgrade().is_none_or(|c| c.passes(&at, frame))
+            }),
         );
         let weak: Weak<ShardChannels> = Arc::downgrade(self);
         let at = node.clone();

@@ -23,7 +23,8 @@
 //! cluster splits by node.
 //!
 //! Commands without keys (`PING`, `INFO`, `TIME`, `CLUSTER ...`, a script with no keys) go to
-//! any primary. `PUBLISH` goes to the node of its channel's slot, as if the channel were a key:
+//! any primary; `SUBSCRIBE`, `PSUBSCRIBE` and their unsubscribes to the primary that holds the
+//! cluster's classic subscriptions ([Classic Pub/Sub](super#classic-pubsub)). `PUBLISH` goes to the node of its channel's slot, as if the channel were a key:
 //! the cluster passes it on to every node from any of them, but a channel's messages keep
 //! their order only when they enter at the same node. Those that change every node go to every primary, and their replies
 //! are combined: `FLUSHALL`, `FLUSHDB`, `SCRIPT FLUSH`, `FUNCTION DELETE|FLUSH|RESTORE`,
