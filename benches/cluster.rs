@@ -11,13 +11,17 @@
 //! them with `redis-cli --cluster create`. Each client then runs `BENCH_TASKS` tasks of `GET`
 //! and `SET` (half each) over `BENCH_KEYS` random keys:
 //!
-//! - **steady**: a warm-up, then a timed window; operations per second and latency.
+//! - **steady**: a warm-up, then `BENCH_ROUNDS` timed windows per client, the clients taking
+//!   turns (one window each per round, so that a noisy moment on a shared machine falls on
+//!   all of them alike); the median operations per second, and the latency over all rounds.
 //! - **resharding**: the same load while `redis-cli --cluster reshard` moves `BENCH_SLOTS`
 //!   slots from the first primary to the second and back. Counted for each client: commands
 //!   that failed, replies that cannot be the answer to their command (a `GET` of `key` answers
 //!   nil or the value `SET` writes for `key`, which names the key: anything else is another
 //!   command's reply), the slowest command, p99.9 inside the window against the steady p99.9
-//!   (and split: the commands whose key's slot was among those moved, the others),
+//!   (and split: the commands whose key's slot was among those moved, the others, and those
+//!   to the third primary, which takes no part in the resharding, against their own steady
+//!   p99.9),
 //!   and whether the client froze (no command answered for `BENCH_FREEZE_SECS`, or tasks still
 //!   waiting on their command 30 s after the run ended). With
 //!   `BENCH_RESHARD_RUNS=50` the resharding run repeats, to catch a freeze that happens once
@@ -25,7 +29,8 @@
 //!
 //! | variable             | default | meaning                                              |
 //! | -------------------- | ------- | ---------------------------------------------------- |
-//! | `BENCH_SECS`         | 5       | length of the steady window, in seconds              |
+//! | `BENCH_SECS`         | 5       | length of one steady window, in seconds              |
+//! | `BENCH_ROUNDS`       | 3       | steady windows per client, taken in turns            |
 //! | `BENCH_WARMUP_SECS`  | 1       | warm-up before it                                    |
 //! | `BENCH_TASKS`        | 100     | tasks sending commands, one at a time each           |
 //! | `BENCH_KEYS`         | 10000   | keys the tasks pick from                             |
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
 
 struct Settings {
     window: Duration,
+    rounds: usize,
     warmup: Duration,
     tasks: usize,
     keys: usize,
@@ -76,6 +82,9 @@ struct Settings {
     server_bin: String,
     cli_bin: String,
     env: env::Env,
+    // The slots of the third primary, which takes no part in the resharding (read once the
+    // cluster is up).
+    bystander: std::ops::RangeInclusive<u16>,
 }
 
 impl Settings {
@@ -86,7 +95,9 @@ impl Settings {
             .map(|v| v.split(',').map(|c| c.trim().to_string()).collect())
             .unwrap_or_else(|| vec!["cluster".into(), "redis-rs".into(), "fred".into()]);
         Ok(Settings {
+            bystander: 1..=0,
             window: env.secs("BENCH_SECS", 5.0)?,
+            rounds: env.count("BENCH_ROUNDS", 3)?.max(1),
             warmup: env.secs("BENCH_WARMUP_SECS", 1.0)?,
             tasks: env.count("BENCH_TASKS", 100)?.max(1),
             keys: env.count("BENCH_KEYS", 10_000)?.max(1),
@@ -244,6 +255,20 @@ impl TestCluster {
 }
 
 impl TestCluster {
+    /// The one range of slots node `i` serves.
+    fn served_by(&self, i: usize) -> Result<std::ops::RangeInclusive<u16>> {
+        let nodes = self.cli(self.nodes[i].port, &["CLUSTER", "NODES"])?;
+        let mine = nodes.lines().find(|l| l.contains("myself")).unwrap_or("");
+        let ranges: Vec<&str> = mine.split_whitespace().skip(8).collect();
+        let parsed = match ranges.as_slice() {
+            [one] => one
+                .split_once('-')
+                .and_then(|(a, b)| Some(a.parse::<u16>().ok()?..=b.parse::<u16>().ok()?)),
+            _ => None,
+        };
+        parsed.ok_or_else(|| format!("node {i} does not serve one range of slots: {mine}").into())
+    }
+
     /// Checks that node `i` serves slots `0..n`: the slots a reshard from the first node took
     /// (redis-cli takes the source's lowest slots first), which the latency split relies on.
     fn owns_lowest(&self, i: usize, n: usize) -> Result<()> {
@@ -381,6 +406,8 @@ struct Load {
 struct Latency {
     all: Histogram<u64>,
     moving: Histogram<u64>,
+    // The commands to the third primary, which takes no part in the resharding.
+    bystander: Histogram<u64>,
 }
 
 impl Latency {
@@ -389,12 +416,14 @@ impl Latency {
         Latency {
             all: h(),
             moving: h(),
+            bystander: h(),
         }
     }
 
     fn add(&mut self, other: &Latency) {
         let _ = self.all.add(&other.all);
         let _ = self.moving.add(&other.moving);
+        let _ = self.bystander.add(&other.bystander);
     }
 
     /// The other commands: those whose slot stayed where it was.
@@ -413,6 +442,7 @@ fn start_load(client: &Client, s: &Settings) -> Load {
         .map(|t| {
             let (mut client, stop, last, keys, moving) =
                 (client.clone(), stop.clone(), last.clone(), s.keys, s.slots);
+            let bystander = s.bystander.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 let mut hist = Latency::new();
@@ -427,8 +457,12 @@ fn start_load(client: &Client, s: &Settings) -> Load {
                     };
                     let us = started.elapsed().as_micros() as u64;
                     let _ = hist.all.record(us);
-                    if usize::from(key_slot(key.as_bytes())) < moving {
+                    let slot = key_slot(key.as_bytes());
+                    if usize::from(slot) < moving {
                         let _ = hist.moving.record(us);
+                    }
+                    if bystander.contains(&slot) {
+                        let _ = hist.bystander.record(us);
                     }
                     last.fetch_max(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
                     match answer {
@@ -503,6 +537,9 @@ struct Row {
     // p99.9 inside the window of the commands to the slots that moved, and to the others.
     moving_p999_us: u64,
     still_p999_us: u64,
+    // The third primary's commands: p99.9 steady and inside the window.
+    bystander_steady_p999_us: u64,
+    bystander_p999_us: u64,
     reshard_max_us: u64,
     freezes: usize,
     runs: usize,
@@ -510,22 +547,43 @@ struct Row {
 }
 
 fn run() -> Result<()> {
-    let s = Settings::read()?;
+    let mut s = Settings::read()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let cluster = Arc::new(TestCluster::start(&s.server_bin, &s.cli_bin)?);
+    s.bystander = cluster.served_by(2)?;
     let seed = cluster.nodes[0].port;
+    let clients = runtime.block_on(async {
+        let mut clients = Vec::new();
+        for name in &s.clients {
+            clients.push((name.clone(), Client::connect(name, seed).await?));
+        }
+        Ok::<_, Box<dyn StdError + Send + Sync>>(clients)
+    })?;
+    // Steady state first, the clients taking turns, before any resharding (after which a
+    // client may not answer any more).
+    let mut steadies: Vec<Steady> = Vec::new();
+    for round in 0..s.rounds {
+        for (i, (name, client)) in clients.iter().enumerate() {
+            eprintln!("cluster bench: {name}, steady round {}", round + 1);
+            let window = runtime.block_on(steady_window(client, &s, round == 0));
+            match steadies.get_mut(i) {
+                Some(st) => st.add(window),
+                None => steadies.push(Steady::from(window)),
+            }
+        }
+    }
     let mut rows = Vec::new();
-    for name in &s.clients {
-        eprintln!("cluster bench: {name}");
-        let row = runtime.block_on(bench_client(name, seed, &cluster, &s))?;
+    for ((name, client), steady) in clients.iter().zip(steadies) {
+        eprintln!("cluster bench: {name}, resharding");
+        let row = runtime.block_on(bench_resharding(name, client, steady, &cluster, &s))?;
         rows.push(row);
     }
     println!(
-        "cluster bench: 3 primaries, {} tasks of GET/SET over {} keys; resharding {} slots away and back, {} run(s)",
-        s.tasks, s.keys, s.slots, s.runs
+        "cluster bench: 3 primaries, {} tasks of GET/SET over {} keys; steady: median of {} window(s) of {:?}, taken in turns; resharding {} slots away and back, {} run(s)",
+        s.tasks, s.keys, s.rounds, s.window, s.slots, s.runs
     );
     println!(
         "\n| client | steady ops/s | steady p99.9 | failed in resharding | wrong replies | p99.9 in resharding | slowest | freezes |"
@@ -550,15 +608,18 @@ fn run() -> Result<()> {
         "\nInside the resharding window, by where the key's slot was (slots below {} moved, the others stayed):\n",
         s.slots
     );
-    println!("| client | p99.9, slots that moved | p99.9, slots that stayed | steady p99.9 |");
-    println!("|---|---:|---:|---:|");
+    println!("| client | p99.9, slots that moved | p99.9, slots that stayed | steady p99.9 | third primary (not resharding): p99.9 in the window vs steady |");
+    println!("|---|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms vs {:.2} ms ({:.1}x) |",
             r.client,
             r.moving_p999_us as f64 / 1000.0,
             r.still_p999_us as f64 / 1000.0,
             r.steady_p999_us as f64 / 1000.0,
+            r.bystander_p999_us as f64 / 1000.0,
+            r.bystander_steady_p999_us as f64 / 1000.0,
+            r.bystander_p999_us as f64 / (r.bystander_steady_p999_us.max(1)) as f64,
         );
     }
     for r in &rows {
@@ -570,25 +631,70 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-async fn bench_client(
-    name: &str,
-    seed: u16,
-    cluster: &Arc<TestCluster>,
-    s: &Settings,
-) -> Result<Row> {
-    let client = Client::connect(name, seed).await?;
-    // Steady state.
-    let warm = start_load(&client, s);
-    tokio::time::sleep(s.warmup).await;
-    warm.finish().await;
-    let steady = start_load(&client, s);
+/// One steady window: operations per second, latency, the first problem.
+type Window = (f64, Latency, Option<String>);
+
+/// The steady windows of one client.
+struct Steady {
+    ops: Vec<f64>,
+    hist: Latency,
+    problem: Option<String>,
+}
+
+impl Steady {
+    fn from((ops, hist, problem): Window) -> Steady {
+        Steady {
+            ops: vec![ops],
+            hist,
+            problem,
+        }
+    }
+
+    fn add(&mut self, (ops, hist, problem): Window) {
+        self.ops.push(ops);
+        self.hist.add(&hist);
+        if self.problem.is_none() {
+            self.problem = problem;
+        }
+    }
+
+    fn median_ops(&self) -> f64 {
+        let mut ops = self.ops.clone();
+        ops.sort_by(f64::total_cmp);
+        ops.get(ops.len() / 2).copied().unwrap_or(0.0)
+    }
+}
+
+/// One steady window of `client` (after a warm-up when `warm_up`).
+async fn steady_window(client: &Client, s: &Settings, warm_up: bool) -> Window {
+    if warm_up {
+        let warm = start_load(client, s);
+        tokio::time::sleep(s.warmup).await;
+        warm.finish().await;
+    }
+    let steady = start_load(client, s);
     let started = Instant::now();
     tokio::time::sleep(s.window).await;
     let elapsed = started.elapsed();
     let (tally, hist) = steady.finish().await;
-    let steady_ops = tally.ok as f64 / elapsed.as_secs_f64();
-    let steady_p999 = hist.all.value_at_quantile(0.999);
-    let mut problem = tally.first_problem;
+    (
+        tally.ok as f64 / elapsed.as_secs_f64(),
+        hist,
+        tally.first_problem,
+    )
+}
+
+async fn bench_resharding(
+    name: &str,
+    client: &Client,
+    steady: Steady,
+    cluster: &Arc<TestCluster>,
+    s: &Settings,
+) -> Result<Row> {
+    let steady_ops = steady.median_ops();
+    let steady_p999 = steady.hist.all.value_at_quantile(0.999);
+    let hist = steady.hist;
+    let mut problem = steady.problem;
 
     // Through resharding, away and back, `runs` times.
     let mut failed = 0;
@@ -596,7 +702,7 @@ async fn bench_client(
     let mut freezes = 0;
     let mut inside = Latency::new();
     for _ in 0..s.runs {
-        let load = start_load(&client, s);
+        let load = start_load(client, s);
         let done = Arc::new(Mutex::new(None));
         let mover = {
             let (cluster, done, slots) = (cluster.clone(), done.clone(), s.slots);
@@ -642,6 +748,8 @@ async fn bench_client(
         reshard_p999_us: inside.all.value_at_quantile(0.999),
         moving_p999_us: inside.moving.value_at_quantile(0.999),
         still_p999_us: inside.still().value_at_quantile(0.999),
+        bystander_steady_p999_us: hist.bystander.value_at_quantile(0.999),
+        bystander_p999_us: inside.bystander.value_at_quantile(0.999),
         reshard_max_us: inside.all.max(),
         freezes,
         runs: s.runs,

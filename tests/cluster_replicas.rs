@@ -311,3 +311,94 @@ async fn by_default_every_read_goes_to_a_primary_and_no_replica_is_dialled() {
     assert_eq!(primaries.iter().map(|&p| calls(p, "get")).sum::<u64>(), 100);
     assert_eq!(replicas.iter().map(|&r| calls(r, "get")).sum::<u64>(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_on_through_a_primary_killed_and_replaced_by_its_replica() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let (primaries, replicas) = roles(&cluster);
+    let redis = Cluster::builder(ConnectOptions::from_url(&cluster.nodes[0].url()).unwrap())
+        .read_from(ReadFrom::PreferReplica)
+        .refresh_period(Some(Duration::from_millis(500)))
+        .connect()
+        .await
+        .unwrap();
+    replicas_connected(&redis, 3).await;
+    let keys = Arc::new(write_keys(&redis, 300).await);
+    tokio::task::block_in_place(|| wait_replicated(&primaries, &replicas));
+
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port == primaries[0])
+        .unwrap();
+    let replica = cluster
+        .replica_of(victim)
+        .expect("the victim has a replica");
+    let promoted_port = cluster.nodes[replica].port;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let (redis, keys, stop) = (redis.clone(), keys.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = &keys[i % keys.len()];
+                    match redis.query::<Option<String>>(cmd!("GET", k)).await {
+                        Ok(Some(v)) if &v == k => {}
+                        other => failures.push(format!("{k}: {other:?}")),
+                    }
+                    i += 8;
+                }
+                failures
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| {
+        cluster.kill(victim);
+        cluster.failover(replica, true);
+    });
+    // Until the client's map has the promoted node as a primary, and a little after.
+    let start = Instant::now();
+    while !redis
+        .primaries()
+        .iter()
+        .any(|(e, _)| e.port() == promoted_port)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the promoted replica is not a primary in the client's map: {:?}",
+            redis.topology()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} reads failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // The promoted node is a primary now, with its own stack: no longer read as a replica.
+    assert!(
+        redis
+            .replicas()
+            .iter()
+            .all(|(e, _)| e.port() != promoted_port),
+        "{:?}",
+        redis.replicas()
+    );
+    // Its slots are read from it, as the primary it is.
+    let before = calls(promoted_port, "get");
+    for k in keys.iter() {
+        let v: String = redis.query(cmd!("GET", k)).await.unwrap();
+        assert_eq!(&v, k);
+    }
+    assert!(calls(promoted_port, "get") > before);
+}
