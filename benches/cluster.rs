@@ -84,7 +84,7 @@ struct Settings {
     env: env::Env,
     // The slots of the third primary, which takes no part in the resharding (read once the
     // cluster is up).
-    bystander: std::ops::RangeInclusive<u16>,
+    bystander: Option<std::ops::RangeInclusive<u16>>,
 }
 
 impl Settings {
@@ -95,7 +95,7 @@ impl Settings {
             .map(|v| v.split(',').map(|c| c.trim().to_string()).collect())
             .unwrap_or_else(|| vec!["cluster".into(), "redis-rs".into(), "fred".into()]);
         Ok(Settings {
-            bystander: 1..=0,
+            bystander: None,
             window: env.secs("BENCH_SECS", 5.0)?,
             rounds: env.count("BENCH_ROUNDS", 3)?.max(1),
             warmup: env.secs("BENCH_WARMUP_SECS", 1.0)?,
@@ -461,7 +461,7 @@ fn start_load(client: &Client, s: &Settings) -> Load {
                     if usize::from(slot) < moving {
                         let _ = hist.moving.record(us);
                     }
-                    if bystander.contains(&slot) {
+                    if bystander.as_ref().is_some_and(|r| r.contains(&slot)) {
                         let _ = hist.bystander.record(us);
                     }
                     last.fetch_max(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -553,7 +553,7 @@ fn run() -> Result<()> {
         .enable_all()
         .build()?;
     let cluster = Arc::new(TestCluster::start(&s.server_bin, &s.cli_bin)?);
-    s.bystander = cluster.served_by(2)?;
+    s.bystander = Some(cluster.served_by(2)?);
     let seed = cluster.nodes[0].port;
     let clients = runtime.block_on(async {
         let mut clients = Vec::new();
