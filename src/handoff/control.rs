@@ -116,7 +116,10 @@ async fn reconnect<M: MakeConnection>(
                     Ok(restored) => {
                         let first = inner.generation.load(Ordering::Acquire) == 0;
                         // Nothing to release: the old connection is gone.
-                        let _ = inner.install_subscribed(conn.clone(), &restored);
+                        let switched = inner.install_subscribed(conn.clone(), &restored);
+                        if !switched.caught_up.is_empty() {
+                            tokio::spawn(super::caught_up(switched.caught_up));
+                        }
                         if !first {
                             inner.reconnects.fetch_add(1, Ordering::Relaxed);
                             inner.report(
@@ -390,7 +393,11 @@ async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<Subscriptions,
 fn switch(weak: &Weak<Inner>, conn: Connection, restored: &Subscriptions, started: Instant) {
     let Some(inner) = weak.upgrade() else { return };
     let to = conn.endpoint().clone();
-    let (old, released) = inner.install_subscribed(conn.clone(), restored);
+    let super::Switched {
+        old,
+        caught_up,
+        release,
+    } = inner.install_subscribed(conn.clone(), restored);
     inner.handoffs.fetch_add(1, Ordering::Relaxed);
     inner.maintenance.handoff_switched(&inner.configured);
     let from = old
@@ -409,8 +416,11 @@ fn switch(weak: &Weak<Inner>, conn: Connection, restored: &Subscriptions, starte
         tokio::spawn(async move {
             let switched = Instant::now();
             let owed = old.in_flight();
-            // Subscribed on the new connection first, unsubscribed from the old one now: the
-            // old connection closes only after the messages it still carried have arrived.
+            // Subscribed on the new connection first (what callers subscribed during the
+            // switch too: its answers are awaited), unsubscribed from the old one then: the old
+            // connection closes only after the messages it still carried have arrived.
+            super::caught_up(caught_up).await;
+            let released: Vec<_> = release.into_iter().map(|c| old.queue_now(c)).collect();
             for answer in released {
                 if let Err(f) = answer.await {
                     tracing::debug!(error = %f.error, "unsubscribing the old connection failed");

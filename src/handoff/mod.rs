@@ -118,6 +118,23 @@ struct Leaving {
     names: Vec<bytes::Bytes>,
 }
 
+/// What [`Inner::install_subscribed`] did: the old connection, the answers of the
+/// subscription changes queued on the new one, and the commands that release the old one.
+pub(super) struct Switched {
+    pub(super) old: Option<Connection>,
+    pub(super) caught_up: Vec<AnswerFuture<Command>>,
+    pub(super) release: Vec<Command>,
+}
+
+/// Waits for the answers of the subscription changes made on a new connection at its switch.
+pub(super) async fn caught_up(answers: Vec<AnswerFuture<Command>>) {
+    for answer in answers {
+        if let Err(f) = answer.await {
+            tracing::warn!(error = %f.error, "a subscription made during the switch failed on the new connection");
+        }
+    }
+}
+
 /// What a stack tells when the server ends one of its shard channel subscriptions.
 pub(crate) type ShardChannelEnded = Arc<dyn Fn(&bytes::Bytes) + Send + Sync>;
 
@@ -348,38 +365,26 @@ impl Inner {
     /// subscriptions are released, all under the subscriptions' lock: a caller's subscription
     /// command goes to the current connection under the same lock (see
     /// `future::subscription`), so none can fall between the two connections. Returns the old
-    /// connection and the answers to the release.
-    fn install_subscribed(
-        &self,
-        conn: Connection,
-        restored: &Subscriptions,
-    ) -> (Option<Connection>, Vec<AnswerFuture<Command>>) {
+    /// connection, the answers of what was queued on the new one, and the commands that
+    /// release the old one: to be sent once those answers are in, so that a subscription made
+    /// during the switch is held by one connection or the other all along.
+    fn install_subscribed(&self, conn: Connection, restored: &Subscriptions) -> Switched {
         let subs = self.lock_subscriptions();
         let caught_up: Vec<_> = subs
             .commands_since(restored)
             .into_iter()
             .map(|c| conn.queue_now(c))
             .collect();
-        if !caught_up.is_empty() {
-            tokio::spawn(async move {
-                for answer in caught_up {
-                    if let Err(f) = answer.await {
-                        tracing::warn!(error = %f.error, "a subscription made during the switch failed on the new connection");
-                    }
-                }
-            });
-        }
         let old = self.install(Some(conn));
-        let released = match &old {
-            Some(old) if !old.is_closed() => subs
-                .union(restored)
-                .release_commands()
-                .into_iter()
-                .map(|c| old.queue_now(c))
-                .collect(),
+        let release = match &old {
+            Some(old) if !old.is_closed() => subs.union(restored).release_commands(),
             _ => Vec::new(),
         };
-        (old, released)
+        Switched {
+            old,
+            caught_up,
+            release,
+        }
     }
 
     fn last_error(&self) -> Option<Error> {
