@@ -5,24 +5,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Admin, RedisCluster, Value};
 use redis_handoff::{cmd, Cluster, ConnectOptions, ReadFrom};
 use tower::ServiceExt;
-
-async fn client(cluster: &RedisCluster, read_from: ReadFrom) -> Cluster {
-    // The client reads the replicas from the topology it is given at start (later ones come
-    // with the next refresh): wait until the seed lists them all.
-    tokio::task::block_in_place(|| replicas_listed(cluster.nodes[0].port, 3));
-    Cluster::builder(ConnectOptions::from_url(&cluster.nodes[0].url()).unwrap())
-        .read_from(read_from)
-        .connect()
-        .await
-        .expect("the cluster client connects")
-}
 
 /// The `calls` of `command` in node `port`'s `INFO commandstats`.
 fn calls(port: u16, command: &str) -> u64 {
@@ -138,13 +127,109 @@ async fn write_keys(redis: &Cluster, n: usize) -> Vec<String> {
     keys
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_go_to_the_replicas_and_writes_to_the_primaries() {
+/// A cluster of three primaries with a replica each, a client reading as `read_from` with its
+/// replicas connected (none with `Primary`), and `n` keys written and replicated.
+struct Replicated {
+    cluster: RedisCluster,
+    primaries: Vec<u16>,
+    replicas: Vec<u16>,
+    redis: Cluster,
+    keys: Arc<Vec<String>>,
+}
+
+async fn replicated(read_from: ReadFrom, refresh: Option<Duration>, n: usize) -> Replicated {
     let cluster = RedisCluster::start(3, 1);
     let (primaries, replicas) = roles(&cluster);
     assert_eq!((primaries.len(), replicas.len()), (3, 3));
-    let redis = client(&cluster, ReadFrom::PreferReplica).await;
-    replicas_connected(&redis, 3).await;
+    let mut builder = Cluster::builder(ConnectOptions::from_url(&cluster.nodes[0].url()).unwrap())
+        .read_from(read_from);
+    if refresh.is_some() {
+        builder = builder.refresh_period(refresh);
+    }
+    // The client reads the replicas from the topology it is given at start (later ones come
+    // with the next refresh): wait until the seed lists them all.
+    tokio::task::block_in_place(|| replicas_listed(cluster.nodes[0].port, 3));
+    let redis = builder
+        .connect()
+        .await
+        .expect("the cluster client connects");
+    if read_from != ReadFrom::Primary {
+        replicas_connected(&redis, 3).await;
+    }
+    let keys = Arc::new(write_keys(&redis, n).await);
+    tokio::task::block_in_place(|| wait_replicated(&primaries, &replicas));
+    Replicated {
+        cluster,
+        primaries,
+        replicas,
+        redis,
+        keys,
+    }
+}
+
+/// Reads every key once and checks its value.
+async fn read_back(redis: &Cluster, keys: &[String]) {
+    for k in keys {
+        let v: String = redis.query(cmd!("GET", k)).await.unwrap();
+        assert_eq!(&v, k);
+    }
+}
+
+/// Eight tasks reading the keys round and round until `stop`; each hands back its failures.
+fn readers(
+    redis: &Cluster,
+    keys: &Arc<Vec<String>>,
+    stop: &Arc<AtomicBool>,
+    reads: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    (0..8)
+        .map(|t| {
+            let (redis, keys, stop, reads) =
+                (redis.clone(), keys.clone(), stop.clone(), reads.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = &keys[i % keys.len()];
+                    match redis.query::<Option<String>>(cmd!("GET", k)).await {
+                        Ok(Some(v)) if &v == k => {}
+                        other => failures.push(format!("{k}: {other:?}")),
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    i += 8;
+                }
+                failures
+            })
+        })
+        .collect()
+}
+
+/// Stops the readers and asserts that none of their reads failed.
+async fn no_read_failed(stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<Vec<String>>>) {
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} reads failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_replicas_and_writes_to_the_primaries() {
+    let Replicated {
+        primaries,
+        replicas,
+        redis,
+        keys,
+        // Kept to the end: dropping it stops the servers.
+        cluster: _cluster,
+        ..
+    } = replicated(ReadFrom::PreferReplica, None, 300).await;
     let mut listed: Vec<u16> = redis.replicas().iter().map(|(e, _)| e.port()).collect();
     listed.sort_unstable();
     let mut expected = replicas.clone();
@@ -155,16 +240,11 @@ async fn reads_go_to_the_replicas_and_writes_to_the_primaries() {
     );
 
     // Writes: every SET went to a primary (a replica would have answered MOVED).
-    let keys = write_keys(&redis, 300).await;
     assert_eq!(redis.stats().moved, 0);
     assert_eq!(redis.stats().replica_reads, 0, "no write counts as a read");
-    tokio::task::block_in_place(|| wait_replicated(&primaries, &replicas));
 
     let before: Vec<u64> = primaries.iter().map(|&p| calls(p, "get")).collect();
-    for k in &keys {
-        let v = redis.clone().oneshot(cmd!("GET", k)).await.unwrap();
-        assert_eq!(v.as_str(), Some(k.as_str()));
-    }
+    read_back(&redis, &keys).await;
     let n: i64 = redis.query(cmd!("EXISTS", &keys[0])).await.unwrap();
     assert_eq!(n, 1);
     // A command that writes goes to the primary even with replicas preferred.
@@ -187,18 +267,18 @@ async fn reads_go_to_the_replicas_and_writes_to_the_primaries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_spread_over_the_primaries_and_the_replicas() {
-    let cluster = RedisCluster::start(3, 1);
-    let (primaries, replicas) = roles(&cluster);
-    let redis = client(&cluster, ReadFrom::PrimaryAndReplicas).await;
-    replicas_connected(&redis, 3).await;
-    let keys = write_keys(&redis, 200).await;
-    tokio::task::block_in_place(|| wait_replicated(&primaries, &replicas));
+    let Replicated {
+        primaries,
+        replicas,
+        redis,
+        keys,
+        // Kept to the end: dropping it stops the servers.
+        cluster: _cluster,
+        ..
+    } = replicated(ReadFrom::PrimaryAndReplicas, None, 200).await;
     let before: u64 = primaries.iter().map(|&p| calls(p, "get")).sum();
     for _ in 0..3 {
-        for k in &keys {
-            let v: String = redis.query(cmd!("GET", k)).await.unwrap();
-            assert_eq!(&v, k);
-        }
+        read_back(&redis, &keys).await;
     }
     let on_primaries = primaries.iter().map(|&p| calls(p, "get")).sum::<u64>() - before;
     let on_replicas: u64 = replicas.iter().map(|&r| calls(r, "get")).sum();
@@ -213,35 +293,16 @@ async fn reads_spread_over_the_primaries_and_the_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_leaves_its_reads_to_the_primary_and_none_fails() {
-    let mut cluster = RedisCluster::start(3, 1);
-    let (primaries, replicas) = roles(&cluster);
-    let redis = client(&cluster, ReadFrom::PreferReplica).await;
-    replicas_connected(&redis, 3).await;
-    let keys = Arc::new(write_keys(&redis, 300).await);
-    tokio::task::block_in_place(|| wait_replicated(&primaries, &replicas));
-
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let Replicated {
+        mut cluster,
+        primaries,
+        replicas,
+        redis,
+        keys,
+    } = replicated(ReadFrom::PreferReplica, None, 300).await;
+    let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..8)
-        .map(|t| {
-            let (redis, keys, stop, reads) =
-                (redis.clone(), keys.clone(), stop.clone(), reads.clone());
-            tokio::spawn(async move {
-                let mut failures = Vec::new();
-                let mut i = t;
-                while !stop.load(Ordering::Relaxed) {
-                    let k = &keys[i % keys.len()];
-                    match redis.query::<Option<String>>(cmd!("GET", k)).await {
-                        Ok(Some(v)) if &v == k => {}
-                        other => failures.push(format!("{k}: {other:?}")),
-                    }
-                    reads.fetch_add(1, Ordering::Relaxed);
-                    i += 8;
-                }
-                failures
-            })
-        })
-        .collect();
+    let tasks = readers(&redis, &keys, &stop, &reads);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let victim = replicas[0];
     let index = cluster.nodes.iter().position(|n| n.port == victim).unwrap();
@@ -249,21 +310,11 @@ async fn a_replica_killed_under_load_leaves_its_reads_to_the_primary_and_none_fa
     cluster.kill(index);
     // Long enough for the replica's stack to find its peer gone and stay down.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    for t in tasks {
-        failures.extend(t.await.unwrap());
-    }
+    no_read_failed(&stop, tasks).await;
     let total = reads.load(Ordering::Relaxed);
     assert!(
         at_kill > 0 && total > at_kill,
         "reads before {at_kill}, in all {total}"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} reads failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
     );
 
     let stats = redis.stats();
@@ -286,10 +337,7 @@ async fn a_replica_killed_under_load_leaves_its_reads_to_the_primary_and_none_fa
         .or_else(|| primaries.first().copied())
         .unwrap();
     let before = calls(victim_primary, "get");
-    for k in keys.iter() {
-        let v: String = redis.query(cmd!("GET", k)).await.unwrap();
-        assert_eq!(&v, k);
-    }
+    read_back(&redis, &keys).await;
     assert!(
         calls(victim_primary, "get") > before,
         "the primary of the dead replica serves its reads"
@@ -298,15 +346,17 @@ async fn a_replica_killed_under_load_leaves_its_reads_to_the_primary_and_none_fa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_every_read_goes_to_a_primary_and_no_replica_is_dialled() {
-    let cluster = RedisCluster::start(3, 1);
-    let (primaries, replicas) = roles(&cluster);
-    let redis = client(&cluster, ReadFrom::Primary).await;
+    let Replicated {
+        primaries,
+        replicas,
+        redis,
+        keys,
+        // Kept to the end: dropping it stops the servers.
+        cluster: _cluster,
+        ..
+    } = replicated(ReadFrom::Primary, None, 100).await;
     assert!(redis.replicas().is_empty());
-    let keys = write_keys(&redis, 100).await;
-    for k in &keys {
-        let v: String = redis.query(cmd!("GET", k)).await.unwrap();
-        assert_eq!(&v, k);
-    }
+    read_back(&redis, &keys).await;
     assert_eq!(redis.stats().replica_reads, 0);
     assert_eq!(primaries.iter().map(|&p| calls(p, "get")).sum::<u64>(), 100);
     assert_eq!(replicas.iter().map(|&r| calls(r, "get")).sum::<u64>(), 0);
@@ -314,18 +364,18 @@ async fn by_default_every_read_goes_to_a_primary_and_no_replica_is_dialled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_on_through_a_primary_killed_and_replaced_by_its_replica() {
-    let mut cluster = RedisCluster::start(3, 1);
-    let (primaries, replicas) = roles(&cluster);
-    let redis = Cluster::builder(ConnectOptions::from_url(&cluster.nodes[0].url()).unwrap())
-        .read_from(ReadFrom::PreferReplica)
-        .refresh_period(Some(Duration::from_millis(500)))
-        .connect()
-        .await
-        .unwrap();
-    replicas_connected(&redis, 3).await;
-    let keys = Arc::new(write_keys(&redis, 300).await);
-    tokio::task::block_in_place(|| wait_replicated(&primaries, &replicas));
-
+    let Replicated {
+        mut cluster,
+        primaries,
+        redis,
+        keys,
+        ..
+    } = replicated(
+        ReadFrom::PreferReplica,
+        Some(Duration::from_millis(500)),
+        300,
+    )
+    .await;
     let victim = cluster
         .nodes
         .iter()
@@ -335,25 +385,8 @@ async fn reads_go_on_through_a_primary_killed_and_replaced_by_its_replica() {
         .replica_of(victim)
         .expect("the victim has a replica");
     let promoted_port = cluster.nodes[replica].port;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tasks: Vec<_> = (0..8)
-        .map(|t| {
-            let (redis, keys, stop) = (redis.clone(), keys.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut failures = Vec::new();
-                let mut i = t;
-                while !stop.load(Ordering::Relaxed) {
-                    let k = &keys[i % keys.len()];
-                    match redis.query::<Option<String>>(cmd!("GET", k)).await {
-                        Ok(Some(v)) if &v == k => {}
-                        other => failures.push(format!("{k}: {other:?}")),
-                    }
-                    i += 8;
-                }
-                failures
-            })
-        })
-        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = readers(&redis, &keys, &stop, &Arc::new(AtomicU64::new(0)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::task::block_in_place(|| {
         cluster.kill(victim);
@@ -374,17 +407,7 @@ async fn reads_go_on_through_a_primary_killed_and_replaced_by_its_replica() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    for t in tasks {
-        failures.extend(t.await.unwrap());
-    }
-    assert!(
-        failures.is_empty(),
-        "{} reads failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    no_read_failed(&stop, tasks).await;
     // The promoted node is a primary now, with its own stack: no longer read as a replica.
     assert!(
         redis
@@ -396,9 +419,6 @@ async fn reads_go_on_through_a_primary_killed_and_replaced_by_its_replica() {
     );
     // Its slots are read from it, as the primary it is.
     let before = calls(promoted_port, "get");
-    for k in keys.iter() {
-        let v: String = redis.query(cmd!("GET", k)).await.unwrap();
-        assert_eq!(&v, k);
-    }
+    read_back(&redis, &keys).await;
     assert!(calls(promoted_port, "get") > before);
 }
