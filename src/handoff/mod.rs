@@ -361,13 +361,14 @@ impl Inner {
     }
 
     /// Makes `conn` current. It was prepared with the subscriptions `restored`; what callers
-    /// subscribed or unsubscribed since is queued on it first, and the old connection's
-    /// subscriptions are released, all under the subscriptions' lock: a caller's subscription
-    /// command goes to the current connection under the same lock (see
+    /// subscribed or unsubscribed since is queued on it first, under the subscriptions' lock: a
+    /// caller's subscription command goes to the current connection under the same lock (see
     /// `future::subscription`), so none can fall between the two connections. Returns the old
     /// connection, the answers of what was queued on the new one, and the commands that
-    /// release the old one: to be sent once those answers are in, so that a subscription made
-    /// during the switch is held by one connection or the other all along.
+    /// release the old one. Those go out once the answers are in (the caller of this sends
+    /// them; only the release goes to the old connection from now on): released at once, the
+    /// old connection could stop delivering a channel subscribed during the switch before the
+    /// new one starts, and a message published in between would be lost.
     fn install_subscribed(&self, conn: Connection, restored: &Subscriptions) -> Switched {
         let subs = self.lock_subscriptions();
         let caught_up: Vec<_> = subs
