@@ -676,6 +676,7 @@ async fn send(
     let mut uncertain = Vec::new();
     let mut followed = 0u32;
     let mut waits = 0u32;
+    let mut bounces = redirect::Bounces::default();
     loop {
         let Some(stack) = target
             .take()
@@ -725,7 +726,12 @@ async fn send(
         if next == Next::Stop {
             return (Err(error), uncertain);
         }
-        followed += 1;
+        // A `MOVED` back to a node that redirected this already: waited out, not counted (see
+        // `redirect::Bounces`).
+        let bounce = matches!(&next, Next::Moved { to, .. } if bounces.bounced(&by, to));
+        if !bounce {
+            followed += 1;
+        }
         if followed > inner.config.redirect_limit || Instant::now() >= deadline {
             let error = match next {
                 Next::Reroute => error,
@@ -734,10 +740,18 @@ async fn send(
             return (Err(error), uncertain);
         }
         match next {
-            Next::Moved { slot, to } => match inner.moved(slot, &to).await {
-                Ok(stack) => target = Some(stack),
-                Err(e) => return (Err(e), uncertain),
-            },
+            Next::Moved { slot, to } => {
+                if bounce {
+                    inner.waited();
+                    waits += 1;
+                    let until = (Instant::now() + redirect::backoff(waits)).min(deadline);
+                    tokio::time::sleep_until(until).await;
+                }
+                match inner.moved(slot, &to).await {
+                    Ok(stack) => target = Some(stack),
+                    Err(e) => return (Err(e), uncertain),
+                }
+            }
             Next::Wait { refresh } => {
                 inner.waited();
                 if refresh {

@@ -111,6 +111,30 @@ fn target(text: &str, answered_by: &Endpoint) -> Option<(u16, Endpoint)> {
 
 /// How long to wait before try `attempt` (from 1) after a `TRYAGAIN`-like refusal: 10 ms
 /// doubling to 200 ms, with up to half again of jitter so that callers do not retry in step.
+/// The nodes that answered one request with `MOVED`, to notice when they send it back and
+/// forth: two nodes can disagree for a moment about who owns a slot (a slot moved away and
+/// back faster than the cluster's gossip settles, as seen with a slot moved four times in 40
+/// ms), and following each `MOVED` at once would spend the redirect limit in a few
+/// milliseconds. A `MOVED` back to a node that already redirected the request is followed after
+/// a [`backoff`] instead, and counted as a wait, not a redirect: such a loop is bounded by the
+/// retry budget, as `TRYAGAIN` is.
+#[derive(Debug, Default)]
+pub(crate) struct Bounces {
+    seen: Vec<Endpoint>,
+}
+
+impl Bounces {
+    /// Notes that `by` answered `MOVED` to `to`; whether `to` itself redirected this request
+    /// before (the nodes disagree for now).
+    pub(crate) fn bounced(&mut self, by: &Endpoint, to: &Endpoint) -> bool {
+        let back = self.seen.contains(to);
+        if !self.seen.contains(by) {
+            self.seen.push(by.clone());
+        }
+        back
+    }
+}
+
 pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = (10u64 << attempt.saturating_sub(1).min(5)).min(200);
     Duration::from_millis(base + fastrand::u64(0..=base / 2))
@@ -119,6 +143,20 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_moved_back_to_a_node_that_redirected_before_is_a_bounce() {
+        let (a, b, c) = (
+            Endpoint::new("127.0.0.1", 7000),
+            Endpoint::new("127.0.0.1", 7001),
+            Endpoint::new("127.0.0.1", 7002),
+        );
+        let mut bounces = Bounces::default();
+        assert!(!bounces.bounced(&a, &b), "a first redirect");
+        assert!(!bounces.bounced(&b, &c), "on to a third node");
+        assert!(bounces.bounced(&c, &a), "back to a node that redirected");
+        assert!(bounces.bounced(&a, &b));
+    }
 
     fn ep(s: &str) -> Endpoint {
         s.parse().unwrap()

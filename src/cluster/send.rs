@@ -157,6 +157,7 @@ async fn follow<U: Unit>(
     let mut target = Target::Route(route.clone());
     let mut followed = 0u32;
     let mut waits = 0u32;
+    let mut bounces = redirect::Bounces::default();
     loop {
         let (error, by) = match failed.take() {
             Some(f) => f,
@@ -199,7 +200,12 @@ async fn follow<U: Unit>(
             }
             return Err(error);
         }
-        followed += 1;
+        // A `MOVED` back to a node that redirected this request already: the nodes disagree for
+        // now. Waited out like `TRYAGAIN` (within the retry budget), not counted as a redirect.
+        let bounce = matches!(&next, Next::Moved { to, .. } if bounces.bounced(&by, to));
+        if !bounce {
+            followed += 1;
+        }
         if followed > inner.config.redirect_limit || Instant::now() >= deadline {
             return Err(match next {
                 // A node that cannot be reached: its own error says it best.
@@ -208,7 +214,14 @@ async fn follow<U: Unit>(
             });
         }
         target = match next {
-            Next::Moved { slot, to } => Target::Node(inner.moved(slot, &to).await?),
+            Next::Moved { slot, to } => {
+                if bounce {
+                    inner.waited();
+                    waits += 1;
+                    sleep_until_before(redirect::backoff(waits), deadline).await;
+                }
+                Target::Node(inner.moved(slot, &to).await?)
+            }
             Next::Ask { to } => Target::Ask(inner.asked(&to).await?),
             Next::Wait { refresh } => {
                 inner.waited();

@@ -200,28 +200,35 @@ impl RedisCluster {
 
     /// The port of the node that owns `slot` now, as node 0 (or the first live node) sees it.
     pub fn owner_port(&self, slot: u16) -> u16 {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if TcpStream::connect(("127.0.0.1", n.port)).is_err() {
-                continue;
-            }
-            if let Value::Array(ranges) = self.admin(i).cmd(&["CLUSTER", "SLOTS"]) {
-                for r in ranges {
-                    if let Value::Array(parts) = r {
-                        if let (Value::Int(from), Value::Int(to), Value::Array(primary)) =
-                            (&parts[0], &parts[1], &parts[2])
-                        {
-                            if (*from as u16..=*to as u16).contains(&slot) {
-                                if let Value::Int(port) = primary[1] {
-                                    return port as u16;
-                                }
-                            }
-                        }
+        (0..self.nodes.len())
+            .find(|&i| self.alive(i))
+            .and_then(|i| self.owner_seen_by(i, slot))
+            .unwrap_or_else(|| panic!("no node owns slot {slot}"))
+    }
+
+    fn alive(&self, i: usize) -> bool {
+        TcpStream::connect(("127.0.0.1", self.nodes[i].port)).is_ok()
+    }
+
+    /// The port of the owner of `slot` in node `i`'s `CLUSTER SLOTS`.
+    fn owner_seen_by(&self, i: usize, slot: u16) -> Option<u16> {
+        let Value::Array(ranges) = self.admin(i).cmd(&["CLUSTER", "SLOTS"]) else {
+            return None;
+        };
+        ranges.iter().find_map(|r| match r {
+            Value::Array(parts) => match (&parts[0], &parts[1], &parts[2]) {
+                (Value::Int(from), Value::Int(to), Value::Array(primary))
+                    if (*from as u16..=*to as u16).contains(&slot) =>
+                {
+                    match primary[1] {
+                        Value::Int(port) => Some(port as u16),
+                        _ => None,
                     }
                 }
-            }
-            break;
-        }
-        panic!("no node owns slot {slot}");
+                _ => None,
+            },
+            _ => None,
+        })
     }
 
     /// The index in `nodes` of the node listening on `port`.
@@ -298,6 +305,11 @@ impl RedisCluster {
             src.ok(&args);
         }
         dst.ok(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+        // The new owner's claim must outrank a stale one still in the cluster's gossip (the
+        // same slot moved here a moment ago the other way): with a configuration epoch no
+        // greater than the old owner's, a late message from it gives the slot back to it on
+        // the new owner, and each then redirects to the other, for good.
+        let _ = dst.cmd(&["CLUSTER", "BUMPEPOCH"]);
         src.ok(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
         for i in 0..self.primaries {
             if i != from && i != to && TcpStream::connect(("127.0.0.1", self.nodes[i].port)).is_ok()
@@ -306,6 +318,19 @@ impl RedisCluster {
                     .admin(i)
                     .cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
             }
+        }
+        // Done when every live node names the new owner. A slot moved away and back faster than
+        // the cluster's gossip settles can have two nodes disagree about it for seconds (each
+        // redirecting to the other), which is no longer the resharding a test means to make.
+        let start = Instant::now();
+        while (0..self.nodes.len())
+            .any(|i| self.alive(i) && self.owner_seen_by(i, slot) != Some(to_port))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the nodes did not agree on slot {slot}'s new owner within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
