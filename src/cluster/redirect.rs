@@ -3,7 +3,7 @@
 //! | the server says | meaning | the cluster |
 //! |---|---|---|
 //! | `MOVED <slot> <host:port>` | the slot lives on another node now | updates the slot map for that slot at once, schedules a lazy full refresh, sends the command to the new owner |
-//! | `MOVED` back to a node that already redirected this command | two nodes disagree about the slot for now (each redirects to the other) | waits as for `TRYAGAIN` before following it, counted as a wait, not a redirect ([`Bounces`]) |
+//! | `MOVED` back to a node that already redirected this command | two nodes disagree about the slot for now (each redirects to the other) | waits as for `TRYAGAIN` before following it, counted as a wait, not a redirect, so such a loop is bounded by the retry budget |
 //! | `ASK <slot> <host:port>` | the slot is being migrated and this key is already on the target | sends `ASKING` and the command to the target, back to back, once; the map is not changed |
 //! | `TRYAGAIN` | a multi-key command whose keys are split by a migration in progress | waits a little (10 ms doubling to 200 ms, with jitter) and sends again |
 //! | `CLUSTERDOWN` | the cluster cannot serve the slot now (a failover under way) | waits the same way, refreshes the topology, sends again |
