@@ -17,6 +17,15 @@ pub(crate) fn text(frame: &BytesFrame) -> Option<&Bytes> {
     }
 }
 
+/// A push frame's kind and its first argument (`message` and its channel, `subscribe` and its
+/// name, ...), when it has both as strings.
+pub(crate) fn push_head(frame: &BytesFrame) -> Option<(&Bytes, &Bytes)> {
+    let BytesFrame::Push { data, .. } = frame else {
+        return None;
+    };
+    Some((data.first().and_then(text)?, data.get(1).and_then(text)?))
+}
+
 /// The start of a frame's bytes in RESP, escaped for a log line.
 pub(crate) fn preview(frame: &BytesFrame) -> String {
     let mut out = Vec::with_capacity(PREVIEW_BYTES);

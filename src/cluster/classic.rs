@@ -44,19 +44,6 @@ use crate::error::Error;
 use crate::request::ClusterAnswer;
 use crate::stack::Stack;
 
-/// Whether `command` is a classic subscription command: those go through here.
-pub(crate) fn is_classic_subscription(command: &Command) -> bool {
-    command.subscription().is_some_and(|s| {
-        matches!(
-            s.kind,
-            SubscriptionKind::Subscribe
-                | SubscriptionKind::PSubscribe
-                | SubscriptionKind::Unsubscribe
-                | SubscriptionKind::PUnsubscribe
-        )
-    })
-}
-
 /// What the cluster subscribed for the caller, and where.
 #[derive(Debug, Default)]
 struct State {
@@ -144,10 +131,7 @@ impl Classic {
     /// task for every push: anything but a classic confirmation passes after a comparison or
     /// two).
     pub(crate) fn passes(&self, node: &Endpoint, frame: &BytesFrame) -> bool {
-        let BytesFrame::Push { data, .. } = frame else {
-            return true;
-        };
-        let Some(kind) = data.first().and_then(crate::frame::text) else {
+        let Some((kind, name)) = crate::frame::push_head(frame) else {
             return true;
         };
         let pattern = if kind.eq_ignore_ascii_case(b"subscribe") {
@@ -155,9 +139,6 @@ impl Classic {
         } else if kind.eq_ignore_ascii_case(b"psubscribe") {
             true
         } else {
-            return true;
-        };
-        let Some(name) = data.get(1).and_then(crate::frame::text) else {
             return true;
         };
         let mut state = self.lock();

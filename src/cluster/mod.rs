@@ -220,7 +220,7 @@ pub use slot::{key_slot, SLOT_COUNT};
 pub use topology::{Shard, Topology};
 
 use crate::circuit_breaker::CircuitBreakerConfig;
-use crate::command::Command;
+use crate::command::{Command, SubscriptionKind};
 use crate::connection::{ConnectOptions, PushHub, Pushes};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -1475,23 +1475,23 @@ impl<R: Request> Service<R> for Cluster {
     fn call(&mut self, request: R) -> ResponseFuture<R> {
         let started = tokio::time::Instant::now();
         match request.into_cluster() {
-            ClusterRequest::Command(command) if pubsub::is_shard_subscription(&command) => {
-                ResponseFuture::slow(Box::pin(pubsub::command(
+            // The name is read once: this runs for every command.
+            ClusterRequest::Command(command) => match command.subscription().map(|s| s.kind) {
+                None => ResponseFuture::command(&self.inner, command, started),
+                Some(SubscriptionKind::SSubscribe | SubscriptionKind::SUnsubscribe) => {
+                    ResponseFuture::slow(Box::pin(pubsub::command(
+                        self.inner.clone(),
+                        command,
+                        started,
+                    )))
+                }
+                // SUBSCRIBE, PSUBSCRIBE and their unsubscribes.
+                Some(_) => ResponseFuture::slow(Box::pin(classic::command(
                     self.inner.clone(),
                     command,
                     started,
-                )))
-            }
-            ClusterRequest::Command(command) if classic::is_classic_subscription(&command) => {
-                ResponseFuture::slow(Box::pin(classic::command(
-                    self.inner.clone(),
-                    command,
-                    started,
-                )))
-            }
-            ClusterRequest::Command(command) => {
-                ResponseFuture::command(&self.inner, command, started)
-            }
+                ))),
+            },
             ClusterRequest::Pipeline(commands) => ResponseFuture::slow(Box::pin(send::pipeline(
                 self.inner.clone(),
                 commands,

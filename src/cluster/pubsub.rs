@@ -81,7 +81,7 @@ use super::classic::Classic;
 use super::redirect::{self, Next};
 use super::route::{self, Route};
 use super::{send, ClusterEvent, Inner};
-use crate::command::{Command, SubscriptionKind};
+use crate::command::Command;
 use crate::connection::PushHub;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -452,10 +452,7 @@ impl ShardChannels {
     /// Whether a push from `node` goes on to the caller's stream. Runs on the connection's
     /// task for every push: anything but a shard confirmation passes after two comparisons.
     fn passes(&self, node: &Endpoint, frame: &BytesFrame) -> bool {
-        let BytesFrame::Push { data, .. } = frame else {
-            return true;
-        };
-        let Some(kind) = data.first().and_then(crate::frame::text) else {
+        let Some((kind, name)) = crate::frame::push_head(frame) else {
             return true;
         };
         let unsubscribe = if kind.eq_ignore_ascii_case(b"sunsubscribe") {
@@ -465,9 +462,6 @@ impl ShardChannels {
         } else {
             return true;
         };
-        let Some(name) = data.get(1).and_then(crate::frame::text) else {
-            return true;
-        };
         !self.lock().hides(node, unsubscribe, name)
     }
 }
@@ -475,16 +469,6 @@ impl ShardChannels {
 /// The names a subscription command gives.
 fn names(command: &Command) -> Vec<Bytes> {
     command.args().skip(1).map(Bytes::copy_from_slice).collect()
-}
-
-/// Whether `command` is `SSUBSCRIBE` or `SUNSUBSCRIBE`: those go through here.
-pub(crate) fn is_shard_subscription(command: &Command) -> bool {
-    command.subscription().is_some_and(|s| {
-        matches!(
-            s.kind,
-            SubscriptionKind::SSubscribe | SubscriptionKind::SUnsubscribe
-        )
-    })
 }
 
 /// The caller's `SSUBSCRIBE` or `SUNSUBSCRIBE`, registered as it goes.

@@ -239,13 +239,7 @@ impl Inner {
     /// messages and every other push pass.
     fn wants(&self, frame: &redis_protocol::resp3::types::BytesFrame) -> bool {
         use crate::command::SubscriptionKind;
-        let redis_protocol::resp3::types::BytesFrame::Push { data, .. } = frame else {
-            return true;
-        };
-        let (Some(kind), Some(name)) = (
-            data.first().and_then(crate::frame::text),
-            data.get(1).and_then(crate::frame::text),
-        ) else {
+        let Some((kind, name)) = crate::frame::push_head(frame) else {
             return true;
         };
         let family = if kind.eq_ignore_ascii_case(b"message") {
