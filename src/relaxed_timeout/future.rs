@@ -7,9 +7,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project::pin_project;
-use tokio::time::Instant;
+use quanta::Instant;
 
 use super::{Relaxation, Shared};
+use crate::clock;
 use crate::error::Error;
 
 /// The inner service's answer, or [`Error::Timeout`] when it takes too long.
@@ -102,14 +103,14 @@ where
                 })),
             };
         };
-        let now = Instant::now();
+        let now = clock::fast().now();
         if now < timer.deadline {
             timer.shared.deadlines.refresh(slot, cx.waker());
             return Poll::Pending;
         }
         // The deadline passed. Did a maintenance begin since the command was sent?
         if let Some(budget) = timer.extend.take() {
-            let relaxed_now = timer.shared.relaxation.relaxed_at(now.into_std());
+            let relaxed_now = timer.shared.relaxation.relaxed_now();
             match this.started.checked_add(budget) {
                 Some(deadline) if relaxed_now && deadline > now => {
                     *this.relaxed = true;
@@ -127,7 +128,7 @@ where
             }
         }
         Poll::Ready(Err(Error::Timeout {
-            after: this.started.elapsed(),
+            after: now.saturating_duration_since(*this.started),
             relaxed: *this.relaxed,
         }))
     }

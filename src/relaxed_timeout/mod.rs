@@ -14,7 +14,7 @@
 //! - Waiting in `poll_ready` for room below (a full queue, a connection on its way) is bounded
 //!   the same way: past it, `poll_ready` fails with [`Error::NotSent`] (nothing was sent).
 //!
-//! Per call it reads the clock and one atomic. A command still waiting after its first poll
+//! Per call it reads the CPU's time-stamp counter (see `crate::clock::fast`) and one atomic. A command still waiting after its first poll
 //! takes a slot in a deadline table shared by the service and its clones, kept by one sweeper
 //! task, instead of a Tokio timer of its own (see `deadlines.rs`): a timeout fires at the first
 //! sweep after its deadline, up to a twentieth of the normal timeout late (at most 50 ms), never
@@ -78,6 +78,13 @@ pub trait Relaxation: Send + Sync + 'static {
     fn relaxed_at(&self, now: Instant) -> bool {
         self.relaxed_until().is_some_and(|until| until > now)
     }
+
+    /// Whether timeouts are relaxed now: read on every command before anything else needs
+    /// the OS clock. The default reads it; override it when "never relaxed" can be answered
+    /// without.
+    fn relaxed_now(&self) -> bool {
+        self.relaxed_at(Instant::now())
+    }
 }
 
 impl<R: Relaxation + ?Sized> Relaxation for Arc<R> {
@@ -87,6 +94,10 @@ impl<R: Relaxation + ?Sized> Relaxation for Arc<R> {
 
     fn relaxed_at(&self, now: Instant) -> bool {
         (**self).relaxed_at(now)
+    }
+
+    fn relaxed_now(&self) -> bool {
+        (**self).relaxed_now()
     }
 }
 
@@ -99,6 +110,10 @@ impl Relaxation for crate::maintenance::EndpointStatus {
 
     fn relaxed_at(&self, now: Instant) -> bool {
         self.is_relaxed(now)
+    }
+
+    fn relaxed_now(&self) -> bool {
+        self.is_relaxed_now()
     }
 }
 
@@ -137,6 +152,12 @@ impl Relaxation for RelaxationSwitch {
 
     fn relaxed_at(&self, now: Instant) -> bool {
         clock::nanos(now) < self.until.load(Ordering::Acquire)
+    }
+
+    fn relaxed_now(&self) -> bool {
+        // Never relaxed (0) is answered without reading the clock.
+        let until = self.until.load(Ordering::Acquire);
+        until != 0 && clock::now() < until
     }
 }
 
@@ -279,9 +300,9 @@ where
     }
 
     fn call(&mut self, command: Q) -> Self::Future {
-        let now = tokio::time::Instant::now();
+        let now = clock::fast().now();
         let block = command.blocking();
-        let relaxed_now = self.shared.relaxation.relaxed_at(now.into_std());
+        let relaxed_now = self.shared.relaxation.relaxed_now();
         let budget = self.budget_with(block, relaxed_now);
         let relaxed = relaxed_now && self.relaxed > self.timeout;
         // A maintenance that begins while the command waits can still give it the relaxed
