@@ -40,17 +40,6 @@ pub(crate) fn after(from: u64, d: Duration) -> u64 {
     from.saturating_add(to_nanos(d))
 }
 
-static FAST: OnceLock<quanta::Clock> = OnceLock::new();
-
-/// The clock read on every command (command latencies, command deadlines): the CPU's
-/// time-stamp counter where it is reliable (calibrated once against the OS clock), the OS
-/// monotonic clock otherwise. Reading it costs a fraction of what `std::time::Instant::now`
-/// does.
-#[inline]
-pub(crate) fn fast() -> &'static quanta::Clock {
-    FAST.get_or_init(quanta::Clock::new)
-}
-
 /// A timer deadline `d` after `from`; a duration too long for the clock gives one about a
 /// century away rather than an overflow.
 pub(crate) fn deadline(from: tokio::time::Instant, d: Duration) -> tokio::time::Instant {

@@ -114,12 +114,6 @@ impl EndpointStatus {
         deadline != 0 && clock::nanos(now) < deadline
     }
 
-    /// Whether timeouts are relaxed now; never relaxed is answered without reading the clock.
-    pub(crate) fn is_relaxed_now(&self) -> bool {
-        let deadline = self.deadline();
-        deadline != 0 && clock::now() < deadline
-    }
-
     /// Until when timeouts are relaxed, if they are now.
     pub fn relaxed_until(&self) -> Option<Instant> {
         let deadline = self.deadline();

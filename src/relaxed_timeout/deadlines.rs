@@ -20,10 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
-use quanta::Instant;
 use tokio::sync::Notify;
-
-use crate::clock;
+use tokio::time::Instant;
 
 /// Shortest and longest tick.
 const MIN_TICK: Duration = Duration::from_millis(1);
@@ -196,7 +194,7 @@ async fn sweep(table: Weak<Deadlines>, wake: Arc<Notify>, tick: Duration) {
     loop {
         tokio::time::sleep(tick).await;
         let Some(t) = table.upgrade() else { return };
-        let quiet = t.sweep_once(clock::fast().now(), &mut due);
+        let quiet = t.sweep_once(Instant::now(), &mut due);
         drop(t);
         for w in due.drain(..) {
             w.wake();
@@ -228,28 +226,27 @@ mod tests {
         (c.clone(), Waker::from(c))
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_passed_deadline_wakes_once_and_a_later_one_not_yet() {
         let table = Arc::new(Deadlines::new(Duration::from_millis(10)));
         let (early, w1) = counter();
         let (late, w2) = counter();
-        let now = clock::fast().now();
+        let now = Instant::now();
         table
             .register(now + Duration::from_millis(25), &w1)
             .unwrap();
         table.register(now + Duration::from_secs(5), &w2).unwrap();
-        // Real time (the table reads the CPU's clock, not Tokio's): wide margins.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(early.0.load(Ordering::SeqCst), 1);
         assert_eq!(late.0.load(Ordering::SeqCst), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn slots_are_given_back_and_reused_and_the_sweeper_parks_and_resumes() {
         let table = Arc::new(Deadlines::new(Duration::from_millis(10)));
         let (_, w) = counter();
         let a = table
-            .register(clock::fast().now() + Duration::from_secs(1), &w)
+            .register(Instant::now() + Duration::from_secs(1), &w)
             .unwrap();
         table.release(a);
         table.release(a);
@@ -259,19 +256,19 @@ mod tests {
             "a slot given back twice counts once"
         );
         let b = table
-            .register(clock::fast().now() + Duration::from_secs(1), &w)
+            .register(Instant::now() + Duration::from_secs(1), &w)
             .unwrap();
         assert_eq!(b, a, "the free slot is reused");
         table.release(b);
         // Quiet for more than a tick: parked.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(table.lock().sweeper, Sweeper::Parked);
         // A new registration resumes it, and its deadline is kept.
         let (fired, w) = counter();
         table
-            .register(clock::fast().now() + Duration::from_millis(5), &w)
+            .register(Instant::now() + Duration::from_millis(5), &w)
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(fired.0.load(Ordering::SeqCst), 1);
     }
 
@@ -279,7 +276,7 @@ mod tests {
     fn without_a_runtime_registration_says_so() {
         let table = Arc::new(Deadlines::new(Duration::from_millis(10)));
         let (_, w) = counter();
-        let at = clock::fast().now() + Duration::from_secs(1);
+        let at = Instant::now() + Duration::from_secs(1);
         assert!(table.register(at, &w).is_err());
     }
 

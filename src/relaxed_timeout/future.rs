@@ -7,10 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project::pin_project;
-use quanta::Instant;
+use tokio::time::Instant;
 
 use super::{Relaxation, Shared};
-use crate::clock;
 use crate::error::Error;
 
 /// The inner service's answer, or [`Error::Timeout`] when it takes too long.
@@ -103,14 +102,14 @@ where
                 })),
             };
         };
-        let now = clock::fast().now();
+        let now = Instant::now();
         if now < timer.deadline {
             timer.shared.deadlines.refresh(slot, cx.waker());
             return Poll::Pending;
         }
         // The deadline passed. Did a maintenance begin since the command was sent?
         if let Some(budget) = timer.extend.take() {
-            let relaxed_now = timer.shared.relaxation.relaxed_now();
+            let relaxed_now = timer.shared.relaxation.relaxed_at(now.into_std());
             match this.started.checked_add(budget) {
                 Some(deadline) if relaxed_now && deadline > now => {
                     *this.relaxed = true;
@@ -128,7 +127,7 @@ where
             }
         }
         Poll::Ready(Err(Error::Timeout {
-            after: now.saturating_duration_since(*this.started),
+            after: this.started.elapsed(),
             relaxed: *this.relaxed,
         }))
     }

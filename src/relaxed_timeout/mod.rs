@@ -14,7 +14,7 @@
 //! - Waiting in `poll_ready` for room below (a full queue, a connection on its way) is bounded
 //!   the same way: past it, `poll_ready` fails with [`Error::NotSent`] (nothing was sent).
 //!
-//! Per call it reads the CPU's time-stamp counter (see `crate::clock::fast`) and one atomic. A command still waiting after its first poll
+//! Per call it reads the clock and one atomic. A command still waiting after its first poll
 //! takes a slot in a deadline table shared by the service and its clones, kept by one sweeper
 //! task, instead of a Tokio timer of its own (see `deadlines.rs`): a timeout fires at the first
 //! sweep after its deadline, up to a twentieth of the normal timeout late (at most 50 ms), never
@@ -78,13 +78,6 @@ pub trait Relaxation: Send + Sync + 'static {
     fn relaxed_at(&self, now: Instant) -> bool {
         self.relaxed_until().is_some_and(|until| until > now)
     }
-
-    /// Whether timeouts are relaxed now: read on every command before anything else needs
-    /// the OS clock. The default reads it; override it when "never relaxed" can be answered
-    /// without.
-    fn relaxed_now(&self) -> bool {
-        self.relaxed_at(Instant::now())
-    }
 }
 
 impl<R: Relaxation + ?Sized> Relaxation for Arc<R> {
@@ -94,10 +87,6 @@ impl<R: Relaxation + ?Sized> Relaxation for Arc<R> {
 
     fn relaxed_at(&self, now: Instant) -> bool {
         (**self).relaxed_at(now)
-    }
-
-    fn relaxed_now(&self) -> bool {
-        (**self).relaxed_now()
     }
 }
 
@@ -110,10 +99,6 @@ impl Relaxation for crate::maintenance::EndpointStatus {
 
     fn relaxed_at(&self, now: Instant) -> bool {
         self.is_relaxed(now)
-    }
-
-    fn relaxed_now(&self) -> bool {
-        self.is_relaxed_now()
     }
 }
 
@@ -152,12 +137,6 @@ impl Relaxation for RelaxationSwitch {
 
     fn relaxed_at(&self, now: Instant) -> bool {
         clock::nanos(now) < self.until.load(Ordering::Acquire)
-    }
-
-    fn relaxed_now(&self) -> bool {
-        // Never relaxed (0) is answered without reading the clock.
-        let until = self.until.load(Ordering::Acquire);
-        until != 0 && clock::now() < until
     }
 }
 
@@ -300,9 +279,9 @@ where
     }
 
     fn call(&mut self, command: Q) -> Self::Future {
-        let now = clock::fast().now();
+        let now = tokio::time::Instant::now();
         let block = command.blocking();
-        let relaxed_now = self.shared.relaxation.relaxed_now();
+        let relaxed_now = self.shared.relaxation.relaxed_at(now.into_std());
         let budget = self.budget_with(block, relaxed_now);
         let relaxed = relaxed_now && self.relaxed > self.timeout;
         // A maintenance that begins while the command waits can still give it the relaxed
@@ -435,6 +414,34 @@ mod tests {
         let call = tokio::spawn(svc.oneshot(cmd!("GET", "k")));
         switch.relax_for(Duration::from_secs(60));
         assert!(call.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_follow_tokios_clock_so_paused_time_tests_see_timeouts() {
+        use tower::ServiceExt;
+        // Apps test their timeouts with Tokio's paused clock: a deadline on another clock
+        // would never pass there.
+        let stuck = tower::service_fn(|_: Command| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, Error>(crate::Reply::from(crate::frame::BytesFrame::Null))
+        });
+        let svc = RelaxedTimeout::new(
+            stuck,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+            RelaxationSwitch::new(),
+        );
+        let started = tokio::time::Instant::now();
+        let err = svc.oneshot(cmd!("GET", "k")).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout { relaxed: false, .. }),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
