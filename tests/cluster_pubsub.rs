@@ -396,6 +396,14 @@ async fn a_shard_subscription_follows_its_slot_back_and_forth_twice_under_load()
         "{} of {sent} background messages arrived through 4 moves",
         background.len()
     );
+    // The follower moves the subscription once the nodes agree on the slot's owner, which under
+    // load can come after the last message above: the final placement is waited for (widely).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (shard_subscribers(a, channel), shard_subscribers(b, channel)) != (1, 0)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(shard_subscribers(a, channel), 1);
     assert_eq!(shard_subscribers(b, channel), 0);
     assert_eq!(heard.confirmations(), [format!("ssubscribe {channel}")]);
