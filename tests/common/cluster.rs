@@ -268,10 +268,46 @@ impl RedisCluster {
         }
     }
 
+    /// Waits (at most 30 s) until every live node sees the same configuration epoch for every
+    /// node (`CLUSTER NODES`, the eighth field).
+    fn wait_for_epochs(&self) {
+        let start = Instant::now();
+        loop {
+            let views: Vec<Vec<(String, String)>> = (0..self.nodes.len())
+                .filter(|&i| self.alive(i))
+                .map(|i| {
+                    let nodes = self.admin(i).cmd(&["CLUSTER", "NODES"]);
+                    let mut epochs: Vec<(String, String)> = nodes
+                        .text()
+                        .lines()
+                        .filter_map(|line| {
+                            let fields: Vec<&str> = line.split_whitespace().collect();
+                            Some((fields.first()?.to_string(), fields.get(6)?.to_string()))
+                        })
+                        .collect();
+                    epochs.sort();
+                    epochs
+                })
+                .collect();
+            if views.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the nodes did not agree on their epochs within 30 s: {views:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Moves one slot from the node on `from_port` to the node on `to_port` the way
     /// `redis-cli --cluster reshard` does: `SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE` of its
     /// keys in batches, then `SETSLOT NODE` on both and on every other primary.
     pub fn move_slot(&self, slot: u16, from_port: u16, to_port: u16) {
+        // A move begun before the last one's epochs have spread can give the new owner an
+        // epoch another node already has (it bumps to one more than the greatest it knows),
+        // and the two then disagree about the slot for good.
+        self.wait_for_epochs();
         let from = self.index_of(from_port);
         let to = self.index_of(to_port);
         let from_id = self.node_id(from);
