@@ -65,10 +65,11 @@ mod session;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tower_service::Service;
 
@@ -151,7 +152,8 @@ fn family(kind: crate::command::SubscriptionKind) -> crate::command::Subscriptio
 pub(crate) struct Inner {
     configured: Endpoint,
     config: HandoffConfig,
-    current: RwLock<Option<Connection>>,
+    // Read for every command by `is_connected`: swapped, never locked.
+    current: ArcSwapOption<Connection>,
     generation: AtomicU64,
     changed: watch::Sender<u64>,
     kick: Arc<Notify>,
@@ -186,10 +188,7 @@ pub(crate) struct Inner {
 
 impl Inner {
     fn current(&self) -> Option<Connection> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.load().as_deref().cloned()
     }
 
     fn usable(&self) -> Option<Connection> {
@@ -197,13 +196,10 @@ impl Inner {
     }
 
     fn install(&self, connection: Option<Connection>) -> Option<Connection> {
-        let old = {
-            let mut cur = match self.current.write() {
-                Ok(c) => c,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            std::mem::replace(&mut *cur, connection)
-        };
+        let old = self
+            .current
+            .swap(connection.map(Arc::new))
+            .map(|old| Arc::try_unwrap(old).unwrap_or_else(|shared| (*shared).clone()));
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.changed.send_replace(generation);
         old
@@ -520,7 +516,7 @@ impl HandoffRetry {
         let inner = Arc::new(Inner {
             configured: connector.configured_endpoint(),
             config,
-            current: RwLock::new(None),
+            current: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
             changed,
             kick: kick.clone(),
@@ -653,10 +649,13 @@ impl HandoffRetry {
 
     /// Whether the stack has a usable connection now (cheaper than `current_endpoint`).
     pub fn is_connected(&self) -> bool {
-        match self.inner.current.read() {
-            Ok(c) => c.as_ref().is_some_and(|c| !c.is_closed()),
-            Err(poisoned) => poisoned.get_ref().as_ref().is_some_and(|c| !c.is_closed()),
-        }
+        // One atomic load, no lock and no reference count: a cluster asks this of the node
+        // it routes every command to.
+        self.inner
+            .current
+            .load()
+            .as_deref()
+            .is_some_and(|c| !c.is_closed())
     }
 
     /// Waits for the first connection, or the reconnect attempts' error.
