@@ -305,6 +305,22 @@ mod tests {
     use crate::cmd;
     use crate::command::Command;
 
+    /// A service that answers every command with a null after `delay`.
+    fn answers_after(
+        delay: Duration,
+    ) -> impl Service<
+        Command,
+        Response = crate::Reply,
+        Error = Error,
+        Future = impl Future<Output = Result<crate::Reply, Error>> + Send,
+    > + Clone
+           + Send {
+        tower::service_fn(move |_: Command| async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, Error>(crate::Reply::from(crate::frame::BytesFrame::Null))
+        })
+    }
+
     fn svc(
         timeout_ms: u64,
         relaxed_ms: u64,
@@ -361,10 +377,7 @@ mod tests {
     async fn a_maintenance_that_begins_while_a_command_waits_relaxes_it_too() {
         use tower::ServiceExt;
         let switch = RelaxationSwitch::new();
-        let slow = tower::service_fn(|_: Command| async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            Ok::<_, Error>(crate::Reply::from(crate::frame::BytesFrame::Null))
-        });
+        let slow = answers_after(Duration::from_millis(300));
         let svc = RelaxedTimeout::new(
             slow,
             Duration::from_millis(100),
@@ -400,10 +413,7 @@ mod tests {
         switch.relax_for(Duration::MAX);
         assert!(svc.clone().oneshot(cmd!("BLPOP", "k", 5)).await.is_ok());
         // A normal timeout with a relaxed one beyond the clock, for a command that outlives it.
-        let slow = tower::service_fn(|_: Command| async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok::<_, Error>(crate::Reply::from(crate::frame::BytesFrame::Null))
-        });
+        let slow = answers_after(Duration::from_millis(50));
         switch.end();
         let svc = RelaxedTimeout::new(
             slow,
@@ -421,10 +431,7 @@ mod tests {
         use tower::ServiceExt;
         // Apps test their timeouts with Tokio's paused clock: a deadline on another clock
         // would never pass there.
-        let stuck = tower::service_fn(|_: Command| async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok::<_, Error>(crate::Reply::from(crate::frame::BytesFrame::Null))
-        });
+        let stuck = answers_after(Duration::from_secs(3600));
         let svc = RelaxedTimeout::new(
             stuck,
             Duration::from_millis(100),
