@@ -467,6 +467,14 @@ impl Command {
         Some(block)
     }
 
+    /// The channels (patterns, shard channels) a subscription command names, copied out.
+    pub(crate) fn subscription_names(&self) -> Vec<bytes::Bytes> {
+        self.args()
+            .skip(1)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect()
+    }
+
     /// The Pub/Sub subscription change this command makes, if any. In RESP3 the server answers
     /// these with push frames, one per channel, instead of a reply.
     pub fn subscription(&self) -> Option<Subscription> {

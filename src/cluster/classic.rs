@@ -156,11 +156,6 @@ impl Classic {
     }
 }
 
-/// The names a subscription command gives.
-fn names(command: &Command) -> Vec<Bytes> {
-    command.args().skip(1).map(Bytes::copy_from_slice).collect()
-}
-
 /// The caller's classic subscription command, sent to the home (picked first if there is
 /// none), and what it changed kept.
 pub(crate) async fn command(
@@ -180,7 +175,9 @@ pub(crate) async fn command(
     let stack = home(&inner).await?;
     let reply = stack.oneshot(command.clone()).await?;
     if let Some(sub) = command.subscription() {
-        classic.lock().apply(sub.kind, &names(&command));
+        classic
+            .lock()
+            .apply(sub.kind, &command.subscription_names());
     }
     Ok(ClusterAnswer::One(reply))
 }

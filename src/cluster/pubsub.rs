@@ -466,11 +466,6 @@ impl ShardChannels {
     }
 }
 
-/// The names a subscription command gives.
-fn names(command: &Command) -> Vec<Bytes> {
-    command.args().skip(1).map(Bytes::copy_from_slice).collect()
-}
-
 /// The caller's `SSUBSCRIBE` or `SUNSUBSCRIBE`, registered as it goes.
 pub(crate) async fn command(
     inner: Arc<Inner>,
@@ -481,7 +476,7 @@ pub(crate) async fn command(
         .subscription()
         .is_some_and(|s| s.kind.is_unsubscribe());
     let route = route::route(&command)?;
-    let names = names(&command);
+    let names = command.subscription_names();
     let slot = match route {
         Route::Slot(slot) => slot,
         // No channel: an `SSUBSCRIBE` the server refuses, or an `SUNSUBSCRIBE` of every one.

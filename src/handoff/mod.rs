@@ -319,11 +319,7 @@ impl Inner {
     fn leaving(&self, command: &Command) -> Option<u64> {
         let sub = command.subscription().filter(|s| s.kind.is_unsubscribe())?;
         let id = self.leave_seq.fetch_add(1, Ordering::Relaxed);
-        let names = command
-            .args()
-            .skip(1)
-            .map(bytes::Bytes::copy_from_slice)
-            .collect();
+        let names = command.subscription_names();
         self.lock_leaving().push(Leaving {
             id,
             family: family(sub.kind),
