@@ -33,37 +33,69 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use pin_project::{pin_project, pinned_drop};
 use tower_service::Service;
 
-use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitHandle};
+use crate::circuit_breaker::{
+    self, Admitted, CircuitBreaker, CircuitBreakerConfig, CircuitHandle, Gate,
+};
 use crate::command::{Command, ToArg};
 use crate::connection::{ConnectOptions, Connector, Liveness};
 use crate::dedicated::Dedicated;
 use crate::demux::NotificationDemux;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::handoff::{HandoffConfig, HandoffRetry};
+use crate::handoff::{Attempt, HandoffConfig, HandoffRetry, Reservation};
 use crate::maintenance::{EndpointStatus, Maintenance, MaintenanceConfig};
-use crate::metrics::{Metrics, MetricsHook};
-use crate::relaxed_timeout::{self, RelaxedTimeout};
+use crate::metrics::{Metrics, MetricsHook, Pending};
+use crate::relaxed_timeout::{self, Deadline, RelaxedTimeout, Waiting};
 use crate::reply::{FromReply, Reply};
 use crate::request::{Request, Transaction};
 
-/// The service type of the recommended stack.
+/// The recommended stack as nested layers: what [`Stack::into_service`] gives, to wrap in more
+/// layers or take apart.
 pub type StackService =
     MetricsHook<CircuitBreaker<RelaxedTimeout<HandoffRetry, Arc<EndpointStatus>>>>;
 
 /// The recommended stack; see the [module docs](self).
-#[derive(Clone)]
+///
+/// It behaves exactly as [`StackService`], the same layers nested, and shares their state
+/// (the circuit, the deadline table, the metrics, the connection) with it. It runs them fused:
+/// one reference-counted block of shared state instead of one per layer, each layer's
+/// per-clone readiness side by side, and one flat future that does each layer's step when the
+/// answer comes. A clone and a call touch two shared reference counts rather than eight, and
+/// the future is moved and dropped as one piece.
 pub struct Stack {
-    // Cloned for every call in the usual `stack.clone().oneshot(..)`: every field is a
-    // reference count touched by all tasks, so the stack keeps none of its own (the
-    // maintenance handle is the handoff layer's).
-    service: StackService,
+    parts: Arc<Parts>,
+    // Each layer's per-clone state, as the nested layers keep it.
+    gate: Gate,
+    waiting: Waiting,
+    reservation: Reservation,
+}
+
+/// What every clone of a [`Stack`] and every command on its way share: the state of each
+/// layer, which the nested [`StackService`] shares too.
+pub(crate) struct Parts {
+    metrics: Metrics,
+    circuit: Arc<circuit_breaker::Shared>,
+    timeout: Arc<relaxed_timeout::Shared<Arc<EndpointStatus>>>,
+    handoff: HandoffRetry,
+}
+
+impl Clone for Stack {
+    fn clone(&self) -> Self {
+        Stack {
+            parts: self.parts.clone(),
+            gate: Gate::new(),
+            waiting: Waiting::default(),
+            reservation: self.reservation.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for Stack {
@@ -134,17 +166,27 @@ impl Stack {
 
     /// The handoff layer: the current endpoint, counters, the stable push stream.
     pub fn handoff(&self) -> &HandoffRetry {
-        self.service.get_ref().get_ref().get_ref()
+        &self.parts.handoff
     }
 
     /// The circuit breaker: its state, counters, and manual `force_open` / `reset`.
     pub fn circuit(&self) -> CircuitHandle {
-        self.service.get_ref().handle()
+        CircuitHandle {
+            shared: self.parts.circuit.clone(),
+        }
     }
 
     /// The metrics: `metrics().snapshot()` for counts and percentiles.
     pub fn metrics(&self) -> &Metrics {
-        self.service.metrics()
+        &self.parts.metrics
+    }
+
+    /// The layers nested over `handoff`, sharing this stack's circuit, deadlines and metrics.
+    fn nested(&self, handoff: HandoffRetry) -> StackService {
+        let parts = &self.parts;
+        let timed = RelaxedTimeout::from_shared(handoff, parts.timeout.clone());
+        let guarded = CircuitBreaker::from_shared(timed, parts.circuit.clone());
+        MetricsHook::new(guarded, parts.metrics.clone())
     }
 
     /// Opens a connection of one's own under the same layers (the same timeouts, circuit
@@ -153,9 +195,7 @@ impl Stack {
     /// See [`Dedicated`].
     pub async fn dedicated(&self) -> Result<Dedicated<StackService>, Error> {
         let own = self.handoff().dedicated().await?.into_inner();
-        let mut service = self.service.clone();
-        *service.get_mut().get_mut().get_mut() = own;
-        Ok(Dedicated::new(service))
+        Ok(Dedicated::new(self.nested(own)))
     }
 
     /// The optimistic-locking loop on a dedicated connection opened for it:
@@ -175,9 +215,11 @@ impl Stack {
         self.dedicated().await?.watch(keys, attempts, body).await
     }
 
-    /// The whole service, for wrapping in more layers.
+    /// The same stack as nested layers, sharing this one's state, for taking apart or
+    /// wrapping in layers that need the concrete types. Wrapping the `Stack` itself in more
+    /// layers needs none of this: it is a [`Service`] as it is.
     pub fn into_service(self) -> StackService {
-        self.service
+        self.nested(self.parts.handoff.clone())
     }
 }
 
@@ -253,29 +295,160 @@ impl StackBuilder {
         let demuxed = NotificationDemux::over_connector(connector, maintenance.clone());
         let handoff = HandoffRetry::new(demuxed, maintenance.clone(), self.handoff);
         let relaxed = maintenance.config().relaxed_timeout();
-        let timed = relaxed_timeout::RelaxedTimeout::new(
-            handoff,
-            self.timeout,
-            relaxed,
-            maintenance.status(&endpoint),
-        );
-        let guarded = CircuitBreaker::new(timed, maintenance.clone(), endpoint, self.circuit);
-        let service = MetricsHook::new(guarded, metrics);
-        Ok(Stack { service })
+        let timeout =
+            relaxed_timeout::Shared::new(self.timeout, relaxed, maintenance.status(&endpoint));
+        let circuit = circuit_breaker::Shared::new(maintenance, endpoint, self.circuit);
+        Ok(Stack {
+            parts: Arc::new(Parts {
+                metrics,
+                circuit,
+                timeout,
+                handoff,
+            }),
+            gate: Gate::new(),
+            waiting: Waiting::default(),
+            reservation: Reservation::default(),
+        })
     }
 }
 
-/// Commands, pipelines and transactions alike.
+/// Commands, pipelines and transactions alike: each layer's step in the nested order
+/// (metrics, circuit, timeout, handoff) on the way down, and back up when the answer comes.
 impl<R: Request> Service<R> for Stack {
     type Response = R::Response;
     type Error = Error;
-    type Future = <StackService as Service<R>>::Future;
+    type Future = ResponseFuture<R>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Service::<R>::poll_ready(&mut self.service, cx)
+        let parts = &*self.parts;
+        let waiting = &mut self.waiting;
+        let reservation = &mut self.reservation;
+        self.gate.poll_ready(&parts.circuit, cx, |cx| {
+            parts.timeout.poll_room(waiting, cx, |cx| {
+                reservation.poll_ready::<R>(parts.handoff.inner(), cx)
+            })
+        })
     }
 
-    fn call(&mut self, request: R) -> Self::Future {
-        self.service.call(request)
+    #[inline]
+    fn call(&mut self, request: R) -> ResponseFuture<R> {
+        let parts = &self.parts;
+        let (pending, span) = parts.metrics.begin(&request);
+        let kind = {
+            let _entered = span.enter();
+            match self.gate.admit(&parts.circuit) {
+                Ok(admitted) => {
+                    let deadline = parts.timeout.start(request.blocking());
+                    let attempt = self.reservation.call(parts.handoff.inner(), request);
+                    Kind::Called {
+                        attempt,
+                        admitted: Some(admitted),
+                        deadline,
+                    }
+                }
+                Err(error) => Kind::Rejected { error: Some(error) },
+            }
+        };
+        ResponseFuture {
+            kind,
+            pending: Some(pending),
+            span,
+            parts: parts.clone(),
+        }
+    }
+}
+
+/// The answer to a request sent through a [`Stack`]: the connection's reply, or the error a
+/// layer gave (a timeout, an open circuit, a lost connection), counted by the circuit and
+/// recorded in the metrics as the nested layers would.
+#[pin_project(PinnedDrop)]
+pub struct ResponseFuture<R: Request> {
+    #[pin]
+    kind: Kind<R>,
+    // Taken when the answer is recorded.
+    pending: Option<Pending>,
+    span: tracing::Span,
+    parts: Arc<Parts>,
+}
+
+#[pin_project(project = KindProj)]
+enum Kind<R: Request> {
+    /// Let through by the circuit and sent (or on its way) through the handoff layer.
+    Called {
+        #[pin]
+        attempt: Attempt<R>,
+        // Taken when the outcome is counted.
+        admitted: Option<Admitted>,
+        deadline: Deadline,
+    },
+    /// Not let through by the circuit.
+    Rejected { error: Option<Error> },
+}
+
+impl<R: Request> fmt::Debug for ResponseFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Called { .. } => "called",
+            Kind::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .field("pending", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Request> Future for ResponseFuture<R> {
+    type Output = Result<R::Response, Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let parts = &**this.parts;
+        let out = match this.kind.project() {
+            KindProj::Called {
+                attempt,
+                admitted,
+                deadline,
+            } => {
+                let out = match attempt.poll(parts.handoff.inner(), cx) {
+                    Poll::Ready(out) => {
+                        // The deadline's slot goes back now, not when the future is dropped.
+                        deadline.release(&parts.timeout);
+                        out
+                    }
+                    Poll::Pending => match deadline.poll_expired(&parts.timeout, cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(error) => Err(error),
+                    },
+                };
+                if let Some(admitted) = admitted.take() {
+                    admitted.record(&parts.circuit, &out);
+                }
+                out
+            }
+            KindProj::Rejected { error } => Err(error.take().unwrap_or_else(|| {
+                Error::config("a stack's response was polled after it completed")
+            })),
+        };
+        if let Some(pending) = this.pending.take() {
+            pending.finish(&out, this.span);
+        }
+        Poll::Ready(out)
+    }
+}
+
+#[pinned_drop]
+impl<R: Request> PinnedDrop for ResponseFuture<R> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        if let KindProj::Called { deadline, .. } = this.kind.project() {
+            deadline.release(&this.parts.timeout);
+        }
+        if let Some(pending) = this.pending.take() {
+            pending.cancel(this.span);
+        }
     }
 }

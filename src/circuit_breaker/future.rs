@@ -8,29 +8,20 @@ use std::task::{Context, Poll};
 
 use pin_project::pin_project;
 
-use super::state::{Outcome, ProbeSlot, Shared};
+use super::state::Shared;
+use super::Admitted;
 use crate::error::Error;
 
-/// How a command got through the circuit, to count its outcome against.
-pub(crate) enum Admission {
-    /// Let through while closed, in this generation.
-    Closed {
-        shared: Arc<Shared>,
-        generation: u64,
-    },
-    /// A half-open probe; its slot is given back if the command is dropped unfinished.
-    Probe(ProbeSlot),
+/// How a command got through the circuit, with the circuit to count its outcome in.
+pub(crate) struct Admission {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) admitted: Admitted,
 }
 
 impl Admission {
     #[inline]
     fn record<T>(self, result: &Result<T, Error>) {
-        match self {
-            Admission::Closed { shared, generation } => {
-                shared.record(generation, Outcome::of(result))
-            }
-            Admission::Probe(mut slot) => slot.record(Outcome::of(result)),
-        }
+        self.admitted.record(&self.shared, result);
     }
 }
 

@@ -134,7 +134,8 @@ use crate::error::Error;
 use crate::maintenance::Maintenance;
 use crate::request::Request;
 use future::Admission;
-use state::{changed_or, Admit, Outcome, ProbeSlot, Shared, Word};
+pub(crate) use state::Shared;
+use state::{changed_or, Admit, Outcome, ProbeSlot, Word};
 
 /// What the last `poll_ready` decided for the next `call`.
 enum Ready {
@@ -154,85 +155,120 @@ struct Held {
     wake: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
 }
 
-/// [`Service`] that fails fast (or holds commands) while its endpoint is down or in
-/// maintenance; see the [module docs](self).
-pub struct CircuitBreaker<S> {
-    inner: S,
-    shared: Arc<Shared>,
+/// The circuit's part of one service clone: what its `poll_ready` decided for its next `call`,
+/// and the command it holds at an open circuit. [`CircuitBreaker`] keeps one over its inner
+/// service; the fused [`Stack`](crate::Stack) keeps one over the layers below it, so that
+/// both admit, hold and count commands by the same rules.
+pub(crate) struct Gate {
     ready: Ready,
     held: Option<Held>,
 }
 
-impl<S: Clone> Clone for CircuitBreaker<S> {
-    fn clone(&self) -> Self {
-        CircuitBreaker {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
-            ready: Ready::None,
-            held: None,
-        }
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for CircuitBreaker<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreaker")
-            .field("inner", &self.inner)
-            .field("endpoint", &self.shared.endpoint)
-            .field("state", &self.shared.word().state())
-            .finish()
-    }
-}
-
-// ===== impl CircuitBreaker =====
-
-impl<S> CircuitBreaker<S> {
-    /// Wraps `inner` in a new closed circuit for the stack configured with `endpoint`; see
-    /// [`CircuitBreakerLayer::new`].
-    pub fn new(
-        inner: S,
-        maintenance: Maintenance,
-        endpoint: Endpoint,
-        config: CircuitBreakerConfig,
-    ) -> Self {
-        Self::from_shared(inner, Shared::new(maintenance, endpoint, config))
-    }
-
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
-        CircuitBreaker {
-            inner,
-            shared,
+impl Gate {
+    pub(crate) const fn new() -> Self {
+        Gate {
             ready: Ready::None,
             held: None,
         }
     }
 
-    /// A handle on the circuit: state, counters, `force_open` and `reset`.
-    pub fn handle(&self) -> CircuitHandle {
-        CircuitHandle {
-            shared: self.shared.clone(),
+    /// `poll_ready` of a service whose inner readiness is `inner`: admits the next command
+    /// (holding it while the mode or a handoff says so), then asks the inner service.
+    #[inline]
+    pub(crate) fn poll_ready(
+        &mut self,
+        shared: &Arc<Shared>,
+        cx: &mut Context<'_>,
+        mut inner: impl FnMut(&mut Context<'_>) -> Poll<Result<(), Error>>,
+    ) -> Poll<Result<(), Error>> {
+        shared.ensure_started();
+        loop {
+            match &self.ready {
+                Ready::None => {}
+                Ready::Reject(_) => return Poll::Ready(Ok(())),
+                Ready::Probe(_) => return self.poll_inner(shared, cx, &mut inner),
+                Ready::Pass(generation) => {
+                    // Let through earlier while the inner service was not ready: still closed?
+                    if shared.word().generation() == *generation {
+                        return self.poll_inner(shared, cx, &mut inner);
+                    }
+                    self.ready = Ready::None;
+                }
+            }
+            match shared.admit() {
+                Admit::Pass(generation) => {
+                    if self.held.is_some() {
+                        self.held = None;
+                    }
+                    self.ready = Ready::Pass(generation);
+                    return self.poll_inner(shared, cx, &mut inner);
+                }
+                Admit::Probe(slot) => {
+                    self.held = None;
+                    self.ready = Ready::Probe(slot);
+                    return self.poll_inner(shared, cx, &mut inner);
+                }
+                Admit::Blocked(seen) => match self.hold(shared, cx, seen) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => {}
+                    Poll::Ready(Some(waited)) => {
+                        self.held = None;
+                        self.ready = Ready::Reject(waited);
+                        return Poll::Ready(Ok(()));
+                    }
+                },
+            }
         }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    #[inline]
+    fn poll_inner(
+        &mut self,
+        shared: &Shared,
+        cx: &mut Context<'_>,
+        inner: &mut impl FnMut(&mut Context<'_>) -> Poll<Result<(), Error>>,
+    ) -> Poll<Result<(), Error>> {
+        match inner(cx) {
+            Poll::Ready(Err(e)) => {
+                // The inner service failed before the command could go: that is its outcome.
+                match std::mem::replace(&mut self.ready, Ready::None) {
+                    Ready::Pass(generation) => {
+                        shared.record(generation, Outcome::of::<()>(&Err(e.clone())))
+                    }
+                    Ready::Probe(mut slot) => slot.record(Outcome::of::<()>(&Err(e.clone()))),
+                    Ready::None | Ready::Reject(_) => {}
+                }
+                Poll::Ready(Err(e))
+            }
+            other => other,
+        }
     }
 
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service, by value.
-    pub fn into_inner(self) -> S {
-        self.inner
+    /// What `call` does with the next command: let it through (its outcome to be counted
+    /// against the returned admission) or reject it with [`Error::CircuitOpen`].
+    #[inline]
+    pub(crate) fn admit(&mut self, shared: &Arc<Shared>) -> Result<Admitted, Error> {
+        match std::mem::replace(&mut self.ready, Ready::None) {
+            Ready::Pass(generation) => Ok(Admitted::Closed(generation)),
+            Ready::Probe(slot) => Ok(Admitted::Probe(slot)),
+            Ready::Reject(waited) => Err(shared.rejection(waited)),
+            // Called without `poll_ready`: decide now, and never hold.
+            Ready::None => match shared.admit() {
+                Admit::Pass(generation) => Ok(Admitted::Closed(generation)),
+                Admit::Probe(slot) => Ok(Admitted::Probe(slot)),
+                Admit::Blocked(_) => Err(shared.rejection(None)),
+            },
+        }
     }
 
     /// Holds a command that the circuit blocks, when the mode or a handoff says so.
     /// `Ready(None)`: look again; `Ready(Some(waited))`: give up on it.
-    fn hold(&mut self, cx: &mut Context<'_>, seen: Word) -> Poll<Option<Option<Duration>>> {
-        let shared = &self.shared;
+    fn hold(
+        &mut self,
+        shared: &Arc<Shared>,
+        cx: &mut Context<'_>,
+        seen: Word,
+    ) -> Poll<Option<Option<Duration>>> {
         let now = Instant::now();
         let handoff = shared.handoff_hold_until(now);
         let max = match shared.config.mode {
@@ -277,26 +313,95 @@ impl<S> CircuitBreaker<S> {
     }
 }
 
-impl<S> CircuitBreaker<S> {
+/// How a command got through the circuit, to count its outcome against.
+pub(crate) enum Admitted {
+    /// Let through while closed, in this generation.
+    Closed(u64),
+    /// A half-open probe; its slot is given back if the command is dropped unfinished.
+    Probe(ProbeSlot),
+}
+
+impl Admitted {
+    /// Counts the command's outcome.
     #[inline]
-    fn poll_inner<R>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
-    where
-        S: Service<R, Error = Error>,
-    {
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(Err(e)) => {
-                // The inner service failed before the command could go: that is its outcome.
-                match std::mem::replace(&mut self.ready, Ready::None) {
-                    Ready::Pass(generation) => self
-                        .shared
-                        .record(generation, Outcome::of::<()>(&Err(e.clone()))),
-                    Ready::Probe(mut slot) => slot.record(Outcome::of::<()>(&Err(e.clone()))),
-                    Ready::None | Ready::Reject(_) => {}
-                }
-                Poll::Ready(Err(e))
-            }
-            other => other,
+    pub(crate) fn record<T>(self, shared: &Shared, result: &Result<T, Error>) {
+        match self {
+            Admitted::Closed(generation) => shared.record(generation, Outcome::of(result)),
+            Admitted::Probe(mut slot) => slot.record(Outcome::of(result)),
         }
+    }
+}
+
+/// [`Service`] that fails fast (or holds commands) while its endpoint is down or in
+/// maintenance; see the [module docs](self).
+pub struct CircuitBreaker<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    gate: Gate,
+}
+
+impl<S: Clone> Clone for CircuitBreaker<S> {
+    fn clone(&self) -> Self {
+        CircuitBreaker {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            gate: Gate::new(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for CircuitBreaker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("endpoint", &self.shared.endpoint)
+            .field("state", &self.shared.word().state())
+            .finish()
+    }
+}
+
+// ===== impl CircuitBreaker =====
+
+impl<S> CircuitBreaker<S> {
+    /// Wraps `inner` in a new closed circuit for the stack configured with `endpoint`; see
+    /// [`CircuitBreakerLayer::new`].
+    pub fn new(
+        inner: S,
+        maintenance: Maintenance,
+        endpoint: Endpoint,
+        config: CircuitBreakerConfig,
+    ) -> Self {
+        Self::from_shared(inner, Shared::new(maintenance, endpoint, config))
+    }
+
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        CircuitBreaker {
+            inner,
+            shared,
+            gate: Gate::new(),
+        }
+    }
+
+    /// A handle on the circuit: state, counters, `force_open` and `reset`.
+    pub fn handle(&self) -> CircuitHandle {
+        CircuitHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -311,68 +416,23 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.shared.ensure_started();
-        loop {
-            match &self.ready {
-                Ready::None => {}
-                Ready::Reject(_) => return Poll::Ready(Ok(())),
-                Ready::Probe(_) => return self.poll_inner::<R>(cx),
-                Ready::Pass(generation) => {
-                    // Let through earlier while the inner service was not ready: still closed?
-                    if self.shared.word().generation() == *generation {
-                        return self.poll_inner::<R>(cx);
-                    }
-                    self.ready = Ready::None;
-                }
-            }
-            match self.shared.admit() {
-                Admit::Pass(generation) => {
-                    if self.held.is_some() {
-                        self.held = None;
-                    }
-                    self.ready = Ready::Pass(generation);
-                    return self.poll_inner::<R>(cx);
-                }
-                Admit::Probe(slot) => {
-                    self.held = None;
-                    self.ready = Ready::Probe(slot);
-                    return self.poll_inner::<R>(cx);
-                }
-                Admit::Blocked(seen) => match self.hold(cx, seen) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => {}
-                    Poll::Ready(Some(waited)) => {
-                        self.held = None;
-                        self.ready = Ready::Reject(waited);
-                        return Poll::Ready(Ok(()));
-                    }
-                },
-            }
-        }
+        let inner = &mut self.inner;
+        self.gate
+            .poll_ready(&self.shared, cx, |cx| inner.poll_ready(cx))
     }
 
     #[inline]
     fn call(&mut self, command: R) -> Self::Future {
-        let admission = match std::mem::replace(&mut self.ready, Ready::None) {
-            Ready::Pass(generation) => Admission::Closed {
-                shared: self.shared.clone(),
-                generation,
-            },
-            Ready::Probe(slot) => Admission::Probe(slot),
-            Ready::Reject(waited) => {
-                return ResponseFuture::rejected(self.shared.rejection(waited))
-            }
-            // Called without `poll_ready`: decide now, and never hold.
-            Ready::None => match self.shared.admit() {
-                Admit::Pass(generation) => Admission::Closed {
+        match self.gate.admit(&self.shared) {
+            Ok(admitted) => ResponseFuture::called(
+                self.inner.call(command),
+                Admission {
                     shared: self.shared.clone(),
-                    generation,
+                    admitted,
                 },
-                Admit::Probe(slot) => Admission::Probe(slot),
-                Admit::Blocked(_) => return ResponseFuture::rejected(self.shared.rejection(None)),
-            },
-        };
-        ResponseFuture::called(self.inner.call(command), admission)
+            ),
+            Err(error) => ResponseFuture::rejected(error),
+        }
     }
 }
 

@@ -257,7 +257,7 @@ async fn a_probe_slot_taken_in_poll_ready_is_given_back_when_the_call_never_come
     tokio::time::sleep(Duration::from_millis(5)).await;
     let mut first = svc.clone();
     first.ready().await.unwrap();
-    assert!(matches!(first.ready, Ready::Probe(_)));
+    assert!(matches!(first.gate.ready, Ready::Probe(_)));
     // The only slot is taken: another command fails fast.
     assert!(matches!(send(&svc).await, Err(Error::CircuitOpen { .. })));
     drop(first);

@@ -25,12 +25,16 @@ type Resend<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 #[pin_project]
 pub struct ResponseFuture<R: Request = Command> {
     #[pin]
-    state: State<R>,
+    attempt: Attempt<R>,
     inner: Arc<Inner>,
 }
 
-#[pin_project(project = StateProj)]
-enum State<R: Request> {
+/// A request on its way: sent on the current connection, or on the path that waits for a
+/// connection and sends again. It holds no reference to the stack's shared state on the
+/// common path: whoever polls it passes that in ([`ResponseFuture`] here, the fused
+/// [`Stack`](crate::Stack)'s future there).
+#[pin_project(project = AttemptProj)]
+pub(crate) enum Attempt<R: Request> {
     // The common case: sent on the current connection, nothing boxed.
     Sent {
         #[pin]
@@ -44,9 +48,9 @@ enum State<R: Request> {
 
 impl<R: Request> fmt::Debug for ResponseFuture<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            State::Sent { .. } => "sent",
-            State::Resending { .. } => "resending",
+        let state = match self.attempt {
+            Attempt::Sent { .. } => "sent",
+            Attempt::Resending { .. } => "resending",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -55,34 +59,61 @@ impl<R: Request> fmt::Debug for ResponseFuture<R> {
 }
 
 impl<R: Request> ResponseFuture<R> {
-    pub(super) fn sent(answer: AnswerFuture<R>, inner: Arc<Inner>) -> Self {
-        ResponseFuture {
-            state: State::Sent { answer },
-            inner,
-        }
+    pub(super) fn new(attempt: Attempt<R>, inner: Arc<Inner>) -> Self {
+        ResponseFuture { attempt, inner }
+    }
+}
+
+impl<R: Request> Attempt<R> {
+    pub(super) fn sent(answer: AnswerFuture<R>) -> Self {
+        Attempt::Sent { answer }
     }
 
     pub(super) fn waiting(request: R, inner: Arc<Inner>) -> Self {
-        let future = Box::pin(resend(inner.clone(), request, 0, false));
-        ResponseFuture {
-            state: State::Resending { future },
-            inner,
+        Attempt::Resending {
+            future: Box::pin(resend(inner, request, 0, false)),
         }
     }
 
     pub(super) fn subscription(request: R, inner: Arc<Inner>) -> Self {
-        let future = Box::pin(subscription(inner.clone(), request));
-        ResponseFuture {
-            state: State::Resending { future },
-            inner,
+        Attempt::Resending {
+            future: Box::pin(subscription(inner, request)),
         }
     }
 
     pub(super) fn dedicated(request: R, inner: Arc<Inner>) -> Self {
-        let future = Box::pin(dedicated(inner.clone(), request));
-        ResponseFuture {
-            state: State::Resending { future },
-            inner,
+        Attempt::Resending {
+            future: Box::pin(dedicated(inner, request)),
+        }
+    }
+
+    /// Polls the request; `inner` is the shared state of the stack it was sent through.
+    #[inline]
+    pub(crate) fn poll(
+        mut self: Pin<&mut Self>,
+        inner: &Arc<Inner>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<R::Response, Error>> {
+        loop {
+            match self.as_mut().project() {
+                AttemptProj::Sent { answer } => match answer.poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(reply)) => return Poll::Ready(Ok(reply)),
+                    Poll::Ready(Err(Failed { error, command })) => match command {
+                        Some(request) if inner.should_retry(&error, &request) => {
+                            inner.retried.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(command = request.name(), %error, "sending again");
+                            let refused = refusal(&error);
+                            let (resends, refusals) = if refused { (0, true) } else { (1, false) };
+                            let future =
+                                Box::pin(resend(inner.clone(), request, resends, refusals));
+                            self.set(Attempt::Resending { future });
+                        }
+                        _ => return Poll::Ready(Err(error)),
+                    },
+                },
+                AttemptProj::Resending { future } => return future.as_mut().poll(cx),
+            }
         }
     }
 }
@@ -90,29 +121,10 @@ impl<R: Request> ResponseFuture<R> {
 impl<R: Request> Future for ResponseFuture<R> {
     type Output = Result<R::Response, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Sent { answer } => match answer.poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(reply)) => return Poll::Ready(Ok(reply)),
-                    Poll::Ready(Err(Failed { error, command })) => match command {
-                        Some(request) if this.inner.should_retry(&error, &request) => {
-                            this.inner.retried.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(command = request.name(), %error, "sending again");
-                            let refused = refusal(&error);
-                            let (resends, refusals) = if refused { (0, true) } else { (1, false) };
-                            let future =
-                                Box::pin(resend(this.inner.clone(), request, resends, refusals));
-                            this.state.set(State::Resending { future });
-                        }
-                        _ => return Poll::Ready(Err(error)),
-                    },
-                },
-                StateProj::Resending { future } => return future.as_mut().poll(cx),
-            }
-        }
+        let this = self.project();
+        this.attempt.poll(this.inner, cx)
     }
 }
 

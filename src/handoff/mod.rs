@@ -77,6 +77,7 @@ pub use config::{HandoffConfig, Resend, ResendPolicy};
 
 pub use crate::maintenance::HandoffLimiter;
 use crate::maintenance::{EventKind, Maintenance, MaintenanceEvent, MaintenanceEvents};
+pub(crate) use future::Attempt;
 pub use future::ResponseFuture;
 pub use layer::HandoffRetryLayer;
 
@@ -436,16 +437,99 @@ impl Inner {
 /// [module docs](self).
 pub struct HandoffRetry {
     inner: Arc<Inner>,
-    cached: Option<(u64, Connection)>,
-    reserved: bool,
+    reservation: Reservation,
 }
 
 impl Clone for HandoffRetry {
     fn clone(&self) -> Self {
         HandoffRetry {
             inner: self.inner.clone(),
+            reservation: self.reservation.clone(),
+        }
+    }
+}
+
+/// The handoff layer's part of one service clone: the current connection as last seen (by
+/// its generation) and whether `poll_ready` reserved a slot on it for the next `call`.
+/// [`HandoffRetry`] keeps one; so does the fused [`Stack`](crate::Stack), over the same
+/// shared state, so that both send by the same rules.
+#[derive(Default)]
+pub(crate) struct Reservation {
+    cached: Option<(u64, Connection)>,
+    reserved: bool,
+}
+
+impl Clone for Reservation {
+    fn clone(&self) -> Self {
+        // The connection as seen; the reserved slot is this clone's own.
+        Reservation {
             cached: self.cached.clone(),
             reserved: false,
+        }
+    }
+}
+
+impl Reservation {
+    fn refresh(&mut self, inner: &Inner) {
+        let generation = inner.generation.load(Ordering::Acquire);
+        if self.cached.as_ref().map(|(g, _)| *g) != Some(generation) {
+            self.cached = inner.current().map(|c| (generation, c));
+            self.reserved = false;
+        }
+    }
+
+    /// `poll_ready`: a slot on the current connection, or ready at once to wait in `call`
+    /// for the next connection when there is none.
+    #[inline]
+    pub(crate) fn poll_ready<R: Request>(
+        &mut self,
+        inner: &Inner,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        if self.reserved {
+            return Poll::Ready(Ok(()));
+        }
+        self.refresh(inner);
+        match &mut self.cached {
+            Some((_, conn)) if !conn.is_closed() => match Service::<R>::poll_ready(conn, cx) {
+                Poll::Ready(Ok(())) => {
+                    self.reserved = true;
+                    Poll::Ready(Ok(()))
+                }
+                // Closed under us: the call waits for the next connection.
+                Poll::Ready(Err(_)) => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            },
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// `call`: sends on the reserved slot, or starts the wait for a connection (and the
+    /// subscription or dedicated paths).
+    #[inline]
+    pub(crate) fn call<R: Request>(&mut self, inner: &Arc<Inner>, request: R) -> Attempt<R> {
+        if request
+            .as_command()
+            .is_some_and(|c| c.subscription().is_some())
+        {
+            // Tracked and queued under the subscriptions' lock, on whichever connection is
+            // current then.
+            if std::mem::take(&mut self.reserved) {
+                self.cached = None;
+            }
+            return Attempt::subscription(request, inner.clone());
+        }
+        if inner.dedicated {
+            // One owner: its session decides, on the connection the request really goes to.
+            if std::mem::take(&mut self.reserved) {
+                // Dropping the connection handle gives back the slot it reserved.
+                self.cached = None;
+            }
+            return Attempt::dedicated(request, inner.clone());
+        }
+        match (&mut self.cached, std::mem::take(&mut self.reserved)) {
+            (Some((_, conn)), true) => Attempt::sent(conn.call_recoverable(request)),
+            _ => Attempt::waiting(request, inner.clone()),
         }
     }
 }
@@ -544,8 +628,7 @@ impl HandoffRetry {
         ));
         HandoffRetry {
             inner,
-            cached: None,
-            reserved: false,
+            reservation: Reservation::default(),
         }
     }
 
@@ -727,12 +810,9 @@ impl HandoffRetry {
         }));
     }
 
-    fn refresh_cache(&mut self) {
-        let generation = self.inner.generation.load(Ordering::Acquire);
-        if self.cached.as_ref().map(|(g, _)| *g) != Some(generation) {
-            self.cached = self.inner.current().map(|c| (generation, c));
-            self.reserved = false;
-        }
+    /// What the clones of this stack share.
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
     }
 }
 
@@ -742,49 +822,11 @@ impl<R: Request> Service<R> for HandoffRetry {
     type Future = ResponseFuture<R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.reserved {
-            return Poll::Ready(Ok(()));
-        }
-        self.refresh_cache();
-        match &mut self.cached {
-            Some((_, conn)) if !conn.is_closed() => match Service::<R>::poll_ready(conn, cx) {
-                Poll::Ready(Ok(())) => {
-                    self.reserved = true;
-                    Poll::Ready(Ok(()))
-                }
-                // Closed under us: the call waits for the next connection.
-                Poll::Ready(Err(_)) => Poll::Ready(Ok(())),
-                Poll::Pending => Poll::Pending,
-            },
-            _ => Poll::Ready(Ok(())),
-        }
+        self.reservation.poll_ready::<R>(&self.inner, cx)
     }
 
     fn call(&mut self, request: R) -> ResponseFuture<R> {
-        if request
-            .as_command()
-            .is_some_and(|c| c.subscription().is_some())
-        {
-            // Tracked and queued under the subscriptions' lock, on whichever connection is
-            // current then.
-            if std::mem::take(&mut self.reserved) {
-                self.cached = None;
-            }
-            return ResponseFuture::subscription(request, self.inner.clone());
-        }
-        if self.inner.dedicated {
-            // One owner: its session decides, on the connection the request really goes to.
-            if std::mem::take(&mut self.reserved) {
-                // Dropping the connection handle gives back the slot it reserved.
-                self.cached = None;
-            }
-            return ResponseFuture::dedicated(request, self.inner.clone());
-        }
-        match (&mut self.cached, std::mem::take(&mut self.reserved)) {
-            (Some((_, conn)), true) => {
-                ResponseFuture::sent(conn.call_recoverable(request), self.inner.clone())
-            }
-            _ => ResponseFuture::waiting(request, self.inner.clone()),
-        }
+        let attempt = self.reservation.call(&self.inner, request);
+        ResponseFuture::new(attempt, self.inner.clone())
     }
 }

@@ -23,11 +23,49 @@ pub struct ResponseFuture<F> {
     span: tracing::Span,
 }
 
-struct Pending {
-    recorder: u64,
-    slot: usize,
+/// A request being timed: recorded once, when it finishes or is dropped unfinished.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(super) recorder: u64,
+    pub(super) slot: usize,
     // A raw reading of the metrics clock.
-    started: u64,
+    pub(super) started: u64,
+}
+
+impl Pending {
+    /// Records the outcome of a request that finished, and names it in `span`.
+    #[inline]
+    pub(crate) fn finish<T>(self, out: &Result<T, Error>, span: &tracing::Span) {
+        let failure = out.as_ref().err().map(failure);
+        let clock = clock();
+        let elapsed = Some(clock.delta(self.started, clock.raw()));
+        record(
+            self.recorder,
+            Finished {
+                slot: self.slot,
+                elapsed,
+                failure,
+            },
+        );
+        if !span.is_disabled() {
+            span.record("outcome", outcome_name(failure));
+        }
+    }
+
+    /// Records a request dropped before it finished.
+    pub(crate) fn cancel(self, span: &tracing::Span) {
+        record(
+            self.recorder,
+            Finished {
+                slot: self.slot,
+                elapsed: None,
+                failure: Some(Failure::Cancelled),
+            },
+        );
+        if !span.is_disabled() {
+            span.record("outcome", outcome_name(Some(Failure::Cancelled)));
+        }
+    }
 }
 
 impl<F> std::fmt::Debug for ResponseFuture<F> {
@@ -39,20 +77,10 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        response: F,
-        recorder: u64,
-        slot: usize,
-        started: u64,
-        span: tracing::Span,
-    ) -> Self {
+    pub(crate) fn new(response: F, pending: Pending, span: tracing::Span) -> Self {
         ResponseFuture {
             response,
-            pending: Some(Pending {
-                recorder,
-                slot,
-                started,
-            }),
+            pending: Some(pending),
             span,
         }
     }
@@ -99,21 +127,8 @@ where
             Poll::Ready(out) => out,
             Poll::Pending => return Poll::Pending,
         };
-        let failure = out.as_ref().err().map(failure);
         if let Some(p) = this.pending.take() {
-            let clock = clock();
-            let elapsed = Some(clock.delta(p.started, clock.raw()));
-            record(
-                p.recorder,
-                Finished {
-                    slot: p.slot,
-                    elapsed,
-                    failure,
-                },
-            );
-        }
-        if !this.span.is_disabled() {
-            this.span.record("outcome", outcome_name(failure));
+            p.finish(&out, this.span);
         }
         Poll::Ready(out)
     }
@@ -124,18 +139,7 @@ impl<F> PinnedDrop for ResponseFuture<F> {
     fn drop(self: Pin<&mut Self>) {
         let this = self.project();
         if let Some(p) = this.pending.take() {
-            record(
-                p.recorder,
-                Finished {
-                    slot: p.slot,
-                    elapsed: None,
-                    failure: Some(Failure::Cancelled),
-                },
-            );
-            if !this.span.is_disabled() {
-                this.span
-                    .record("outcome", outcome_name(Some(Failure::Cancelled)));
-            }
+            p.cancel(this.span);
         }
     }
 }

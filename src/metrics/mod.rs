@@ -134,6 +134,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
+pub(crate) use future::Pending;
 pub use future::ResponseFuture;
 pub use layer::MetricsHookLayer;
 pub use snapshot::{
@@ -196,7 +197,21 @@ where
     }
 
     fn call(&mut self, command: R) -> Self::Future {
-        let commands = &self.metrics.inner.commands;
+        let (pending, span) = self.metrics.begin(&command);
+        let response = {
+            let _entered = span.enter();
+            self.inner.call(command)
+        };
+        ResponseFuture::new(response, pending, span)
+    }
+}
+
+impl Metrics {
+    /// What recording a request takes when it is sent: its name's slot, the clock, its span.
+    /// Shared by [`MetricsHook`] and the fused [`Stack`](crate::Stack).
+    #[inline]
+    pub(crate) fn begin<R: Request>(&self, command: &R) -> (Pending, tracing::Span) {
+        let commands = &self.inner.commands;
         let name = match command.as_command() {
             Some(c) => c.name_bytes(),
             None => command.name().as_bytes(),
@@ -216,11 +231,11 @@ where
                 outcome = tracing::field::Empty
             ),
         };
-        let started = recorder::clock().raw();
-        let response = {
-            let _entered = span.enter();
-            self.inner.call(command)
+        let pending = Pending {
+            recorder: commands.id(),
+            slot,
+            started: recorder::clock().raw(),
         };
-        ResponseFuture::new(response, commands.id(), slot, started, span)
+        (pending, span)
     }
 }

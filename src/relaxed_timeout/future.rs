@@ -22,15 +22,36 @@ use crate::error::Error;
 pub struct ResponseFuture<F, R> {
     #[pin]
     response: F,
+    armed: Armed<R>,
+}
+
+/// A deadline with the table it may hold a slot in, given back when dropped.
+#[derive(Debug)]
+struct Armed<R> {
+    shared: Arc<Shared<R>>,
+    deadline: Deadline,
+}
+
+impl<R> Drop for Armed<R> {
+    fn drop(&mut self) {
+        self.deadline.release(&self.shared);
+    }
+}
+
+/// One command's deadline: when it was sent, its budget, and its slot in the deadline table
+/// once it has had to wait. It holds no reference to the table: whoever keeps it gives the
+/// slot back with [`Deadline::release`] (the layer's future when dropped, the fused stack's
+/// future likewise).
+#[derive(Debug)]
+pub(crate) struct Deadline {
     // Present while the command has a deadline.
-    timer: Option<Timer<R>>,
+    timer: Option<Timer>,
     started: Instant,
     relaxed: bool,
 }
 
 #[derive(Debug)]
-struct Timer<R> {
-    shared: Arc<Shared<R>>,
+struct Timer {
     deadline: Instant,
     // Until the relaxed budget is in force: that budget, if longer.
     extend: Option<Duration>,
@@ -38,37 +59,101 @@ struct Timer<R> {
     slot: Option<usize>,
 }
 
-impl<R> Drop for Timer<R> {
-    fn drop(&mut self) {
-        if let Some(key) = self.slot {
-            self.shared.deadlines.release(key);
-        }
-    }
-}
-
-impl<F, R> ResponseFuture<F, R> {
+impl Deadline {
     pub(super) fn new(
-        response: F,
         started: Instant,
         budget: Option<Duration>,
         relaxed: bool,
         extend: Option<Duration>,
-        shared: &Arc<Shared<R>>,
     ) -> Self {
         // A budget too large for the clock (`Duration::MAX`) is no deadline at all.
         let timer = budget
             .and_then(|b| started.checked_add(b))
             .map(|deadline| Timer {
-                shared: shared.clone(),
                 deadline,
                 extend,
                 slot: None,
             });
-        ResponseFuture {
-            response,
+        Deadline {
             timer,
             started,
             relaxed,
+        }
+    }
+
+    /// Gives the slot back to `shared`'s table, if the command took one: once it is answered
+    /// (rather than when its future is dropped) and when it is dropped unanswered.
+    #[inline]
+    pub(crate) fn release<R>(&mut self, shared: &Shared<R>) {
+        if let Some(Timer {
+            slot: Some(key), ..
+        }) = self.timer.take()
+        {
+            shared.deadlines.release(key);
+        }
+    }
+
+    /// For a command not answered yet: `Pending` until its deadline (the sweeper of
+    /// `shared`'s table wakes it then), or the error to fail it with.
+    pub(crate) fn poll_expired<R: Relaxation>(
+        &mut self,
+        shared: &Shared<R>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Error> {
+        let Some(timer) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        let Some(slot) = timer.slot else {
+            // The first wait: the sweeper wakes this command once the deadline has passed.
+            return match shared.deadlines.register(timer.deadline, cx.waker()) {
+                Ok(key) => {
+                    timer.slot = Some(key);
+                    Poll::Pending
+                }
+                Err(_) => Poll::Ready(Error::Config {
+                    message: "RelaxedTimeout needs a Tokio runtime to keep its deadlines".into(),
+                }),
+            };
+        };
+        let now = Instant::now();
+        if now < timer.deadline {
+            shared.deadlines.refresh(slot, cx.waker());
+            return Poll::Pending;
+        }
+        // The deadline passed. Did a maintenance begin since the command was sent?
+        if let Some(budget) = timer.extend.take() {
+            let relaxed_now = shared.relaxation.relaxed_at(now.into_std());
+            match self.started.checked_add(budget) {
+                Some(deadline) if relaxed_now && deadline > now => {
+                    self.relaxed = true;
+                    timer.deadline = deadline;
+                    shared.deadlines.reset(slot, deadline, cx.waker());
+                    return Poll::Pending;
+                }
+                // The relaxed budget is beyond the clock: no deadline any more.
+                None if relaxed_now => {
+                    self.relaxed = true;
+                    self.release(shared);
+                    return Poll::Pending;
+                }
+                _ => {}
+            }
+        }
+        Poll::Ready(Error::Timeout {
+            after: self.started.elapsed(),
+            relaxed: self.relaxed,
+        })
+    }
+}
+
+impl<F, R> ResponseFuture<F, R> {
+    pub(super) fn new(response: F, deadline: Deadline, shared: &Arc<Shared<R>>) -> Self {
+        ResponseFuture {
+            response,
+            armed: Armed {
+                shared: shared.clone(),
+                deadline,
+            },
         }
     }
 }
@@ -82,53 +167,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let armed = this.armed;
         if let Poll::Ready(out) = this.response.poll(cx) {
             // The slot goes back to the table now rather than when the future is dropped.
-            *this.timer = None;
+            armed.deadline.release(&armed.shared);
             return Poll::Ready(out);
         }
-        let Some(timer) = this.timer.as_mut() else {
-            return Poll::Pending;
-        };
-        let Some(slot) = timer.slot else {
-            // The first wait: the sweeper wakes this command once the deadline has passed.
-            return match timer.shared.deadlines.register(timer.deadline, cx.waker()) {
-                Ok(key) => {
-                    timer.slot = Some(key);
-                    Poll::Pending
-                }
-                Err(_) => Poll::Ready(Err(Error::Config {
-                    message: "RelaxedTimeout needs a Tokio runtime to keep its deadlines".into(),
-                })),
-            };
-        };
-        let now = Instant::now();
-        if now < timer.deadline {
-            timer.shared.deadlines.refresh(slot, cx.waker());
-            return Poll::Pending;
-        }
-        // The deadline passed. Did a maintenance begin since the command was sent?
-        if let Some(budget) = timer.extend.take() {
-            let relaxed_now = timer.shared.relaxation.relaxed_at(now.into_std());
-            match this.started.checked_add(budget) {
-                Some(deadline) if relaxed_now && deadline > now => {
-                    *this.relaxed = true;
-                    timer.deadline = deadline;
-                    timer.shared.deadlines.reset(slot, deadline, cx.waker());
-                    return Poll::Pending;
-                }
-                // The relaxed budget is beyond the clock: no deadline any more.
-                None if relaxed_now => {
-                    *this.relaxed = true;
-                    *this.timer = None;
-                    return Poll::Pending;
-                }
-                _ => {}
-            }
-        }
-        Poll::Ready(Err(Error::Timeout {
-            after: this.started.elapsed(),
-            relaxed: *this.relaxed,
-        }))
+        armed.deadline.poll_expired(&armed.shared, cx).map(Err)
     }
 }

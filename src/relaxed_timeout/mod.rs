@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 
 use tower_service::Service;
 
+pub(crate) use future::Deadline;
 pub use future::ResponseFuture;
 pub use layer::RelaxedTimeoutLayer;
 
@@ -144,17 +145,18 @@ impl Relaxation for RelaxationSwitch {
 #[derive(Debug)]
 pub struct RelaxedTimeout<S, R> {
     inner: S,
-    timeout: Duration,
-    relaxed: Duration,
-    // The relaxation and the deadline table, shared by every clone.
+    // The budgets, the relaxation and the deadline table, shared by every clone.
     shared: Arc<Shared<R>>,
     // Armed while `poll_ready` waits for room below: the wait is bounded by the timeout too.
-    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: Waiting,
 }
 
-/// What the clones of one [`RelaxedTimeout`] and their commands share.
+/// What the clones of one [`RelaxedTimeout`] and their commands share. The fused
+/// [`Stack`](crate::Stack) keeps one too and runs its commands' deadlines by the same rules.
 #[derive(Debug)]
-struct Shared<R> {
+pub(crate) struct Shared<R> {
+    timeout: Duration,
+    relaxed: Duration,
     relaxation: R,
     deadlines: Arc<deadlines::Deadlines>,
 }
@@ -163,10 +165,8 @@ impl<S: Clone, R> Clone for RelaxedTimeout<S, R> {
     fn clone(&self) -> Self {
         RelaxedTimeout {
             inner: self.inner.clone(),
-            timeout: self.timeout,
-            relaxed: self.relaxed,
             shared: self.shared.clone(),
-            waiting: None,
+            waiting: Waiting::default(),
         }
     }
 }
@@ -176,15 +176,14 @@ impl<S: Clone, R> Clone for RelaxedTimeout<S, R> {
 impl<S, R: Relaxation> RelaxedTimeout<S, R> {
     /// Wraps `inner` with a normal `timeout` and a `relaxed` one for maintenance windows.
     pub fn new(inner: S, timeout: Duration, relaxed: Duration, relaxation: R) -> Self {
+        Self::from_shared(inner, Shared::new(timeout, relaxed, relaxation))
+    }
+
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<R>>) -> Self {
         RelaxedTimeout {
             inner,
-            timeout,
-            relaxed,
-            shared: Arc::new(Shared {
-                relaxation,
-                deadlines: Arc::new(deadlines::Deadlines::new(deadlines::tick_for(timeout))),
-            }),
-            waiting: None,
+            shared,
+            waiting: Waiting::default(),
         }
     }
 
@@ -206,9 +205,21 @@ impl<S, R: Relaxation> RelaxedTimeout<S, R> {
     /// The budget for `command` now, and whether it is the relaxed one; `None` for no timeout.
     #[cfg(test)]
     fn budget<Q: Request>(&self, command: &Q, now: Instant) -> (Option<Duration>, bool) {
-        let relaxed = self.shared.relaxation.relaxed_at(now);
-        let budget = self.budget_with(command.blocking(), relaxed);
-        (budget, relaxed && self.relaxed > self.timeout)
+        let shared = &self.shared;
+        let relaxed = shared.relaxation.relaxed_at(now);
+        let budget = shared.budget_with(command.blocking(), relaxed);
+        (budget, relaxed && shared.relaxed > shared.timeout)
+    }
+}
+
+impl<R: Relaxation> Shared<R> {
+    pub(crate) fn new(timeout: Duration, relaxed: Duration, relaxation: R) -> Arc<Self> {
+        Arc::new(Shared {
+            timeout,
+            relaxed,
+            relaxation,
+            deadlines: Arc::new(deadlines::Deadlines::new(deadlines::tick_for(timeout))),
+        })
     }
 
     /// The budget for a command that blocks as `block` says, with or without the relaxation.
@@ -224,24 +235,21 @@ impl<S, R: Relaxation> RelaxedTimeout<S, R> {
             Some(Block::For(block)) => Some(block.saturating_add(base)),
         }
     }
-}
 
-impl<S, R, Q> Service<Q> for RelaxedTimeout<S, R>
-where
-    Q: Request,
-    S: Service<Q, Error = Error>,
-    R: Relaxation + Clone,
-{
-    type Response = S::Response;
-    type Error = Error;
-    type Future = ResponseFuture<S::Future, R>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        match self.inner.poll_ready(cx) {
+    /// `poll_ready` of a service whose inner readiness is `inner`: a wait for room below is
+    /// bounded as a command would be, then fails without sending anything.
+    #[inline]
+    pub(crate) fn poll_room(
+        &self,
+        waiting: &mut Waiting,
+        cx: &mut Context<'_>,
+        inner: impl FnOnce(&mut Context<'_>) -> Poll<Result<(), Error>>,
+    ) -> Poll<Result<(), Error>> {
+        match inner(cx) {
             Poll::Pending => {}
             ready => {
-                if self.waiting.is_some() {
-                    self.waiting = None;
+                if waiting.0.is_some() {
+                    waiting.0 = None;
                 }
                 return ready;
             }
@@ -249,27 +257,27 @@ where
         // No room below (a full queue, a connection on its way): wait as long as a command
         // would, then fail without sending anything.
         let now = tokio::time::Instant::now();
-        let bound = if self.shared.relaxation.relaxed_at(now.into_std()) {
+        let bound = if self.relaxation.relaxed_at(now.into_std()) {
             self.timeout.max(self.relaxed)
         } else {
             self.timeout
         };
         // A wait abandoned long ago (its caller gave up on readiness) left its timer behind:
         // this is a new wait, not that one's end.
-        if self
-            .waiting
+        if waiting
+            .0
             .as_ref()
             .is_some_and(|s| clock::deadline(s.deadline(), bound) <= now)
         {
-            self.waiting = None;
+            waiting.0 = None;
         }
-        let sleep = self
-            .waiting
+        let sleep = waiting
+            .0
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(clock::deadline(now, bound))));
         match sleep.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => {
-                self.waiting = None;
+                waiting.0 = None;
                 Poll::Ready(Err(Error::NotSent {
                     reason: format!("no room to send within {bound:?} (the queue stayed full)")
                         .into(),
@@ -278,10 +286,11 @@ where
         }
     }
 
-    fn call(&mut self, command: Q) -> Self::Future {
+    /// The deadline of a command that blocks as `block` says, sent now.
+    #[inline]
+    pub(crate) fn start(&self, block: Option<Block>) -> Deadline {
         let now = tokio::time::Instant::now();
-        let block = command.blocking();
-        let relaxed_now = self.shared.relaxation.relaxed_at(now.into_std());
+        let relaxed_now = self.relaxation.relaxed_at(now.into_std());
         let budget = self.budget_with(block, relaxed_now);
         let relaxed = relaxed_now && self.relaxed > self.timeout;
         // A maintenance that begins while the command waits can still give it the relaxed
@@ -294,8 +303,34 @@ where
                 _ => None,
             }
         };
+        Deadline::new(now, budget, relaxed, extend)
+    }
+}
+
+/// The timer a `poll_ready` waiting for room below arms.
+#[derive(Debug, Default)]
+pub(crate) struct Waiting(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl<S, R, Q> Service<Q> for RelaxedTimeout<S, R>
+where
+    Q: Request,
+    S: Service<Q, Error = Error>,
+    R: Relaxation + Clone,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let inner = &mut self.inner;
+        self.shared
+            .poll_room(&mut self.waiting, cx, |cx| inner.poll_ready(cx))
+    }
+
+    fn call(&mut self, command: Q) -> Self::Future {
+        let deadline = self.shared.start(command.blocking());
         let response = self.inner.call(command);
-        ResponseFuture::new(response, now, budget, relaxed, extend, &self.shared)
+        ResponseFuture::new(response, deadline, &self.shared)
     }
 }
 
