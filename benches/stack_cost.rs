@@ -1,6 +1,7 @@
 //! What each layer of the full `Stack` costs over the bare `Connection`, against a real
 //! redis-server: the same GET from many tasks through the connection, the handoff layer alone,
-//! each other layer over it, and the whole `Stack`.
+//! each other layer over it, the whole `Stack` (its layers fused), and the same layers nested
+//! (`Stack::into_service`).
 //!
 //! ```text
 //! cargo bench --bench stack_cost
@@ -22,7 +23,7 @@
 //! | `SECS`    | 2              | length of one timed run                                         |
 //! | `ROUNDS`  | 3              | rounds over every variant                                       |
 //! | `OPS`     | (unset)        | run exactly this many operations instead of a timed window      |
-//! | `ONLY`    | (all)          | one variant: connection, handoff, timeout, circuit, metrics, stack |
+//! | `ONLY`    | (all)          | one variant: connection, handoff, timeout, circuit, metrics, stack, nested |
 //! | `REDIS_SERVER` | `redis-server` | the server binary                                          |
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,6 +153,7 @@ fn main() -> Result<(), BoxError> {
         // The metrics' clock calibrates itself on first use (a few milliseconds, and millions
         // of instructions that vary from run to run): done here, outside the counted callers.
         stack.clone().oneshot(cmd!("PING")).await?;
+        let nested = Stack::connect(&url).await?.into_service();
 
         println!(
             "{}; GET from {tasks} tasks; each variant over its own connection",
@@ -179,6 +181,9 @@ fn main() -> Result<(), BoxError> {
             }
             if wants("stack") {
                 run("stack", stack.clone(), tasks, window, ops).await?;
+            }
+            if wants("nested") {
+                run("nested", nested.clone(), tasks, window, ops).await?;
             }
         }
         Ok::<(), BoxError>(())

@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::RedisServer;
-use redis_handoff::{cmd, Connection, Stack};
+use redis_handoff::circuit_breaker::CircuitState;
+use redis_handoff::{cmd, ConnectOptions, Connection, Error, ErrorClass, Stack};
 use tower::ServiceExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,4 +46,93 @@ async fn dropping_every_clone_of_a_stack_closes_its_connection() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The fused `Stack` and the same layers nested (`into_service`) are one stack: one connection,
+/// one circuit, one set of metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_and_its_nested_layers_share_their_connection_circuit_and_metrics() {
+    let server = RedisServer::start();
+    let stack = Stack::connect(&server.url()).await.unwrap();
+    let nested = stack.clone().into_service();
+    let fused_id: i64 = stack.query(cmd!("CLIENT", "ID")).await.unwrap();
+    let nested_id = nested
+        .clone()
+        .oneshot(cmd!("CLIENT", "ID"))
+        .await
+        .unwrap()
+        .as_i64();
+    assert_eq!(Some(fused_id), nested_id, "both send on one connection");
+
+    stack.circuit().force_open("opened by the test");
+    let fused = stack.clone().oneshot(cmd!("PING")).await.unwrap_err();
+    let layered = nested.clone().oneshot(cmd!("PING")).await.unwrap_err();
+    assert_eq!(fused.class(), ErrorClass::CircuitOpen, "{fused}");
+    assert_eq!(layered.class(), ErrorClass::CircuitOpen, "{layered}");
+    stack.circuit().reset();
+    stack.clone().oneshot(cmd!("PING")).await.unwrap();
+    nested.clone().oneshot(cmd!("PING")).await.unwrap();
+
+    let outcomes = stack.metrics().snapshot().outcomes;
+    assert_eq!(outcomes.ok, 4, "{outcomes:?}");
+    assert_eq!(outcomes.circuit_open, 2, "{outcomes:?}");
+    assert_eq!(stack.circuit().stats().rejected, 2);
+}
+
+/// A command the server does not answer in time fails with a timeout through the fused stack,
+/// counted by the circuit and the metrics; one given up by its caller is counted as cancelled;
+/// and their late replies reach nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_and_a_cancelled_command_are_counted_and_their_late_replies_reach_nobody() {
+    let server = RedisServer::start();
+    let pauser = Connection::connect(&server.url()).await.unwrap();
+    let options = ConnectOptions::from_url(&server.url()).unwrap();
+    let stack = Stack::builder(options)
+        .timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    stack
+        .clone()
+        .oneshot(cmd!("SET", "k", "before"))
+        .await
+        .unwrap();
+
+    // Every client waits until the pause ends: well past the timeout, short of the
+    // connection's own health bound.
+    pauser
+        .send(cmd!("CLIENT", "PAUSE", "1500", "ALL"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let timed_out = stack.clone().oneshot(cmd!("GET", "k")).await.unwrap_err();
+    assert!(
+        matches!(timed_out, Error::Timeout { relaxed: false, .. }),
+        "{timed_out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "failed at the timeout, not after the pause"
+    );
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(50),
+        stack.clone().oneshot(cmd!("GET", "k")),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the server was paused");
+
+    // After the pause each caller gets its own reply, not one of those given up on.
+    tokio::time::sleep_until((started + Duration::from_millis(1600)).into()).await;
+    let echoed: String = stack.query(cmd!("ECHO", "mine")).await.unwrap();
+    assert_eq!(echoed, "mine");
+    let value: String = stack.query(cmd!("GET", "k")).await.unwrap();
+    assert_eq!(value, "before");
+
+    let outcomes = stack.metrics().snapshot().outcomes;
+    assert_eq!(outcomes.timeout, 1, "{outcomes:?}");
+    assert_eq!(outcomes.cancelled, 1, "{outcomes:?}");
+    assert_eq!(outcomes.ok, 3, "{outcomes:?}");
+    let circuit = stack.circuit().stats();
+    assert_eq!(circuit.window_failures, 1, "{circuit:?}");
+    assert_eq!(circuit.state, CircuitState::Closed);
 }
