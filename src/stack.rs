@@ -18,6 +18,19 @@
 //! callers who want to assemble their own stack with `ServiceBuilder`, and
 //! [`Stack::maintenance`] gives the handle to subscribe to what happens.
 //!
+//! The `Stack` runs these layers fused rather than nested. Each layer keeps two kinds of state:
+//! what all clones share (the circuit, the deadline table, the metrics, the handoff's current
+//! connection) and what one clone keeps between `poll_ready` and `call` (a circuit admission,
+//! a timer on a full queue, a reserved queue slot). The `Stack` keeps the first kind for every
+//! layer in one reference-counted block and the second kind side by side, and its
+//! [`ResponseFuture`] does each layer's step, in the nested order, with one reference to the
+//! block. The steps are the layers' own (`circuit_breaker::Gate`, `relaxed_timeout::Deadline`,
+//! `handoff::Reservation`, `Metrics::begin`), shared with their `Service` impls, so the two
+//! behave alike; [`Stack::into_service`] gives the nested [`StackService`] over the same state.
+//! Nested, a `stack.clone()` and its call took eight shared reference counts (one per layer for
+//! the clone, the connection, and three for the layers' futures) and moved a future of four
+//! nested ones; fused, they take three (the block twice, the connection) and move one.
+//!
 //! ```no_run
 //! use redis_handoff::{cmd, Stack};
 //! use tower::ServiceExt;
@@ -68,7 +81,7 @@ pub type StackService =
 /// (the circuit, the deadline table, the metrics, the connection) with it. It runs them fused:
 /// one reference-counted block of shared state instead of one per layer, each layer's
 /// per-clone readiness side by side, and one flat future that does each layer's step when the
-/// answer comes. A clone and a call touch two shared reference counts rather than eight, and
+/// answer comes. A clone and a call take three shared reference counts rather than eight, and
 /// the future is moved and dropped as one piece.
 pub struct Stack {
     parts: Arc<Parts>,
