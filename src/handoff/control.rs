@@ -117,6 +117,9 @@ async fn reconnect<M: MakeConnection>(
                         let first = inner.generation.load(Ordering::Acquire) == 0;
                         // Nothing to release: the old connection is gone.
                         let switched = inner.install_subscribed(conn.clone(), &restored);
+                        if let Some(old) = &switched.old {
+                            inner.released(old);
+                        }
                         if !switched.caught_up.is_empty() {
                             tokio::spawn(super::caught_up(switched.caught_up));
                         }
@@ -425,6 +428,9 @@ fn switch(weak: &Weak<Inner>, conn: Connection, restored: &Subscriptions, starte
                 if let Err(f) = answer.await {
                     tracing::debug!(error = %f.error, "unsubscribing the old connection failed");
                 }
+            }
+            if let Some(inner) = weak.upgrade() {
+                inner.released(&old);
             }
             old.drain().await;
             if let Some(inner) = weak.upgrade() {

@@ -19,6 +19,9 @@ use crate::request::Request;
 /// Sends again at most this many times: a request that keeps meeting dying connections fails.
 const MAX_RESENDS: u32 = 3;
 
+/// How long an unsubscribe waits for a connection being released to answer it too.
+const RELEASING_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 type Resend<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
 /// The answer to a request sent through [`HandoffRetry`](super::HandoffRetry).
@@ -179,7 +182,7 @@ async fn subscription<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R
     loop {
         let conn = inner.wait_for_connection().await?;
         let sent = request.as_command().cloned();
-        let (answer, leaving) = {
+        let (answer, also, leaving) = {
             let mut subs = inner.lock_subscriptions();
             if !inner.is_current(&conn) {
                 // Switched while this waited for the lock.
@@ -189,9 +192,31 @@ async fn subscription<R: Request>(inner: Arc<Inner>, mut request: R) -> Result<R
                 subs.track(command);
                 inner.leaving(command)
             });
-            (conn.queue_now(request), Left(inner.clone(), leaving))
+            // An unsubscribe goes to a connection still being released too: it still
+            // delivers the channel, and would go on after the caller's answer until its
+            // release is answered (and across a subscribe again to the same channel).
+            let also: Vec<_> = match (&leaving, request.as_command()) {
+                (Some(_), Some(command)) => inner
+                    .releasing()
+                    .into_iter()
+                    .map(|old| old.queue_now(command.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (conn.queue_now(request), also, Left(inner.clone(), leaving))
         };
         let answer = answer.await;
+        // Answered only once the released connections have stopped delivering it too (or,
+        // if one does not answer soon, without it: it is on its way out).
+        for old in also {
+            match tokio::time::timeout(RELEASING_WAIT, old).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(f)) => {
+                    tracing::debug!(error = %f.error, "unsubscribing a released connection failed");
+                }
+                Err(_) => tracing::debug!("a released connection did not answer an unsubscribe"),
+            }
+        }
         drop(leaving);
         if let (
             Err(Failed {

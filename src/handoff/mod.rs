@@ -165,6 +165,9 @@ pub(crate) struct Inner {
     // server sends what was published before it processed the command) and still count.
     leaving: Mutex<Vec<Leaving>>,
     leave_seq: AtomicU64,
+    // Connections switched away from whose release (their unsubscribes) is not answered yet:
+    // they still deliver messages, so a caller's unsubscribe goes to them too.
+    releasing: Mutex<Vec<Connection>>,
     // Told the name of a shard channel whose subscription the server ended on its own (a
     // cluster follows it to the slot's new owner).
     shard_channel_ended: Mutex<Option<ShardChannelEnded>>,
@@ -336,6 +339,26 @@ impl Inner {
         }
     }
 
+    fn lock_releasing(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.releasing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connections still being released, for an unsubscribe to reach them too.
+    fn releasing(&self) -> Vec<Connection> {
+        self.lock_releasing()
+            .iter()
+            .filter(|c| !c.is_closed())
+            .cloned()
+            .collect()
+    }
+
+    /// `old`'s release was answered (or given up on): it delivers no more messages.
+    pub(super) fn released(&self, old: &Connection) {
+        self.lock_releasing().retain(|c| c.id() != old.id());
+    }
+
     /// Whether `conn` is the current connection.
     fn is_current(&self, conn: &Connection) -> bool {
         self.current().is_some_and(|c| c.id() == conn.id())
@@ -368,6 +391,10 @@ impl Inner {
             Some(old) if !old.is_closed() => subs.union(restored).release_commands(),
             _ => Vec::new(),
         };
+        if let (Some(old), false) = (&old, release.is_empty()) {
+            // Under the subscriptions' lock: an unsubscribe from now on finds it.
+            self.lock_releasing().push(old.clone());
+        }
         Switched {
             old,
             caught_up,
@@ -605,6 +632,7 @@ impl HandoffRetry {
             subscriptions: Mutex::new(Subscriptions::default()),
             leaving: Mutex::new(Vec::new()),
             leave_seq: AtomicU64::new(0),
+            releasing: Mutex::new(Vec::new()),
             shard_channel_ended: Mutex::new(None),
             pushes: Arc::new(PushHub::new(connector.configured_endpoint(), 4096)),
             maintenance: maintenance.clone(),
