@@ -9,10 +9,18 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The instant every stored deadline counts from, fixed on first use.
+/// The instant every stored deadline counts from, fixed on first use: as long before it as
+/// the platform's clock allows (up to a day), so that an instant read just before the first use
+/// (or by a Tokio clock paused earlier) still converts to its own value rather than to 0.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        [86_400, 3_600, 60, 1]
+            .into_iter()
+            .find_map(|s| now.checked_sub(Duration::from_secs(s)))
+            .unwrap_or(now)
+    })
 }
 
 /// A duration in nanoseconds, `u64::MAX` when it does not fit (about 584 years).
@@ -60,5 +68,10 @@ mod tests {
         assert_eq!(to_nanos(Duration::MAX), u64::MAX);
         assert_eq!(after(now(), Duration::MAX), u64::MAX);
         assert_eq!(nanos(epoch()), 0);
+        let before = Instant::now();
+        assert!(
+            nanos(before) > 0,
+            "an instant read before first use keeps its value"
+        );
     }
 }

@@ -210,6 +210,7 @@ impl wire::Wire for Command {
         Job::One {
             command: self,
             reply,
+            expiry: None,
             asking: false,
         }
     }
@@ -378,6 +379,7 @@ impl wire::Wire for Pipeline {
                 asking: false,
             },
             reply,
+            expiry: None,
         }
     }
 
@@ -531,6 +533,7 @@ impl wire::Wire for Transaction {
                 asking: false,
             },
             reply,
+            expiry: None,
         }
     }
 
@@ -674,6 +677,7 @@ impl wire::Wire for Asking<Command> {
                 asking: false,
             },
             reply,
+            expiry: None,
         }
     }
 
@@ -755,6 +759,7 @@ impl wire::Wire for Asking<Transaction> {
                 asking: true,
             },
             reply,
+            expiry: None,
         }
     }
 
@@ -839,6 +844,7 @@ impl wire::Wire for AskingSubscription {
         Job::One {
             command: self.0,
             reply,
+            expiry: None,
             asking: true,
         }
     }

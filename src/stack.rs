@@ -58,6 +58,7 @@ use crate::circuit_breaker::{
     self, Admitted, CircuitBreaker, CircuitBreakerConfig, CircuitHandle, Gate,
 };
 use crate::command::{Command, ToArg};
+use crate::connection::expiry::SharedRelaxation;
 use crate::connection::{ConnectOptions, Connector, Liveness};
 use crate::dedicated::Dedicated;
 use crate::demux::NotificationDemux;
@@ -97,6 +98,8 @@ pub(crate) struct Parts {
     metrics: Metrics,
     circuit: Arc<circuit_breaker::Shared>,
     timeout: Arc<relaxed_timeout::Shared<Arc<EndpointStatus>>>,
+    // The timeout's relaxation, for the connections that keep the deadlines.
+    relaxation: SharedRelaxation,
     handoff: HandoffRetry,
 }
 
@@ -311,11 +314,13 @@ impl StackBuilder {
         let timeout =
             relaxed_timeout::Shared::new(self.timeout, relaxed, maintenance.status(&endpoint));
         let circuit = circuit_breaker::Shared::new(maintenance, endpoint, self.circuit);
+        let relaxation: SharedRelaxation = timeout.relaxation().clone();
         Ok(Stack {
             parts: Arc::new(Parts {
                 metrics,
                 circuit,
                 timeout,
+                relaxation,
                 handoff,
             }),
             gate: Gate::new(),
@@ -353,7 +358,13 @@ impl<R: Request> Service<R> for Stack {
             match self.gate.admit(&parts.circuit) {
                 Ok(admitted) => {
                     let deadline = parts.timeout.start(request.blocking());
-                    let attempt = self.reservation.call(parts.handoff.inner(), request);
+                    // Sent straight to a connection, the request's deadline is kept there.
+                    let attempt = self.reservation.call_expiring(
+                        parts.handoff.inner(),
+                        request,
+                        deadline.expiry(),
+                        Some(&parts.relaxation),
+                    );
                     Kind::Called {
                         attempt,
                         admitted: Some(admitted),
@@ -422,16 +433,19 @@ impl<R: Request> Future for ResponseFuture<R> {
         let parts = &**this.parts;
         let out = match this.kind.project() {
             KindProj::Called {
-                attempt,
+                mut attempt,
                 admitted,
                 deadline,
             } => {
-                let out = match attempt.poll(parts.handoff.inner(), cx) {
+                let out = match attempt.as_mut().poll(parts.handoff.inner(), cx) {
                     Poll::Ready(out) => {
                         // The deadline's slot goes back now, not when the future is dropped.
                         deadline.release(&parts.timeout);
                         out
                     }
+                    // On a connection, which keeps the deadline and answers with the timeout.
+                    Poll::Pending if attempt.is_sent() => return Poll::Pending,
+                    // Waiting for a connection, or sending again: the deadline table's.
                     Poll::Pending => match deadline.poll_expired(&parts.timeout, cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(error) => Err(error),

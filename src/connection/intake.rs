@@ -18,6 +18,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
 use super::io::Job;
+use crate::error::Error;
 
 /// Why a command could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +239,33 @@ impl Intake {
     /// Whether the queue takes no more commands.
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// Takes out of the queue the commands `expired` answers with an error (their deadline
+    /// passed before the I/O task took them), giving their slots back, and returns them with
+    /// it, oldest first. Looks through the queue only when one of its commands has a deadline.
+    pub(crate) fn take_expired(
+        &self,
+        expired: &mut impl FnMut(&mut Job) -> Option<Error>,
+    ) -> Vec<(Job, Error)> {
+        let mut out = Vec::new();
+        {
+            let mut s = self.lock();
+            if s.queue.is_empty() {
+                return out;
+            }
+            let queue = std::mem::take(&mut s.queue);
+            for mut job in queue {
+                match expired(&mut job) {
+                    Some(error) => out.push((job, error)),
+                    None => s.queue.push_back(job),
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.release(out.len());
+        }
+        out
     }
 
     /// Every command still queued.

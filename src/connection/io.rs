@@ -18,18 +18,21 @@
 //! that a burst of next commands is not cut into one write each.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use redis_protocol::resp3::types::BytesFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
 
 use crate::command::{Command, SubscriptionKind};
 use crate::connection::codec::{FrameScanner, Limits};
+use crate::connection::expiry::Expiry;
 use crate::connection::liveness::{Liveness, Owing, Reset, Verdict, Watchdog};
 use crate::connection::{Shared, Subscriptions};
 use crate::error::Error;
@@ -49,6 +52,8 @@ pub enum Job {
         /// subscription on a node importing the slot; see `crate::request`'s
         /// `AskingSubscription`).
         asking: bool,
+        /// The deadline the I/O task keeps for it, if its sender handed one over.
+        expiry: Option<Expiry>,
     },
     /// Commands written together, answered together.
     Batch {
@@ -56,6 +61,8 @@ pub enum Job {
         batch: Batch,
         /// Where the frames of their replies go, in order.
         reply: oneshot::Sender<BatchAnswer>,
+        /// The deadline the I/O task keeps for it, if its sender handed one over.
+        expiry: Option<Expiry>,
     },
 }
 
@@ -69,6 +76,39 @@ impl std::fmt::Debug for Job {
 }
 
 impl Job {
+    /// The deadline the I/O task is to keep for this job.
+    #[inline]
+    pub(crate) fn set_expiry(&mut self, deadline: Expiry) {
+        match self {
+            Job::One { expiry, .. } | Job::Batch { expiry, .. } => *expiry = Some(deadline),
+        }
+    }
+
+    fn expiry(&self) -> Option<&Expiry> {
+        match self {
+            Job::One { expiry, .. } | Job::Batch { expiry, .. } => expiry.as_ref(),
+        }
+    }
+
+    fn expiry_mut(&mut self) -> &mut Option<Expiry> {
+        match self {
+            Job::One { expiry, .. } | Job::Batch { expiry, .. } => expiry,
+        }
+    }
+
+    /// Answers the job with a timeout: it was never written, so nothing ran, and it is not
+    /// given back to be sent again (its caller's time is up).
+    fn time_out(self, error: Error) {
+        match self {
+            Job::One { reply, .. } => {
+                let _ = reply.send(Err(Failed::from(error)));
+            }
+            Job::Batch { reply, .. } => {
+                let _ = reply.send(Err(Failed::from(error)));
+            }
+        }
+    }
+
     /// Answers the job with `error` without sending it; the request comes back with it.
     pub(crate) fn fail(self, error: Error) {
         match self {
@@ -78,7 +118,7 @@ impl Job {
                     command: Some(command),
                 }));
             }
-            Job::Batch { batch, reply } => {
+            Job::Batch { batch, reply, .. } => {
                 let _ = reply.send(Err(Failed {
                     error,
                     command: Some(batch),
@@ -124,6 +164,9 @@ impl<C> Failed<C> {
 /// A request written (or being written) whose answer has not come back yet.
 struct Pending {
     owed: Owed,
+    /// Its deadline, until it passes (the caller is then answered with a timeout, and the
+    /// reply, when it comes, is read and dropped).
+    expiry: Option<Expiry>,
     /// Where the request's bytes start and end in the stream of everything encoded; it has
     /// reached the socket once `written` passes `end`.
     start: u64,
@@ -160,8 +203,27 @@ impl Owed {
                 command,
                 reply,
                 asking,
+                expiry: None,
             },
-            Owed::Batch { batch, reply, .. } => Job::Batch { batch, reply },
+            Owed::Batch { batch, reply, .. } => Job::Batch {
+                batch,
+                reply,
+                expiry: None,
+            },
+        }
+    }
+
+    /// Answers the caller with a timeout now; the reply, when it comes, goes nowhere.
+    fn time_out(&mut self, error: Error) {
+        match self {
+            Owed::One { reply, .. } => {
+                let (gone, _) = oneshot::channel();
+                let _ = std::mem::replace(reply, gone).send(Err(Failed::from(error)));
+            }
+            Owed::Batch { reply, .. } => {
+                let (gone, _) = oneshot::channel();
+                let _ = std::mem::replace(reply, gone).send(Err(Failed::from(error)));
+            }
         }
     }
 
@@ -236,6 +298,10 @@ pub(crate) struct IoTask<S> {
     pushed: usize,
     // Closes the socket with a reset when the connection fails.
     reset: Reset,
+    // While requests with a deadline are owed: the next look at their deadlines, and how
+    // often to look (see `expiry`).
+    expiry_timer: Option<Pin<Box<Sleep>>>,
+    expiry_tick: Duration,
 }
 
 impl<S> IoTask<S>
@@ -275,6 +341,8 @@ where
             reads: 0,
             pushed: 0,
             reset,
+            expiry_timer: None,
+            expiry_tick: Duration::MAX,
         }
     }
 
@@ -338,6 +406,8 @@ where
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // Once per wake, not per turn of the loop: the timer wakes the task when it is due.
+        self.poll_expiries(cx);
         loop {
             let mut progress = false;
             if self.shared.intake.is_aborted() {
@@ -493,6 +563,9 @@ where
                         cx.waker().wake_by_ref();
                     }
                 }
+                // A deadline timer armed during this poll must be registered before the task
+                // sleeps.
+                self.poll_expiries(cx);
                 return Poll::Pending;
             }
         }
@@ -514,6 +587,7 @@ where
                 expect: Expect::Reply,
                 asking: false,
             },
+            expiry: None,
             start,
             end: self.encoded,
         });
@@ -531,7 +605,11 @@ where
                 command,
                 reply,
                 asking,
+                expiry,
             } => {
+                if let Some(e) = &expiry {
+                    self.keep_expiry(e);
+                }
                 let command = match self.keep_internal(command) {
                     Ok(command) => command,
                     Err(confirmation) => {
@@ -553,31 +631,125 @@ where
                     self.wbuf.extend_from_slice(crate::request::ASKING);
                 }
                 command.encode(&mut self.wbuf);
-                Owed::One {
-                    command,
-                    reply,
-                    expect,
-                    asking,
-                }
+                (
+                    Owed::One {
+                        command,
+                        reply,
+                        expect,
+                        asking,
+                    },
+                    expiry,
+                )
             }
-            Job::Batch { batch, reply } => {
+            Job::Batch {
+                batch,
+                reply,
+                expiry,
+            } => {
+                if let Some(e) = &expiry {
+                    self.keep_expiry(e);
+                }
                 batch.encode(&mut self.wbuf);
                 let left = batch.frames();
-                Owed::Batch {
-                    got: Vec::with_capacity(left),
-                    batch,
-                    reply,
-                    left,
-                }
+                (
+                    Owed::Batch {
+                        got: Vec::with_capacity(left),
+                        batch,
+                        reply,
+                        left,
+                    },
+                    expiry,
+                )
             }
         };
+        let (owed, expiry) = owed;
         self.encoded += (self.wbuf.len() - before) as u64;
         self.pending.push_back(Pending {
             owed,
+            expiry,
             start,
             end: self.encoded,
         });
         self.shared.set_in_flight(self.pending.len());
+    }
+
+    /// A request with a deadline was taken: the deadlines are looked at every tick from now
+    /// on, at the shortest tick any of them wants.
+    fn keep_expiry(&mut self, expiry: &Expiry) {
+        let tick = expiry.tick();
+        if self.expiry_timer.is_none() || tick < self.expiry_tick {
+            self.expiry_tick = tick.min(self.expiry_tick);
+            let at = crate::clock::deadline(Instant::now(), self.expiry_tick);
+            match &mut self.expiry_timer {
+                Some(timer) if timer.deadline() <= at => {}
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.expiry_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+    }
+
+    /// When the tick is due: answers every request whose deadline has passed with a timeout
+    /// (those written keep their place until their reply comes and is dropped; those not
+    /// written yet are taken out and never go), then sets the next tick, or stops ticking when
+    /// no deadline is left.
+    fn poll_expiries(&mut self, cx: &mut Context<'_>) {
+        let Some(timer) = self.expiry_timer.as_mut() else {
+            return;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return;
+        }
+        let now = Instant::now();
+        let relaxation = self.shared.relaxation.get();
+        let relaxed = || relaxation.is_some_and(|r| r.relaxed_at(now.into_std()));
+        // Whether any deadline is still to come.
+        let left = std::cell::Cell::new(false);
+        for p in &mut self.pending {
+            let Some(expiry) = p.expiry.as_mut() else {
+                continue;
+            };
+            match expiry.check(now, relaxed) {
+                None => left.set(true),
+                Some(error) => {
+                    p.expiry = None;
+                    p.owed.time_out(error);
+                }
+            }
+        }
+        // Not written yet (the socket is not taking more): out of the queue, never sent.
+        let mut check = |job: &mut Job| {
+            let error = job.expiry_mut().as_mut()?.check(now, relaxed);
+            if error.is_none() {
+                left.set(true);
+            }
+            error
+        };
+        let mut timed_out = Vec::new();
+        if self.taken.iter().any(|j| j.expiry().is_some()) {
+            let mut kept = VecDeque::with_capacity(self.taken.len());
+            for mut job in self.taken.drain(..) {
+                match check(&mut job) {
+                    Some(error) => timed_out.push((job, error)),
+                    None => kept.push_back(job),
+                }
+            }
+            self.taken = kept;
+        }
+        timed_out.extend(self.shared.intake.take_expired(&mut check));
+        for (job, error) in timed_out {
+            job.time_out(error);
+        }
+        if left.get() {
+            let next = crate::clock::deadline(now, self.expiry_tick);
+            if let Some(timer) = self.expiry_timer.as_mut() {
+                timer.as_mut().reset(next);
+                // Registered for the next tick.
+                let _ = timer.as_mut().poll(cx);
+            }
+        } else {
+            self.expiry_timer = None;
+            self.expiry_tick = Duration::MAX;
+        }
     }
 
     /// The channels the connection's own setup subscribed to (`AzureRedisEvents`) are not a

@@ -40,6 +40,7 @@
 pub(crate) mod codec;
 mod connect;
 mod decode;
+pub(crate) mod expiry;
 mod intake;
 mod io;
 mod liveness;
@@ -113,6 +114,9 @@ pub(crate) struct Shared {
     pub(crate) pushes: PushHub,
     /// The command queue, from the handles to the I/O task.
     pub(crate) intake: Intake,
+    /// What the deadlines the I/O task keeps follow: the relaxation of the stack that sends
+    /// on this connection (see `expiry`), given with its first command that has a deadline.
+    relaxation: OnceLock<expiry::SharedRelaxation>,
 }
 
 #[derive(Default)]
@@ -130,6 +134,7 @@ impl Shared {
             is_closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             dedicated: AtomicBool::new(false),
+            relaxation: OnceLock::new(),
         }
     }
 
@@ -357,6 +362,19 @@ impl Connection {
     /// Like [`Service::call`], but the request comes back with the error if the connection ends
     /// under it. `poll_ready` must have returned ready first, as for `call`.
     pub(crate) fn call_recoverable<R: Request>(&mut self, request: R) -> AnswerFuture<R> {
+        self.call_expiring(request, None, None)
+    }
+
+    /// [`Connection::call_recoverable`] with a deadline the I/O task keeps: past it, the caller
+    /// is answered with [`Error::Timeout`] (see `expiry`). The deadline moves to its relaxed one
+    /// when `relaxation` (the first one given to this connection) says the endpoint is relaxed.
+    #[inline]
+    pub(crate) fn call_expiring<R: Request>(
+        &mut self,
+        request: R,
+        expiry: Option<expiry::Expiry>,
+        relaxation: Option<&expiry::SharedRelaxation>,
+    ) -> AnswerFuture<R> {
         if let Err(error) = request.check(self.is_dedicated()) {
             // Refused before anything was written: not sent again by any layer.
             return AnswerFuture::done(Err(Failed::from(error)));
@@ -364,9 +382,18 @@ impl Connection {
         if let Some(raw) = request.immediate() {
             return AnswerFuture::done(R::finish(raw));
         }
-        let intake = &self.handle.shared.intake;
+        let shared = &self.handle.shared;
+        let intake = &shared.intake;
         let (reply, rx) = oneshot::channel();
-        let job = request.into_job(reply);
+        let mut job = request.into_job(reply);
+        if let Some(expiry) = expiry {
+            if let Some(relaxation) = relaxation {
+                if shared.relaxation.get().is_none() {
+                    let _ = shared.relaxation.set(relaxation.clone());
+                }
+            }
+            job.set_expiry(expiry);
+        }
         let queued = if std::mem::take(&mut self.reserved) {
             intake.push_reserved(job).map_err(|j| (j, Refused::Closed))
         } else {

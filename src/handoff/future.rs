@@ -90,6 +90,12 @@ impl<R: Request> Attempt<R> {
         }
     }
 
+    /// Whether the request is on a connection, which keeps the deadline it was given.
+    #[inline]
+    pub(crate) fn is_sent(&self) -> bool {
+        matches!(self, Attempt::Sent { .. })
+    }
+
     /// Polls the request; `inner` is the shared state of the stack it was sent through.
     #[inline]
     pub(crate) fn poll(

@@ -82,6 +82,7 @@ pub use future::ResponseFuture;
 pub use layer::HandoffRetryLayer;
 
 use crate::command::Command;
+use crate::connection::expiry::{Expiry, SharedRelaxation};
 pub use crate::connection::MakeConnection;
 use crate::connection::{AnswerFuture, Connection, PushFilter, PushHub, Pushes, Subscriptions};
 use crate::endpoint::{ConnectionId, Endpoint};
@@ -535,6 +536,19 @@ impl Reservation {
     /// subscription or dedicated paths).
     #[inline]
     pub(crate) fn call<R: Request>(&mut self, inner: &Arc<Inner>, request: R) -> Attempt<R> {
+        self.call_expiring(inner, request, None, None)
+    }
+
+    /// [`Reservation::call`] with a deadline for the connection to keep when the request goes
+    /// straight to one (see `connection::expiry`); on the other paths the caller keeps it.
+    #[inline]
+    pub(crate) fn call_expiring<R: Request>(
+        &mut self,
+        inner: &Arc<Inner>,
+        request: R,
+        expiry: Option<Expiry>,
+        relaxation: Option<&SharedRelaxation>,
+    ) -> Attempt<R> {
         if request
             .as_command()
             .is_some_and(|c| c.subscription().is_some())
@@ -555,7 +569,9 @@ impl Reservation {
             return Attempt::dedicated(request, inner.clone());
         }
         match (&mut self.cached, std::mem::take(&mut self.reserved)) {
-            (Some((_, conn)), true) => Attempt::sent(conn.call_recoverable(request)),
+            (Some((_, conn)), true) => {
+                Attempt::sent(conn.call_expiring(request, expiry, relaxation))
+            }
             _ => Attempt::waiting(request, inner.clone()),
         }
     }

@@ -23,14 +23,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Shortest and longest tick.
-const MIN_TICK: Duration = Duration::from_millis(1);
-const MAX_TICK: Duration = Duration::from_millis(50);
-
-/// The tick for a normal timeout: a twentieth of it, within [`MIN_TICK`, `MAX_TICK`].
-pub(super) fn tick_for(timeout: Duration) -> Duration {
-    (timeout / 20).clamp(MIN_TICK, MAX_TICK)
-}
+/// The tick for a normal timeout: a twentieth of it, within 1 ms and 50 ms (the rule the
+/// connection's own deadlines follow too).
+pub(super) use crate::connection::expiry::tick_for;
 
 /// The table of waiting commands; see the [module docs](self).
 #[derive(Debug)]
@@ -278,16 +273,5 @@ mod tests {
         let (_, w) = counter();
         let at = Instant::now() + Duration::from_secs(1);
         assert!(table.register(at, &w).is_err());
-    }
-
-    #[test]
-    fn ticks_follow_the_timeout_within_bounds() {
-        assert_eq!(tick_for(Duration::from_secs(1)), Duration::from_millis(50));
-        assert_eq!(
-            tick_for(Duration::from_millis(200)),
-            Duration::from_millis(10)
-        );
-        assert_eq!(tick_for(Duration::ZERO), MIN_TICK);
-        assert_eq!(tick_for(Duration::MAX), MAX_TICK);
     }
 }

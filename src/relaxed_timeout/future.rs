@@ -10,6 +10,7 @@ use pin_project::pin_project;
 use tokio::time::Instant;
 
 use super::{Relaxation, Shared};
+use crate::connection::expiry::Expiry;
 use crate::error::Error;
 
 /// The inner service's answer, or [`Error::Timeout`] when it takes too long.
@@ -41,20 +42,12 @@ impl<R> Drop for Armed<R> {
 /// One command's deadline: when it was sent, its budget, and its slot in the deadline table
 /// once it has had to wait. It holds no reference to the table: whoever keeps it gives the
 /// slot back with [`Deadline::release`] (the layer's future when dropped, the fused stack's
-/// future likewise).
+/// future likewise). The fused stack hands its [`Expiry`] to the connection instead while the
+/// command is on one, and takes a slot only on the path that waits for a connection.
 #[derive(Debug)]
 pub(crate) struct Deadline {
     // Present while the command has a deadline.
-    timer: Option<Timer>,
-    started: Instant,
-    relaxed: bool,
-}
-
-#[derive(Debug)]
-struct Timer {
-    deadline: Instant,
-    // Until the relaxed budget is in force: that budget, if longer.
-    extend: Option<Duration>,
+    expiry: Option<Expiry>,
     // The slot in the deadline table, taken on the first poll that has to wait.
     slot: Option<usize>,
 }
@@ -66,29 +59,22 @@ impl Deadline {
         relaxed: bool,
         extend: Option<Duration>,
     ) -> Self {
-        // A budget too large for the clock (`Duration::MAX`) is no deadline at all.
-        let timer = budget
-            .and_then(|b| started.checked_add(b))
-            .map(|deadline| Timer {
-                deadline,
-                extend,
-                slot: None,
-            });
-        Deadline {
-            timer,
-            started,
-            relaxed,
-        }
+        let expiry = budget.map(|b| Expiry::new(started, b, relaxed, extend));
+        Deadline { expiry, slot: None }
+    }
+
+    /// The deadline, for a connection to keep; `None` when the command has none.
+    #[inline]
+    pub(crate) fn expiry(&self) -> Option<Expiry> {
+        self.expiry
     }
 
     /// Gives the slot back to `shared`'s table, if the command took one: once it is answered
     /// (rather than when its future is dropped) and when it is dropped unanswered.
     #[inline]
     pub(crate) fn release<R>(&mut self, shared: &Shared<R>) {
-        if let Some(Timer {
-            slot: Some(key), ..
-        }) = self.timer.take()
-        {
+        if let Some(key) = self.slot.take() {
+            self.expiry = None;
             shared.deadlines.release(key);
         }
     }
@@ -100,14 +86,14 @@ impl Deadline {
         shared: &Shared<R>,
         cx: &mut Context<'_>,
     ) -> Poll<Error> {
-        let Some(timer) = self.timer.as_mut() else {
+        let Some(expiry) = self.expiry.as_mut() else {
             return Poll::Pending;
         };
-        let Some(slot) = timer.slot else {
+        let Some(key) = self.slot else {
             // The first wait: the sweeper wakes this command once the deadline has passed.
-            return match shared.deadlines.register(timer.deadline, cx.waker()) {
+            return match shared.deadlines.register(expiry.deadline(), cx.waker()) {
                 Ok(key) => {
-                    timer.slot = Some(key);
+                    self.slot = Some(key);
                     Poll::Pending
                 }
                 Err(_) => Poll::Ready(Error::Config {
@@ -116,33 +102,17 @@ impl Deadline {
             };
         };
         let now = Instant::now();
-        if now < timer.deadline {
-            shared.deadlines.refresh(slot, cx.waker());
-            return Poll::Pending;
+        let before = expiry.deadline();
+        if let Some(error) = expiry.check(now, || shared.relaxation.relaxed_at(now.into_std())) {
+            return Poll::Ready(error);
         }
-        // The deadline passed. Did a maintenance begin since the command was sent?
-        if let Some(budget) = timer.extend.take() {
-            let relaxed_now = shared.relaxation.relaxed_at(now.into_std());
-            match self.started.checked_add(budget) {
-                Some(deadline) if relaxed_now && deadline > now => {
-                    self.relaxed = true;
-                    timer.deadline = deadline;
-                    shared.deadlines.reset(slot, deadline, cx.waker());
-                    return Poll::Pending;
-                }
-                // The relaxed budget is beyond the clock: no deadline any more.
-                None if relaxed_now => {
-                    self.relaxed = true;
-                    self.release(shared);
-                    return Poll::Pending;
-                }
-                _ => {}
-            }
+        if expiry.deadline() == before {
+            shared.deadlines.refresh(key, cx.waker());
+        } else {
+            // A maintenance began since the command was sent: the relaxed deadline now.
+            shared.deadlines.reset(key, expiry.deadline(), cx.waker());
         }
-        Poll::Ready(Error::Timeout {
-            after: self.started.elapsed(),
-            relaxed: self.relaxed,
-        })
+        Poll::Pending
     }
 }
 

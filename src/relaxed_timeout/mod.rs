@@ -222,6 +222,11 @@ impl<R: Relaxation> Shared<R> {
         })
     }
 
+    /// What says whether the endpoint is relaxed.
+    pub(crate) fn relaxation(&self) -> &R {
+        &self.relaxation
+    }
+
     /// The budget for a command that blocks as `block` says, with or without the relaxation.
     fn budget_with(&self, block: Option<Block>, relaxed: bool) -> Option<Duration> {
         let base = if relaxed {

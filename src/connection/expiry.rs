@@ -1,0 +1,191 @@
+//! Command deadlines kept by the I/O task.
+//!
+//! A [`RelaxedTimeout`](crate::relaxed_timeout::RelaxedTimeout) over an arbitrary service keeps
+//! its commands' deadlines in a table of its own, with a waker per waiting command (see
+//! `relaxed_timeout::deadlines`). The fused [`Stack`](crate::Stack) knows the service below it is
+//! a connection, which already holds every command it owes an answer to, in order. So the
+//! Stack hands each command's deadline to the connection with the command, and the I/O task
+//! keeps it: once per tick while commands with a deadline are outstanding, it looks through
+//! what it owes and answers those whose deadline has passed with [`Error::Timeout`], keeping
+//! their place, so that their late replies are read and dropped. A command costs its caller
+//! no lock, no waker and no table slot; the I/O task's look is one pass over what it owes,
+//! twenty times per normal timeout at most.
+//!
+//! The rules are the timeout layer's own ([`Expiry::check`] is what both use): a command sent
+//! before a maintenance began moves to the relaxed deadline when its normal one passes while
+//! the endpoint is relaxed (the I/O task asks the relaxation the Stack gave the connection),
+//! and a deadline is noticed at the first tick after it: up to a tick late, never early.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::relaxed_timeout::Relaxation;
+
+/// Shortest and longest tick.
+const MIN_TICK: Duration = Duration::from_millis(1);
+const MAX_TICK: Duration = Duration::from_millis(50);
+
+/// How often deadlines of `budget` are looked at: a twentieth of it, within 1 ms and 50 ms.
+pub(crate) fn tick_for(budget: Duration) -> Duration {
+    (budget / 20).clamp(MIN_TICK, MAX_TICK)
+}
+
+/// One request's deadline: when it was sent, when it times out, and the longer budget it gets
+/// if its endpoint is relaxed by then. Kept in nanoseconds after the crate's clock epoch (see
+/// `crate::clock`), read from Tokio's clock so that paused-time tests see it pass: it travels
+/// with every command, so it is kept small.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    started: u64,
+    deadline: u64,
+    /// Until the relaxed budget is in force: that budget (from `started`), if longer; 0 for
+    /// none.
+    extend: u64,
+    /// Whether the relaxed budget is the one in force.
+    relaxed: bool,
+}
+
+/// The relaxation a connection's deadlines follow: the one of the stack that sends on it.
+pub(crate) type SharedRelaxation = Arc<dyn Relaxation>;
+
+/// `t` on the crate's clock.
+fn nanos(t: Instant) -> u64 {
+    crate::clock::nanos(t.into_std())
+}
+
+impl Expiry {
+    /// A request sent at `started` with `budget`; `extend` is the relaxed budget it moves to
+    /// if its endpoint is relaxed when `budget` runs out; `relaxed` says whether `budget`
+    /// already is the relaxed one. A budget beyond the clock saturates to centuries.
+    #[inline]
+    pub(crate) fn new(
+        started: Instant,
+        budget: Duration,
+        relaxed: bool,
+        extend: Option<Duration>,
+    ) -> Self {
+        let started = nanos(started);
+        Expiry {
+            started,
+            deadline: crate::clock::after(started, budget),
+            extend: extend.map_or(0, |e| crate::clock::to_nanos(e).max(1)),
+            relaxed,
+        }
+    }
+
+    /// When it times out, as a timer's deadline.
+    pub(crate) fn deadline(&self) -> Instant {
+        match crate::clock::instant(self.deadline) {
+            Some(at) => Instant::from_std(at),
+            None => crate::clock::deadline(Instant::now(), Duration::MAX),
+        }
+    }
+
+    /// Whether it has passed at `now`.
+    #[cfg(test)]
+    fn passed(&self, now: Instant) -> bool {
+        nanos(now) >= self.deadline
+    }
+
+    /// At `now`, with `relaxed` saying whether the endpoint is relaxed (asked only once the
+    /// deadline has passed): `None` while the request may still wait (its deadline moved on to
+    /// the relaxed one if a maintenance began since it was sent), or the error to fail it with.
+    #[inline]
+    pub(crate) fn check(&mut self, now: Instant, relaxed: impl FnOnce() -> bool) -> Option<Error> {
+        let now = nanos(now);
+        if now < self.deadline {
+            return None;
+        }
+        let extend = std::mem::take(&mut self.extend);
+        if extend != 0 && relaxed() {
+            let deadline = self.started.saturating_add(extend);
+            if deadline > now {
+                self.relaxed = true;
+                self.deadline = deadline;
+                return None;
+            }
+        }
+        Some(Error::Timeout {
+            after: Duration::from_nanos(now.saturating_sub(self.started)),
+            relaxed: self.relaxed,
+        })
+    }
+
+    /// The tick its deadline wants.
+    pub(crate) fn tick(&self) -> Duration {
+        tick_for(Duration::from_nanos(
+            self.deadline.saturating_sub(self.started),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn waits_until_the_deadline_then_fails_with_a_timeout() {
+        let t0 = Instant::now();
+        let mut e = Expiry::new(t0, ms(100), false, None);
+        assert!(e.check(t0, || true).is_none());
+        assert!(!e.passed(t0 + ms(99)));
+        assert!(e.passed(t0 + ms(101)));
+        match e.check(t0 + ms(101), || true) {
+            Some(Error::Timeout { after, relaxed }) => {
+                assert!(after >= ms(100) && after < ms(102), "{after:?}");
+                assert!(!relaxed);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_relaxation_that_began_moves_the_deadline_once() {
+        let t0 = Instant::now();
+        let mut e = Expiry::new(t0, ms(100), false, Some(ms(1000)));
+        assert!(e.check(t0 + ms(100), || true).is_none(), "moved on");
+        assert!(!e.passed(t0 + ms(999)));
+        let err = e.check(t0 + ms(1000), || true);
+        assert!(matches!(err, Some(Error::Timeout { relaxed: true, .. })));
+    }
+
+    #[test]
+    fn without_a_relaxation_the_normal_deadline_holds_and_is_not_asked_before_it() {
+        let t0 = Instant::now();
+        let mut e = Expiry::new(t0, ms(100), false, Some(ms(1000)));
+        assert!(e
+            .check(t0, || panic!("asked before the deadline"))
+            .is_none());
+        let err = e.check(t0 + ms(100), || false);
+        assert!(matches!(err, Some(Error::Timeout { relaxed: false, .. })));
+    }
+
+    #[test]
+    fn budgets_beyond_the_clock_never_time_out() {
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(86_400 * 365);
+        let mut e = Expiry::new(t0, ms(10), false, Some(Duration::MAX));
+        assert!(e.check(t0 + ms(10), || true).is_none());
+        assert!(!e.passed(far));
+        let e = Expiry::new(t0, Duration::MAX, true, None);
+        assert!(!e.passed(far));
+        assert!(e.deadline() > far);
+    }
+
+    #[test]
+    fn ticks_follow_the_budget_within_bounds() {
+        assert_eq!(tick_for(Duration::from_secs(1)), ms(50));
+        assert_eq!(tick_for(ms(200)), ms(10));
+        assert_eq!(tick_for(Duration::ZERO), MIN_TICK);
+        assert_eq!(tick_for(Duration::MAX), MAX_TICK);
+        let e = Expiry::new(Instant::now(), ms(200), false, None);
+        assert_eq!(e.tick(), ms(10));
+    }
+}

@@ -1,0 +1,177 @@
+//! The fused Stack's deadlines, which its connection keeps: a command, pipeline or transaction
+//! past its timeout is answered with `Error::Timeout` while its reply is still owed, the late
+//! reply reaches nobody, and a maintenance that begins while a command waits gives it the
+//! relaxed timeout. Against a real redis-server paused with `CLIENT PAUSE`, through the
+//! maintenance simulator where a notification is needed.
+#![cfg(feature = "sim")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::events::wait_until;
+use common::sim::sim_over;
+use common::RedisServer;
+use redis_handoff::{
+    cmd, ConnectOptions, Connection, Error, MaintenanceConfig, Pipeline, Stack, Transaction,
+};
+use tower::ServiceExt;
+
+/// Bound on anything the tests wait for; only reached when something is broken.
+const WIDE: Duration = Duration::from_secs(30);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Pauses every client of `server` for `pause`, through a connection of its own.
+async fn pause(server: &RedisServer, pause: Duration) {
+    let pauser = Connection::connect(&server.url()).await.unwrap();
+    pauser
+        .send(cmd!("CLIENT", "PAUSE", pause.as_millis() as u64, "ALL"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_in_flight_when_a_migration_begins_gets_the_relaxed_timeout() {
+    let server = RedisServer::start();
+    let sim = sim_over(&server, 1).await;
+    let config = MaintenanceConfig::builder()
+        .relaxed_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let stack = Stack::builder(ConnectOptions::from_url(&sim.node(0).url()).unwrap())
+        .maintenance(config)
+        .timeout(ms(200))
+        .connect()
+        .await
+        .unwrap();
+    stack.clone().oneshot(cmd!("SET", "k", "v")).await.unwrap();
+
+    // The server holds the command well past its normal timeout; a migration begins while it
+    // waits, so it gets the relaxed one and is answered.
+    pause(&server, ms(1500)).await;
+    let started = Instant::now();
+    let waiting = tokio::spawn(stack.query::<String>(cmd!("GET", "k")));
+    tokio::time::sleep(ms(50)).await;
+    let migration = {
+        let sim = sim.clone();
+        tokio::spawn(async move { sim.migrate(0, Duration::from_secs(3)).await })
+    };
+    let status = stack.maintenance().status(&sim.node(0).endpoint());
+    wait_until("the endpoint is relaxed", WIDE, ms(5), || {
+        status.is_relaxed(std::time::Instant::now())
+    })
+    .await;
+    let answered = tokio::time::timeout(WIDE, waiting).await.unwrap().unwrap();
+    assert_eq!(answered.unwrap(), "v");
+    assert!(
+        started.elapsed() >= ms(1000),
+        "answered after the pause, not before: {:?}",
+        started.elapsed()
+    );
+    migration.await.unwrap().unwrap();
+    assert_eq!(stack.metrics().snapshot().outcomes.timeout, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_and_transactions_time_out_and_their_late_replies_reach_nobody() {
+    let server = RedisServer::start();
+    let stack = Stack::builder(ConnectOptions::from_url(&server.url()).unwrap())
+        .timeout(ms(200))
+        .connect()
+        .await
+        .unwrap();
+    stack.clone().oneshot(cmd!("SET", "n", "0")).await.unwrap();
+
+    pause(&server, ms(1200)).await;
+    let started = Instant::now();
+    let pipeline = Pipeline::new()
+        .cmd(cmd!("INCR", "n"))
+        .cmd(cmd!("INCR", "n"))
+        .cmd(cmd!("GET", "n"));
+    let transaction = Transaction::new()
+        .cmd(cmd!("INCR", "n"))
+        .cmd(cmd!("GET", "n"));
+    let (p, t, c) = tokio::join!(
+        stack.clone().oneshot(pipeline),
+        stack.clone().oneshot(transaction),
+        stack.clone().oneshot(cmd!("INCR", "n")),
+    );
+    for (what, err) in [
+        ("pipeline", p.map(|_| ()).unwrap_err()),
+        ("transaction", t.map(|_| ()).unwrap_err()),
+        ("command", c.map(|_| ()).unwrap_err()),
+    ] {
+        match err {
+            Error::Timeout { after, relaxed } => {
+                assert!(!relaxed, "{what}");
+                assert!(after >= ms(200), "{what} timed out early: {after:?}");
+            }
+            other => panic!("{what}: expected a timeout, got {other}"),
+        }
+    }
+    assert!(
+        started.elapsed() < ms(1100),
+        "failed at the timeout, not after the pause: {:?}",
+        started.elapsed()
+    );
+
+    // After the pause each caller gets its own reply: the replies of the three given up on
+    // (they were written, so they ran) go nowhere.
+    tokio::time::sleep_until((started + ms(1300)).into()).await;
+    let echoed: String = stack.query(cmd!("ECHO", "mine")).await.unwrap();
+    assert_eq!(echoed, "mine");
+    let n: i64 = stack.query(cmd!("GET", "n")).await.unwrap();
+    assert_eq!(n, 4, "every command given up on ran once");
+    let replies = stack
+        .clone()
+        .oneshot(
+            Pipeline::new()
+                .cmd(cmd!("ECHO", "a"))
+                .cmd(cmd!("ECHO", "b")),
+        )
+        .await
+        .unwrap();
+    let replies: Vec<String> = replies
+        .into_iter()
+        .map(|r| r.unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(replies, ["a", "b"]);
+
+    let outcomes = stack.metrics().snapshot().outcomes;
+    assert_eq!(outcomes.timeout, 3, "{outcomes:?}");
+    assert_eq!(stack.circuit().stats().window_failures, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_callers_time_out_together_and_the_connection_goes_on() {
+    let server = RedisServer::start();
+    let stack = Stack::builder(ConnectOptions::from_url(&server.url()).unwrap())
+        .timeout(ms(150))
+        .connect()
+        .await
+        .unwrap();
+    pause(&server, ms(800)).await;
+    let calls: Vec<_> = (0..200)
+        .map(|i| tokio::spawn(stack.query::<i64>(cmd!("INCR", format!("many:{i}")))))
+        .collect();
+    for call in calls {
+        let err = tokio::time::timeout(WIDE, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    }
+    // After the pause the 200 ran once each (their replies went nowhere); so many failures
+    // may have opened the circuit, so this looks from a connection of its own.
+    tokio::time::sleep(ms(900)).await;
+    let other = Connection::connect(&server.url()).await.unwrap();
+    for i in [0, 99, 199] {
+        let reply = other.send(cmd!("GET", format!("many:{i}"))).await.unwrap();
+        assert_eq!(reply.as_str(), Some("1"));
+    }
+    assert_eq!(stack.metrics().snapshot().outcomes.timeout, 200);
+}
