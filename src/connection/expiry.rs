@@ -34,16 +34,16 @@ pub(crate) fn tick_for(budget: Duration) -> Duration {
 }
 
 /// One request's deadline: when it was sent, when it times out, and the longer budget it gets
-/// if its endpoint is relaxed by then. Kept in nanoseconds after the crate's clock epoch (see
-/// `crate::clock`), read from Tokio's clock so that paused-time tests see it pass: it travels
-/// with every command, so it is kept small.
+/// if its endpoint is relaxed by then. Read from Tokio's clock, so that paused-time tests see
+/// it pass. It travels with every command, so it is kept small: the relaxed budget in whole
+/// milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Expiry {
-    started: u64,
-    deadline: u64,
-    /// Until the relaxed budget is in force: that budget (from `started`), if longer; 0 for
-    /// none.
-    extend: u64,
+    started: Instant,
+    deadline: Instant,
+    /// Until the relaxed budget is in force: that budget (from `started`) in milliseconds, if
+    /// longer; 0 for none, `u32::MAX` for one beyond the clock.
+    extend_ms: u32,
     /// Whether the relaxed budget is the one in force.
     relaxed: bool,
 }
@@ -51,15 +51,10 @@ pub struct Expiry {
 /// The relaxation a connection's deadlines follow: the one of the stack that sends on it.
 pub(crate) type SharedRelaxation = Arc<dyn Relaxation>;
 
-/// `t` on the crate's clock.
-fn nanos(t: Instant) -> u64 {
-    crate::clock::nanos(t.into_std())
-}
-
 impl Expiry {
     /// A request sent at `started` with `budget`; `extend` is the relaxed budget it moves to
     /// if its endpoint is relaxed when `budget` runs out; `relaxed` says whether `budget`
-    /// already is the relaxed one. A budget beyond the clock saturates to centuries.
+    /// already is the relaxed one. A budget beyond the clock is a deadline a century away.
     #[inline]
     pub(crate) fn new(
         started: Instant,
@@ -67,27 +62,20 @@ impl Expiry {
         relaxed: bool,
         extend: Option<Duration>,
     ) -> Self {
-        let started = nanos(started);
         Expiry {
             started,
-            deadline: crate::clock::after(started, budget),
-            extend: extend.map_or(0, |e| crate::clock::to_nanos(e).max(1)),
+            deadline: crate::clock::deadline(started, budget),
+            extend_ms: extend.map_or(0, |e| {
+                u32::try_from(e.as_millis()).unwrap_or(u32::MAX).max(1)
+            }),
             relaxed,
         }
     }
 
-    /// When it times out, as a timer's deadline.
+    /// When it times out.
+    #[inline]
     pub(crate) fn deadline(&self) -> Instant {
-        match crate::clock::instant(self.deadline) {
-            Some(at) => Instant::from_std(at),
-            None => crate::clock::deadline(Instant::now(), Duration::MAX),
-        }
-    }
-
-    /// Whether it has passed at `now`.
-    #[cfg(test)]
-    fn passed(&self, now: Instant) -> bool {
-        nanos(now) >= self.deadline
+        self.deadline
     }
 
     /// At `now`, with `relaxed` saying whether the endpoint is relaxed (asked only once the
@@ -95,13 +83,16 @@ impl Expiry {
     /// the relaxed one if a maintenance began since it was sent), or the error to fail it with.
     #[inline]
     pub(crate) fn check(&mut self, now: Instant, relaxed: impl FnOnce() -> bool) -> Option<Error> {
-        let now = nanos(now);
         if now < self.deadline {
             return None;
         }
-        let extend = std::mem::take(&mut self.extend);
+        let extend = std::mem::take(&mut self.extend_ms);
         if extend != 0 && relaxed() {
-            let deadline = self.started.saturating_add(extend);
+            let budget = match extend {
+                u32::MAX => Duration::MAX,
+                ms => Duration::from_millis(u64::from(ms)),
+            };
+            let deadline = crate::clock::deadline(self.started, budget);
             if deadline > now {
                 self.relaxed = true;
                 self.deadline = deadline;
@@ -109,16 +100,14 @@ impl Expiry {
             }
         }
         Some(Error::Timeout {
-            after: Duration::from_nanos(now.saturating_sub(self.started)),
+            after: now.saturating_duration_since(self.started),
             relaxed: self.relaxed,
         })
     }
 
     /// The tick its deadline wants.
     pub(crate) fn tick(&self) -> Duration {
-        tick_for(Duration::from_nanos(
-            self.deadline.saturating_sub(self.started),
-        ))
+        tick_for(self.deadline.saturating_duration_since(self.started))
     }
 }
 
@@ -135,8 +124,7 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Expiry::new(t0, ms(100), false, None);
         assert!(e.check(t0, || true).is_none());
-        assert!(!e.passed(t0 + ms(99)));
-        assert!(e.passed(t0 + ms(101)));
+        assert_eq!(e.deadline(), t0 + ms(100));
         match e.check(t0 + ms(101), || true) {
             Some(Error::Timeout { after, relaxed }) => {
                 assert!(after >= ms(100) && after < ms(102), "{after:?}");
@@ -151,7 +139,7 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Expiry::new(t0, ms(100), false, Some(ms(1000)));
         assert!(e.check(t0 + ms(100), || true).is_none(), "moved on");
-        assert!(!e.passed(t0 + ms(999)));
+        assert_eq!(e.deadline(), t0 + ms(1000));
         let err = e.check(t0 + ms(1000), || true);
         assert!(matches!(err, Some(Error::Timeout { relaxed: true, .. })));
     }
@@ -173,9 +161,8 @@ mod tests {
         let far = t0 + Duration::from_secs(86_400 * 365);
         let mut e = Expiry::new(t0, ms(10), false, Some(Duration::MAX));
         assert!(e.check(t0 + ms(10), || true).is_none());
-        assert!(!e.passed(far));
+        assert!(e.deadline() > far);
         let e = Expiry::new(t0, Duration::MAX, true, None);
-        assert!(!e.passed(far));
         assert!(e.deadline() > far);
     }
 

@@ -361,6 +361,7 @@ impl Connection {
 
     /// Like [`Service::call`], but the request comes back with the error if the connection ends
     /// under it. `poll_ready` must have returned ready first, as for `call`.
+    #[inline]
     pub(crate) fn call_recoverable<R: Request>(&mut self, request: R) -> AnswerFuture<R> {
         self.call_expiring(request, None, None)
     }
@@ -553,8 +554,10 @@ enum AnswerState<R: Request> {
         #[pin]
         rx: oneshot::Receiver<R::Raw>,
     },
+    // Answered without I/O (refused, or nothing to send): rare, so boxed, and the common
+    // future stays the size of the receiver.
     Done {
-        answer: Option<Result<R::Response, Failed<R>>>,
+        answer: Option<Box<Result<R::Response, Failed<R>>>>,
     },
 }
 
@@ -582,7 +585,7 @@ impl<R: Request> AnswerFuture<R> {
     fn done(answer: Result<R::Response, Failed<R>>) -> Self {
         AnswerFuture {
             state: AnswerState::Done {
-                answer: Some(answer),
+                answer: Some(Box::new(answer)),
             },
         }
     }
@@ -591,6 +594,7 @@ impl<R: Request> AnswerFuture<R> {
 impl<R: Request> Future for AnswerFuture<R> {
     type Output = Result<R::Response, Failed<R>>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             AnswerStateProj::Waiting { rx } => match rx.poll(cx) {
@@ -604,11 +608,14 @@ impl<R: Request> Future for AnswerFuture<R> {
                 }))),
                 Poll::Pending => Poll::Pending,
             },
-            AnswerStateProj::Done { answer } => Poll::Ready(answer.take().unwrap_or_else(|| {
-                Err(Failed::from(Error::NotSent {
-                    reason: "the answer was already taken".into(),
-                }))
-            })),
+            AnswerStateProj::Done { answer } => Poll::Ready(answer.take().map_or_else(
+                || {
+                    Err(Failed::from(Error::NotSent {
+                        reason: "the answer was already taken".into(),
+                    }))
+                },
+                |answer| *answer,
+            )),
         }
     }
 }

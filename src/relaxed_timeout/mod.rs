@@ -296,6 +296,16 @@ impl<R: Relaxation> Shared<R> {
     pub(crate) fn start(&self, block: Option<Block>) -> Deadline {
         let now = tokio::time::Instant::now();
         let relaxed_now = self.relaxation.relaxed_at(now.into_std());
+        if block.is_none() {
+            // Most commands: the budgets below, worked out without the general case's steps.
+            return if relaxed_now {
+                let longer = self.relaxed > self.timeout;
+                Deadline::new(now, Some(self.timeout.max(self.relaxed)), longer, None)
+            } else {
+                let extend = (self.relaxed > self.timeout).then_some(self.relaxed);
+                Deadline::new(now, Some(self.timeout), false, extend)
+            };
+        }
         let budget = self.budget_with(block, relaxed_now);
         let relaxed = relaxed_now && self.relaxed > self.timeout;
         // A maintenance that begins while the command waits can still give it the relaxed
