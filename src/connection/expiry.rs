@@ -33,16 +33,15 @@ pub(crate) fn tick_for(budget: Duration) -> Duration {
     (budget / 20).clamp(MIN_TICK, MAX_TICK)
 }
 
-/// One request's deadline: when it was sent, when it times out, and the longer budget it gets
-/// if its endpoint is relaxed by then. Read from Tokio's clock, so that paused-time tests see
-/// it pass. It travels with every command, so it is kept small: the relaxed budget in whole
-/// milliseconds.
+/// One request's deadline: when it was sent, its budget, and the longer budget it gets if its
+/// endpoint is relaxed by then. Read from Tokio's clock, so that paused-time tests see it pass.
+/// It travels with every command, so it is kept small: budgets in whole milliseconds, rounded
+/// up (a deadline is never early), `u32::MAX` for one beyond about 49 days, which never comes.
 #[derive(Debug, Clone, Copy)]
 pub struct Expiry {
     started: Instant,
-    deadline: Instant,
-    /// Until the relaxed budget is in force: that budget (from `started`) in milliseconds, if
-    /// longer; 0 for none, `u32::MAX` for one beyond the clock.
+    budget_ms: u32,
+    /// Until the relaxed budget is in force: that budget, if longer; 0 for none.
     extend_ms: u32,
     /// Whether the relaxed budget is the one in force.
     relaxed: bool,
@@ -51,10 +50,16 @@ pub struct Expiry {
 /// The relaxation a connection's deadlines follow: the one of the stack that sends on it.
 pub(crate) type SharedRelaxation = Arc<dyn Relaxation>;
 
+/// `d` in whole milliseconds, rounded up; `u32::MAX` when it does not fit.
+fn millis(d: Duration) -> u32 {
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
 impl Expiry {
     /// A request sent at `started` with `budget`; `extend` is the relaxed budget it moves to
     /// if its endpoint is relaxed when `budget` runs out; `relaxed` says whether `budget`
-    /// already is the relaxed one. A budget beyond the clock is a deadline a century away.
+    /// already is the relaxed one.
     #[inline]
     pub(crate) fn new(
         started: Instant,
@@ -64,18 +69,20 @@ impl Expiry {
     ) -> Self {
         Expiry {
             started,
-            deadline: crate::clock::deadline(started, budget),
-            extend_ms: extend.map_or(0, |e| {
-                u32::try_from(e.as_millis()).unwrap_or(u32::MAX).max(1)
-            }),
+            budget_ms: millis(budget),
+            extend_ms: extend.map_or(0, |e| millis(e).max(1)),
             relaxed,
         }
     }
 
-    /// When it times out.
+    /// When it times out (a century away for a budget that never runs out).
     #[inline]
     pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
+        let budget = match self.budget_ms {
+            u32::MAX => Duration::MAX,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        crate::clock::deadline(self.started, budget)
     }
 
     /// At `now`, with `relaxed` saying whether the endpoint is relaxed (asked only once the
@@ -83,19 +90,14 @@ impl Expiry {
     /// the relaxed one if a maintenance began since it was sent), or the error to fail it with.
     #[inline]
     pub(crate) fn check(&mut self, now: Instant, relaxed: impl FnOnce() -> bool) -> Option<Error> {
-        if now < self.deadline {
+        if now < self.deadline() {
             return None;
         }
         let extend = std::mem::take(&mut self.extend_ms);
-        if extend != 0 && relaxed() {
-            let budget = match extend {
-                u32::MAX => Duration::MAX,
-                ms => Duration::from_millis(u64::from(ms)),
-            };
-            let deadline = crate::clock::deadline(self.started, budget);
-            if deadline > now {
-                self.relaxed = true;
-                self.deadline = deadline;
+        if extend > self.budget_ms && relaxed() {
+            self.relaxed = true;
+            self.budget_ms = extend;
+            if now < self.deadline() {
                 return None;
             }
         }
@@ -107,7 +109,7 @@ impl Expiry {
 
     /// The tick its deadline wants.
     pub(crate) fn tick(&self) -> Duration {
-        tick_for(self.deadline.saturating_duration_since(self.started))
+        tick_for(Duration::from_millis(u64::from(self.budget_ms)))
     }
 }
 
@@ -164,6 +166,17 @@ mod tests {
         assert!(e.deadline() > far);
         let e = Expiry::new(t0, Duration::MAX, true, None);
         assert!(e.deadline() > far);
+    }
+
+    #[test]
+    fn budgets_round_up_to_whole_milliseconds_so_no_deadline_is_early() {
+        let t0 = Instant::now();
+        let e = Expiry::new(t0, Duration::from_micros(150_500), false, None);
+        assert_eq!(e.deadline(), t0 + ms(151));
+        let e = Expiry::new(t0, ms(150), false, None);
+        assert_eq!(e.deadline(), t0 + ms(150));
+        assert_eq!(millis(Duration::from_nanos(1)), 1);
+        assert_eq!(millis(Duration::from_secs(100 * 86_400)), u32::MAX);
     }
 
     #[test]
