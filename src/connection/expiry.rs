@@ -40,11 +40,29 @@ pub(crate) fn tick_for(budget: Duration) -> Duration {
 #[derive(Debug, Clone, Copy)]
 pub struct Expiry {
     started: Instant,
+    budget: Budget,
+}
+
+/// An [`Expiry`] but for its start: worked out once for the commands that share it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
     budget_ms: u32,
     /// Until the relaxed budget is in force: that budget, if longer; 0 for none.
     extend_ms: u32,
     /// Whether the relaxed budget is the one in force.
     relaxed: bool,
+}
+
+impl Budget {
+    /// `budget`; `extend` is the relaxed budget it moves to if the endpoint is relaxed when
+    /// `budget` runs out; `relaxed` says whether `budget` already is the relaxed one.
+    pub(crate) fn new(budget: Duration, relaxed: bool, extend: Option<Duration>) -> Self {
+        Budget {
+            budget_ms: millis(budget),
+            extend_ms: extend.map_or(0, |e| millis(e).max(1)),
+            relaxed,
+        }
+    }
 }
 
 /// The relaxation a connection's deadlines follow: the one of the stack that sends on it.
@@ -67,18 +85,19 @@ impl Expiry {
         relaxed: bool,
         extend: Option<Duration>,
     ) -> Self {
-        Expiry {
-            started,
-            budget_ms: millis(budget),
-            extend_ms: extend.map_or(0, |e| millis(e).max(1)),
-            relaxed,
-        }
+        Expiry::from_budget(started, Budget::new(budget, relaxed, extend))
+    }
+
+    /// A request sent at `started` with `budget`.
+    #[inline]
+    pub(crate) fn from_budget(started: Instant, budget: Budget) -> Self {
+        Expiry { started, budget }
     }
 
     /// When it times out (a century away for a budget that never runs out).
     #[inline]
     pub(crate) fn deadline(&self) -> Instant {
-        let budget = match self.budget_ms {
+        let budget = match self.budget.budget_ms {
             u32::MAX => Duration::MAX,
             ms => Duration::from_millis(u64::from(ms)),
         };
@@ -93,23 +112,24 @@ impl Expiry {
         if now < self.deadline() {
             return None;
         }
-        let extend = std::mem::take(&mut self.extend_ms);
-        if extend > self.budget_ms && relaxed() {
-            self.relaxed = true;
-            self.budget_ms = extend;
+        let b = &mut self.budget;
+        let extend = std::mem::take(&mut b.extend_ms);
+        if extend > b.budget_ms && relaxed() {
+            b.relaxed = true;
+            b.budget_ms = extend;
             if now < self.deadline() {
                 return None;
             }
         }
         Some(Error::Timeout {
             after: now.saturating_duration_since(self.started),
-            relaxed: self.relaxed,
+            relaxed: self.budget.relaxed,
         })
     }
 
     /// The tick its deadline wants.
     pub(crate) fn tick(&self) -> Duration {
-        tick_for(Duration::from_millis(u64::from(self.budget_ms)))
+        tick_for(Duration::from_millis(u64::from(self.budget.budget_ms)))
     }
 }
 

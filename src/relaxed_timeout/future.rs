@@ -10,7 +10,7 @@ use pin_project::pin_project;
 use tokio::time::Instant;
 
 use super::{Relaxation, Shared};
-use crate::connection::expiry::Expiry;
+use crate::connection::expiry::{Budget, Expiry};
 use crate::error::Error;
 
 /// The inner service's answer, or [`Error::Timeout`] when it takes too long.
@@ -61,6 +61,15 @@ impl Deadline {
     ) -> Self {
         let expiry = budget.map(|b| Expiry::new(started, b, relaxed, extend));
         Deadline { expiry, slot: None }
+    }
+
+    /// A deadline with a budget worked out beforehand.
+    #[inline]
+    pub(super) fn from_budget(started: Instant, budget: Budget) -> Self {
+        Deadline {
+            expiry: Some(Expiry::from_budget(started, budget)),
+            slot: None,
+        }
     }
 
     /// The deadline, for a connection to keep; `None` when the command has none.

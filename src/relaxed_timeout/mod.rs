@@ -60,6 +60,7 @@ use std::time::{Duration, Instant};
 use tower_service::Service;
 
 pub(crate) use future::Deadline;
+use crate::connection::expiry::Budget;
 pub use future::ResponseFuture;
 pub use layer::RelaxedTimeoutLayer;
 
@@ -159,6 +160,16 @@ pub(crate) struct Shared<R> {
     relaxed: Duration,
     relaxation: R,
     deadlines: Arc<deadlines::Deadlines>,
+    // The deadline of a command that does not block, sent while relaxed and while not,
+    // but for its start: worked out once.
+    plain: Plain,
+}
+
+/// The budgets of a command that does not block, as a deadline keeps them.
+#[derive(Debug, Clone, Copy)]
+struct Plain {
+    normal: Budget,
+    relaxed: Budget,
 }
 
 impl<S: Clone, R> Clone for RelaxedTimeout<S, R> {
@@ -214,11 +225,17 @@ impl<S, R: Relaxation> RelaxedTimeout<S, R> {
 
 impl<R: Relaxation> Shared<R> {
     pub(crate) fn new(timeout: Duration, relaxed: Duration, relaxation: R) -> Arc<Self> {
+        let longer = relaxed > timeout;
+        let plain = Plain {
+            normal: Budget::new(timeout, false, longer.then_some(relaxed)),
+            relaxed: Budget::new(timeout.max(relaxed), longer, None),
+        };
         Arc::new(Shared {
             timeout,
             relaxed,
             relaxation,
             deadlines: Arc::new(deadlines::Deadlines::new(deadlines::tick_for(timeout))),
+            plain,
         })
     }
 
@@ -297,14 +314,13 @@ impl<R: Relaxation> Shared<R> {
         let now = tokio::time::Instant::now();
         let relaxed_now = self.relaxation.relaxed_at(now.into_std());
         if block.is_none() {
-            // Most commands: the budgets below, worked out without the general case's steps.
-            return if relaxed_now {
-                let longer = self.relaxed > self.timeout;
-                Deadline::new(now, Some(self.timeout.max(self.relaxed)), longer, None)
+            // Most commands: budgets worked out once.
+            let plain = if relaxed_now {
+                self.plain.relaxed
             } else {
-                let extend = (self.relaxed > self.timeout).then_some(self.relaxed);
-                Deadline::new(now, Some(self.timeout), false, extend)
+                self.plain.normal
             };
+            return Deadline::from_budget(now, plain);
         }
         let budget = self.budget_with(block, relaxed_now);
         let relaxed = relaxed_now && self.relaxed > self.timeout;
