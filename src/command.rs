@@ -34,7 +34,11 @@ pub struct Command {
     argc: u32,
     // Where the name's bytes are in `body` (end 0: not recorded, for a name too long for the
     // fields): every layer reads the name, and this saves parsing the buffer each time.
-    name_start: u16,
+    // (The name is the first argument: it starts right after its length, within 23 bytes.)
+    name_start: u8,
+    // The name's first byte in upper case (0 for none): what the checks every layer makes
+    // (blocking? a subscription?) look at first.
+    initial: u8,
     name_end: u16,
 }
 
@@ -215,6 +219,7 @@ impl Command {
             argc: 0,
             name_start: 0,
             name_end: 0,
+            initial: 0,
         };
         c.push_arg(name);
         c
@@ -245,6 +250,7 @@ impl Command {
         let body = &mut self.body;
         let first = self.argc == 0;
         let mut name = (0, 0);
+        let mut initial = 0;
         arg.with_bytes(|bytes| {
             let mut digits = [0u8; 20];
             let len = decimal(&mut digits, bytes.len() as u64);
@@ -255,12 +261,14 @@ impl Command {
             if first {
                 let start = body.as_slice().len();
                 name = (start, start + bytes.len());
+                initial = bytes.first().map_or(0, u8::to_ascii_uppercase);
             }
             body.extend(bytes);
             body.extend(b"\r\n");
         });
         if first {
-            if let (Ok(start), Ok(end)) = (u16::try_from(name.0), u16::try_from(name.1)) {
+            self.initial = initial;
+            if let (Ok(start), Ok(end)) = (u8::try_from(name.0), u16::try_from(name.1)) {
                 self.name_start = start;
                 self.name_end = end;
             }
@@ -442,10 +450,7 @@ impl Command {
     /// `None` for a command that does not block.
     pub fn blocking(&self) -> Option<Block> {
         // Cheap first-byte filter: this runs for every command, in more than one layer.
-        if !matches!(
-            self.name_bytes().first(),
-            Some(b'B' | b'b' | b'W' | b'w' | b'X' | b'x')
-        ) {
+        if !matches!(self.initial, b'B' | b'W' | b'X') {
             return None;
         }
         let name = self.upper_name()?;
@@ -478,12 +483,11 @@ impl Command {
     /// The Pub/Sub subscription change this command makes, if any. In RESP3 the server answers
     /// these with push frames, one per channel, instead of a reply.
     pub fn subscription(&self) -> Option<Subscription> {
-        let first = self.name_bytes();
         // Cheap first-byte filter: this runs for every command.
-        if !matches!(first.first(), Some(b'S' | b's' | b'P' | b'p' | b'U' | b'u')) {
+        if !matches!(self.initial, b'S' | b'P' | b'U') {
             return None;
         }
-        let kind = SubscriptionKind::from_command(first)?;
+        let kind = SubscriptionKind::from_command(self.name_bytes())?;
         Some(Subscription {
             kind,
             channels: (self.argc as usize).saturating_sub(1),

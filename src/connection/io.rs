@@ -301,7 +301,7 @@ pub(crate) struct IoTask<S> {
     // While requests with a deadline are owed: the next look at their deadlines, and how
     // often to look (see `expiry`).
     expiry_timer: Option<Pin<Box<Sleep>>>,
-    expiry_tick: Duration,
+    expiry_floor_ms: u32,
 }
 
 impl<S> IoTask<S>
@@ -342,7 +342,7 @@ where
             pushed: 0,
             reset,
             expiry_timer: None,
-            expiry_tick: Duration::MAX,
+            expiry_floor_ms: u32::MAX,
         }
     }
 
@@ -674,18 +674,28 @@ where
     }
 
     /// A request with a deadline was taken: the deadlines are looked at every tick from now
-    /// on, at the shortest tick any of them wants.
+    /// on, at the tick the shortest budget among them wants.
+    #[inline]
     fn keep_expiry(&mut self, expiry: &Expiry) {
-        let tick = expiry.tick();
-        if self.expiry_timer.is_none() || tick < self.expiry_tick {
-            self.expiry_tick = tick.min(self.expiry_tick);
-            let at = crate::clock::deadline(Instant::now(), self.expiry_tick);
-            match &mut self.expiry_timer {
-                Some(timer) if timer.deadline() <= at => {}
-                Some(timer) => timer.as_mut().reset(at),
-                None => self.expiry_timer = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
+        if self.expiry_timer.is_none() || expiry.budget_ms() < self.expiry_floor_ms {
+            self.arm_expiry(expiry.budget_ms());
         }
+    }
+
+    #[cold]
+    fn arm_expiry(&mut self, budget_ms: u32) {
+        self.expiry_floor_ms = self.expiry_floor_ms.min(budget_ms);
+        let at = crate::clock::deadline(Instant::now(), self.expiry_tick());
+        match &mut self.expiry_timer {
+            Some(timer) if timer.deadline() <= at => {}
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.expiry_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// How often the deadlines are looked at: a twentieth of the shortest budget among them.
+    fn expiry_tick(&self) -> Duration {
+        super::expiry::tick_for(Duration::from_millis(u64::from(self.expiry_floor_ms)))
     }
 
     /// When the tick is due: answers every request whose deadline has passed with a timeout
@@ -740,7 +750,7 @@ where
             job.time_out(error);
         }
         if left.get() {
-            let next = crate::clock::deadline(now, self.expiry_tick);
+            let next = crate::clock::deadline(now, self.expiry_tick());
             if let Some(timer) = self.expiry_timer.as_mut() {
                 timer.as_mut().reset(next);
                 // Registered for the next tick.
@@ -748,7 +758,7 @@ where
             }
         } else {
             self.expiry_timer = None;
-            self.expiry_tick = Duration::MAX;
+            self.expiry_floor_ms = u32::MAX;
         }
     }
 

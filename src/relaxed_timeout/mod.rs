@@ -59,8 +59,8 @@ use std::time::{Duration, Instant};
 
 use tower_service::Service;
 
-pub(crate) use future::Deadline;
 use crate::connection::expiry::Budget;
+pub(crate) use future::Deadline;
 pub use future::ResponseFuture;
 pub use layer::RelaxedTimeoutLayer;
 
