@@ -448,6 +448,7 @@ impl Command {
     ///
     /// `Some(Block::Forever)` for a zero timeout (`BLPOP key 0`, `XREAD BLOCK 0`, `WAIT n 0`).
     /// `None` for a command that does not block.
+    #[inline]
     pub fn blocking(&self) -> Option<Block> {
         // Cheap first-byte filter: this runs for every command, in more than one layer.
         if !matches!(self.initial, b'B' | b'W' | b'X') {
@@ -482,6 +483,7 @@ impl Command {
 
     /// The Pub/Sub subscription change this command makes, if any. In RESP3 the server answers
     /// these with push frames, one per channel, instead of a reply.
+    #[inline]
     pub fn subscription(&self) -> Option<Subscription> {
         // Cheap first-byte filter: this runs for every command.
         if !matches!(self.initial, b'S' | b'P' | b'U') {

@@ -277,8 +277,11 @@ impl StackBuilder {
         let maintenance = Maintenance::new(self.maintenance.clone());
         let metrics = Metrics::new();
         metrics.attach(&maintenance);
-        let stack = self.start(maintenance, metrics)?;
+        let mut stack = self.start(maintenance, metrics)?;
         stack.handoff().wait_connected().await?;
+        // Its clones start from the connection as it is now, not from nothing.
+        let inner = stack.parts.handoff.inner().clone();
+        stack.reservation.prime(&inner);
         Ok(stack)
     }
 

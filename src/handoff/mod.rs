@@ -498,6 +498,13 @@ impl Clone for Reservation {
 }
 
 impl Reservation {
+    /// Takes the current connection as seen now: what a clone made before its first
+    /// `poll_ready` starts from (clones of a stack that was never polled itself would each
+    /// look the connection up again).
+    pub(crate) fn prime(&mut self, inner: &Inner) {
+        self.refresh(inner);
+    }
+
     fn refresh(&mut self, inner: &Inner) {
         let generation = inner.generation.load(Ordering::Acquire);
         if self.cached.as_ref().map(|(g, _)| *g) != Some(generation) {
