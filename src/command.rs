@@ -290,6 +290,7 @@ impl Command {
     }
 
     /// The command's name as sent, as bytes.
+    #[inline]
     pub fn name_bytes(&self) -> &[u8] {
         if self.name_end != 0 {
             if let Some(name) = self

@@ -261,6 +261,7 @@ impl Request for Command {
         1
     }
 
+    #[inline]
     fn blocking(&self) -> Option<Block> {
         Command::blocking(self)
     }

@@ -103,26 +103,38 @@ impl<R: Request> Attempt<R> {
         inner: &Arc<Inner>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<R::Response, Error>> {
-        loop {
-            match self.as_mut().project() {
-                AttemptProj::Sent { answer } => match answer.poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(reply)) => return Poll::Ready(Ok(reply)),
-                    Poll::Ready(Err(Failed { error, command })) => match command {
-                        Some(request) if inner.should_retry(&error, &request) => {
-                            inner.retried.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(command = request.name(), %error, "sending again");
-                            let refused = refusal(&error);
-                            let (resends, refusals) = if refused { (0, true) } else { (1, false) };
-                            let future =
-                                Box::pin(resend(inner.clone(), request, resends, refusals));
-                            self.set(Attempt::Resending { future });
-                        }
-                        _ => return Poll::Ready(Err(error)),
-                    },
-                },
-                AttemptProj::Resending { future } => return future.as_mut().poll(cx),
+        let failed = match self.as_mut().project() {
+            AttemptProj::Sent { answer } => match answer.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(reply)) => return Poll::Ready(Ok(reply)),
+                Poll::Ready(Err(failed)) => failed,
+            },
+            AttemptProj::Resending { future } => return future.as_mut().poll(cx),
+        };
+        self.failed(failed, inner, cx)
+    }
+
+    /// The connection failed the request: send it again if it may go again, else the error.
+    #[cold]
+    #[inline(never)]
+    fn failed(
+        mut self: Pin<&mut Self>,
+        Failed { error, command }: Failed<R>,
+        inner: &Arc<Inner>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<R::Response, Error>> {
+        match command {
+            Some(request) if inner.should_retry(&error, &request) => {
+                inner.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(command = request.name(), %error, "sending again");
+                let refused = refusal(&error);
+                let (resends, refusals) = if refused { (0, true) } else { (1, false) };
+                let mut future = Box::pin(resend(inner.clone(), request, resends, refusals));
+                let poll = future.as_mut().poll(cx);
+                self.set(Attempt::Resending { future });
+                poll
             }
+            _ => Poll::Ready(Err(error)),
         }
     }
 }
