@@ -31,6 +31,13 @@
 //! the clone, the connection, and three for the layers' futures) and moved a future of four
 //! nested ones; fused, they take three (the block twice, the connection) and move one.
 //!
+//! Fused, the timeout layer's step is also done where it costs least: the `Stack` hands each
+//! command's deadline to the connection it goes to, whose I/O task keeps it with the command
+//! and answers it with [`Error::Timeout`] once it has passed (see the
+//! [`relaxed_timeout`](mod@crate::relaxed_timeout) module docs); the nested layer keeps a table of
+//! its own. A connected `Stack` also keeps the current connection, so that its clones start
+//! from it rather than each looking it up.
+//!
 //! ```no_run
 //! use redis_handoff::{cmd, Stack};
 //! use tower::ServiceExt;

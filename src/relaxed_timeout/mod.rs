@@ -20,6 +20,14 @@
 //! sweep after its deadline, up to a twentieth of the normal timeout late (at most 50 ms), never
 //! early. A `poll_ready` that has to wait arms one Tokio timer.
 //!
+//! The fused [`Stack`](crate::Stack) keeps the same deadlines by the same rules another way: it
+//! knows the service below is its connection, and hands each command's deadline to the
+//! connection with the command. The connection's I/O task, which holds every command it owes an
+//! answer to anyway, looks at their deadlines once per tick and answers the expired ones with
+//! [`Error::Timeout`] in place (their late replies are read and dropped), so a command costs
+//! its caller no table slot, lock or waker. Only a command that waits for a connection or is
+//! sent again after one was lost takes a slot in the table.
+//!
 //! Whether the endpoint is relaxed comes from a [`Relaxation`]: the maintenance handle's
 //! per-endpoint status, or anything else that can say "relaxed until".
 //!
