@@ -175,3 +175,39 @@ async fn many_callers_time_out_together_and_the_connection_goes_on() {
     }
     assert_eq!(stack.metrics().snapshot().outcomes.timeout, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_still_queued_when_its_deadline_passes_is_never_sent() {
+    let server = RedisServer::start();
+    let mut options = ConnectOptions::from_url(&server.url()).unwrap();
+    // One command on the wire at a time: the others wait in the connection's queue.
+    options.max_in_flight = 1;
+    let stack = Stack::builder(options)
+        .timeout(ms(200))
+        .connect()
+        .await
+        .unwrap();
+    stack.clone().oneshot(cmd!("SET", "n", "0")).await.unwrap();
+
+    pause(&server, ms(800)).await;
+    let started = Instant::now();
+    let first = tokio::spawn(stack.query::<i64>(cmd!("INCR", "n")));
+    tokio::time::sleep(ms(20)).await;
+    let queued: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(stack.query::<i64>(cmd!("INCR", "n"))))
+        .collect();
+    for call in std::iter::once(first).chain(queued) {
+        let err = tokio::time::timeout(WIDE, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    }
+    assert!(started.elapsed() < ms(700), "{:?}", started.elapsed());
+
+    // The one written ran once the pause ended; the three never written never ran.
+    tokio::time::sleep_until((started + ms(1000)).into()).await;
+    let n: i64 = stack.query(cmd!("GET", "n")).await.unwrap();
+    assert_eq!(n, 1);
+}

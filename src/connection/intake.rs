@@ -243,7 +243,8 @@ impl Intake {
 
     /// Takes out of the queue the commands `expired` answers with an error (their deadline
     /// passed before the I/O task took them), giving their slots back, and returns them with
-    /// it, oldest first. Looks through the queue only when one of its commands has a deadline.
+    /// it, oldest first. For the I/O task's look at its deadlines, once per tick: the queue is
+    /// empty or short then (the task takes it whole whenever it has room).
     pub(crate) fn take_expired(
         &self,
         expired: &mut impl FnMut(&mut Job) -> Option<Error>,
