@@ -211,3 +211,34 @@ async fn a_command_still_queued_when_its_deadline_passes_is_never_sent() {
     let n: i64 = stack.query(cmd!("GET", "n")).await.unwrap();
     assert_eq!(n, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_queued_behind_one_without_a_deadline_still_times_out() {
+    let server = RedisServer::start();
+    let mut options = ConnectOptions::from_url(&server.url()).unwrap();
+    options.max_in_flight = 1;
+    let stack = Stack::builder(options)
+        .timeout(ms(200))
+        .connect()
+        .await
+        .unwrap();
+    // A blocking command with no deadline of its own holds the one place on the wire.
+    let blocked = tokio::spawn(stack.query::<Option<Vec<String>>>(cmd!("BLPOP", "list", 0)));
+    tokio::time::sleep(ms(50)).await;
+    let started = Instant::now();
+    let err = tokio::time::timeout(WIDE, stack.query::<Option<String>>(cmd!("GET", "k")))
+        .await
+        .expect("the queued command's deadline was kept")
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(started.elapsed() < ms(2000), "{:?}", started.elapsed());
+    // The blocked command still gets its own answer.
+    let other = Connection::connect(&server.url()).await.unwrap();
+    other.send(cmd!("RPUSH", "list", "x")).await.unwrap();
+    let popped = tokio::time::timeout(WIDE, blocked)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(popped, Some(vec!["list".to_owned(), "x".to_owned()]));
+}

@@ -418,11 +418,13 @@ where
 
             // Take every waiting command there is room for, in one go, and encode them.
             let room = self.max_in_flight.saturating_sub(self.pending.len());
-            if self.taken.is_empty()
-                && !self.requests_closed
-                && room > 0
-                && self.wbuf.len() < WRITE_HIGH_WATER
-            {
+            let has_room = room > 0 && self.wbuf.len() < WRITE_HIGH_WATER;
+            if !has_room && self.expiry_timer.is_none() {
+                // Commands wait unwritten (here or in the queue) while nothing with a deadline
+                // is owed to arm the timer: their deadlines are looked at all the same.
+                self.arm_expiry(u32::MAX);
+            }
+            if self.taken.is_empty() && !self.requests_closed && has_room {
                 match self.shared.intake.poll_take(cx, room, &mut self.taken) {
                     Poll::Ready(true) => progress = true,
                     Poll::Ready(false) => {
