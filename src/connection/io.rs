@@ -419,9 +419,10 @@ where
             // Take every waiting command there is room for, in one go, and encode them.
             let room = self.max_in_flight.saturating_sub(self.pending.len());
             let has_room = room > 0 && self.wbuf.len() < WRITE_HIGH_WATER;
-            if !has_room && self.expiry_timer.is_none() {
-                // Commands wait unwritten (here or in the queue) while nothing with a deadline
-                // is owed to arm the timer: their deadlines are looked at all the same.
+            if !has_room && self.expiry_timer.is_none() && self.shared.relaxation.get().is_some() {
+                // Commands of a stack that hands deadlines over wait unwritten (here or in the
+                // queue) while nothing with a deadline is owed to arm the timer: their
+                // deadlines are looked at all the same.
                 self.arm_expiry(u32::MAX);
             }
             if self.taken.is_empty() && !self.requests_closed && has_room {

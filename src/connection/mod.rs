@@ -116,6 +116,7 @@ pub(crate) struct Shared {
     pub(crate) intake: Intake,
     /// What the deadlines the I/O task keeps follow: the relaxation of the stack that sends
     /// on this connection (see `expiry`), given with its first command that has a deadline.
+    /// Set, it also tells the I/O task that commands waiting in the queue may have deadlines.
     relaxation: OnceLock<expiry::SharedRelaxation>,
 }
 
