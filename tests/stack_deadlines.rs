@@ -24,6 +24,20 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A stack on `url` with a `timeout`, and at most `max_in_flight` commands on the wire when set
+/// (the others wait in the connection's queue).
+async fn stack_on(url: &str, timeout: Duration, max_in_flight: Option<usize>) -> Stack {
+    let mut options = ConnectOptions::from_url(url).unwrap();
+    if let Some(n) = max_in_flight {
+        options.max_in_flight = n;
+    }
+    Stack::builder(options)
+        .timeout(timeout)
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// Pauses every client of `server` for `pause`, through a connection of its own.
 async fn pause(server: &RedisServer, pause: Duration) {
     let pauser = Connection::connect(&server.url()).await.unwrap();
@@ -78,11 +92,7 @@ async fn a_command_in_flight_when_a_migration_begins_gets_the_relaxed_timeout() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_and_transactions_time_out_and_their_late_replies_reach_nobody() {
     let server = RedisServer::start();
-    let stack = Stack::builder(ConnectOptions::from_url(&server.url()).unwrap())
-        .timeout(ms(200))
-        .connect()
-        .await
-        .unwrap();
+    let stack = stack_on(&server.url(), ms(200), None).await;
     stack.clone().oneshot(cmd!("SET", "n", "0")).await.unwrap();
 
     pause(&server, ms(1200)).await;
@@ -148,11 +158,7 @@ async fn pipelines_and_transactions_time_out_and_their_late_replies_reach_nobody
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_callers_time_out_together_and_the_connection_goes_on() {
     let server = RedisServer::start();
-    let stack = Stack::builder(ConnectOptions::from_url(&server.url()).unwrap())
-        .timeout(ms(150))
-        .connect()
-        .await
-        .unwrap();
+    let stack = stack_on(&server.url(), ms(150), None).await;
     pause(&server, ms(800)).await;
     let calls: Vec<_> = (0..200)
         .map(|i| tokio::spawn(stack.query::<i64>(cmd!("INCR", format!("many:{i}")))))
@@ -179,14 +185,8 @@ async fn many_callers_time_out_together_and_the_connection_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_still_queued_when_its_deadline_passes_is_never_sent() {
     let server = RedisServer::start();
-    let mut options = ConnectOptions::from_url(&server.url()).unwrap();
     // One command on the wire at a time: the others wait in the connection's queue.
-    options.max_in_flight = 1;
-    let stack = Stack::builder(options)
-        .timeout(ms(200))
-        .connect()
-        .await
-        .unwrap();
+    let stack = stack_on(&server.url(), ms(200), Some(1)).await;
     stack.clone().oneshot(cmd!("SET", "n", "0")).await.unwrap();
 
     pause(&server, ms(800)).await;
@@ -215,13 +215,7 @@ async fn a_command_still_queued_when_its_deadline_passes_is_never_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_queued_behind_one_without_a_deadline_still_times_out() {
     let server = RedisServer::start();
-    let mut options = ConnectOptions::from_url(&server.url()).unwrap();
-    options.max_in_flight = 1;
-    let stack = Stack::builder(options)
-        .timeout(ms(200))
-        .connect()
-        .await
-        .unwrap();
+    let stack = stack_on(&server.url(), ms(200), Some(1)).await;
     // A blocking command with no deadline of its own holds the one place on the wire.
     let blocked = tokio::spawn(stack.query::<Option<Vec<String>>>(cmd!("BLPOP", "list", 0)));
     tokio::time::sleep(ms(50)).await;

@@ -249,20 +249,7 @@ impl Intake {
         &self,
         expired: &mut impl FnMut(&mut Job) -> Option<Error>,
     ) -> Vec<(Job, Error)> {
-        let mut out = Vec::new();
-        {
-            let mut s = self.lock();
-            if s.queue.is_empty() {
-                return out;
-            }
-            let queue = std::mem::take(&mut s.queue);
-            for mut job in queue {
-                match expired(&mut job) {
-                    Some(error) => out.push((job, error)),
-                    None => s.queue.push_back(job),
-                }
-            }
-        }
+        let out = super::io::take_expired(&mut self.lock().queue, expired);
         if !out.is_empty() {
             self.release(out.len());
         }

@@ -737,17 +737,7 @@ where
             }
             error
         };
-        let mut timed_out = Vec::new();
-        if self.taken.iter().any(|j| j.expiry().is_some()) {
-            let mut kept = VecDeque::with_capacity(self.taken.len());
-            for mut job in self.taken.drain(..) {
-                match check(&mut job) {
-                    Some(error) => timed_out.push((job, error)),
-                    None => kept.push_back(job),
-                }
-            }
-            self.taken = kept;
-        }
+        let mut timed_out = take_expired(&mut self.taken, &mut check);
         timed_out.extend(self.shared.intake.take_expired(&mut check));
         for (job, error) in timed_out {
             job.time_out(error);
@@ -1000,6 +990,27 @@ fn unsubscribed(channels: &[Option<&[u8]>], count: i64) -> Reply {
         data: channels.iter().map(confirmation).collect(),
         attributes: None,
     })
+}
+
+/// Takes out of `queue` the jobs `expired` answers with an error, oldest first, keeping the
+/// order of the rest.
+pub(crate) fn take_expired(
+    queue: &mut VecDeque<Job>,
+    expired: &mut impl FnMut(&mut Job) -> Option<Error>,
+) -> Vec<(Job, Error)> {
+    let mut out = Vec::new();
+    if queue.iter().all(|j| j.expiry().is_none()) {
+        return out;
+    }
+    let mut kept = VecDeque::with_capacity(queue.len());
+    for mut job in queue.drain(..) {
+        match expired(&mut job) {
+            Some(error) => out.push((job, error)),
+            None => kept.push_back(job),
+        }
+    }
+    *queue = kept;
+    out
 }
 
 /// What the I/O task owes, for the health rule. While the oldest request is still being
