@@ -73,7 +73,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::handoff::{Attempt, HandoffConfig, HandoffRetry, Reservation};
 use crate::maintenance::{EndpointStatus, Maintenance, MaintenanceConfig};
-use crate::metrics::{Metrics, MetricsHook, Pending};
+use crate::metrics::{CommandSpan, Metrics, MetricsHook, Pending};
 use crate::relaxed_timeout::{self, Deadline, RelaxedTimeout, Waiting};
 use crate::reply::{FromReply, Reply};
 use crate::request::{Request, Transaction};
@@ -381,7 +381,9 @@ impl<R: Request> Service<R> for Stack {
                         deadline,
                     }
                 }
-                Err(error) => Kind::Rejected { error: Some(error) },
+                Err(error) => Kind::Rejected {
+                    error: Some(Box::new(error)),
+                },
             }
         };
         ResponseFuture {
@@ -402,7 +404,7 @@ pub struct ResponseFuture<R: Request> {
     kind: Kind<R>,
     // Taken when the answer is recorded.
     pending: Option<Pending>,
-    span: tracing::Span,
+    span: CommandSpan,
     parts: Arc<Parts>,
 }
 
@@ -416,8 +418,8 @@ enum Kind<R: Request> {
         admitted: Option<Admitted>,
         deadline: Deadline,
     },
-    /// Not let through by the circuit.
-    Rejected { error: Option<Error> },
+    /// Not let through by the circuit (boxed: an error is larger than the rest of the future).
+    Rejected { error: Option<Box<Error>> },
 }
 
 impl<R: Request> fmt::Debug for ResponseFuture<R> {
@@ -466,9 +468,10 @@ impl<R: Request> Future for ResponseFuture<R> {
                 }
                 out
             }
-            KindProj::Rejected { error } => Err(error.take().unwrap_or_else(|| {
-                Error::config("a stack's response was polled after it completed")
-            })),
+            KindProj::Rejected { error } => Err(error.take().map_or_else(
+                || Error::config("a stack's response was polled after it completed"),
+                |e| *e,
+            )),
         };
         if let Some(pending) = this.pending.take() {
             pending.finish(&out, this.span);
@@ -487,5 +490,32 @@ impl<R: Request> PinnedDrop for ResponseFuture<R> {
         if let Some(pending) = this.pending.take() {
             pending.cancel(this.span);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use crate::command::Command;
+
+    /// A clone of the stack and its future are moved with every command: what they weigh is
+    /// part of what a command costs. A clone and its command fit in 128 bytes, the size up
+    /// to which a move is a few stores rather than a `memcpy` call.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_clone_with_its_command_and_the_future_stay_small() {
+        assert!(
+            size_of::<super::Stack>() <= 64,
+            "{}",
+            size_of::<super::Stack>()
+        );
+        let oneshot = size_of::<tower::util::Oneshot<super::Stack, Command>>();
+        assert!(oneshot <= 128, "{oneshot}");
+        let future = size_of::<super::ResponseFuture<Command>>();
+        assert!(future <= 112, "{future}");
+        assert!(size_of::<Option<crate::metrics::Pending>>() <= 24);
+        assert!(size_of::<crate::relaxed_timeout::Deadline>() <= 32);
+        assert!(size_of::<Option<crate::connection::expiry::Expiry>>() <= 24);
     }
 }

@@ -144,9 +144,12 @@ enum Ready {
     /// Closed: let through, counted against this generation.
     Pass(u64),
     /// Half-open: let through as a probe.
-    Probe(ProbeSlot),
+    Probe(Box<ProbeSlot>),
     /// Not let through; how long it was held first, if it was.
     Reject(Option<Duration>),
+    /// Blocked, and held while the mode or a handoff says so (boxed, as the probe slot:
+    /// every clone of a service carries a gate, few ever hold).
+    Holding(Box<Held>),
 }
 
 /// A command held at an open circuit.
@@ -161,15 +164,11 @@ struct Held {
 /// both admit, hold and count commands by the same rules.
 pub(crate) struct Gate {
     ready: Ready,
-    held: Option<Held>,
 }
 
 impl Gate {
     pub(crate) const fn new() -> Self {
-        Gate {
-            ready: Ready::None,
-            held: None,
-        }
+        Gate { ready: Ready::None }
     }
 
     /// `poll_ready` of a service whose inner readiness is `inner`: admits the next command
@@ -184,7 +183,7 @@ impl Gate {
         shared.ensure_started();
         loop {
             match &self.ready {
-                Ready::None => {}
+                Ready::None | Ready::Holding(_) => {}
                 Ready::Reject(_) => return Poll::Ready(Ok(())),
                 Ready::Probe(_) => return self.poll_inner(shared, cx, &mut inner),
                 Ready::Pass(generation) => {
@@ -192,28 +191,23 @@ impl Gate {
                     if shared.word().generation() == *generation {
                         return self.poll_inner(shared, cx, &mut inner);
                     }
-                    self.ready = Ready::None;
+                    self.set(Ready::None);
                 }
             }
             match shared.admit() {
                 Admit::Pass(generation) => {
-                    if self.held.is_some() {
-                        self.held = None;
-                    }
-                    self.ready = Ready::Pass(generation);
+                    self.set(Ready::Pass(generation));
                     return self.poll_inner(shared, cx, &mut inner);
                 }
                 Admit::Probe(slot) => {
-                    self.held = None;
-                    self.ready = Ready::Probe(slot);
+                    self.set(Ready::Probe(slot));
                     return self.poll_inner(shared, cx, &mut inner);
                 }
                 Admit::Blocked(seen) => match self.hold(shared, cx, seen) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(None) => {}
                     Poll::Ready(Some(waited)) => {
-                        self.held = None;
-                        self.ready = Ready::Reject(waited);
+                        self.set(Ready::Reject(waited));
                         return Poll::Ready(Ok(()));
                     }
                 },
@@ -236,7 +230,7 @@ impl Gate {
                         shared.record(generation, Outcome::of::<()>(&Err(e.clone())))
                     }
                     Ready::Probe(mut slot) => slot.record(Outcome::of::<()>(&Err(e.clone()))),
-                    Ready::None | Ready::Reject(_) => {}
+                    Ready::None | Ready::Reject(_) | Ready::Holding(_) => {}
                 }
                 Poll::Ready(Err(e))
             }
@@ -252,12 +246,31 @@ impl Gate {
             Ready::Pass(generation) => Ok(Admitted::Closed(generation)),
             Ready::Probe(slot) => Ok(Admitted::Probe(slot)),
             Ready::Reject(waited) => Err(shared.rejection(waited)),
-            // Called without `poll_ready`: decide now, and never hold.
-            Ready::None => match shared.admit() {
-                Admit::Pass(generation) => Ok(Admitted::Closed(generation)),
-                Admit::Probe(slot) => Ok(Admitted::Probe(slot)),
-                Admit::Blocked(_) => Err(shared.rejection(None)),
-            },
+            // Called without `poll_ready` (or before it was ready): decide now, and never hold.
+            Ready::Holding(held) => {
+                drop(held);
+                Gate::decide(shared)
+            }
+            Ready::None => Gate::decide(shared),
+        }
+    }
+
+    fn decide(shared: &Arc<Shared>) -> Result<Admitted, Error> {
+        match shared.admit() {
+            Admit::Pass(generation) => Ok(Admitted::Closed(generation)),
+            Admit::Probe(slot) => Ok(Admitted::Probe(slot)),
+            Admit::Blocked(_) => Err(shared.rejection(None)),
+        }
+    }
+
+    /// Moves on to `next`. Each variant that owns something is taken apart by name, so that
+    /// the common moves (from nothing to let through) compile to a store, not a drop call.
+    #[inline]
+    fn set(&mut self, next: Ready) {
+        match std::mem::replace(&mut self.ready, next) {
+            Ready::Probe(slot) => drop(slot),
+            Ready::Holding(held) => drop(held),
+            Ready::None | Ready::Pass(_) | Ready::Reject(_) => {}
         }
     }
 
@@ -278,13 +291,21 @@ impl Gate {
         if handoff.is_none() && max.is_none() {
             return Poll::Ready(Some(None));
         }
-        let held = self.held.get_or_insert_with(|| {
-            shared.note_held();
-            Held {
-                since: now,
-                wake: None,
+        let held = match &mut self.ready {
+            Ready::Holding(held) => held,
+            other => {
+                shared.note_held();
+                *other = Ready::Holding(Box::new(Held {
+                    since: now,
+                    wake: None,
+                }));
+                match other {
+                    Ready::Holding(held) => held,
+                    // Just set; looked at again rather than assumed.
+                    _ => return Poll::Ready(None),
+                }
             }
-        });
+        };
         let by_mode = max.map(|m| {
             held.since
                 .checked_add(m)
@@ -318,7 +339,7 @@ pub(crate) enum Admitted {
     /// Let through while closed, in this generation.
     Closed(u64),
     /// A half-open probe; its slot is given back if the command is dropped unfinished.
-    Probe(ProbeSlot),
+    Probe(Box<ProbeSlot>),
 }
 
 impl Admitted {

@@ -208,8 +208,8 @@ impl Window {
 pub(crate) enum Admit {
     /// Closed: go ahead; the outcome is counted against this generation.
     Pass(u64),
-    /// Half-open: go ahead as a probe.
-    Probe(ProbeSlot),
+    /// Half-open: go ahead as a probe (boxed: a rare case, kept out of every command's size).
+    Probe(Box<ProbeSlot>),
     /// Open, or half-open with every probe slot taken.
     Blocked(Word),
 }
@@ -376,7 +376,7 @@ impl Shared {
             && clock::nanos(now) >= self.open_until.load(Ordering::Acquire)
     }
 
-    fn take_probe(self: &Arc<Self>, mut w: Word) -> Option<ProbeSlot> {
+    fn take_probe(self: &Arc<Self>, mut w: Word) -> Option<Box<ProbeSlot>> {
         loop {
             if w.state() != CircuitState::HalfOpen || w.probes_left() == 0 {
                 return None;
@@ -388,11 +388,11 @@ impl Shared {
             {
                 Ok(_) => {
                     self.probes.fetch_add(1, Ordering::Relaxed);
-                    return Some(ProbeSlot {
+                    return Some(Box::new(ProbeSlot {
                         shared: self.clone(),
                         generation: w.generation(),
                         armed: true,
-                    });
+                    }));
                 }
                 Err(now) => w = Word(now),
             }

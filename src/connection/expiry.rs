@@ -35,8 +35,9 @@ pub(crate) fn tick_for(budget: Duration) -> Duration {
 
 /// One request's deadline: when it was sent, its budget, and the longer budget it gets if its
 /// endpoint is relaxed by then. Read from Tokio's clock, so that paused-time tests see it pass.
-/// It travels with every command, so it is kept small: budgets in whole milliseconds, rounded
-/// up (a deadline is never early), `u32::MAX` for one beyond about 49 days, which never comes.
+/// It travels with every command, so it is kept small (24 bytes, and an `Option<Expiry>` no
+/// larger): budgets in whole milliseconds, rounded up (a deadline is never early), `u32::MAX`
+/// for one beyond about 49 days, which never comes.
 #[derive(Debug, Clone, Copy)]
 pub struct Expiry {
     started: Instant,
@@ -47,21 +48,31 @@ pub struct Expiry {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
     budget_ms: u32,
-    /// Until the relaxed budget is in force: that budget, if longer; 0 for none.
-    extend_ms: u32,
-    /// Whether the relaxed budget is the one in force.
-    relaxed: bool,
+    /// Until the relaxed budget is in force: that budget, if longer, or 0 for none (at most
+    /// [`EXTEND_NEVER`], which stands for one that never runs out); and in the top bit
+    /// ([`RELAXED`]) whether the relaxed budget is the one in force.
+    extend: u32,
 }
+
+/// The top bit of [`Budget::extend`]: the relaxed budget is the one in force.
+const RELAXED: u32 = 1 << 31;
+/// The largest relaxed budget kept: one of this many milliseconds (about 24 days) or more
+/// never runs out.
+const EXTEND_NEVER: u32 = RELAXED - 1;
 
 impl Budget {
     /// `budget`; `extend` is the relaxed budget it moves to if the endpoint is relaxed when
     /// `budget` runs out; `relaxed` says whether `budget` already is the relaxed one.
     pub(crate) fn new(budget: Duration, relaxed: bool, extend: Option<Duration>) -> Self {
+        let extend = extend.map_or(0, |e| millis(e).clamp(1, EXTEND_NEVER));
         Budget {
             budget_ms: millis(budget),
-            extend_ms: extend.map_or(0, |e| millis(e).max(1)),
-            relaxed,
+            extend: extend | if relaxed { RELAXED } else { 0 },
         }
+    }
+
+    fn relaxed(&self) -> bool {
+        self.extend & RELAXED != 0
     }
 }
 
@@ -109,21 +120,30 @@ impl Expiry {
     /// the relaxed one if a maintenance began since it was sent), or the error to fail it with.
     #[inline]
     pub(crate) fn check(&mut self, now: Instant, relaxed: impl FnOnce() -> bool) -> Option<Error> {
-        if now < self.deadline() {
+        let elapsed = now.saturating_duration_since(self.started);
+        // Whether a budget of `ms` has run out by now; `u32::MAX` never does.
+        let past = |ms: u32| ms != u32::MAX && elapsed >= Duration::from_millis(u64::from(ms));
+        if !past(self.budget.budget_ms) {
             return None;
         }
         let b = &mut self.budget;
-        let extend = std::mem::take(&mut b.extend_ms);
+        let extend = b.extend & EXTEND_NEVER;
+        // Moved on once at most.
+        b.extend &= RELAXED;
         if extend > b.budget_ms && relaxed() {
-            b.relaxed = true;
-            b.budget_ms = extend;
-            if now < self.deadline() {
+            b.extend = RELAXED;
+            b.budget_ms = if extend == EXTEND_NEVER {
+                u32::MAX
+            } else {
+                extend
+            };
+            if !past(b.budget_ms) {
                 return None;
             }
         }
         Some(Error::Timeout {
-            after: now.saturating_duration_since(self.started),
-            relaxed: self.budget.relaxed,
+            after: elapsed,
+            relaxed: self.budget.relaxed(),
         })
     }
 

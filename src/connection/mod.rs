@@ -165,8 +165,10 @@ pub struct Connection {
     handle: Arc<Handle>,
     // Whether `poll_ready` took a queue slot for the next `call`; given back if dropped unused.
     reserved: bool,
-    // Waiting for a slot when the queue was full (the only allocation on this path).
-    reserving: Option<Reserve>,
+    // Waiting for a slot when the queue was full (the only allocations on this path). The
+    // future is boxed once more so that the field is one thin pointer: every clone of every
+    // service above carries a connection, and few ever wait for a slot.
+    reserving: Option<Box<Reserve>>,
 }
 
 /// What every clone of a connection shares: cloning a handle is one reference count.
@@ -486,9 +488,9 @@ impl<R: Request> Service<R> for Connection {
                 }
                 Err(Refused::Full) => {
                     let handle = self.handle.clone();
-                    self.reserving = Some(Box::pin(
-                        async move { handle.shared.intake.reserve().await },
-                    ));
+                    self.reserving = Some(Box::new(Box::pin(async move {
+                        handle.shared.intake.reserve().await
+                    })));
                 }
                 Err(Refused::Closed) => return Poll::Ready(Err(self.not_sent())),
             }
@@ -496,7 +498,7 @@ impl<R: Request> Service<R> for Connection {
         let Some(reserving) = self.reserving.as_mut() else {
             return Poll::Ready(Err(self.not_sent()));
         };
-        match reserving.as_mut().poll(cx) {
+        match (**reserving).as_mut().poll(cx) {
             Poll::Ready(Ok(())) => {
                 self.reserving = None;
                 self.reserved = true;

@@ -483,7 +483,12 @@ impl Clone for HandoffRetry {
 /// shared state, so that both send by the same rules.
 #[derive(Default)]
 pub(crate) struct Reservation {
-    cached: Option<(u64, Connection)>,
+    cached: Option<Connection>,
+    // The generation `cached` is of, in its low 32 bits: a clone of the reservation is made
+    // and moved with every command, so it is kept to 32 bytes. A cache that skipped exactly
+    // 2^32 handoffs between two looks would be taken for current; it closes with its
+    // connection all the same, and the call then waits for the next one.
+    generation: u32,
     reserved: bool,
 }
 
@@ -492,6 +497,7 @@ impl Clone for Reservation {
         // The connection as seen; the reserved slot is this clone's own.
         Reservation {
             cached: self.cached.clone(),
+            generation: self.generation,
             reserved: false,
         }
     }
@@ -506,9 +512,11 @@ impl Reservation {
     }
 
     fn refresh(&mut self, inner: &Inner) {
-        let generation = inner.generation.load(Ordering::Acquire);
-        if self.cached.as_ref().map(|(g, _)| *g) != Some(generation) {
-            self.cached = inner.current().map(|c| (generation, c));
+        // Truncated on purpose: see `generation`.
+        let generation = inner.generation.load(Ordering::Acquire) as u32;
+        if self.cached.is_none() || self.generation != generation {
+            self.cached = inner.current();
+            self.generation = generation;
             self.reserved = false;
         }
     }
@@ -526,7 +534,7 @@ impl Reservation {
         }
         self.refresh(inner);
         match &mut self.cached {
-            Some((_, conn)) if !conn.is_closed() => match Service::<R>::poll_ready(conn, cx) {
+            Some(conn) if !conn.is_closed() => match Service::<R>::poll_ready(conn, cx) {
                 Poll::Ready(Ok(())) => {
                     self.reserved = true;
                     Poll::Ready(Ok(()))
@@ -576,9 +584,7 @@ impl Reservation {
             return Attempt::dedicated(request, inner.clone());
         }
         match (&mut self.cached, std::mem::take(&mut self.reserved)) {
-            (Some((_, conn)), true) => {
-                Attempt::sent(conn.call_expiring(request, expiry, relaxation))
-            }
+            (Some(conn), true) => Attempt::sent(conn.call_expiring(request, expiry, relaxation)),
             _ => Attempt::waiting(request, inner.clone()),
         }
     }

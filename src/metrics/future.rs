@@ -1,6 +1,7 @@
 //! The response future of [`MetricsHook`](super::MetricsHook).
 
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -20,51 +21,79 @@ pub struct ResponseFuture<F> {
     response: F,
     // Taken when the answer is recorded.
     pending: Option<Pending>,
-    span: tracing::Span,
+    span: CommandSpan,
 }
 
 /// A request being timed: recorded once, when it finishes or is dropped unfinished.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    pub(super) recorder: u64,
-    pub(super) slot: usize,
+    // Never 0, so that an `Option<Pending>` is no larger than a `Pending`.
+    pub(super) recorder: NonZeroU64,
     // A raw reading of the metrics clock.
     pub(super) started: u64,
+    pub(super) slot: u32,
+}
+
+/// A command's `redis.command` span, kept only when it is more than nothing: with no
+/// subscriber that wants it (and no `log` fallback), `debug_span!` gives an empty span, which
+/// would still be 40 bytes moved with every command's future.
+pub(crate) struct CommandSpan(Option<Box<tracing::Span>>);
+
+impl CommandSpan {
+    #[inline]
+    pub(crate) fn new(span: tracing::Span) -> Self {
+        if span.is_none() {
+            CommandSpan(None)
+        } else {
+            CommandSpan(Some(Box::new(span)))
+        }
+    }
+
+    /// Enters the span, if there is one, until the guard is dropped.
+    #[inline]
+    pub(crate) fn enter(&self) -> Option<tracing::span::Entered<'_>> {
+        self.0.as_deref().map(tracing::Span::enter)
+    }
+
+    #[inline]
+    fn record_outcome(&self, failure: Option<Failure>) {
+        if let Some(span) = &self.0 {
+            if !span.is_disabled() {
+                span.record("outcome", outcome_name(failure));
+            }
+        }
+    }
 }
 
 impl Pending {
     /// Records the outcome of a request that finished, and names it in `span`.
     #[inline]
-    pub(crate) fn finish<T>(self, out: &Result<T, Error>, span: &tracing::Span) {
+    pub(crate) fn finish<T>(self, out: &Result<T, Error>, span: &CommandSpan) {
         let failure = out.as_ref().err().map(failure);
         let clock = clock();
         let elapsed = Some(clock.delta(self.started, clock.raw()));
         record(
-            self.recorder,
+            self.recorder.get(),
             Finished {
-                slot: self.slot,
+                slot: self.slot as usize,
                 elapsed,
                 failure,
             },
         );
-        if !span.is_disabled() {
-            span.record("outcome", outcome_name(failure));
-        }
+        span.record_outcome(failure);
     }
 
     /// Records a request dropped before it finished.
-    pub(crate) fn cancel(self, span: &tracing::Span) {
+    pub(crate) fn cancel(self, span: &CommandSpan) {
         record(
-            self.recorder,
+            self.recorder.get(),
             Finished {
-                slot: self.slot,
+                slot: self.slot as usize,
                 elapsed: None,
                 failure: Some(Failure::Cancelled),
             },
         );
-        if !span.is_disabled() {
-            span.record("outcome", outcome_name(Some(Failure::Cancelled)));
-        }
+        span.record_outcome(Some(Failure::Cancelled));
     }
 }
 
@@ -77,7 +106,7 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(response: F, pending: Pending, span: tracing::Span) -> Self {
+    pub(crate) fn new(response: F, pending: Pending, span: CommandSpan) -> Self {
         ResponseFuture {
             response,
             pending: Some(pending),

@@ -134,8 +134,8 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-pub(crate) use future::Pending;
 pub use future::ResponseFuture;
+pub(crate) use future::{CommandSpan, Pending};
 pub use layer::MetricsHookLayer;
 pub use snapshot::{
     CommandLatency, Latency, MaintenanceStats, MetricsSnapshot, NotificationCount, Outcomes,
@@ -210,7 +210,7 @@ impl Metrics {
     /// What recording a request takes when it is sent: its name's slot, the clock, its span.
     /// Shared by [`MetricsHook`] and the fused [`Stack`](crate::Stack).
     #[inline]
-    pub(crate) fn begin<R: Request>(&self, command: &R) -> (Pending, tracing::Span) {
+    pub(crate) fn begin<R: Request>(&self, command: &R) -> (Pending, CommandSpan) {
         let commands = &self.inner.commands;
         let name = match command.as_command() {
             Some(c) => c.name_bytes(),
@@ -232,10 +232,10 @@ impl Metrics {
             ),
         };
         let pending = Pending {
-            recorder: commands.id(),
-            slot,
+            recorder: commands.key(),
             started: recorder::clock().raw(),
+            slot: slot as u32,
         };
-        (pending, span)
+        (pending, CommandSpan::new(span))
     }
 }

@@ -311,8 +311,15 @@ impl CommandRecorder {
     }
 
     /// The id commands in flight carry to find this recorder again.
+    #[cfg(test)]
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The id, as commands in flight carry it (ids count from 1, so it is never 0).
+    #[inline]
+    pub(crate) fn key(&self) -> std::num::NonZeroU64 {
+        std::num::NonZeroU64::new(self.id).unwrap_or(std::num::NonZeroU64::MAX)
     }
 
     fn all(&self) -> Vec<Arc<ThreadRecorder>> {

@@ -48,8 +48,9 @@ impl<R> Drop for Armed<R> {
 pub(crate) struct Deadline {
     // Present while the command has a deadline.
     expiry: Option<Expiry>,
-    // The slot in the deadline table, taken on the first poll that has to wait.
-    slot: Option<usize>,
+    // The slot in the deadline table, taken on the first poll that has to wait (a `u32`,
+    // as small as it can be: it is moved with every command).
+    slot: Option<u32>,
 }
 
 impl Deadline {
@@ -84,7 +85,7 @@ impl Deadline {
     pub(crate) fn release<R>(&mut self, shared: &Shared<R>) {
         if let Some(key) = self.slot.take() {
             self.expiry = None;
-            shared.deadlines.release(key);
+            shared.deadlines.release(key as usize);
         }
     }
 
@@ -101,10 +102,19 @@ impl Deadline {
         let Some(key) = self.slot else {
             // The first wait: the sweeper wakes this command once the deadline has passed.
             return match shared.deadlines.register(expiry.deadline(), cx.waker()) {
-                Ok(key) => {
-                    self.slot = Some(key);
-                    Poll::Pending
-                }
+                Ok(key) => match u32::try_from(key) {
+                    Ok(key) => {
+                        self.slot = Some(key);
+                        Poll::Pending
+                    }
+                    // Four billion commands waiting at once: not a table this can keep.
+                    Err(_) => {
+                        shared.deadlines.release(key);
+                        Poll::Ready(Error::Config {
+                            message: "too many commands waiting for their deadlines".into(),
+                        })
+                    }
+                },
                 Err(_) => Poll::Ready(Error::Config {
                     message: "RelaxedTimeout needs a Tokio runtime to keep its deadlines".into(),
                 }),
@@ -116,10 +126,12 @@ impl Deadline {
             return Poll::Ready(error);
         }
         if expiry.deadline() == before {
-            shared.deadlines.refresh(key, cx.waker());
+            shared.deadlines.refresh(key as usize, cx.waker());
         } else {
             // A maintenance began since the command was sent: the relaxed deadline now.
-            shared.deadlines.reset(key, expiry.deadline(), cx.waker());
+            shared
+                .deadlines
+                .reset(key as usize, expiry.deadline(), cx.waker());
         }
         Poll::Pending
     }
