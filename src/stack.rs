@@ -443,40 +443,40 @@ impl<R: Request> Future for ResponseFuture<R> {
         let this = self.project();
         let _entered = this.span.enter();
         let parts = &**this.parts;
-        let out = match this.kind.project() {
+        // The answer stays where the attempt wrote it: the steps look at it by reference,
+        // and it is moved once, out to the caller (a reply is 104 bytes).
+        let poll = match this.kind.project() {
             KindProj::Called {
                 mut attempt,
                 admitted,
                 deadline,
             } => {
-                let out = match attempt.as_mut().poll(parts.handoff.inner(), cx) {
-                    Poll::Ready(out) => {
-                        // The deadline's slot goes back now, not when the future is dropped.
-                        deadline.release(&parts.timeout);
-                        out
-                    }
+                let mut poll = attempt.as_mut().poll(parts.handoff.inner(), cx);
+                match &poll {
+                    // The deadline's slot goes back now, not when the future is dropped.
+                    Poll::Ready(_) => deadline.release(&parts.timeout),
                     // On a connection, which keeps the deadline and answers with the timeout.
                     Poll::Pending if attempt.is_sent() => return Poll::Pending,
                     // Waiting for a connection, or sending again: the deadline table's.
                     Poll::Pending => match deadline.poll_expired(&parts.timeout, cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(error) => Err(error),
+                        Poll::Ready(error) => poll = Poll::Ready(Err(error)),
                     },
-                };
-                if let Some(admitted) = admitted.take() {
-                    admitted.record(&parts.circuit, &out);
                 }
-                out
+                if let (Poll::Ready(out), Some(admitted)) = (&poll, admitted.take()) {
+                    admitted.record(&parts.circuit, out);
+                }
+                poll
             }
-            KindProj::Rejected { error } => Err(error.take().map_or_else(
+            KindProj::Rejected { error } => Poll::Ready(Err(error.take().map_or_else(
                 || Error::config("a stack's response was polled after it completed"),
                 |e| *e,
-            )),
+            ))),
         };
-        if let Some(pending) = this.pending.take() {
-            pending.finish(&out, this.span);
+        if let (Poll::Ready(out), Some(pending)) = (&poll, this.pending.take()) {
+            pending.finish(out, this.span);
         }
-        Poll::Ready(out)
+        poll
     }
 }
 
