@@ -16,6 +16,13 @@ pub trait MakeConnection: Clone + Send + Sync + 'static {
     /// The stack's configured address: where reconnects go, never changed by a handoff.
     fn configured_endpoint(&self) -> Endpoint;
 
+    /// How many pushes the stack's own push stream (the one that outlives its connections)
+    /// keeps for a subscriber that falls behind before it misses some: the connections'
+    /// [`ConnectOptions::push_buffer`](super::ConnectOptions::push_buffer). Default 4096.
+    fn push_buffer(&self) -> usize {
+        4096
+    }
+
     /// Opens a connection to `endpoint`, dial and handshake within `timeout`.
     fn make_connection(
         &self,
@@ -27,6 +34,10 @@ pub trait MakeConnection: Clone + Send + Sync + 'static {
 impl MakeConnection for Connector {
     fn configured_endpoint(&self) -> Endpoint {
         self.endpoint().clone()
+    }
+
+    fn push_buffer(&self) -> usize {
+        self.options().push_buffer
     }
 
     fn make_connection(

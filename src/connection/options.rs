@@ -47,8 +47,9 @@ pub struct ConnectOptions {
     pub queue_size: usize,
     /// How many commands may be written and awaiting replies at once. Default 16384.
     pub max_in_flight: usize,
-    /// How many push frames a slow push subscriber may fall behind before it misses some.
-    /// Default 4096.
+    /// How many push frames a slow push subscriber may fall behind before it misses some, on
+    /// a connection's push stream and on the stable one of a stack over such connections
+    /// (`HandoffRetry::pushes`, `Stack::handoff().pushes()`). Default 4096.
     pub push_buffer: usize,
     /// Client-side caching: `CLIENT TRACKING ON` with these settings, sent in the handshake of
     /// every connection (so it survives handoffs and reconnects). Invalidations arrive as push

@@ -207,6 +207,10 @@ impl MakeConnection for NotificationDemux<Connector> {
         self.get_ref().endpoint().clone()
     }
 
+    fn push_buffer(&self) -> usize {
+        self.get_ref().options().push_buffer
+    }
+
     fn make_connection(
         &self,
         endpoint: Endpoint,

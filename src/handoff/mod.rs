@@ -663,7 +663,10 @@ impl HandoffRetry {
             leave_seq: AtomicU64::new(0),
             releasing: Mutex::new(Vec::new()),
             shard_channel_ended: Mutex::new(None),
-            pushes: Arc::new(PushHub::new(connector.configured_endpoint(), 4096)),
+            pushes: Arc::new(PushHub::new(
+                connector.configured_endpoint(),
+                connector.push_buffer(),
+            )),
             maintenance: maintenance.clone(),
             triggers: triggers_tx,
             retried,
