@@ -136,3 +136,53 @@ async fn a_timed_out_and_a_cancelled_command_are_counted_and_their_late_replies_
     assert_eq!(circuit.window_failures, 1, "{circuit:?}");
     assert_eq!(circuit.state, CircuitState::Closed);
 }
+
+/// The stack's own push stream (the one that outlives its connections) keeps as many pushes
+/// for a subscriber that falls behind as `ConnectOptions::push_buffer` says, and counts the
+/// ones a full queue made it miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stacks_push_stream_keeps_as_many_pushes_as_the_options_say() {
+    let server = RedisServer::start();
+    let publisher = Connection::connect(&server.url()).await.unwrap();
+    for (buffer, published) in [(4usize, 40u64), (4096, 40)] {
+        let mut options = ConnectOptions::from_url(&server.url()).unwrap();
+        options.push_buffer = buffer;
+        let stack = Stack::builder(options).connect().await.unwrap();
+        let mut pushes = stack.handoff().pushes();
+        let channel = format!("buffered:{buffer}");
+        stack
+            .clone()
+            .oneshot(cmd!("SUBSCRIBE", &channel))
+            .await
+            .unwrap();
+        // Nobody reads the stream while the messages come.
+        for i in 0..published {
+            publisher
+                .send(cmd!("PUBLISH", &channel, i.to_string()))
+                .await
+                .unwrap();
+        }
+        // A round trip on the stack's own connection: every message came before its reply.
+        stack.clone().oneshot(cmd!("PING")).await.unwrap();
+        let mut messages = 0u64;
+        while let Some(frame) = pushes.try_recv() {
+            let text = format!("{frame:?}");
+            if text.contains("message") && text.contains(&channel) {
+                messages += 1;
+            }
+        }
+        if buffer < published as usize {
+            assert!(
+                messages <= buffer as u64,
+                "{messages} messages kept by a stream of {buffer}"
+            );
+            assert!(
+                pushes.missed() > 0,
+                "a full stream of {buffer} missed nothing"
+            );
+        } else {
+            assert_eq!(messages, published, "missed {}", pushes.missed());
+            assert_eq!(pushes.missed(), 0);
+        }
+    }
+}
