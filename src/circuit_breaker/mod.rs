@@ -291,20 +291,16 @@ impl Gate {
         if handoff.is_none() && max.is_none() {
             return Poll::Ready(Some(None));
         }
-        let held = match &mut self.ready {
-            Ready::Holding(held) => held,
-            other => {
-                shared.note_held();
-                *other = Ready::Holding(Box::new(Held {
-                    since: now,
-                    wake: None,
-                }));
-                match other {
-                    Ready::Holding(held) => held,
-                    // Just set; looked at again rather than assumed.
-                    _ => return Poll::Ready(None),
-                }
-            }
+        if !matches!(self.ready, Ready::Holding(_)) {
+            shared.note_held();
+            self.set(Ready::Holding(Box::new(Held {
+                since: now,
+                wake: None,
+            })));
+        }
+        let Ready::Holding(held) = &mut self.ready else {
+            // Just set: not reached.
+            return Poll::Ready(None);
         };
         let by_mode = max.map(|m| {
             held.since

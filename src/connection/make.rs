@@ -20,7 +20,7 @@ pub trait MakeConnection: Clone + Send + Sync + 'static {
     /// keeps for a subscriber that falls behind before it misses some: the connections'
     /// [`ConnectOptions::push_buffer`](super::ConnectOptions::push_buffer). Default 4096.
     fn push_buffer(&self) -> usize {
-        4096
+        super::options::DEFAULT_PUSH_BUFFER
     }
 
     /// Opens a connection to `endpoint`, dial and handshake within `timeout`.

@@ -11,6 +11,9 @@ use crate::connection::liveness::Liveness;
 use crate::endpoint::{Endpoint, DEFAULT_PORT};
 use crate::error::Error;
 
+/// [`ConnectOptions::push_buffer`] unless set.
+pub(crate) const DEFAULT_PUSH_BUFFER: usize = 4096;
+
 /// Everything needed to open a connection.
 ///
 /// Built from a URL with [`ConnectOptions::from_url`] or field by field from
@@ -218,7 +221,7 @@ impl ConnectOptions {
             limits: Limits::default(),
             queue_size: 1024,
             max_in_flight: 16 * 1024,
-            push_buffer: 4096,
+            push_buffer: DEFAULT_PUSH_BUFFER,
             tracking: None,
             liveness: Liveness::default(),
             read_only: false,
