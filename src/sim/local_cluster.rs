@@ -128,11 +128,27 @@ impl LocalCluster {
             dir: temp_dir()?,
         };
         for i in 0..primaries {
-            let node = cluster.spawn(i)?;
+            let node = cluster.spawn(&format!("node-{i}"))?;
             cluster.nodes.push(node);
         }
-        for node in &mut cluster.nodes {
-            wait_listening(node).await?;
+        for i in 0..primaries {
+            // A free port can be taken by another process between being found and being
+            // bound: a node that exits before listening gets fresh ports, twice at most.
+            let mut attempt = 0;
+            while let Some(node) = cluster.nodes.get_mut(i) {
+                let Err(e) = wait_listening(node).await else {
+                    break;
+                };
+                let exited = matches!(node.child.try_wait(), Ok(Some(_)));
+                attempt += 1;
+                if !exited || attempt > 2 {
+                    return Err(e);
+                }
+                let fresh = cluster.spawn(&format!("node-{i}-again-{attempt}"))?;
+                if let Some(slot) = cluster.nodes.get_mut(i) {
+                    *slot = fresh;
+                }
+            }
         }
         let addrs = cluster.addrs();
         let created = tokio::task::spawn_blocking(move || {
@@ -162,11 +178,13 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    fn spawn(&self, i: usize) -> Result<LocalNode, SimError> {
+    /// Starts one node on fresh ports, keeping its files under `name` in the cluster's
+    /// directory.
+    fn spawn(&self, name: &str) -> Result<LocalNode, SimError> {
         let port = free_port()?;
         // The cluster bus port is given explicitly: `port + 10000` may be above 65535.
         let bus = free_port()?;
-        let dir = self.dir.join(format!("node-{i}"));
+        let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| {
             process_error(
                 "redis-server",
