@@ -451,8 +451,9 @@ impl<R: Request> Future for ResponseFuture<R> {
         let _entered = this.span.enter();
         let parts = &**this.parts;
         // The answer stays where the attempt wrote it: the steps look at it by reference,
-        // and it is moved once, out to the caller (a reply is 104 bytes).
-        let poll = match this.kind.project() {
+        // and it is moved once, out to the caller (a reply is 104 bytes), straight from the
+        // arm that has it.
+        match this.kind.project() {
             KindProj::Called {
                 mut attempt,
                 admitted,
@@ -470,21 +471,36 @@ impl<R: Request> Future for ResponseFuture<R> {
                         Poll::Ready(error) => poll = Poll::Ready(Err(error)),
                     },
                 }
-                if let (Poll::Ready(out), Some(admitted)) = (&poll, admitted.take()) {
-                    admitted.record(&parts.circuit, out);
+                if let Poll::Ready(out) = &poll {
+                    if let Some(admitted) = admitted.take() {
+                        admitted.record(&parts.circuit, out);
+                    }
+                    if let Some(pending) = this.pending.take() {
+                        pending.finish(out, this.span);
+                    }
                 }
                 poll
             }
-            KindProj::Rejected { error } => Poll::Ready(Err(error.take().map_or_else(
-                || Error::config("a stack's response was polled after it completed"),
-                |e| *e,
-            ))),
-        };
-        if let (Poll::Ready(out), Some(pending)) = (&poll, this.pending.take()) {
-            pending.finish(out, this.span);
+            KindProj::Rejected { error } => {
+                let out = Err(error.take().map_or_else(
+                    || Error::config("a stack's response was polled after it completed"),
+                    |e| *e,
+                ));
+                if let Some(pending) = this.pending.take() {
+                    finish_rejected(pending, &out, this.span);
+                }
+                Poll::Ready(out)
+            }
         }
-        poll
     }
+}
+
+/// Records a command the circuit turned away: out of line, so that the common path keeps
+/// the one recording step inlined.
+#[cold]
+#[inline(never)]
+fn finish_rejected<T>(pending: Pending, out: &Result<T, Error>, span: &CommandSpan) {
+    pending.finish(out, span);
 }
 
 #[pinned_drop]

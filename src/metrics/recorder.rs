@@ -453,27 +453,45 @@ pub(crate) struct Names {
     claimed: AtomicUsize,
 }
 
+/// Bit 5 of every byte: cleared, it folds ASCII letters to upper case, so that "get" and
+/// "GET" are the same command (command names are letters).
+const FOLD: u64 = !0x2020_2020_2020_2020;
+
+#[inline]
+fn mix(h: u64, word: u64) -> u64 {
+    let h = (h ^ word).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^ (h >> 31)
+}
+
+/// The little-endian word of at most eight bytes, in two loads that may overlap (the bytes
+/// they share land in the same places), not a loop over the bytes: every command's name is
+/// hashed, and most names are three to eight bytes.
+#[inline]
+fn short_word(b: &[u8]) -> u64 {
+    let n = b.len();
+    if let (Some(lo), Some(hi)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        // Four to eight bytes.
+        u64::from(u32::from_le_bytes(*lo)) | u64::from(u32::from_le_bytes(*hi)) << (8 * (n - 4))
+    } else if let (Some(&first), Some(&last)) = (b.first(), b.last()) {
+        // One to three bytes: the first, the middle and the last.
+        let mid = b.get(n / 2).copied().unwrap_or(first);
+        u64::from(first) | u64::from(mid) << (8 * (n / 2)) | u64::from(last) << (8 * (n - 1))
+    } else {
+        0
+    }
+}
+
+#[inline]
 fn name_hash(name: &[u8]) -> u64 {
-    fn mix(h: u64, word: u64) -> u64 {
-        let h = (h ^ word).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h ^ (h >> 31)
-    }
-    // Eight bytes at a time, each with bit 5 cleared: that folds ASCII letters to upper case,
-    // so "get" and "GET" are the same command (command names are letters).
+    // Eight bytes at a time, letters folded to upper case.
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ name.len() as u64;
-    let mut word = 0u64;
-    let mut shift = 0;
-    for &b in name {
-        word |= u64::from(b & 0xdf) << shift;
-        shift += 8;
-        if shift == 64 {
-            h = mix(h, word);
-            word = 0;
-            shift = 0;
-        }
+    let mut words = name.chunks_exact(8);
+    for word in &mut words {
+        h = mix(h, short_word(word) & FOLD);
     }
-    if shift > 0 {
-        h = mix(h, word);
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        h = mix(h, short_word(rest) & FOLD);
     }
     // 0 marks an empty slot.
     h.max(1)
@@ -585,6 +603,43 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hash as it reads, one byte at a time: what the word-at-a-time one must give.
+    fn name_hash_bytewise(name: &[u8]) -> u64 {
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ name.len() as u64;
+        let (mut word, mut shift) = (0u64, 0);
+        for &b in name {
+            word |= u64::from(b & 0xdf) << shift;
+            shift += 8;
+            if shift == 64 {
+                h = mix(h, word);
+                (word, shift) = (0, 0);
+            }
+        }
+        if shift > 0 {
+            h = mix(h, word);
+        }
+        h.max(1)
+    }
+
+    #[test]
+    fn names_hash_as_their_bytes_say_and_letters_fold_to_upper_case() {
+        let text: Vec<u8> = (0..40u32).map(|i| b'a' + (i * 7 % 26) as u8).collect();
+        for n in 0..=text.len() {
+            let name = &text[..n];
+            assert_eq!(name_hash(name), name_hash_bytewise(name), "{n} bytes");
+            assert_eq!(name_hash(name), name_hash(&name.to_ascii_uppercase()));
+        }
+        assert_ne!(name_hash(b"GET"), name_hash(b"SET"));
+        assert_ne!(name_hash(b"GETEX"), name_hash(b"GETDEL"));
+        // Every byte counts: names that differ in one place only.
+        let base = *b"HGETALLX";
+        for i in 0..base.len() {
+            let mut other = base;
+            other[i] ^= 0x01;
+            assert_ne!(name_hash(&base), name_hash(&other), "byte {i}");
+        }
+    }
 
     #[test]
     fn buckets_cover_every_value_in_order_and_within_a_32nd() {
