@@ -1,7 +1,7 @@
 //! What each layer of the full `Stack` costs over the bare `Connection`, against a real
 //! redis-server: the same GET from many tasks through the connection, the handoff layer alone,
 //! each other layer over it, the whole `Stack` (its layers fused), and the same layers nested
-//! (`Stack::into_service`).
+//! (`Stack::into_service`); then the connection and the `Stack` borrowed, through their `send`.
 //!
 //! ```text
 //! cargo bench --bench stack_cost
@@ -23,9 +23,10 @@
 //! | `SECS`    | 2              | length of one timed run                                         |
 //! | `ROUNDS`  | 3              | rounds over every variant                                       |
 //! | `OPS`     | (unset)        | run exactly this many operations instead of a timed window      |
-//! | `ONLY`    | (all)          | one variant: connection, handoff, timeout, circuit, metrics, stack, nested |
+//! | `ONLY`    | (all)          | one variant: connection, handoff, timeout, circuit, metrics, stack, nested, connection-send, stack-send |
 //! | `REDIS_SERVER` | `redis-server` | the server binary                                          |
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,18 +67,49 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// One GET, the way a variant sends it.
+trait Get: Clone + Send + Sync + 'static {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Reply, Error>> + Send;
+}
+
+/// Through tower, as a layer above would: `svc.clone().oneshot(command)`.
+#[derive(Clone)]
+struct Tower<S>(S);
+
+impl<S> Get for Tower<S>
+where
+    S: Service<Command, Response = Reply, Error = Error> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    fn get(&self, key: &str) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.0.clone().oneshot(cmd!("GET", key))
+    }
+}
+
+/// The service borrowed: `send(&self, command)`.
+#[derive(Clone)]
+struct Borrowed<T>(T);
+
+impl Get for Borrowed<Connection> {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.0.send(cmd!("GET", key))
+    }
+}
+
+impl Get for Borrowed<Stack> {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.0.send(cmd!("GET", key))
+    }
+}
+
 /// Runs GET from `tasks` tasks for `window`, or `ops` GETs in all when set.
-async fn run<S>(
+async fn run<S: Get>(
     name: &str,
     svc: S,
     tasks: usize,
     window: Duration,
     ops: Option<u64>,
-) -> Result<(), BoxError>
-where
-    S: Service<Command, Response = Reply, Error = Error> + Clone + Send + 'static,
-    S::Future: Send,
-{
+) -> Result<(), BoxError> {
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_start = cpu();
     let start = Instant::now();
@@ -90,7 +122,7 @@ where
             let key = format!("stack_cost:{task}");
             let mut done = 0u64;
             while !stop.load(Ordering::Relaxed) && per_task.is_none_or(|n| done < n) {
-                svc.clone().oneshot(cmd!("GET", &key)).await?;
+                svc.get(&key).await?;
                 done += 1;
             }
             Ok::<u64, Error>(done)
@@ -107,7 +139,7 @@ where
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_us = (cpu() - cpu_start) * 1e6 / total as f64;
     println!(
-        "{name:<12} {:>12.0} ops/s {cpu_us:>8.2} µs CPU/op",
+        "{name:<16} {:>12.0} ops/s {cpu_us:>8.2} µs CPU/op",
         total as f64 / elapsed
     );
     Ok(())
@@ -165,25 +197,32 @@ fn main() -> Result<(), BoxError> {
             }
             let wants = |v: &str| only.as_deref().is_none_or(|o| o == v);
             if wants("connection") {
-                run("connection", connection.clone(), tasks, window, ops).await?;
+                run("connection", Tower(connection.clone()), tasks, window, ops).await?;
             }
             if wants("handoff") {
-                run("+handoff", handoff.clone(), tasks, window, ops).await?;
+                run("+handoff", Tower(handoff.clone()), tasks, window, ops).await?;
             }
             if wants("timeout") {
-                run("+timeout", timeout.clone(), tasks, window, ops).await?;
+                run("+timeout", Tower(timeout.clone()), tasks, window, ops).await?;
             }
             if wants("circuit") {
-                run("+circuit", circuit.clone(), tasks, window, ops).await?;
+                run("+circuit", Tower(circuit.clone()), tasks, window, ops).await?;
             }
             if wants("metrics") {
-                run("+metrics", metrics.clone(), tasks, window, ops).await?;
+                run("+metrics", Tower(metrics.clone()), tasks, window, ops).await?;
             }
             if wants("stack") {
-                run("stack", stack.clone(), tasks, window, ops).await?;
+                run("stack", Tower(stack.clone()), tasks, window, ops).await?;
             }
             if wants("nested") {
-                run("nested", nested.clone(), tasks, window, ops).await?;
+                run("nested", Tower(nested.clone()), tasks, window, ops).await?;
+            }
+            if wants("connection-send") {
+                let borrowed = Borrowed(connection.clone());
+                run("connection send", borrowed, tasks, window, ops).await?;
+            }
+            if wants("stack-send") {
+                run("stack send", Borrowed(stack.clone()), tasks, window, ops).await?;
             }
         }
         Ok::<(), BoxError>(())

@@ -60,6 +60,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -169,6 +170,8 @@ impl Stack {
     /// Sends `command` through every layer and converts its reply to `T` (any
     /// [`FromReply`] type: `String`, integers, floats, `bool`, `Option<T>`, `Vec<T>`, maps,
     /// tuples, ...). A reply of another shape is an [`Error::Conversion`]; the command ran.
+    /// The future owns a clone of the stack, so it can be spawned; `stack.send(command)` and
+    /// [`Reply::parse`] do the same with the stack borrowed.
     ///
     /// ```no_run
     /// use std::collections::HashMap;
@@ -185,8 +188,10 @@ impl Stack {
         &self,
         command: Command,
     ) -> impl Future<Output = Result<T, Error>> + Send {
-        let service = self.clone();
-        async move { tower::ServiceExt::oneshot(service, command).await?.parse() }
+        // The future owns a clone (so that it can be spawned); `send` on it takes the
+        // borrowed way down when it can.
+        let stack = self.clone();
+        async move { stack.send(command).await?.parse() }
     }
 
     /// The maintenance handle: notifications, handoffs, reconnects, as events and state.
@@ -394,25 +399,98 @@ impl<R: Request> Service<R> for Stack {
             }
         };
         ResponseFuture {
+            flight: Flight {
+                kind,
+                pending: Some(pending),
+                span,
+                parts: parts.clone(),
+            },
+        }
+    }
+}
+
+impl Stack {
+    /// Sends a request (a command, a pipeline or a transaction) through every layer and
+    /// waits for its answer: what `stack.clone().oneshot(request)` does, without the clone.
+    ///
+    /// While the circuit is closed and the current connection has room (nearly always), the
+    /// request goes straight onto that connection with each layer's step done on the way, and
+    /// the stack is only borrowed; otherwise it takes the full path of a clone's `poll_ready`
+    /// and `call`, which holds it at an open circuit, waits for room or for the next
+    /// connection. Either way it is timed, counted and answered alike. The future borrows the
+    /// stack; for one that owns it (to spawn, say), use `stack.clone().oneshot(request)`.
+    ///
+    /// ```no_run
+    /// use redis_handoff::{cmd, Pipeline, Stack};
+    ///
+    /// # async fn run() -> Result<(), redis_handoff::Error> {
+    /// let redis = Stack::connect("redis://127.0.0.1:6379").await?;
+    /// let reply = redis.send(cmd!("INCR", "visits")).await?;
+    /// let replies = redis
+    ///     .send(Pipeline::new().add(cmd!("GET", "a")).add(cmd!("GET", "b")))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send<R: Request>(&self, request: R) -> Result<R::Response, Error> {
+        match self.send_borrowed(request) {
+            Ok(flight) => flight.await,
+            Err(request) => tower::ServiceExt::oneshot(self.clone(), request).await,
+        }
+    }
+
+    /// The borrowed way down for [`Stack::send`], if the request can go straight to the
+    /// current connection; the request back otherwise.
+    #[inline]
+    fn send_borrowed<R: Request>(&self, request: R) -> Result<Flight<R, &Parts>, R> {
+        let parts = &*self.parts;
+        let inner = parts.handoff.inner();
+        // Both are looked at before anything is counted or started: a `None` changes nothing.
+        let Some(admitted) = Gate::admit_closed(&parts.circuit) else {
+            return Err(request);
+        };
+        let Some(slot) = self.reservation.slot_for(inner, &request) else {
+            return Err(request);
+        };
+        let (pending, span) = parts.metrics.begin(&request);
+        let kind = {
+            let _entered = span.enter();
+            let deadline = parts.timeout.start(request.blocking());
+            let attempt = slot.send(request, deadline.expiry(), Some(&parts.relaxation));
+            Kind::Called {
+                attempt,
+                admitted: Some(admitted),
+                deadline,
+            }
+        };
+        Ok(Flight {
             kind,
             pending: Some(pending),
             span,
-            parts: parts.clone(),
-        }
+            parts,
+        })
     }
 }
 
 /// The answer to a request sent through a [`Stack`]: the connection's reply, or the error a
 /// layer gave (a timeout, an open circuit, a lost connection), counted by the circuit and
 /// recorded in the metrics as the nested layers would.
-#[pin_project(PinnedDrop)]
+#[pin_project]
 pub struct ResponseFuture<R: Request> {
+    #[pin]
+    flight: Flight<R, Arc<Parts>>,
+}
+
+/// A request on its way back up through the fused layers. `P` is how it reaches the stack's
+/// shared parts: owned (an `Arc`) by the `Service`'s future, borrowed by [`Stack::send`]'s,
+/// which so takes and gives back no reference count.
+#[pin_project(PinnedDrop)]
+struct Flight<R: Request, P: Deref<Target = Parts>> {
     #[pin]
     kind: Kind<R>,
     // Taken when the answer is recorded.
     pending: Option<Pending>,
     span: CommandSpan,
-    parts: Arc<Parts>,
+    parts: P,
 }
 
 #[pin_project(project = KindProj)]
@@ -431,18 +509,27 @@ enum Kind<R: Request> {
 
 impl<R: Request> fmt::Debug for ResponseFuture<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.kind {
+        let kind = match &self.flight.kind {
             Kind::Called { .. } => "called",
             Kind::Rejected { .. } => "rejected",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)
-            .field("pending", &self.pending.is_some())
+            .field("pending", &self.flight.pending.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl<R: Request> Future for ResponseFuture<R> {
+    type Output = Result<R::Response, Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().flight.poll(cx)
+    }
+}
+
+impl<R: Request, P: Deref<Target = Parts>> Future for Flight<R, P> {
     type Output = Result<R::Response, Error>;
 
     #[inline]
@@ -504,7 +591,7 @@ fn finish_rejected<T>(pending: Pending, out: &Result<T, Error>, span: &CommandSp
 }
 
 #[pinned_drop]
-impl<R: Request> PinnedDrop for ResponseFuture<R> {
+impl<R: Request, P: Deref<Target = Parts>> PinnedDrop for Flight<R, P> {
     fn drop(self: Pin<&mut Self>) {
         let this = self.project();
         if let KindProj::Called { deadline, .. } = this.kind.project() {

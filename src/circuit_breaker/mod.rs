@@ -255,6 +255,18 @@ impl Gate {
         }
     }
 
+    /// Admission for a caller with no gate of its own (one that borrows the service rather
+    /// than cloning it, as [`Stack::send`](crate::Stack::send) does): a command let through
+    /// at once while the circuit is closed, exactly as `poll_ready` and `call` would let it
+    /// through; `None` while it is not, for the full path to hold, probe or reject. Takes
+    /// nothing, so a `None` or an admission dropped unused changes nothing.
+    #[inline]
+    pub(crate) fn admit_closed(shared: &Arc<Shared>) -> Option<Admitted> {
+        shared.ensure_started();
+        let w = shared.word();
+        (w.state() == CircuitState::Closed).then(|| Admitted::Closed(w.generation()))
+    }
+
     fn decide(shared: &Arc<Shared>) -> Result<Admitted, Error> {
         match shared.admit() {
             Admit::Pass(generation) => Ok(Admitted::Closed(generation)),

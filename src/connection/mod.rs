@@ -386,6 +386,53 @@ impl Connection {
         if let Some(raw) = request.immediate() {
             return AnswerFuture::done(R::finish(raw));
         }
+        let reserved = std::mem::take(&mut self.reserved);
+        self.push_job(request, expiry, relaxation, reserved)
+    }
+
+    /// Takes a queue slot for one [`Connection::call_on_slot`], if one is free: what
+    /// `poll_ready` does, for a caller that keeps no handle of its own.
+    #[inline]
+    pub(crate) fn try_take_slot(&self) -> bool {
+        self.handle.shared.intake.try_reserve().is_ok()
+    }
+
+    /// Gives back a slot taken with [`Connection::try_take_slot`] and not used.
+    pub(crate) fn give_back_slot(&self) {
+        self.handle.shared.intake.unreserve();
+    }
+
+    /// [`Connection::call_expiring`] on a slot taken with [`Connection::try_take_slot`]
+    /// (given back if the request is refused or answered without being sent).
+    #[inline]
+    pub(crate) fn call_on_slot<R: Request>(
+        &self,
+        request: R,
+        expiry: Option<expiry::Expiry>,
+        relaxation: Option<&expiry::SharedRelaxation>,
+    ) -> AnswerFuture<R> {
+        let unsent = match request.check(self.is_dedicated()) {
+            Err(error) => Some(AnswerFuture::done(Err(Failed::from(error)))),
+            Ok(()) => request
+                .immediate()
+                .map(|raw| AnswerFuture::done(R::finish(raw))),
+        };
+        if let Some(answer) = unsent {
+            self.give_back_slot();
+            return answer;
+        }
+        self.push_job(request, expiry, relaxation, true)
+    }
+
+    /// Queues a checked request: on the slot reserved for it, or on a free one.
+    #[inline]
+    fn push_job<R: Request>(
+        &self,
+        request: R,
+        expiry: Option<expiry::Expiry>,
+        relaxation: Option<&expiry::SharedRelaxation>,
+        reserved: bool,
+    ) -> AnswerFuture<R> {
         let shared = &self.handle.shared;
         let intake = &shared.intake;
         let (reply, rx) = oneshot::channel();
@@ -398,7 +445,7 @@ impl Connection {
             }
             job.set_expiry(expiry);
         }
-        let queued = if std::mem::take(&mut self.reserved) {
+        let queued = if reserved {
             intake.push_reserved(job).map_err(|j| (j, Refused::Closed))
         } else {
             // `call` without `poll_ready`: take a free slot if there is one.

@@ -590,6 +590,83 @@ impl Reservation {
     }
 }
 
+/// A queue slot taken on a stack's current connection for one request, by a caller that
+/// borrows the stack's [`Reservation`] rather than cloning it ([`Reservation::slot_for`]).
+/// Given back if dropped unused.
+pub(crate) struct Slot<'a> {
+    conn: SlotConnection<'a>,
+    armed: bool,
+}
+
+/// The connection a [`Slot`] is on: the reservation's cached one while it is current, or
+/// the current one, looked up, after a handoff the reservation has not seen.
+enum SlotConnection<'a> {
+    Cached(&'a Connection),
+    Current(Connection),
+}
+
+impl SlotConnection<'_> {
+    #[inline]
+    fn get(&self) -> &Connection {
+        match self {
+            SlotConnection::Cached(conn) => conn,
+            SlotConnection::Current(conn) => conn,
+        }
+    }
+}
+
+impl Slot<'_> {
+    /// Sends `request` on the slot, with a deadline for the connection to keep.
+    #[inline]
+    pub(crate) fn send<R: Request>(
+        mut self,
+        request: R,
+        expiry: Option<Expiry>,
+        relaxation: Option<&SharedRelaxation>,
+    ) -> Attempt<R> {
+        self.armed = false;
+        Attempt::sent(self.conn.get().call_on_slot(request, expiry, relaxation))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.get().give_back_slot();
+        }
+    }
+}
+
+impl Reservation {
+    /// For a caller that borrows this reservation rather than cloning it
+    /// ([`Stack::send`](crate::Stack::send)): a slot on the current connection (the cached
+    /// one while it is current, so that nothing is looked up or counted), if `request` goes
+    /// straight to a connection (not a subscription, not a dedicated stack) and that
+    /// connection is open and has room. `None` sends the caller down the full path
+    /// (`poll_ready` and `call` on a clone), which waits for room or for the next connection.
+    #[inline]
+    pub(crate) fn slot_for<R: Request>(&self, inner: &Inner, request: &R) -> Option<Slot<'_>> {
+        if inner.dedicated
+            || request
+                .as_command()
+                .is_some_and(|c| c.subscription().is_some())
+        {
+            return None;
+        }
+        // Truncated as in `refresh`.
+        let generation = inner.generation.load(Ordering::Acquire) as u32;
+        let conn = match &self.cached {
+            Some(cached) if self.generation == generation => SlotConnection::Cached(cached),
+            _ => SlotConnection::Current(inner.current()?),
+        };
+        if conn.get().is_closed() || !conn.get().try_take_slot() {
+            // No slot was taken: nothing to give back (a `Slot` is made only with one).
+            return None;
+        }
+        Some(Slot { conn, armed: true })
+    }
+}
+
 impl fmt::Debug for HandoffRetry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HandoffRetry")
