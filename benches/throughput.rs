@@ -28,7 +28,7 @@
 //! | `BENCH_NODELAY`     | 0              | 1: set `TCP_NODELAY` on fred's and redis-rs's sockets (redis-tower always sets it) |
 //! | `BENCH_FILTER`      | (all)          | only the workloads whose name contains this text       |
 //! | `BENCH_TASKS`       | 100            | tasks of the many-task workloads (one connection)      |
-//! | `BENCH_CLIENTS`     | (all)          | subset of `tower,send,stack,compat,fred,redis-rs,redis-rs-cm,redis-tower`, by commas |
+//! | `BENCH_CLIENTS`     | (all)          | subset of `tower,send,stack,stack-send,compat,fred,redis-rs,redis-rs-cm,redis-tower`, by commas |
 //! | `REDIS_SERVER`      | `redis-server` | the server binary                                      |
 //!
 //! All clients share one multi-thread tokio runtime with two workers.
@@ -156,6 +156,7 @@ enum Kind {
     Tower,
     Send,
     Stack,
+    StackSend,
     /// redis-rs's API (`AsyncCommands`, `redis::pipe()`) over our `Stack`.
     Compat,
     Fred,
@@ -168,7 +169,7 @@ impl Kind {
     /// Every client this build can run: the redis-rs API over our stack needs the `redis-rs`
     /// feature.
     fn all() -> Vec<Kind> {
-        let mut all = vec![Kind::Tower, Kind::Send, Kind::Stack];
+        let mut all = vec![Kind::Tower, Kind::Send, Kind::Stack, Kind::StackSend];
         if cfg!(feature = "redis-rs") {
             all.push(Kind::Compat);
         }
@@ -186,6 +187,7 @@ impl Kind {
             Kind::Tower => "redis-handoff",
             Kind::Send => "redis-handoff (send)",
             Kind::Stack => "redis-handoff Stack",
+            Kind::StackSend => "redis-handoff Stack (send)",
             Kind::Compat => "redis-rs API on Stack",
             Kind::Fred => "fred 10.1",
             Kind::RedisRs => "redis-rs 1.8",
@@ -199,6 +201,7 @@ impl Kind {
             Kind::Tower => "tower",
             Kind::Send => "send",
             Kind::Stack => "stack",
+            Kind::StackSend => "stack-send",
             Kind::Compat => "compat",
             Kind::Fred => "fred",
             Kind::RedisRs => "redis-rs",
@@ -217,6 +220,8 @@ enum Client {
     Send(Connection),
     /// Our full stack (every layer on), called through tower.
     Stack(Stack),
+    /// Our full stack, called through `Stack::send` (the stack borrowed).
+    StackSend(Stack),
     /// Our full stack, called through redis-rs's API.
     #[cfg(feature = "redis-rs")]
     Compat(Stack),
@@ -309,6 +314,7 @@ impl Client {
             Kind::Tower => Client::Tower(Connection::connect(url).await?),
             Kind::Send => Client::Send(Connection::connect(url).await?),
             Kind::Stack => Client::Stack(Stack::connect(url).await?),
+            Kind::StackSend => Client::StackSend(Stack::connect(url).await?),
             #[cfg(feature = "redis-rs")]
             Kind::Compat => Client::Compat(Stack::connect(url).await?),
             #[cfg(not(feature = "redis-rs"))]
@@ -347,6 +353,9 @@ impl Client {
             Client::Stack(c) => {
                 c.clone().oneshot(cmd!("SET", key, value)).await?;
             }
+            Client::StackSend(c) => {
+                c.send(cmd!("SET", key, value)).await?;
+            }
             #[cfg(feature = "redis-rs")]
             Client::Compat(c) => redis_rs_api::set(c, key, &value).await?,
             Client::Fred(c) => c.set::<(), _, _>(key, value, None, None, false).await?,
@@ -373,6 +382,10 @@ impl Client {
                 let reply = c.clone().oneshot(cmd!("INCR", key)).await?;
                 reply.as_i64().ok_or("INCR did not answer an integer")?
             }
+            Client::StackSend(c) => {
+                let reply = c.send(cmd!("INCR", key)).await?;
+                reply.as_i64().ok_or("INCR did not answer an integer")?
+            }
             #[cfg(feature = "redis-rs")]
             Client::Compat(c) => redis_rs_api::incr(c, key).await?,
             Client::Fred(c) => c.incr::<i64, _>(key).await?,
@@ -395,6 +408,10 @@ impl Client {
             }
             Client::Stack(c) => {
                 let reply = c.clone().oneshot(cmd!("GET", key)).await?;
+                reply.as_bytes().ok_or("GET did not answer a string")?.len()
+            }
+            Client::StackSend(c) => {
+                let reply = c.send(cmd!("GET", key)).await?;
                 reply.as_bytes().ok_or("GET did not answer a string")?.len()
             }
             #[cfg(feature = "redis-rs")]
@@ -422,6 +439,7 @@ impl Client {
             Client::Tower(c) => ok_count(c.clone().oneshot(ours()).await?)?,
             Client::Send(c) => ok_count(c.send(ours()).await?)?,
             Client::Stack(c) => ok_count(c.clone().oneshot(ours()).await?)?,
+            Client::StackSend(c) => ok_count(c.send(ours()).await?)?,
             #[cfg(feature = "redis-rs")]
             Client::Compat(c) => redis_rs_api::pipeline(c, key, n, value).await?,
             Client::Fred(c) => {
@@ -470,6 +488,7 @@ impl Client {
             Client::Tower(c) => c.clone().oneshot(ours()).await?.len(),
             Client::Send(c) => c.send(ours()).await?.len(),
             Client::Stack(c) => c.clone().oneshot(ours()).await?.len(),
+            Client::StackSend(c) => c.send(ours()).await?.len(),
             #[cfg(feature = "redis-rs")]
             Client::Compat(c) => redis_rs_api::transaction(c, key, &side).await?,
             Client::Fred(c) => {
@@ -957,6 +976,7 @@ impl Report<'_> {
         header.push("ours/fred".to_owned());
         header.push("Stack/redis-rs".to_owned());
         header.push("Stack/ours".to_owned());
+        header.push("Stack (send)/ours (send)".to_owned());
         header.push("Stack/redis-tower".to_owned());
         header.push("redis-rs API on Stack/Stack".to_owned());
         let mut rows = Vec::new();
@@ -977,6 +997,8 @@ impl Report<'_> {
             let stack = self.median_ops(wi, Kind::Stack).unwrap_or(f64::NAN);
             row.push(ratio(stack, self.median_ops(wi, Kind::RedisRs)));
             row.push(ratio(stack, Some(ours)));
+            let stack_send = self.median_ops(wi, Kind::StackSend).unwrap_or(f64::NAN);
+            row.push(ratio(stack_send, self.median_ops(wi, Kind::Send)));
             row.push(ratio(stack, self.median_ops(wi, Kind::RedisTower)));
             let compat = self.median_ops(wi, Kind::Compat).unwrap_or(f64::NAN);
             row.push(ratio(compat, Some(stack)));
@@ -1015,9 +1037,9 @@ impl Report<'_> {
             format!("fred 10.1: one client, default config (RESP2), TCP_NODELAY {nodelay}"),
             format!("redis-rs 1.8: `get_multiplexed_async_connection` (RESP2), TCP_NODELAY {nodelay}; the ConnectionManager row: `ConnectionManager::new(client)`, the same connection settings"),
             "redis-tower 0.1: `MultiplexedClient::connect_url(url)`, default config (RESP3 when the server speaks it; TCP_NODELAY always on), typed commands (`Incr`, `Get`, `Set`), `redis_tower::Pipeline` and `redis_tower::Transaction`".to_owned(),
-            "redis-handoff Stack: `Stack::connect(url)` with every layer on (metrics, circuit breaker, relaxed timeout, handoff, demux), through tower".to_owned(),
+            "redis-handoff Stack: `Stack::connect(url)` with every layer on (metrics, circuit breaker, relaxed timeout, handoff, demux), through tower; the (send) row: `stack.send(cmd)`, the stack borrowed".to_owned(),
             "redis-rs API on Stack (feature `redis-rs`): the redis-rs rows' code (`AsyncCommands`, `redis::cmd`, `redis::pipe()`, `.atomic()`) with a `Stack` as its connection".to_owned(),
-            "ours/x: median ops/s of redis-handoff (tower, the bare connection) over x's; Stack/x: the full Stack's over x's; redis-rs API on Stack/Stack: what redis-rs's API costs over the Stack's own".to_owned(),
+            "ours/x: median ops/s of redis-handoff (tower, the bare connection) over x's; Stack/x: the full Stack's over x's; Stack (send)/ours (send): both borrowed, through their `send`; redis-rs API on Stack/Stack: what redis-rs's API costs over the Stack's own".to_owned(),
         ]
     }
 
