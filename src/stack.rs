@@ -427,7 +427,7 @@ impl Stack {
     /// let redis = Stack::connect("redis://127.0.0.1:6379").await?;
     /// let reply = redis.send(cmd!("INCR", "visits")).await?;
     /// let replies = redis
-    ///     .send(Pipeline::new().add(cmd!("GET", "a")).add(cmd!("GET", "b")))
+    ///     .send(Pipeline::new().cmd(cmd!("GET", "a")).cmd(cmd!("GET", "b")))
     ///     .await?;
     /// # Ok(()) }
     /// ```
