@@ -38,6 +38,14 @@
 //! its own. A connected `Stack` also keeps the current connection, so that its clones start
 //! from it rather than each looking it up.
 //!
+//! [`Stack::send`] goes one step further for a caller that can lend the stack rather than
+//! give a clone away: while the circuit is closed and the current connection has room, it does
+//! each layer's step on the way down without a clone of its own (no `poll_ready` state to keep,
+//! no clone to drop, no reference count), and its future borrows the shared block; anything
+//! else (an open or half-open circuit, a full queue, a handoff under way, a subscription, a
+//! dedicated stack) goes down the full path of a clone, so the two answer alike. Per GET from
+//! 100 tasks that is about 400 instructions fewer than `stack.clone().oneshot(..)`.
+//!
 //! A clone and its future are moved with every command, so what they carry is kept small: a
 //! clone is 64 bytes (with a `Command`, 128: tower's `Oneshot` moves it with a few stores, not
 //! a `memcpy` call), the future 112. What only a rare path needs is boxed there (a half-open
