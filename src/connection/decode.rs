@@ -600,8 +600,7 @@ mod tests {
             // ours does; it takes such a frame only where that error is the value of a map key
             // sent twice (a boolean or number key, which its first parse keeps once), which it
             // drops unbuilt and so never checks. Ours refuses it: both refuse what they read.
-            (Err(Error::Protocol { message }), Some(_))
-                if message.starts_with("a simple error that is not UTF-8") => {}
+            (Err(e), Some(_)) if e.to_string().contains("a simple error that is not UTF-8") => {}
             (a, b) => panic!("{}: ours {a:?}, redis-protocol {b:?}", preview(bytes)),
         }
         got
