@@ -379,15 +379,23 @@ impl Connection {
         expiry: Option<expiry::Expiry>,
         relaxation: Option<&expiry::SharedRelaxation>,
     ) -> AnswerFuture<R> {
-        if let Err(error) = request.check(self.is_dedicated()) {
-            // Refused before anything was written: not sent again by any layer.
-            return AnswerFuture::done(Err(Failed::from(error)));
-        }
-        if let Some(raw) = request.immediate() {
-            return AnswerFuture::done(R::finish(raw));
+        if let Some(answer) = self.answer_unsent(&request) {
+            return answer;
         }
         let reserved = std::mem::take(&mut self.reserved);
         self.push_job(request, expiry, relaxation, reserved)
+    }
+
+    /// The answer to a request that is not sent: refused on this connection (not sent again
+    /// by any layer), or answered without the server (an empty pipeline).
+    #[inline]
+    fn answer_unsent<R: Request>(&self, request: &R) -> Option<AnswerFuture<R>> {
+        match request.check(self.is_dedicated()) {
+            Err(error) => Some(AnswerFuture::done(Err(Failed::from(error)))),
+            Ok(()) => request
+                .immediate()
+                .map(|raw| AnswerFuture::done(R::finish(raw))),
+        }
     }
 
     /// Takes a queue slot for one [`Connection::call_on_slot`], if one is free: what
@@ -411,13 +419,7 @@ impl Connection {
         expiry: Option<expiry::Expiry>,
         relaxation: Option<&expiry::SharedRelaxation>,
     ) -> AnswerFuture<R> {
-        let unsent = match request.check(self.is_dedicated()) {
-            Err(error) => Some(AnswerFuture::done(Err(Failed::from(error)))),
-            Ok(()) => request
-                .immediate()
-                .map(|raw| AnswerFuture::done(R::finish(raw))),
-        };
-        if let Some(answer) = unsent {
+        if let Some(answer) = self.answer_unsent(&request) {
             self.give_back_slot();
             return answer;
         }
