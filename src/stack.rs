@@ -81,13 +81,13 @@ use crate::circuit_breaker::{
     self, Admitted, CircuitBreaker, CircuitBreakerConfig, CircuitHandle, Gate,
 };
 use crate::command::{Command, ToArg};
-use crate::connection::expiry::SharedRelaxation;
+use crate::connection::expiry::{Expiry, SharedRelaxation};
 use crate::connection::{ConnectOptions, Connector, Liveness};
 use crate::dedicated::Dedicated;
 use crate::demux::NotificationDemux;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::handoff::{Attempt, HandoffConfig, HandoffRetry, Reservation};
+use crate::handoff::{self, Attempt, HandoffConfig, HandoffRetry, Reservation};
 use crate::maintenance::{EndpointStatus, Maintenance, MaintenanceConfig};
 use crate::metrics::{CommandSpan, Metrics, MetricsHook, Pending};
 use crate::relaxed_timeout::{self, Deadline, RelaxedTimeout, Waiting};
@@ -381,38 +381,18 @@ impl<R: Request> Service<R> for Stack {
 
     #[inline]
     fn call(&mut self, request: R) -> ResponseFuture<R> {
-        let parts = &self.parts;
-        let (pending, span) = parts.metrics.begin(&request);
-        let kind = {
-            let _entered = span.enter();
-            match self.gate.admit(&parts.circuit) {
-                Ok(admitted) => {
-                    let deadline = parts.timeout.start(request.blocking());
-                    // Sent straight to a connection, the request's deadline is kept there.
-                    let attempt = self.reservation.call_expiring(
-                        parts.handoff.inner(),
-                        request,
-                        deadline.expiry(),
-                        Some(&parts.relaxation),
-                    );
-                    Kind::Called {
-                        attempt,
-                        admitted: Some(admitted),
-                        deadline,
-                    }
-                }
-                Err(error) => Kind::Rejected {
-                    error: Some(Box::new(error)),
-                },
-            }
-        };
+        let gate = &mut self.gate;
+        let reservation = &mut self.reservation;
         ResponseFuture {
-            flight: Flight {
-                kind,
-                pending: Some(pending),
-                span,
-                parts: parts.clone(),
-            },
+            flight: Flight::start(
+                self.parts.clone(),
+                request,
+                |circuit| gate.admit(circuit),
+                // Sent straight to a connection, the request's deadline is kept there.
+                |inner, request, expiry, relaxation| {
+                    reservation.call_expiring(inner, request, expiry, relaxation)
+                },
+            ),
         }
     }
 }
@@ -459,23 +439,12 @@ impl Stack {
         let Some(slot) = self.reservation.slot_for(inner, &request) else {
             return Err(request);
         };
-        let (pending, span) = parts.metrics.begin(&request);
-        let kind = {
-            let _entered = span.enter();
-            let deadline = parts.timeout.start(request.blocking());
-            let attempt = slot.send(request, deadline.expiry(), Some(&parts.relaxation));
-            Kind::Called {
-                attempt,
-                admitted: Some(admitted),
-                deadline,
-            }
-        };
-        Ok(Flight {
-            kind,
-            pending: Some(pending),
-            span,
+        Ok(Flight::start(
             parts,
-        })
+            request,
+            |_| Ok(admitted),
+            |_, request, expiry, relaxation| slot.send(request, expiry, relaxation),
+        ))
     }
 }
 
@@ -513,6 +482,56 @@ enum Kind<R: Request> {
     },
     /// Not let through by the circuit (boxed: an error is larger than the rest of the future).
     Rejected { error: Option<Box<Error>> },
+}
+
+impl<R: Request, P: Deref<Target = Parts>> Flight<R, P> {
+    /// Both ways down ([`Stack`]'s `call` and [`Stack::send`]): counts the request in the
+    /// metrics, lets it through the circuit with `admit` (a refusal is answered by the
+    /// future), starts its deadline and sends it with `send` (given the handoff layer's
+    /// shared state), which hands the deadline to the connection where the request goes
+    /// straight to one.
+    #[inline(always)]
+    fn start(
+        parts: P,
+        request: R,
+        admit: impl FnOnce(&Arc<circuit_breaker::Shared>) -> Result<Admitted, Error>,
+        send: impl FnOnce(
+            &Arc<handoff::Inner>,
+            R,
+            Option<Expiry>,
+            Option<&SharedRelaxation>,
+        ) -> Attempt<R>,
+    ) -> Self {
+        let (pending, span) = parts.metrics.begin(&request);
+        let kind = {
+            let _entered = span.enter();
+            match admit(&parts.circuit) {
+                Ok(admitted) => {
+                    let deadline = parts.timeout.start(request.blocking());
+                    let attempt = send(
+                        parts.handoff.inner(),
+                        request,
+                        deadline.expiry(),
+                        Some(&parts.relaxation),
+                    );
+                    Kind::Called {
+                        attempt,
+                        admitted: Some(admitted),
+                        deadline,
+                    }
+                }
+                Err(error) => Kind::Rejected {
+                    error: Some(Box::new(error)),
+                },
+            }
+        };
+        Flight {
+            kind,
+            pending: Some(pending),
+            span,
+            parts,
+        }
+    }
 }
 
 impl<R: Request> fmt::Debug for ResponseFuture<R> {
