@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::config::jitter;
+use super::hold::{Hold, HOLD_FOR};
 use super::{Inner, MakeConnection, Move};
 use crate::connection::Connection;
 use crate::connection::Subscriptions;
@@ -113,10 +114,12 @@ async fn reconnect<M: MakeConnection>(
             Ok(conn) => {
                 let Some(inner) = weak.upgrade() else { return };
                 match prepare(&inner, &conn).await {
-                    Ok(restored) => {
+                    Ok(prepared) => {
                         let first = inner.generation.load(Ordering::Acquire) == 0;
                         // Nothing to release: the old connection is gone.
-                        let switched = inner.install_subscribed(conn.clone(), &restored);
+                        let switched = inner.install_subscribed(conn.clone(), &prepared.restored);
+                        *inner.lock_holding() = Arc::downgrade(&prepared.hold);
+                        prepared.hold.open();
                         if let Some(old) = &switched.old {
                             inner.released(old);
                         }
@@ -189,8 +192,8 @@ async fn handoff<M: MakeConnection>(
     loop {
         tokio::select! {
             prepared = &mut attempt => {
-                    if let Some((conn, restored, started)) = prepared {
-                    switch(weak, conn, &restored, started);
+                    if let Some((conn, prepared, started)) = prepared {
+                    switch(weak, conn, prepared, started);
                 }
                 return;
             }
@@ -226,7 +229,7 @@ async fn connect_for_handoff<M: MakeConnection>(
     weak: &Weak<Inner>,
     connector: &M,
     trigger: Move,
-) -> Option<(Connection, Subscriptions, Instant)> {
+) -> Option<(Connection, Prepared, Instant)> {
     let Move {
         seq,
         time,
@@ -308,7 +311,7 @@ async fn connect_for_handoff<M: MakeConnection>(
             Ok(conn) => {
                 let inner = weak.upgrade()?;
                 match prepare(&inner, &conn).await {
-                    Ok(restored) => {
+                    Ok(prepared) => {
                         inner.report(
                             EventKind::HandoffConnected {
                                 to: target.clone(),
@@ -317,7 +320,7 @@ async fn connect_for_handoff<M: MakeConnection>(
                             },
                             Some(&conn),
                         );
-                        return Some((conn, restored, started));
+                        return Some((conn, prepared, started));
                     }
                     Err(e) => last = Some(e),
                 }
@@ -345,17 +348,28 @@ async fn connect_for_handoff<M: MakeConnection>(
     None
 }
 
-/// Makes the new connection ready to take over: push forwarding, then the subscriptions; returns
-/// the subscriptions it made (those made later are caught up at the switch).
-async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<Subscriptions, Error> {
+/// A connection made ready to take over, with what it was given.
+pub(super) struct Prepared {
+    /// The subscriptions made on it (those made later are caught up at the switch).
+    restored: Subscriptions,
+    /// Its Pub/Sub messages, held while the current connection may still deliver older ones.
+    hold: Arc<Hold>,
+}
+
+/// Makes the new connection ready to take over: push forwarding (its messages held while the
+/// current connection is alive, see `hold`), then the subscriptions.
+async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<Prepared, Error> {
     let weak = Arc::downgrade(inner);
     let id = conn.id();
+    let before = inner.lock_holding().upgrade().filter(|h| h.is_closed());
+    let hold = Hold::new(&inner.pushes, inner.usable().is_some(), before);
+    let held = hold.clone();
     conn.forward_pushes(
         &inner.pushes,
         Some(Arc::new(move |frame| {
             weak.upgrade().is_some_and(|inner| {
                 inner.heard(frame, id);
-                inner.wants(frame)
+                inner.wants(frame) && !held.keep(frame)
             })
         })),
     );
@@ -389,18 +403,20 @@ async fn prepare(inner: &Arc<Inner>, conn: &Connection) -> Result<Subscriptions,
             Err(e) => return Err(e),
         }
     }
-    Ok(restored)
+    Ok(Prepared { restored, hold })
 }
 
 /// New commands go to `conn` from now on; the old connection drains and closes.
-fn switch(weak: &Weak<Inner>, conn: Connection, restored: &Subscriptions, started: Instant) {
+fn switch(weak: &Weak<Inner>, conn: Connection, prepared: Prepared, started: Instant) {
     let Some(inner) = weak.upgrade() else { return };
     let to = conn.endpoint().clone();
+    let Prepared { restored, hold } = prepared;
     let super::Switched {
         old,
         caught_up,
         release,
-    } = inner.install_subscribed(conn.clone(), restored);
+    } = inner.install_subscribed(conn.clone(), &restored);
+    *inner.lock_holding() = Arc::downgrade(&hold);
     inner.handoffs.fetch_add(1, Ordering::Relaxed);
     inner.maintenance.handoff_switched(&inner.configured);
     let from = old
@@ -414,6 +430,10 @@ fn switch(weak: &Weak<Inner>, conn: Connection, restored: &Subscriptions, starte
         },
         Some(&conn),
     );
+    if release.is_empty() {
+        // Nothing left on the old connection delivers the stack's channels.
+        hold.open();
+    }
     if let Some(old) = old {
         let weak = weak.clone();
         tokio::spawn(async move {
@@ -421,14 +441,25 @@ fn switch(weak: &Weak<Inner>, conn: Connection, restored: &Subscriptions, starte
             let owed = old.in_flight();
             // Subscribed on the new connection first (what callers subscribed during the
             // switch too: its answers are awaited), unsubscribed from the old one then: the old
-            // connection closes only after the messages it still carried have arrived.
-            super::caught_up(caught_up).await;
-            let released: Vec<_> = release.into_iter().map(|c| old.queue_now(c)).collect();
-            for answer in released {
-                if let Err(f) = answer.await {
-                    tracing::debug!(error = %f.error, "unsubscribing the old connection failed");
+            // connection closes only after the messages it still carried have arrived, and
+            // the new one's are held until then (see `hold`).
+            let release = async {
+                super::caught_up(caught_up).await;
+                let released: Vec<_> = release.into_iter().map(|c| old.queue_now(c)).collect();
+                for answer in released {
+                    if let Err(f) = answer.await {
+                        tracing::debug!(error = %f.error, "unsubscribing the old connection failed");
+                    }
                 }
+            };
+            tokio::pin!(release);
+            if tokio::time::timeout(HOLD_FOR, &mut release).await.is_err() {
+                tracing::warn!(endpoint = %old.endpoint(), waited = ?HOLD_FOR,
+                    "the old connection has not released its subscriptions yet: passing on the new one's messages now (their order across the handoff is no longer kept)");
+                hold.open();
+                release.await;
             }
+            hold.open();
             if let Some(inner) = weak.upgrade() {
                 inner.released(&old);
             }

@@ -29,7 +29,11 @@
 //! they may have run.
 //!
 //! Pub/Sub subscriptions are kept from the subscription commands the stack forwards, and made
-//! again on every new connection. A subscription the server ends on its own is dropped from
+//! again on every new connection. At a handoff the new connection subscribes before the old
+//! one unsubscribes, so nothing published in between is lost; its messages are held until the
+//! old connection has delivered its last ones, so each channel still arrives in publication
+//! order (what was published during that overlap comes twice; see `hold` for the bounds).
+//! A subscription the server ends on its own is dropped from
 //! that record too: Redis 7 sends an `sunsubscribe` push to every subscriber of a shard channel
 //! whose slot leaves the node, and making it again there would only be refused (`MOVED`). The
 //! push itself is passed on like any other.
@@ -60,6 +64,7 @@
 mod config;
 mod control;
 mod future;
+mod hold;
 mod layer;
 mod session;
 
@@ -169,6 +174,9 @@ pub(crate) struct Inner {
     // Connections switched away from whose release (their unsubscribes) is not answered yet:
     // they still deliver messages, so a caller's unsubscribe goes to them too.
     releasing: Mutex<Vec<Connection>>,
+    // The hold on the current connection's messages (see `hold`), while an older connection
+    // may still deliver before it.
+    holding: Mutex<std::sync::Weak<hold::Hold>>,
     // Told the name of a shard channel whose subscription the server ended on its own (a
     // cluster follows it to the slot's new owner).
     shard_channel_ended: Mutex<Option<ShardChannelEnded>>,
@@ -363,6 +371,12 @@ impl Inner {
     /// Whether `conn` is the current connection.
     fn is_current(&self, conn: &Connection) -> bool {
         self.current().is_some_and(|c| c.id() == conn.id())
+    }
+
+    fn lock_holding(&self) -> std::sync::MutexGuard<'_, std::sync::Weak<hold::Hold>> {
+        self.holding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
@@ -739,6 +753,7 @@ impl HandoffRetry {
             leaving: Mutex::new(Vec::new()),
             leave_seq: AtomicU64::new(0),
             releasing: Mutex::new(Vec::new()),
+            holding: Mutex::new(std::sync::Weak::new()),
             shard_channel_ended: Mutex::new(None),
             pushes: Arc::new(PushHub::new(
                 connector.configured_endpoint(),
