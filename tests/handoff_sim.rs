@@ -314,6 +314,103 @@ async fn a_subscriber_receives_every_message_published_across_the_move() {
     assert_eq!(s.redis.current_endpoint(), Some(s.sim.node(1).endpoint()));
 }
 
+/// Both connections deliver the channel while one replaces the other (make before break), and
+/// two I/O tasks read them: the new one's messages wait until the old one has delivered its
+/// last, so the subscriber sees the channel in publication order, the overlap's messages
+/// repeated after it, never an older one after a newer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_published_flat_out_arrives_in_order_across_six_moves_over_seven_nodes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut s = setup(7, config(EndpointType::InternalIp)).await;
+    let mut pushes = s.redis.pushes();
+    // Read all along, so that the subscriber's queue never falls behind.
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let got = got.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = pushes.recv().await {
+                if let Some(n) = message_number(&frame) {
+                    got.lock().unwrap().push(n);
+                }
+            }
+        })
+    };
+    s.redis
+        .clone()
+        .oneshot(cmd!("SUBSCRIBE", "ticks"))
+        .await
+        .unwrap();
+    // As fast as one connection publishes, one after the other, straight to the backend: the
+    // overlap of the two connections is full of messages.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let conn = redis_handoff::Connection::connect(&s._server.url())
+            .await
+            .unwrap();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                conn.send(cmd!("PUBLISH", "ticks", n)).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let grace = Duration::from_secs(1);
+    for hop in 0..6 {
+        let (moving, _) = moving_until(
+            &s.sim,
+            &mut s.events,
+            (hop, hop + 1),
+            grace,
+            handoff_drained,
+        )
+        .await;
+        moving.done().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let total = publisher.await.unwrap();
+    let all_in = || {
+        let got = got.lock().unwrap();
+        let seen: std::collections::BTreeSet<u64> = got.iter().copied().collect();
+        seen.len() as u64 >= total
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !all_in() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reader.abort();
+
+    let got = got.lock().unwrap().clone();
+    let (mut seen, mut highest) = (std::collections::BTreeSet::new(), None::<u64>);
+    let (mut repeated, mut out_of_order) = (0u64, Vec::new());
+    for &n in &got {
+        if !seen.insert(n) {
+            repeated += 1;
+        } else if highest.is_some_and(|h| n < h) {
+            out_of_order.push(n);
+        }
+        highest = highest.max(Some(n));
+    }
+    assert_eq!(
+        seen.len() as u64,
+        total,
+        "every message arrived ({repeated} repeated)"
+    );
+    assert!(
+        out_of_order.is_empty(),
+        "{} of {total} messages came after a newer one (first {:?}; {repeated} repeated)",
+        out_of_order.len(),
+        &out_of_order[..out_of_order.len().min(10)]
+    );
+    assert_eq!(s.redis.stats().handoffs, 6);
+    assert_eq!(s.redis.current_endpoint(), Some(s.sim.node(6).endpoint()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() {
     use redis_handoff::maintenance::AzureEvents;
