@@ -411,6 +411,103 @@ async fn a_channel_published_flat_out_arrives_in_order_across_six_moves_over_sev
     assert_eq!(s.redis.current_endpoint(), Some(s.sim.node(6).endpoint()));
 }
 
+/// An old connection that goes silent during the handoff never answers its unsubscribes: the
+/// new connection's messages are held only for a bounded time, then passed on, while the old
+/// one still waits for its end (the grace period's close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_held_for_an_old_connection_that_went_silent_are_passed_on_after_a_bound() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let config = MaintenanceConfig::builder()
+        .endpoint_type(EndpointType::InternalIp)
+        .handoff_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut s = setup(2, config).await;
+    let mut pushes = s.redis.pushes();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let got = got.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = pushes.recv().await {
+                if let Some(n) = message_number(&frame) {
+                    got.lock().unwrap().push(n);
+                }
+            }
+        })
+    };
+    s.redis
+        .clone()
+        .oneshot(cmd!("SUBSCRIBE", "ticks"))
+        .await
+        .unwrap();
+    let (stop, published) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let publisher = {
+        let conn = redis_handoff::Connection::connect(&s._server.url())
+            .await
+            .unwrap();
+        let (stop, published) = (stop.clone(), published.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                conn.send(cmd!("PUBLISH", "ticks", n)).await.unwrap();
+                n += 1;
+                published.store(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The new node answers slowly, so that the old connection goes dark before the switch.
+    s.sim.latency(1, Duration::from_millis(100)).unwrap();
+    let moving = s.sim.moving(0, 1, Duration::from_secs(8)).await.unwrap();
+    next_event(&mut s.events, |k| {
+        matches!(k, EventKind::HandoffStarted { .. })
+    })
+    .await;
+    assert_eq!(s.sim.blackhole_connections(0).unwrap(), 1);
+    next_event(&mut s.events, |k| {
+        matches!(k, EventKind::HandoffConnected { .. })
+    })
+    .await;
+    // Published once the new connection was subscribed: owed, whatever the old one does.
+    let from = published.load(Ordering::Relaxed);
+    next_event(&mut s.events, handoff_switched).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+    let to = published.load(Ordering::Relaxed);
+    assert!(to > from + 10, "published {from}..{to}");
+
+    // Well within the old connection's grace period of 8 s, the hold's bound (1 s) is past.
+    let owed = || {
+        let got = got.lock().unwrap();
+        (from..to).filter(|n| !got.contains(n)).count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while owed() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(owed(), 0, "messages published after the switch never came");
+    while let Some(event) = s.events.try_recv() {
+        assert!(
+            !handoff_drained(&event.kind),
+            "the old connection was to be still waiting for its end: {event:?}"
+        );
+    }
+    let got = got.lock().unwrap().clone();
+    let owed_order: Vec<u64> = got.iter().copied().filter(|n| *n >= from).collect();
+    assert!(
+        owed_order.windows(2).all(|w| w[0] < w[1]),
+        "the new connection's messages in order: {owed_order:?}"
+    );
+    reader.abort();
+    moving.done().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() {
     use redis_handoff::maintenance::AzureEvents;
