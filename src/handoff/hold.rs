@@ -31,6 +31,7 @@
 //! A connection prepared but never switched to (a newer `MOVING` superseded it) drops its
 //! hold with it: what it held was also delivered by the connection that stayed current.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub(super) const HOLD_AT_MOST: usize = 10_000;
 pub(super) struct Hold {
     // The stack's hub, where the held messages go.
     to: Weak<PushHub>,
+    // Cleared once the hold has opened (after what it held was passed on), so that the
+    // connection's messages from then on pass without taking the lock.
+    closed: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -76,6 +80,7 @@ impl Hold {
         };
         Arc::new(Hold {
             to: Arc::downgrade(to),
+            closed: AtomicBool::new(closed),
             state: Mutex::new(state),
         })
     }
@@ -89,7 +94,7 @@ impl Hold {
     /// hold is closed and it is a Pub/Sub message; whether it did. A frame not kept is passed
     /// on by the caller, after everything the hold kept before it.
     pub(super) fn keep(&self, frame: &BytesFrame) -> bool {
-        if !is_message(frame) {
+        if !self.closed.load(Ordering::Acquire) || !is_message(frame) {
             return false;
         }
         let mut state = self.lock();
@@ -123,10 +128,13 @@ impl Hold {
         if let Some(before) = before {
             before.open();
         }
-        let Some(to) = self.to.upgrade() else { return };
-        for frame in frames {
-            to.publish(frame);
+        if let Some(to) = self.to.upgrade() {
+            for frame in frames {
+                to.publish(frame);
+            }
         }
+        // Only now: a frame that passes without the lock comes after the held ones.
+        self.closed.store(false, Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
