@@ -314,50 +314,110 @@ async fn a_subscriber_receives_every_message_published_across_the_move() {
     assert_eq!(s.redis.current_endpoint(), Some(s.sim.node(1).endpoint()));
 }
 
+/// The numbers of the `message` pushes a subscriber got, read all along in a task of their
+/// own so that its queue never falls behind.
+struct Collected {
+    got: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collected {
+    fn start(mut pushes: redis_handoff::connection::Pushes) -> Collected {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = {
+            let got = got.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = pushes.recv().await {
+                    if let Some(n) = message_number(&frame) {
+                        got.lock().unwrap().push(n);
+                    }
+                }
+            })
+        };
+        Collected { got, task }
+    }
+
+    /// Waits (at most `wait`) until every number in `owed` came; what came, in order.
+    async fn wait_for(self, owed: std::ops::Range<u64>, wait: Duration) -> Vec<u64> {
+        let missing = || {
+            let got = self.got.lock().unwrap();
+            let seen: std::collections::BTreeSet<u64> = got.iter().copied().collect();
+            owed.clone().filter(|n| !seen.contains(n)).count()
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        while missing() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.task.abort();
+        let got = self.got.lock().unwrap().clone();
+        got
+    }
+}
+
+/// Publishes `0, 1, 2, ...` to `channel` straight to the backend at `url`, one after the
+/// other, pausing `pause` after each (none: as fast as one connection goes).
+struct Ticks {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    published: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ticks {
+    async fn start(url: &str, channel: &'static str, pause: Option<Duration>) -> Ticks {
+        use std::sync::atomic::Ordering;
+        let conn = redis_handoff::Connection::connect(url).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let published = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = {
+            let (stop, published) = (stop.clone(), published.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    conn.send(cmd!("PUBLISH", channel, n)).await.unwrap();
+                    n += 1;
+                    published.store(n, Ordering::Relaxed);
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            })
+        };
+        Ticks {
+            stop,
+            published,
+            task,
+        }
+    }
+
+    /// How many were published so far.
+    fn published(&self) -> u64 {
+        self.published.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops; how many were published in all.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let published = self.published.clone();
+        self.task.await.unwrap();
+        published.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Both connections deliver the channel while one replaces the other (make before break), and
 /// two I/O tasks read them: the new one's messages wait until the old one has delivered its
 /// last, so the subscriber sees the channel in publication order, the overlap's messages
 /// repeated after it, never an older one after a newer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_published_flat_out_arrives_in_order_across_six_moves_over_seven_nodes() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     let mut s = setup(7, config(EndpointType::InternalIp)).await;
-    let mut pushes = s.redis.pushes();
-    // Read all along, so that the subscriber's queue never falls behind.
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let got = got.clone();
-        tokio::spawn(async move {
-            while let Some(frame) = pushes.recv().await {
-                if let Some(n) = message_number(&frame) {
-                    got.lock().unwrap().push(n);
-                }
-            }
-        })
-    };
+    let collected = Collected::start(s.redis.pushes());
     s.redis
         .clone()
         .oneshot(cmd!("SUBSCRIBE", "ticks"))
         .await
         .unwrap();
-    // As fast as one connection publishes, one after the other, straight to the backend: the
-    // overlap of the two connections is full of messages.
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let conn = redis_handoff::Connection::connect(&s._server.url())
-            .await
-            .unwrap();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                conn.send(cmd!("PUBLISH", "ticks", n)).await.unwrap();
-                n += 1;
-            }
-            n
-        })
-    };
+    // The overlap of the two connections is full of messages.
+    let ticks = Ticks::start(&s._server.url(), "ticks", None).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let grace = Duration::from_secs(1);
     for hop in 0..6 {
@@ -372,20 +432,9 @@ async fn a_channel_published_flat_out_arrives_in_order_across_six_moves_over_sev
         moving.done().await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    stop.store(true, Ordering::Relaxed);
-    let total = publisher.await.unwrap();
-    let all_in = || {
-        let got = got.lock().unwrap();
-        let seen: std::collections::BTreeSet<u64> = got.iter().copied().collect();
-        seen.len() as u64 >= total
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !all_in() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    reader.abort();
+    let total = ticks.stop().await;
+    let got = collected.wait_for(0..total, Duration::from_secs(10)).await;
 
-    let got = got.lock().unwrap().clone();
     let (mut seen, mut highest) = (std::collections::BTreeSet::new(), None::<u64>);
     let (mut repeated, mut out_of_order) = (0u64, Vec::new());
     for &n in &got {
@@ -416,50 +465,19 @@ async fn a_channel_published_flat_out_arrives_in_order_across_six_moves_over_sev
 /// one still waits for its end (the grace period's close).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_held_for_an_old_connection_that_went_silent_are_passed_on_after_a_bound() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
     let config = MaintenanceConfig::builder()
         .endpoint_type(EndpointType::InternalIp)
         .handoff_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let mut s = setup(2, config).await;
-    let mut pushes = s.redis.pushes();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let got = got.clone();
-        tokio::spawn(async move {
-            while let Some(frame) = pushes.recv().await {
-                if let Some(n) = message_number(&frame) {
-                    got.lock().unwrap().push(n);
-                }
-            }
-        })
-    };
+    let collected = Collected::start(s.redis.pushes());
     s.redis
         .clone()
         .oneshot(cmd!("SUBSCRIBE", "ticks"))
         .await
         .unwrap();
-    let (stop, published) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let publisher = {
-        let conn = redis_handoff::Connection::connect(&s._server.url())
-            .await
-            .unwrap();
-        let (stop, published) = (stop.clone(), published.clone());
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                conn.send(cmd!("PUBLISH", "ticks", n)).await.unwrap();
-                n += 1;
-                published.store(n, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
+    let ticks = Ticks::start(&s._server.url(), "ticks", Some(Duration::from_millis(1))).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The new node answers slowly, so that the old connection goes dark before the switch.
     s.sim.latency(1, Duration::from_millis(100)).unwrap();
@@ -474,37 +492,27 @@ async fn messages_held_for_an_old_connection_that_went_silent_are_passed_on_afte
     })
     .await;
     // Published once the new connection was subscribed: owed, whatever the old one does.
-    let from = published.load(Ordering::Relaxed);
+    let from = ticks.published();
     next_event(&mut s.events, handoff_switched).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    publisher.await.unwrap();
-    let to = published.load(Ordering::Relaxed);
+    let to = ticks.stop().await;
     assert!(to > from + 10, "published {from}..{to}");
 
     // Well within the old connection's grace period of 8 s, the hold's bound (1 s) is past.
-    let owed = || {
-        let got = got.lock().unwrap();
-        (from..to).filter(|n| !got.contains(n)).count()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while owed() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(owed(), 0, "messages published after the switch never came");
+    let got = collected.wait_for(from..to, Duration::from_secs(5)).await;
+    let missing = (from..to).filter(|n| !got.contains(n)).count();
+    assert_eq!(missing, 0, "messages published after the switch never came");
     while let Some(event) = s.events.try_recv() {
         assert!(
             !handoff_drained(&event.kind),
             "the old connection was to be still waiting for its end: {event:?}"
         );
     }
-    let got = got.lock().unwrap().clone();
     let owed_order: Vec<u64> = got.iter().copied().filter(|n| *n >= from).collect();
     assert!(
         owed_order.windows(2).all(|w| w[0] < w[1]),
         "the new connection's messages in order: {owed_order:?}"
     );
-    reader.abort();
     moving.done().await;
 }
 
