@@ -75,6 +75,11 @@ impl PushHub {
         }
     }
 
+    /// How many pushes a subscriber's queue holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub(crate) fn subscribe(&self) -> Pushes {
         self.subscribe_with(false)
     }

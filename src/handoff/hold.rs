@@ -23,8 +23,10 @@
 //! - **Time**: the hold opens at the latest [`HOLD_FOR`] after the switch, answered or not
 //!   (an old connection that stopped answering is closed by its own liveness checks, which can
 //!   take longer). Past that, the order is no longer promised, and a warning says so.
-//! - **Size**: at most [`HOLD_AT_MOST`] messages are held; one more opens the hold (with a
-//!   warning), so a flood during a slow release costs bounded memory and loses nothing.
+//! - **Size**: at most half a subscriber's queue of messages is held ([`HOLD_AT_MOST`] at
+//!   most), so that passing them on at once fits the queue of a subscriber that keeps up; one
+//!   more opens the hold (with a warning), so a flood during a slow release costs bounded
+//!   memory and loses nothing.
 //! - **Chains**: a hold made while the previous one is still closed (two handoffs in quick
 //!   succession) opens that one first, so the older connection's messages still come first.
 //!
@@ -42,7 +44,8 @@ use crate::connection::PushHub;
 /// How long after the switch the new connection's messages are held at most.
 pub(super) const HOLD_FOR: Duration = Duration::from_secs(1);
 
-/// How many of the new connection's messages are held at most.
+/// How many of the new connection's messages are held at most (and never more than half a
+/// subscriber's queue).
 pub(super) const HOLD_AT_MOST: usize = 10_000;
 
 /// The Pub/Sub messages of a new connection, held until the connection it replaces has
@@ -50,6 +53,7 @@ pub(super) const HOLD_AT_MOST: usize = 10_000;
 pub(super) struct Hold {
     // The stack's hub, where the held messages go.
     to: Weak<PushHub>,
+    limit: usize,
     // Cleared once the hold has opened (after what it held was passed on), so that the
     // connection's messages from then on pass without taking the lock.
     closed: AtomicBool,
@@ -80,6 +84,7 @@ impl Hold {
         };
         Arc::new(Hold {
             to: Arc::downgrade(to),
+            limit: (to.capacity() / 2).clamp(1, HOLD_AT_MOST),
             closed: AtomicBool::new(closed),
             state: Mutex::new(state),
         })
@@ -101,7 +106,7 @@ impl Hold {
         let State::Holding { frames, .. } = &mut *state else {
             return false;
         };
-        if frames.len() >= HOLD_AT_MOST {
+        if frames.len() >= self.limit {
             tracing::warn!(
                 held = frames.len(),
                 "the old connection is slow to release its subscriptions: passing on the new one's messages now (their order across the handoff is no longer kept)"
@@ -234,17 +239,16 @@ mod tests {
 
     #[test]
     fn a_full_hold_opens_and_loses_nothing() {
-        let hub = Arc::new(PushHub::new(
-            crate::endpoint::Endpoint::new("127.0.0.1", 6379),
-            HOLD_AT_MOST + 10,
-        ));
+        let hub = hub();
         let mut pushes = hub.subscribe();
         let hold = Hold::new(&hub, true, None);
-        for n in 0..HOLD_AT_MOST {
+        // Half the subscriber's queue of 64: all of it fits when passed on at once.
+        for n in 0..32 {
             assert!(hold.keep(&push(&["message", "ch", &n.to_string()])));
         }
         assert!(!hold.keep(&push(&["message", "ch", "last"])));
         assert!(!hold.is_closed());
-        assert_eq!(drain(&mut pushes).len(), HOLD_AT_MOST);
+        assert_eq!(drain(&mut pushes).len(), 32);
+        assert_eq!(pushes.missed(), 0);
     }
 }
