@@ -118,6 +118,8 @@ async fn reconnect<M: MakeConnection>(
                         let first = inner.generation.load(Ordering::Acquire) == 0;
                         // Nothing to release: the old connection is gone.
                         let switched = inner.install_subscribed(conn.clone(), &prepared.restored);
+                        // Open from the start (nothing live came before it); kept as the
+                        // current connection's hold for the next handoff.
                         *inner.lock_holding() = Arc::downgrade(&prepared.hold);
                         prepared.hold.open();
                         if let Some(old) = &switched.old {

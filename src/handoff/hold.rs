@@ -27,8 +27,13 @@
 //!   most), so that passing them on at once fits the queue of a subscriber that keeps up; one
 //!   more opens the hold (with a warning), so a flood during a slow release costs bounded
 //!   memory and loses nothing.
-//! - **Chains**: a hold made while the previous one is still closed (two handoffs in quick
-//!   succession) opens that one first, so the older connection's messages still come first.
+//! - **Chains**: a hold made while the previous one is still closed (two handoffs within the
+//!   bound) opens that one first when it opens, so what the previous one held comes before
+//!   what it held. If the connection two handoffs back has not released yet by then, its last
+//!   messages can still come after: order is kept across one overlap at a time.
+//! - **Reconnects**: a connection made after an unannounced loss holds nothing (there is no
+//!   live connection before it); if the lost one's own hold was still closed, its messages
+//!   come when that hold opens, possibly after newer ones of the reconnected connection.
 //!
 //! A connection prepared but never switched to (a newer `MOVING` superseded it) drops its
 //! hold with it: what it held was also delivered by the connection that stayed current.
@@ -71,8 +76,8 @@ enum State {
 
 impl Hold {
     /// A hold for a connection whose messages go to `to`: closed when `closed` (an older
-    /// connection still delivers the stack's channels), open otherwise. `before` is the
-    /// replaced connection's hold, opened first.
+    /// connection still delivers the stack's channels), open otherwise. `before`, for a
+    /// closed hold, is the replaced connection's hold if still closed: opened first.
     pub(super) fn new(to: &Arc<PushHub>, closed: bool, before: Option<Arc<Hold>>) -> Arc<Self> {
         let state = if closed {
             State::Holding {
