@@ -27,12 +27,14 @@ pub struct RedisServer {
     args: Vec<String>,
 }
 
+/// Every port handed out in this test process (cluster bus ports too).
+static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
 /// A port nobody listens on right now, and never handed out before in this test process.
 ///
 /// The kernel may hand the same ephemeral port to two tests that ask one right after the
 /// other; two servers started on it would leave one test talking to the other's server.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -46,6 +48,22 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A port for a cluster node: free as [`free_port`]'s, and so is its cluster bus port, 10000
+/// above it, which the node binds too (a node whose bus port is taken does not start).
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&bus) && TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            given.push(bus);
+            return port;
+        }
+    }
+}
+
 impl RedisServer {
     /// A plain server with no persistence.
     pub fn start() -> Self {
@@ -53,28 +71,54 @@ impl RedisServer {
     }
 
     /// A server with extra `--flag value` arguments.
+    /// A port another process takes between our check and the server's bind makes the server
+    /// exit at once: it is started again on fresh ports, a few times.
     pub fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
+        let cluster = extra.contains(&"--cluster-enabled");
         let dir = tempfile::tempdir().expect("tempdir");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut server = RedisServer {
             child: None,
-            port,
+            port: 0,
             dir,
             args,
         };
-        server.spawn_and_wait(true);
-        server
+        for _ in 0..5 {
+            server.port = if cluster {
+                free_cluster_port()
+            } else {
+                free_port()
+            };
+            server.spawn();
+            if server.wait_listening() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on five fresh ports in a row");
     }
 
-    fn spawn_and_wait(&mut self, tcp_port: bool) {
+    /// Waits (at most 10 s) until the server listens; false if it exited first.
+    fn wait_listening(&mut self) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    self.child = None;
+                    return false;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("nothing listens on port {} after 10 s", self.port);
+    }
+
+    fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
-            .arg(if tcp_port {
-                self.port.to_string()
-            } else {
-                "0".into()
-            })
+            .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -82,9 +126,6 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         self.child = Some(cmd.spawn().expect("redis-server on the PATH"));
-        if tcp_port {
-            wait_for_port(self.port);
-        }
     }
 
     /// The server's address as `host:port`.
@@ -108,7 +149,8 @@ impl RedisServer {
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn_and_wait(true);
+        self.spawn();
+        wait_for_port(self.port);
     }
 
     /// The directory the server runs in (for certificates and the like).
