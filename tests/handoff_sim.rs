@@ -322,6 +322,17 @@ struct Collected {
 }
 
 impl Collected {
+    /// Collects what `redis` gets once subscribed to `channel`.
+    async fn subscribe(redis: &HandoffRetry, channel: &str) -> Collected {
+        let collected = Collected::start(redis.pushes());
+        redis
+            .clone()
+            .oneshot(cmd!("SUBSCRIBE", channel))
+            .await
+            .unwrap();
+        collected
+    }
+
     fn start(mut pushes: redis_handoff::connection::Pushes) -> Collected {
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let task = {
@@ -410,12 +421,7 @@ impl Ticks {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_published_flat_out_arrives_in_order_across_six_moves_over_seven_nodes() {
     let mut s = setup(7, config(EndpointType::InternalIp)).await;
-    let collected = Collected::start(s.redis.pushes());
-    s.redis
-        .clone()
-        .oneshot(cmd!("SUBSCRIBE", "ticks"))
-        .await
-        .unwrap();
+    let collected = Collected::subscribe(&s.redis, "ticks").await;
     // The overlap of the two connections is full of messages.
     let ticks = Ticks::start(&s._server.url(), "ticks", None).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -471,12 +477,7 @@ async fn messages_held_for_an_old_connection_that_went_silent_are_passed_on_afte
         .build()
         .unwrap();
     let mut s = setup(2, config).await;
-    let collected = Collected::start(s.redis.pushes());
-    s.redis
-        .clone()
-        .oneshot(cmd!("SUBSCRIBE", "ticks"))
-        .await
-        .unwrap();
+    let collected = Collected::subscribe(&s.redis, "ticks").await;
     let ticks = Ticks::start(&s._server.url(), "ticks", Some(Duration::from_millis(1))).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The new node answers slowly, so that the old connection goes dark before the switch.
