@@ -97,14 +97,14 @@ impl Hold {
 
     /// Whether the hold is still closed.
     pub(super) fn is_closed(&self) -> bool {
-        matches!(*self.lock(), State::Holding { .. })
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Keeps `frame` (on its connection's I/O task, for a push bound for the stack) when the
     /// hold is closed and it is a Pub/Sub message; whether it did. A frame not kept is passed
     /// on by the caller, after everything the hold kept before it.
     pub(super) fn keep(&self, frame: &BytesFrame) -> bool {
-        if !self.closed.load(Ordering::Acquire) || !is_message(frame) {
+        if !self.is_closed() || !super::is_message(frame) {
             return false;
         }
         let mut state = self.lock();
@@ -150,18 +150,6 @@ impl Hold {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Whether `frame` is a Pub/Sub message (not one on the Azure events channel, which is
-/// maintenance).
-fn is_message(frame: &BytesFrame) -> bool {
-    let Some((kind, _)) = crate::frame::push_head(frame) else {
-        return false;
-    };
-    (kind.eq_ignore_ascii_case(b"message")
-        || kind.eq_ignore_ascii_case(b"pmessage")
-        || kind.eq_ignore_ascii_case(b"smessage"))
-        && !crate::maintenance::is_maintenance_frame(frame)
 }
 
 #[cfg(test)]

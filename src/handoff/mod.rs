@@ -146,6 +146,36 @@ pub(super) async fn caught_up(answers: Vec<AnswerFuture<Command>>) {
 /// What a stack tells when the server ends one of its shard channel subscriptions.
 pub(crate) type ShardChannelEnded = Arc<dyn Fn(&bytes::Bytes) + Send + Sync>;
 
+/// A Pub/Sub message's family (as the family's subscribe kind) and the channel, pattern or
+/// shard channel it came through; `None` for every other frame.
+fn message_of(
+    frame: &redis_protocol::resp3::types::BytesFrame,
+) -> Option<(crate::command::SubscriptionKind, &bytes::Bytes)> {
+    use crate::command::SubscriptionKind;
+    let (kind, name) = crate::frame::push_head(frame)?;
+    let family = if kind.eq_ignore_ascii_case(b"message") {
+        SubscriptionKind::Subscribe
+    } else if kind.eq_ignore_ascii_case(b"pmessage") {
+        SubscriptionKind::PSubscribe
+    } else if kind.eq_ignore_ascii_case(b"smessage") {
+        SubscriptionKind::SSubscribe
+    } else {
+        return None;
+    };
+    Some((family, name))
+}
+
+/// Whether a message of `family` through `name` is on the Azure events channel (maintenance).
+fn is_azure_event(family: crate::command::SubscriptionKind, name: &bytes::Bytes) -> bool {
+    family == crate::command::SubscriptionKind::Subscribe
+        && name.as_ref() == crate::maintenance::AZURE_CHANNEL.as_bytes()
+}
+
+/// Whether `frame` is a Pub/Sub message (not one on the Azure events channel).
+fn is_message(frame: &redis_protocol::resp3::types::BytesFrame) -> bool {
+    message_of(frame).is_some_and(|(family, name)| !is_azure_event(family, name))
+}
+
 /// The subscribe kind of `kind`'s family.
 fn family(kind: crate::command::SubscriptionKind) -> crate::command::SubscriptionKind {
     use crate::command::SubscriptionKind as K;
@@ -247,22 +277,10 @@ impl Inner {
     /// one being released delivers one after the caller's `UNSUBSCRIBE` was answered. The connections' own `AzureRedisEvents`
     /// messages and every other push pass.
     fn wants(&self, frame: &redis_protocol::resp3::types::BytesFrame) -> bool {
-        use crate::command::SubscriptionKind;
-        let Some((kind, name)) = crate::frame::push_head(frame) else {
+        let Some((family, name)) = message_of(frame) else {
             return true;
         };
-        let family = if kind.eq_ignore_ascii_case(b"message") {
-            SubscriptionKind::Subscribe
-        } else if kind.eq_ignore_ascii_case(b"pmessage") {
-            SubscriptionKind::PSubscribe
-        } else if kind.eq_ignore_ascii_case(b"smessage") {
-            SubscriptionKind::SSubscribe
-        } else {
-            return true;
-        };
-        if family == SubscriptionKind::Subscribe
-            && name.as_ref() == crate::maintenance::AZURE_CHANNEL.as_bytes()
-        {
+        if is_azure_event(family, name) {
             return true;
         }
         if self.lock_subscriptions().contains(family, name) {

@@ -71,6 +71,7 @@ impl RedisServer {
     }
 
     /// A server with extra `--flag value` arguments.
+    ///
     /// A port another process takes between our check and the server's bind makes the server
     /// exit at once: it is started again on fresh ports, a few times.
     pub fn start_with(extra: &[&str]) -> Self {
@@ -150,7 +151,11 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
-        wait_for_port(self.port);
+        assert!(
+            self.wait_listening(),
+            "redis-server exited when restarted on port {}",
+            self.port
+        );
     }
 
     /// The directory the server runs in (for certificates and the like).
