@@ -326,6 +326,7 @@ async fn ask_during_a_migration_reaches_the_key_on_the_target_without_changing_t
         dst.ok(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
         src.ok(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
     });
+    let waits = redis.stats().waits;
     let both = redis
         .clone()
         .oneshot(cmd!("MGET", moved_key, staying_key))
@@ -333,6 +334,8 @@ async fn ask_during_a_migration_reaches_the_key_on_the_target_without_changing_t
         .unwrap();
     let values: Vec<String> = both.convert().unwrap();
     assert_eq!(values, ["there!?", "here"]);
+    // Waited out by the cluster, which knows the slots, not by the node's own layers.
+    assert!(redis.stats().waits > waits, "{:?}", redis.stats());
     finish.join().unwrap();
 }
 

@@ -586,6 +586,82 @@ async fn a_command_refused_while_the_server_loads_is_sent_again_and_runs_once() 
     assert_eq!(again.as_i64(), Some(2));
 }
 
+#[tokio::test]
+async fn a_refusal_that_outlasts_its_tries_goes_to_the_caller_as_not_run() {
+    let (_server, sim) = redis_and_sim(1).await;
+    let http = sim.serve_http("127.0.0.1:0").await.unwrap();
+    let redis = common::client::handoff_to_url(
+        &sim.node(0).url(),
+        &Maintenance::default(),
+        HandoffConfig::default(),
+    )
+    .await;
+    // Nine refusals: the first try and eight more, about 1.9 s of waits.
+    let loading = "-LOADING Redis is loading the dataset in memory\r\n";
+    let responses = vec![format!("\"{loading}\""); 9].join(",");
+    let body =
+        format!(r#"{{"responses":[{responses}],"encoding":"raw"}}"#).replace("\r\n", "\\r\\n");
+    let (status, text) = common::http(http.addr(), "POST", "/scenarios", body.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+
+    let error = redis
+        .clone()
+        .oneshot(cmd!("INCR", "loading:long"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, redis_handoff::Error::Server(e) if e.code() == "LOADING"),
+        "{error:?}"
+    );
+    assert!(error.certainly_not_executed(), "{error:?}");
+    assert_eq!(redis.stats().retried, 8);
+    let reply = redis
+        .clone()
+        .oneshot(cmd!("INCR", "loading:long"))
+        .await
+        .unwrap();
+    assert_eq!(reply.as_i64(), Some(1), "the refused one never ran");
+}
+
+#[tokio::test]
+async fn a_slot_refusal_goes_to_the_caller_at_once_as_not_run() {
+    let (_server, sim) = redis_and_sim(1).await;
+    let http = sim.serve_http("127.0.0.1:0").await.unwrap();
+    let redis = common::client::handoff_to_url(
+        &sim.node(0).url(),
+        &Maintenance::default(),
+        HandoffConfig::default(),
+    )
+    .await;
+    // The next frame is answered as a cluster node answers a multi-key command whose keys a
+    // migration has split.
+    let tryagain = "-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
+    let body =
+        format!(r#"{{"responses":["{tryagain}"],"encoding":"raw"}}"#).replace("\r\n", "\\r\\n");
+    let (status, text) = common::http(http.addr(), "POST", "/scenarios", body.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+
+    let error = redis
+        .clone()
+        .oneshot(cmd!("INCR", "tryagain:n"))
+        .await
+        .unwrap_err();
+    // Not waited out here (that is the cluster's, with the slot map): the refusal itself, which
+    // says the command did not run, rather than a timeout that says it may have.
+    assert!(
+        matches!(&error, redis_handoff::Error::Server(e) if e.code() == "TRYAGAIN"),
+        "{error:?}"
+    );
+    assert!(error.certainly_not_executed(), "{error:?}");
+    assert_eq!(redis.stats().retried, 0);
+    let reply = redis
+        .clone()
+        .oneshot(cmd!("INCR", "tryagain:n"))
+        .await
+        .unwrap();
+    assert_eq!(reply.as_i64(), Some(1), "the refused one never ran");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_made_and_dropped_during_a_handoff_are_all_in_place_after_it() {
     let mut s = setup(2, config(EndpointType::InternalIp)).await;

@@ -167,9 +167,9 @@ async fn resend<R: Request>(
         match conn.send_recoverable(request).await {
             Ok(reply) => return Ok(reply),
             Err(Failed {
-                error: Error::Server(e),
+                error,
                 command: Some(returned),
-            }) if e.is_transient_refusal() && refusals < MAX_REFUSALS => {
+            }) if refusal(&error) && refusals < MAX_REFUSALS => {
                 // The server is up but not ready (a restart reading its data back): the
                 // caller's timeout bounds how long this goes on.
                 refusals += 1;
@@ -179,7 +179,11 @@ async fn resend<R: Request>(
             Err(Failed {
                 error,
                 command: Some(returned),
-            }) if resends < MAX_RESENDS && inner.should_retry(&error, &returned) => {
+            }) if !refusal(&error)
+                && resends < MAX_RESENDS
+                && inner.should_retry(&error, &returned) =>
+            {
+                // A lost connection (a refusal past its tries goes to the caller).
                 resends += 1;
                 refusals = 0;
                 inner.retried.fetch_add(1, Ordering::Relaxed);
@@ -271,12 +275,22 @@ impl Drop for Left {
     }
 }
 
-/// Whether the server refused the command for now (`LOADING`): it did not run.
+/// Whether the server refused the command for now for a reason of its own (`LOADING`,
+/// `MASTERDOWN`): it did not run, and this layer waits and sends it again.
 fn refusal(error: &Error) -> bool {
-    matches!(error, Error::Server(e) if e.is_transient_refusal())
+    matches!(error, Error::Server(e) if e.is_transient_refusal() && e.code() != "TRYAGAIN")
 }
 
-/// Tries after a `LOADING`-like refusal: waits of 10 ms doubling to 640 ms, about 1.3 s in all.
+/// Whether the server refused the command for its slot (`TRYAGAIN`: a multi-key command whose
+/// keys a slot migration has split). It did not run either, but waiting on this one node is
+/// not this layer's to do: the answer is about the cluster's slots, and the cluster layer
+/// above waits it out with the slot map and its retry budget (following `ASK` or `MOVED`
+/// once the migration ends). A server that is not a cluster node never sends it.
+pub(super) fn slot_refusal(error: &Error) -> bool {
+    matches!(error, Error::Server(e) if e.code() == "TRYAGAIN")
+}
+
+/// Tries after a `LOADING`-like refusal: waits of 10 ms doubling to 640 ms, about 1.9 s in all.
 const MAX_REFUSALS: u32 = 8;
 
 fn refusal_backoff(refusals: u32) -> std::time::Duration {

@@ -483,7 +483,8 @@ impl Inner {
     }
 
     fn should_retry<R: Request>(&self, error: &Error, request: &R) -> bool {
-        request.resend(error, &*self.config.resend)
+        // A slot's refusal goes up at once, to the cluster layer that can wait it out.
+        !future::slot_refusal(error) && request.resend(error, &*self.config.resend)
     }
 
     fn lock_session(&self) -> std::sync::MutexGuard<'_, Session> {
