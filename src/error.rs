@@ -32,8 +32,9 @@ pub enum Error {
         reason: Arc<str>,
     },
 
-    /// The command was never written: the connection closed, failed or was shut down first.
-    /// It certainly did not run, so sending it again is always safe.
+    /// The command was never written: the connection closed, failed or was shut down first,
+    /// or (through a [`Stack`](crate::Stack)) its timeout passed while it waited for a
+    /// connection. It certainly did not run, so sending it again is always safe.
     NotSent {
         /// Why the connection ended.
         reason: Arc<str>,

@@ -36,7 +36,10 @@
 //! and answers it with [`Error::Timeout`] once it has passed (see the
 //! [`relaxed_timeout`](mod@crate::relaxed_timeout) module docs); the nested layer keeps a table of
 //! its own. A connected `Stack` also keeps the current connection, so that its clones start
-//! from it rather than each looking it up.
+//! from it rather than each looking it up. Knowing the layer below, it also tells a command
+//! whose time ran out before it was ever written (waiting for a reconnect, or waiting out a
+//! `LOADING`) from one that may have run: the first fails with [`Error::NotSent`] or the
+//! refusal, the second with [`Error::Timeout`]; the nested timeout layer says `Timeout` for both.
 //!
 //! [`Stack::send`] goes one step further for a caller that can lend the stack rather than
 //! give a clone away: while the circuit is closed and the current connection has room, it does
@@ -101,7 +104,7 @@ pub type StackService =
 
 /// The recommended stack; see the [module docs](self).
 ///
-/// It behaves exactly as [`StackService`], the same layers nested, and shares their state
+/// It behaves as [`StackService`], the same layers nested, and shares their state
 /// (the circuit, the deadline table, the metrics, the connection) with it. It runs them fused:
 /// one reference-counted block of shared state instead of one per layer, each layer's
 /// per-clone readiness side by side, and one flat future that does each layer's step when the
@@ -582,7 +585,10 @@ impl<R: Request, P: Deref<Target = Parts>> Future for Flight<R, P> {
                     // Waiting for a connection, or sending again: the deadline table's.
                     Poll::Pending => match deadline.poll_expired(&parts.timeout, cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(error) => poll = Poll::Ready(Err(error)),
+                        Poll::Ready(error) => {
+                            let error = attempt.timed_out(error, parts.handoff.inner());
+                            poll = Poll::Ready(Err(error));
+                        }
                     },
                 }
                 if let Poll::Ready(out) = &poll {

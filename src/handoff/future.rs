@@ -46,7 +46,77 @@ pub(crate) enum Attempt<R: Request> {
     // The cold path: waiting for a connection, sending again, or a dedicated stack.
     Resending {
         future: Resend<R::Response>,
+        // Where a command or batch on its way again is, for a timeout that ends it (none for
+        // subscriptions and dedicated stacks, whose timeouts stay plain).
+        progress: Option<Arc<Progress>>,
     },
+}
+
+/// How far a request on the resend path got, so that a deadline that passes on the way says
+/// what is true of it: a request never written (waiting for a connection, or waiting out a
+/// `LOADING`) did not run, and its caller may send it again; only one that was on a
+/// connection when its time ran out, or was on one that failed under it, may have run.
+#[derive(Debug, Default)]
+pub(crate) struct Progress(std::sync::Mutex<Stage>);
+
+#[derive(Debug, Default)]
+struct Stage {
+    /// Written to a connection and not answered yet.
+    sending: bool,
+    /// Written earlier to a connection that was lost under it: it may have run there.
+    maybe_ran: bool,
+    /// The refusal being waited out (`LOADING`, `MASTERDOWN`), until the next try.
+    refused: Option<Error>,
+}
+
+impl Progress {
+    fn after(error: &Error) -> Arc<Progress> {
+        let progress = Arc::new(Progress::default());
+        progress.failed(error);
+        progress
+    }
+
+    fn stage(&self) -> std::sync::MutexGuard<'_, Stage> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sending(&self) {
+        let mut stage = self.stage();
+        stage.sending = true;
+        stage.refused = None;
+    }
+
+    /// A try failed with `error` and the request goes again: a refusal is waited out, a lost
+    /// connection may have run it.
+    fn failed(&self, error: &Error) {
+        let mut stage = self.stage();
+        stage.sending = false;
+        stage.maybe_ran |= !error.certainly_not_executed();
+        stage.refused = refusal(error).then(|| error.clone());
+    }
+
+    /// What a `timeout` that ends the request says: the timeout itself if the request may
+    /// have run, else the refusal it was waiting out, else that it was never sent.
+    fn timed_out(&self, timeout: Error, inner: &Inner) -> Error {
+        let Error::Timeout { after, .. } = timeout else {
+            return timeout;
+        };
+        let stage = self.stage();
+        if stage.sending || stage.maybe_ran {
+            return timeout;
+        }
+        match &stage.refused {
+            Some(refusal) => refusal.clone(),
+            None => {
+                let waited = std::time::Duration::from_millis(after.as_millis() as u64);
+                inner.unavailable(&format!(
+                    "no connection before the command's timeout (after {waited:?})"
+                ))
+            }
+        }
+    }
 }
 
 impl<R: Request> fmt::Debug for ResponseFuture<R> {
@@ -73,20 +143,38 @@ impl<R: Request> Attempt<R> {
     }
 
     pub(super) fn waiting(request: R, inner: Arc<Inner>) -> Self {
+        let progress = Arc::new(Progress::default());
         Attempt::Resending {
-            future: Box::pin(resend(inner, request, 0, false)),
+            future: Box::pin(resend(inner, request, 0, false, progress.clone())),
+            progress: Some(progress),
         }
     }
 
     pub(super) fn subscription(request: R, inner: Arc<Inner>) -> Self {
         Attempt::Resending {
             future: Box::pin(subscription(inner, request)),
+            progress: None,
         }
     }
 
     pub(super) fn dedicated(request: R, inner: Arc<Inner>) -> Self {
         Attempt::Resending {
             future: Box::pin(dedicated(inner, request)),
+            progress: None,
+        }
+    }
+
+    /// What the deadline's `error` becomes for this request, which the caller's timeout ends
+    /// while it is not on a connection that keeps the deadline itself: the timeout, unless
+    /// the request is on its way again and was never written ([`Progress`]).
+    #[cold]
+    pub(crate) fn timed_out(&self, error: Error, inner: &Inner) -> Error {
+        match self {
+            Attempt::Resending {
+                progress: Some(progress),
+                ..
+            } => progress.timed_out(error, inner),
+            _ => error,
         }
     }
 
@@ -109,7 +197,7 @@ impl<R: Request> Attempt<R> {
                 Poll::Ready(Ok(reply)) => return Poll::Ready(Ok(reply)),
                 Poll::Ready(Err(failed)) => failed,
             },
-            AttemptProj::Resending { future } => return future.as_mut().poll(cx),
+            AttemptProj::Resending { future, .. } => return future.as_mut().poll(cx),
         };
         self.failed(failed, inner, cx)
     }
@@ -129,9 +217,19 @@ impl<R: Request> Attempt<R> {
                 tracing::debug!(command = request.name(), %error, "sending again");
                 let refused = refusal(&error);
                 let (resends, refusals) = if refused { (0, true) } else { (1, false) };
-                let mut future = Box::pin(resend(inner.clone(), request, resends, refusals));
+                let progress = Progress::after(&error);
+                let mut future = Box::pin(resend(
+                    inner.clone(),
+                    request,
+                    resends,
+                    refusals,
+                    progress.clone(),
+                ));
                 let poll = future.as_mut().poll(cx);
-                self.set(Attempt::Resending { future });
+                self.set(Attempt::Resending {
+                    future,
+                    progress: Some(progress),
+                });
                 poll
             }
             _ => Poll::Ready(Err(error)),
@@ -156,6 +254,7 @@ async fn resend<R: Request>(
     mut request: R,
     mut resends: u32,
     refused: bool,
+    progress: Arc<Progress>,
 ) -> Result<R::Response, Error> {
     // After a refusal (`LOADING`), wait before the next try; after a lost connection, not.
     let mut refusals = u32::from(refused);
@@ -164,6 +263,7 @@ async fn resend<R: Request>(
             tokio::time::sleep(refusal_backoff(refusals)).await;
         }
         let conn = inner.wait_for_connection().await?;
+        progress.sending();
         match conn.send_recoverable(request).await {
             Ok(reply) => return Ok(reply),
             Err(Failed {
@@ -172,6 +272,7 @@ async fn resend<R: Request>(
             }) if refusal(&error) && refusals < MAX_REFUSALS => {
                 // The server is up but not ready (a restart reading its data back): the
                 // caller's timeout bounds how long this goes on.
+                progress.failed(&error);
                 refusals += 1;
                 inner.retried.fetch_add(1, Ordering::Relaxed);
                 request = returned;
@@ -184,6 +285,7 @@ async fn resend<R: Request>(
                 && inner.should_retry(&error, &returned) =>
             {
                 // A lost connection (a refusal past its tries goes to the caller).
+                progress.failed(&error);
                 resends += 1;
                 refusals = 0;
                 inner.retried.fetch_add(1, Ordering::Relaxed);

@@ -472,7 +472,7 @@ impl Inner {
         }
     }
 
-    fn unavailable(&self, what: &str) -> Error {
+    pub(super) fn unavailable(&self, what: &str) -> Error {
         let reason = match self.last_error() {
             Some(e) => format!("{what} to {}: {e}", self.configured),
             None => format!("{what} to {}", self.configured),

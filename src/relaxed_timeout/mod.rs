@@ -28,6 +28,13 @@
 //! its caller no table slot, lock or waker. Only a command that waits for a connection or is
 //! sent again after one was lost takes a slot in the table.
 //!
+//! The fused `Stack` also knows where such a command is when its time runs out, and says so:
+//! one never written (waiting for a connection, or waiting out a `LOADING` between tries)
+//! fails with [`Error::NotSent`], or with the refusal it was waiting out, both of which say it
+//! did not run and may be sent again; only one that was on a connection, or was on one lost
+//! under it, fails with [`Error::Timeout`] (it may have run). This layer over a service it
+//! knows nothing of gives `Error::Timeout` in every case.
+//!
 //! Whether the endpoint is relaxed comes from a [`Relaxation`]: the maintenance handle's
 //! per-endpoint status, or anything else that can say "relaxed until".
 //!

@@ -1,0 +1,120 @@
+//! A command whose timeout passes before it was ever written says so: it did not run, so its
+//! caller (or the cluster layer) may send it again, where a plain timeout would say it may
+//! have run. Real redis-server processes behind the simulator, whose blackhole holds the
+//! handshake of a reconnect and whose scenarios answer as a server loading its data.
+#![cfg(feature = "sim")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use redis_handoff::{cmd, ConnectOptions, Error, EventKind, Stack};
+use tower::ServiceExt;
+
+use common::events::next_event;
+use common::sim::redis_and_sim;
+
+async fn stack(url: &str, timeout: Duration) -> Stack {
+    Stack::builder(ConnectOptions::from_url(url).unwrap())
+        .timeout(timeout)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Sends `INCR key` until it succeeds (within 30 s) and gives its value.
+async fn incr_until_ok(stack: &Stack, key: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match stack.clone().oneshot(cmd!("INCR", key)).await {
+            Ok(reply) => return reply.as_i64().unwrap(),
+            Err(e) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(e);
+            }
+            Err(e) => panic!("INCR {key} never succeeded: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_times_out_waiting_for_a_reconnect_says_it_was_never_sent() {
+    let (_server, sim) = redis_and_sim(1).await;
+    let redis = stack(&sim.node(0).url(), Duration::from_millis(300)).await;
+    redis
+        .clone()
+        .oneshot(cmd!("SET", "unsent:n", "0"))
+        .await
+        .unwrap();
+    // The connection is cut, and the node then takes connections but answers nothing: the
+    // reconnect's handshake hangs, and commands wait for a connection past their timeout.
+    let mut events = redis.maintenance().subscribe();
+    sim.blackhole(0).unwrap();
+    assert!(sim.reset_all(0).unwrap() >= 1);
+    // Once the stack has seen its connection go, nothing it is given is written anywhere
+    // until a new connection is up.
+    next_event(&mut events, |e| matches!(e, EventKind::Disconnected { .. })).await;
+    let mut not_sent = 0;
+    for _ in 0..3 {
+        let error = redis
+            .clone()
+            .oneshot(cmd!("INCR", "unsent:n"))
+            .await
+            .unwrap_err();
+        // The first ones fail as never sent; once the circuit has counted enough of them it
+        // may open and turn the rest away (not sent either).
+        match &error {
+            Error::NotSent { reason } => {
+                assert!(reason.contains("before the command's timeout"), "{error}");
+                not_sent += 1;
+            }
+            Error::CircuitOpen { .. } => {}
+            other => panic!("a command never written failed as {other:?}"),
+        }
+        assert!(error.certainly_not_executed(), "{error}");
+    }
+    assert!(not_sent >= 1);
+    // Counted as what they were: the endpoint could not be reached, not a command that
+    // took too long.
+    let outcomes = redis.metrics().snapshot().outcomes;
+    assert_eq!(outcomes.timeout, 0, "{outcomes:?}");
+    assert_eq!(outcomes.connection_lost, not_sent, "{outcomes:?}");
+    sim.restore(0).unwrap();
+    // Back: the first INCR that succeeds is the first that ran.
+    assert_eq!(incr_until_ok(&redis, "unsent:n").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_times_out_while_the_server_loads_gets_the_refusal() {
+    let (_server, sim) = redis_and_sim(1).await;
+    let http = sim.serve_http("127.0.0.1:0").await.unwrap();
+    let redis = stack(&sim.node(0).url(), Duration::from_millis(300)).await;
+    // Nine refusals: the tries after one (10 ms, then 20, 40, ... apart) outlast the 300 ms.
+    let loading = "-LOADING Redis is loading the dataset in memory\r\n";
+    let responses = vec![format!("\"{loading}\""); 9].join(",");
+    let body =
+        format!(r#"{{"responses":[{responses}],"encoding":"raw"}}"#).replace("\r\n", "\\r\\n");
+    let (status, text) = common::http(http.addr(), "POST", "/scenarios", body.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+
+    let error = redis
+        .clone()
+        .oneshot(cmd!("INCR", "loading:n"))
+        .await
+        .unwrap_err();
+    // The refusal it was waiting out when its time ran out, not a timeout that says it may
+    // have run; and, a server error, not a failure of the endpoint for the circuit.
+    assert!(
+        matches!(&error, Error::Server(e) if e.code() == "LOADING"),
+        "{error:?}"
+    );
+    assert!(error.certainly_not_executed(), "{error}");
+    let outcomes = redis.metrics().snapshot().outcomes;
+    assert_eq!(outcomes.timeout, 0, "{outcomes:?}");
+    assert_eq!(outcomes.server_error, 1, "{outcomes:?}");
+    assert_eq!(
+        incr_until_ok(&redis, "loading:n").await,
+        1,
+        "the refused one never ran"
+    );
+}
