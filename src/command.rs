@@ -186,6 +186,24 @@ fn decimal(buf: &mut [u8], mut n: u64) -> &[u8] {
     &buf[i..]
 }
 
+/// `$<n>\r\n`, the header of a bulk string of `n` bytes, written at the end of `buf`.
+#[inline]
+fn bulk_header(buf: &mut [u8; 24], n: usize) -> &[u8] {
+    buf[22] = b'\r';
+    buf[23] = b'\n';
+    let digits = if n < 10 {
+        // Most arguments (names, keys, small values): no division.
+        buf[21] = b'0' + n as u8;
+        1
+    } else {
+        decimal(&mut buf[..22], n as u64).len()
+    };
+    // At most 20 digits: `$` still fits in front of them.
+    let start = 22 - digits - 1;
+    buf[start] = b'$';
+    &buf[start..]
+}
+
 macro_rules! float_arg {
     ($($t:ty),*) => {$(
         impl ToArg for $t {
@@ -252,19 +270,14 @@ impl Command {
         let mut name = (0, 0);
         let mut initial = 0;
         arg.with_bytes(|bytes| {
-            let mut digits = [0u8; 20];
-            let len = decimal(&mut digits, bytes.len() as u64);
-            body.reserve(1 + len.len() + 2 + bytes.len() + 2);
-            body.extend(b"$");
-            body.extend(len);
-            body.extend(b"\r\n");
+            let mut buf = [0u8; 24];
+            let header = bulk_header(&mut buf, bytes.len());
             if first {
-                let start = body.as_slice().len();
+                let start = body.len() + header.len();
                 name = (start, start + bytes.len());
                 initial = bytes.first().map_or(0, u8::to_ascii_uppercase);
             }
-            body.extend(bytes);
-            body.extend(b"\r\n");
+            body.push_bulk(header, bytes);
         });
         if first {
             self.initial = initial;
@@ -860,6 +873,37 @@ impl Body {
             }
             Body::Heap(v) => v.reserve(more),
         }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Body::Inline { len, .. } => usize::from(*len),
+            Body::Heap(v) => v.len(),
+        }
+    }
+
+    /// Appends one argument, its `header` (`$<len>\r\n`), its bytes and `\r\n`: while it
+    /// fits inline, with one check of room and three copies.
+    #[inline]
+    fn push_bulk(&mut self, header: &[u8], bytes: &[u8]) {
+        let more = header.len() + bytes.len() + 2;
+        if let Body::Inline { len, data } = self {
+            let at = usize::from(*len);
+            if let Some(dst) = at.checked_add(more).and_then(|end| data.get_mut(at..end)) {
+                let (head, rest) = dst.split_at_mut(header.len());
+                head.copy_from_slice(header);
+                let (body, tail) = rest.split_at_mut(bytes.len());
+                body.copy_from_slice(bytes);
+                tail.copy_from_slice(b"\r\n");
+                // At most `INLINE`, so it fits.
+                *len = (at + more) as u8;
+                return;
+            }
+        }
+        self.reserve(more);
+        self.extend(header);
+        self.extend(bytes);
+        self.extend(b"\r\n");
     }
 
     fn extend(&mut self, bytes: &[u8]) {

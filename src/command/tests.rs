@@ -73,6 +73,8 @@ proptest::proptest! {
             args.iter().map(|a| &a[..]).chain([&number_text[..]]).collect();
         proptest::prop_assert!(c.args().eq(expected.iter().copied()));
         proptest::prop_assert_eq!(c.args().len(), expected.len());
+        // Where the name is was kept as it was written, inline or on the heap.
+        proptest::prop_assert_eq!(c.name_bytes(), &args[0][..]);
         let mut out = BytesMut::new();
         c.encode(&mut out);
         let len = out.len();
@@ -259,4 +261,27 @@ fn connection_state_commands_are_recognised_and_others_are_not() {
     assert!(S::Transaction.allowed_on_dedicated());
     assert!(!S::Replies.allowed_on_dedicated());
     assert!(!S::Protocol.allowed_on_dedicated());
+}
+
+#[test]
+fn bulk_headers_are_written_for_every_length() {
+    for n in [
+        0,
+        1,
+        9,
+        10,
+        11,
+        99,
+        100,
+        12_345,
+        u32::MAX as usize,
+        usize::MAX,
+    ] {
+        let mut buf = [0u8; 24];
+        assert_eq!(
+            super::bulk_header(&mut buf, n),
+            format!("${n}\r\n").as_bytes(),
+            "{n}"
+        );
+    }
 }
