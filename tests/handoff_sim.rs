@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::client::{message_number, Publisher};
 use common::events::{handoff_drained, handoff_failed, handoff_switched, next_event};
 use common::load::{self, counter, Load, Outcome};
-use common::sim::{handoff_to, moving_until, redis_and_sim};
+use common::sim::{answer_next_with, handoff_to, moving_until, redis_and_sim, LOADING};
 use common::RedisServer;
 use redis_handoff::handoff::{HandoffConfig, HandoffRetry};
 use redis_handoff::maintenance::{EndpointType, MaintenanceEvents};
@@ -552,9 +552,10 @@ async fn an_azure_failover_complete_refreshes_the_connection_with_none_failed() 
     assert_eq!(s.redis.stats().handoffs, 1);
 }
 
-#[tokio::test]
-async fn a_command_refused_while_the_server_loads_is_sent_again_and_runs_once() {
-    let (_server, sim) = redis_and_sim(1).await;
+/// A handoff stack over one simulated node whose next frames are answered with `replies`
+/// (raw RESP) rather than by the server.
+async fn answered_with(replies: &[&str]) -> (RedisServer, Simulator, HandoffRetry) {
+    let (server, sim) = redis_and_sim(1).await;
     let http = sim.serve_http("127.0.0.1:0").await.unwrap();
     let redis = common::client::handoff_to_url(
         &sim.node(0).url(),
@@ -562,13 +563,14 @@ async fn a_command_refused_while_the_server_loads_is_sent_again_and_runs_once() 
         HandoffConfig::default(),
     )
     .await;
-    // The next two frames on any connection are answered as a restarted server reading its
-    // data back answers them.
-    let loading = "-LOADING Redis is loading the dataset in memory\r\n";
-    let body = format!(r#"{{"responses":["{loading}","{loading}"],"encoding":"raw"}}"#)
-        .replace("\r\n", "\\r\\n");
-    let (status, text) = common::http(http.addr(), "POST", "/scenarios", body.as_bytes()).await;
-    assert_eq!(status, 200, "{text}");
+    answer_next_with(http.addr(), replies).await;
+    (server, sim, redis)
+}
+
+#[tokio::test]
+async fn a_command_refused_while_the_server_loads_is_sent_again_and_runs_once() {
+    // Answered twice as a restarted server reading its data back answers.
+    let (_server, _sim, redis) = answered_with(&[LOADING, LOADING]).await;
 
     let reply = redis
         .clone()
@@ -588,21 +590,8 @@ async fn a_command_refused_while_the_server_loads_is_sent_again_and_runs_once() 
 
 #[tokio::test]
 async fn a_refusal_that_outlasts_its_tries_goes_to_the_caller_as_not_run() {
-    let (_server, sim) = redis_and_sim(1).await;
-    let http = sim.serve_http("127.0.0.1:0").await.unwrap();
-    let redis = common::client::handoff_to_url(
-        &sim.node(0).url(),
-        &Maintenance::default(),
-        HandoffConfig::default(),
-    )
-    .await;
     // Nine refusals: the first try and eight more, about 1.9 s of waits.
-    let loading = "-LOADING Redis is loading the dataset in memory\r\n";
-    let responses = vec![format!("\"{loading}\""); 9].join(",");
-    let body =
-        format!(r#"{{"responses":[{responses}],"encoding":"raw"}}"#).replace("\r\n", "\\r\\n");
-    let (status, text) = common::http(http.addr(), "POST", "/scenarios", body.as_bytes()).await;
-    assert_eq!(status, 200, "{text}");
+    let (_server, _sim, redis) = answered_with(&[LOADING; 9]).await;
 
     let error = redis
         .clone()
@@ -625,21 +614,9 @@ async fn a_refusal_that_outlasts_its_tries_goes_to_the_caller_as_not_run() {
 
 #[tokio::test]
 async fn a_slot_refusal_goes_to_the_caller_at_once_as_not_run() {
-    let (_server, sim) = redis_and_sim(1).await;
-    let http = sim.serve_http("127.0.0.1:0").await.unwrap();
-    let redis = common::client::handoff_to_url(
-        &sim.node(0).url(),
-        &Maintenance::default(),
-        HandoffConfig::default(),
-    )
-    .await;
-    // The next frame is answered as a cluster node answers a multi-key command whose keys a
-    // migration has split.
+    // As a cluster node answers a multi-key command whose keys a migration has split.
     let tryagain = "-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
-    let body =
-        format!(r#"{{"responses":["{tryagain}"],"encoding":"raw"}}"#).replace("\r\n", "\\r\\n");
-    let (status, text) = common::http(http.addr(), "POST", "/scenarios", body.as_bytes()).await;
-    assert_eq!(status, 200, "{text}");
+    let (_server, _sim, redis) = answered_with(&[tryagain]).await;
 
     let error = redis
         .clone()

@@ -12,7 +12,7 @@ use redis_handoff::{cmd, ConnectOptions, Error, EventKind, Stack};
 use tower::ServiceExt;
 
 use common::events::next_event;
-use common::sim::redis_and_sim;
+use common::sim::{answer_next_with, redis_and_sim, LOADING};
 
 async fn stack(url: &str, timeout: Duration) -> Stack {
     Stack::builder(ConnectOptions::from_url(url).unwrap())
@@ -90,12 +90,7 @@ async fn a_command_that_times_out_while_the_server_loads_gets_the_refusal() {
     let http = sim.serve_http("127.0.0.1:0").await.unwrap();
     let redis = stack(&sim.node(0).url(), Duration::from_millis(300)).await;
     // Nine refusals: the tries after one (10 ms, then 20, 40, ... apart) outlast the 300 ms.
-    let loading = "-LOADING Redis is loading the dataset in memory\r\n";
-    let responses = vec![format!("\"{loading}\""); 9].join(",");
-    let body =
-        format!(r#"{{"responses":[{responses}],"encoding":"raw"}}"#).replace("\r\n", "\\r\\n");
-    let (status, text) = common::http(http.addr(), "POST", "/scenarios", body.as_bytes()).await;
-    assert_eq!(status, 200, "{text}");
+    answer_next_with(http.addr(), &[LOADING; 9]).await;
 
     let error = redis
         .clone()

@@ -94,3 +94,20 @@ pub fn is_conn_id(id: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
+
+/// A restarted server's refusal while it reads its data back, as raw RESP.
+#[allow(dead_code)]
+pub const LOADING: &str = "-LOADING Redis is loading the dataset in memory\r\n";
+
+/// Has the simulator whose admin API listens at `http` answer the next frames (on any
+/// connection, one each) with `replies`, raw RESP, instead of forwarding them.
+#[allow(dead_code)]
+pub async fn answer_next_with(http: SocketAddr, replies: &[&str]) {
+    let quoted: Vec<String> = replies
+        .iter()
+        .map(|r| format!("\"{}\"", r.replace("\r\n", "\\r\\n")))
+        .collect();
+    let body = format!(r#"{{"responses":[{}],"encoding":"raw"}}"#, quoted.join(","));
+    let (status, text) = super::http(http, "POST", "/scenarios", body.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+}
