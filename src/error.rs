@@ -26,7 +26,8 @@ pub enum Error {
 
     /// The command was written to the connection, but the connection closed or failed before its
     /// reply came back. It **may have been executed**: send it again only if running it twice is
-    /// harmless.
+    /// harmless. A cluster also gives it for a command sent to every primary that ran on some
+    /// of them and could not be sent to another.
     ConnectionLost {
         /// Why the connection ended.
         reason: Arc<str>,
@@ -34,7 +35,7 @@ pub enum Error {
 
     /// The command was never written: the connection closed, failed or was shut down first,
     /// or (through a [`Stack`](crate::Stack)) its timeout passed while it waited for a
-    /// connection. It certainly did not run, so sending it again is always safe.
+    /// reconnect. It certainly did not run, so sending it again is always safe.
     NotSent {
         /// Why the connection ended.
         reason: Arc<str>,

@@ -37,9 +37,10 @@
 //! [`relaxed_timeout`](mod@crate::relaxed_timeout) module docs); the nested layer keeps a table of
 //! its own. A connected `Stack` also keeps the current connection, so that its clones start
 //! from it rather than each looking it up. Knowing the layer below, it also tells a command
-//! whose time ran out before it was ever written (waiting for a reconnect, or waiting out a
-//! `LOADING`) from one that may have run: the first fails with [`Error::NotSent`] or the
-//! refusal, the second with [`Error::Timeout`]; the nested timeout layer says `Timeout` for both.
+//! whose time ran out while it waited for a reconnect, or between the tries of a `LOADING`,
+//! from one that may have run: the first fails with [`Error::NotSent`] or the refusal (and
+//! counts for the circuit as the timeout it is), the second with [`Error::Timeout`]; the
+//! nested timeout layer says `Timeout` for both, as do subscription commands.
 //!
 //! [`Stack::send`] goes one step further for a caller that can lend the stack rather than
 //! give a clone away: while the circuit is closed and the current connection has room, it does
@@ -576,20 +577,39 @@ impl<R: Request, P: Deref<Target = Parts>> Future for Flight<R, P> {
                 admitted,
                 deadline,
             } => {
-                let mut poll = attempt.as_mut().poll(parts.handoff.inner(), cx);
-                match &poll {
-                    // The deadline's slot goes back now, not when the future is dropped.
-                    Poll::Ready(_) => deadline.release(&parts.timeout),
-                    // On a connection, which keeps the deadline and answers with the timeout.
-                    Poll::Pending if attempt.is_sent() => return Poll::Pending,
-                    // Waiting for a connection, or sending again: the deadline table's.
-                    Poll::Pending => match deadline.poll_expired(&parts.timeout, cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(error) => {
-                            let error = attempt.timed_out(error, parts.handoff.inner());
-                            poll = Poll::Ready(Err(error));
-                        }
-                    },
+                let inner = parts.handoff.inner();
+                let mut timeout = None;
+                // Waiting for a connection or between tries, the deadline is looked at first:
+                // a request whose time is up is not tried again.
+                if !attempt.is_sent() {
+                    if let Poll::Ready(error) = deadline.poll_expired(&parts.timeout, cx) {
+                        timeout = Some(error);
+                    }
+                }
+                let mut poll = Poll::Pending;
+                if timeout.is_none() {
+                    poll = attempt.as_mut().poll(inner, cx);
+                    match &poll {
+                        // The deadline's slot goes back now, not when the future is dropped.
+                        Poll::Ready(_) => deadline.release(&parts.timeout),
+                        // On a connection, which keeps the deadline and answers with the
+                        // timeout.
+                        Poll::Pending if attempt.is_sent() => return Poll::Pending,
+                        // Waiting for a connection, or sending again: the deadline table's.
+                        Poll::Pending => match deadline.poll_expired(&parts.timeout, cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(error) => timeout = Some(error),
+                        },
+                    }
+                }
+                if let Some(timeout) = timeout {
+                    // What the request's progress says of it (never written: `NotSent`, or the
+                    // refusal it was waiting out); the circuit counts the timeout it is.
+                    let answer = attempt.timed_out(timeout.clone(), inner);
+                    if let Some(admitted) = admitted.take() {
+                        admitted.record(&parts.circuit, &Err::<(), Error>(timeout));
+                    }
+                    poll = Poll::Ready(Err(answer));
                 }
                 if let Poll::Ready(out) = &poll {
                     if let Some(admitted) = admitted.take() {

@@ -530,3 +530,22 @@ async fn past_the_redirect_limit_the_caller_gets_a_clear_error_and_nothing_ran()
     let mut owner = Admin::connect(to);
     assert_eq!(owner.cmd(&["GET", key]), Value::Nil, "the INCR did not run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_for_every_primary_that_one_could_not_take_does_not_say_it_ran_nowhere() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let redis = client(&cluster).await;
+    // The seed stays up; another primary dies. Within the cluster's node timeout (2 s) it is
+    // still in the map, so a command for every primary still goes to it.
+    let victim = 2;
+    tokio::task::block_in_place(|| cluster.kill(victim));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let error = redis.clone().oneshot(cmd!("DBSIZE")).await.unwrap_err();
+    // Two primaries ran it: the dead one's "not sent" is not true of the command.
+    assert!(matches!(&error, Error::ConnectionLost { .. }), "{error:?}");
+    assert!(!error.certainly_not_executed(), "{error}");
+    assert!(
+        error.to_string().contains("ran on 2 of 3 primaries"),
+        "{error}"
+    );
+}

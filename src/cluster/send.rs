@@ -278,7 +278,21 @@ pub(super) async fn fan_out(
             .map(|s| s.clone().oneshot(command.clone())),
     )
     .await;
-    let mut replies = replies.into_iter().collect::<Result<Vec<Reply>, Error>>()?;
+    let (asked, ran) = (replies.len(), replies.iter().filter(|r| r.is_ok()).count());
+    let mut replies = match replies.into_iter().collect::<Result<Vec<Reply>, Error>>() {
+        Ok(replies) => replies,
+        // It ran on some primaries: one's "not run" is not true of the command.
+        Err(error) if ran > 0 && error.certainly_not_executed() => {
+            return Err(Error::ConnectionLost {
+                reason: format!(
+                    "{} ran on {ran} of {asked} primaries, not on another: {error}",
+                    command.name()
+                )
+                .into(),
+            })
+        }
+        Err(error) => return Err(error),
+    };
     let reply = match combine {
         Combine::Agree => replies.swap_remove(0),
         Combine::Sum => {

@@ -43,12 +43,14 @@ use crate::error::{Error, Execution};
 ///
 /// A pipeline asks the policy once per command, and is sent again only when every answer is
 /// yes; a transaction is only ever sent again when it did not run. A command the server refused
-/// for now (`LOADING`, `MASTERDOWN`) did not run: it is tried again after waits of 10 ms
-/// doubling to 640 ms, eight times (about 1.9 s, within the caller's timeout), and then the
-/// caller gets the refusal; the policy is asked too, and a policy that says no to it makes the
-/// caller get the refusal at once. A `TRYAGAIN` (a cluster slot being migrated under a
-/// multi-key command) is never sent again here: it is an answer about the cluster's slots,
-/// which [`Cluster`](crate::Cluster) waits out with its slot map and retry budget.
+/// for now (`LOADING`, `MASTERDOWN`) did not run: the policy is asked at the first refusal (a
+/// policy that says no makes the caller get the refusal at once), and the command is tried
+/// again after waits of 10 ms doubling to 640 ms, eight times (about 1.9 s, unless the caller's
+/// timeout ends it first), and then the caller gets the refusal. A dedicated stack's commands
+/// are tried again at most three times, after 10, 20 and 40 ms. A `TRYAGAIN` (a cluster slot
+/// being migrated under a multi-key command) is never sent again here: it is an answer about
+/// the cluster's slots, which [`Cluster`](crate::Cluster) waits out with its slot map and
+/// retry budget.
 pub trait ResendPolicy: fmt::Debug + Send + Sync + 'static {
     /// Whether `command`, failed with `error` because its connection ended, is sent again. At
     /// most three resends are made whatever this says.

@@ -63,8 +63,9 @@ pub(crate) struct Progress(std::sync::Mutex<Stage>);
 struct Stage {
     /// Written to a connection and not answered yet.
     sending: bool,
-    /// Written earlier to a connection that was lost under it: it may have run there.
-    maybe_ran: bool,
+    /// How an earlier try ended that may have run it (written to a connection that was lost
+    /// under it): whatever comes later, it may have run.
+    ran: Option<Error>,
     /// The refusal being waited out (`LOADING`, `MASTERDOWN`), until the next try.
     refused: Option<Error>,
 }
@@ -93,23 +94,39 @@ impl Progress {
     fn failed(&self, error: &Error) {
         let mut stage = self.stage();
         stage.sending = false;
-        stage.maybe_ran |= !error.certainly_not_executed();
+        if stage.ran.is_none() && !error.certainly_not_executed() {
+            stage.ran = Some(error.clone());
+        }
         stage.refused = refusal(error).then(|| error.clone());
     }
 
+    /// The error the request ends with, when its last try ended with `error`: one that says
+    /// it did not run (no connection came back, a refusal past its tries) is not the whole
+    /// truth after an earlier try that may have run it, which is given instead.
+    fn last(&self, error: Error) -> Error {
+        if !error.certainly_not_executed() {
+            return error;
+        }
+        match &self.stage().ran {
+            Some(ran) => ran.clone(),
+            None => error,
+        }
+    }
+
     /// What a `timeout` that ends the request says: the timeout itself if the request may
-    /// have run, else the refusal it was waiting out, else that it was never sent.
+    /// have run, else the refusal it was waiting out (while the server that refused is still
+    /// connected), else that it was never sent.
     fn timed_out(&self, timeout: Error, inner: &Inner) -> Error {
         let Error::Timeout { after, .. } = timeout else {
             return timeout;
         };
         let stage = self.stage();
-        if stage.sending || stage.maybe_ran {
+        if stage.sending || stage.ran.is_some() {
             return timeout;
         }
         match &stage.refused {
-            Some(refusal) => refusal.clone(),
-            None => {
+            Some(refusal) if inner.usable().is_some() => refusal.clone(),
+            _ => {
                 let waited = std::time::Duration::from_millis(after.as_millis() as u64);
                 inner.unavailable(&format!(
                     "no connection before the command's timeout (after {waited:?})"
@@ -262,7 +279,10 @@ async fn resend<R: Request>(
         if refusals > 0 {
             tokio::time::sleep(refusal_backoff(refusals)).await;
         }
-        let conn = inner.wait_for_connection().await?;
+        let conn = match inner.wait_for_connection().await {
+            Ok(conn) => conn,
+            Err(error) => return Err(progress.last(error)),
+        };
         progress.sending();
         match conn.send_recoverable(request).await {
             Ok(reply) => return Ok(reply),
@@ -291,7 +311,7 @@ async fn resend<R: Request>(
                 inner.retried.fetch_add(1, Ordering::Relaxed);
                 request = returned;
             }
-            Err(failed) => return Err(failed.error),
+            Err(failed) => return Err(progress.last(failed.error)),
         }
     }
 }

@@ -234,7 +234,7 @@ impl Inner {
         self.current.load().as_deref().cloned()
     }
 
-    fn usable(&self) -> Option<Connection> {
+    pub(super) fn usable(&self) -> Option<Connection> {
         self.current().filter(|c| !c.is_closed())
     }
 

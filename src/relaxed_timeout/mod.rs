@@ -29,10 +29,11 @@
 //! sent again after one was lost takes a slot in the table.
 //!
 //! The fused `Stack` also knows where such a command is when its time runs out, and says so:
-//! one never written (waiting for a connection, or waiting out a `LOADING` between tries)
-//! fails with [`Error::NotSent`], or with the refusal it was waiting out, both of which say it
-//! did not run and may be sent again; only one that was on a connection, or was on one lost
-//! under it, fails with [`Error::Timeout`] (it may have run). This layer over a service it
+//! one waiting for a reconnect, or between the tries of a `LOADING`, and never written fails
+//! with [`Error::NotSent`], or with the refusal it was waiting out, both of which say it did
+//! not run and may be sent again (the circuit still counts the timeout); one that was on a
+//! connection, or was on one lost under it, fails with [`Error::Timeout`] (it may have run),
+//! and so does one whose deadline passes in a connection's queue. This layer over a service it
 //! knows nothing of gives `Error::Timeout` in every case.
 //!
 //! Whether the endpoint is relaxed comes from a [`Relaxation`]: the maintenance handle's
