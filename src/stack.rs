@@ -578,38 +578,23 @@ impl<R: Request, P: Deref<Target = Parts>> Future for Flight<R, P> {
                 deadline,
             } => {
                 let inner = parts.handoff.inner();
-                let mut timeout = None;
-                // Waiting for a connection or between tries, the deadline is looked at first:
-                // a request whose time is up is not tried again.
-                if !attempt.is_sent() {
-                    if let Poll::Ready(error) = deadline.poll_expired(&parts.timeout, cx) {
-                        timeout = Some(error);
+                let mut poll = if attempt.is_sent() {
+                    attempt.as_mut().poll(inner, cx)
+                } else {
+                    Poll::Pending
+                };
+                match &poll {
+                    // The deadline's slot goes back now, not when the future is dropped.
+                    Poll::Ready(_) => deadline.release(&parts.timeout),
+                    // On a connection, which keeps the deadline and answers with the timeout.
+                    Poll::Pending if attempt.is_sent() => return Poll::Pending,
+                    // Waiting for a connection, or sending again: the deadline table's.
+                    Poll::Pending => {
+                        poll = poll_unsent(attempt, deadline, admitted, parts, cx);
+                        if poll.is_pending() {
+                            return Poll::Pending;
+                        }
                     }
-                }
-                let mut poll = Poll::Pending;
-                if timeout.is_none() {
-                    poll = attempt.as_mut().poll(inner, cx);
-                    match &poll {
-                        // The deadline's slot goes back now, not when the future is dropped.
-                        Poll::Ready(_) => deadline.release(&parts.timeout),
-                        // On a connection, which keeps the deadline and answers with the
-                        // timeout.
-                        Poll::Pending if attempt.is_sent() => return Poll::Pending,
-                        // Waiting for a connection, or sending again: the deadline table's.
-                        Poll::Pending => match deadline.poll_expired(&parts.timeout, cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(error) => timeout = Some(error),
-                        },
-                    }
-                }
-                if let Some(timeout) = timeout {
-                    // What the request's progress says of it (never written: `NotSent`, or the
-                    // refusal it was waiting out); the circuit counts the timeout it is.
-                    let answer = attempt.timed_out(timeout.clone(), inner);
-                    if let Some(admitted) = admitted.take() {
-                        admitted.record(&parts.circuit, &Err::<(), Error>(timeout));
-                    }
-                    poll = Poll::Ready(Err(answer));
                 }
                 if let Poll::Ready(out) = &poll {
                     if let Some(admitted) = admitted.take() {
@@ -633,6 +618,45 @@ impl<R: Request, P: Deref<Target = Parts>> Future for Flight<R, P> {
             }
         }
     }
+}
+
+/// A request not on a connection (waiting for one, or between tries): its deadline is looked
+/// at before it is polled, so that one whose time is up is not tried again, and once more
+/// after. Its answer at the deadline is what its progress says of it (never written:
+/// `NotSent`, or the refusal it was waiting out), which the circuit counts as the timeout it
+/// is. Out of line: the common path is a request on a connection.
+#[cold]
+#[inline(never)]
+fn poll_unsent<R: Request>(
+    mut attempt: Pin<&mut Attempt<R>>,
+    deadline: &mut Deadline,
+    admitted: &mut Option<Admitted>,
+    parts: &Parts,
+    cx: &mut Context<'_>,
+) -> Poll<Result<R::Response, Error>> {
+    let inner = parts.handoff.inner();
+    let timeout = match deadline.poll_expired(&parts.timeout, cx) {
+        Poll::Ready(timeout) => timeout,
+        Poll::Pending => {
+            let poll = attempt.as_mut().poll(inner, cx);
+            match &poll {
+                Poll::Ready(_) => {
+                    deadline.release(&parts.timeout);
+                    return poll;
+                }
+                Poll::Pending if attempt.is_sent() => return Poll::Pending,
+                Poll::Pending => match deadline.poll_expired(&parts.timeout, cx) {
+                    Poll::Ready(timeout) => timeout,
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
+        }
+    };
+    let answer = attempt.timed_out(timeout.clone(), inner);
+    if let Some(admitted) = admitted.take() {
+        admitted.record(&parts.circuit, &Err::<(), Error>(timeout));
+    }
+    Poll::Ready(Err(answer))
 }
 
 /// Records a command the circuit turned away: out of line, so that the common path keeps
