@@ -644,7 +644,7 @@ fn poll_unsent<R: Request>(
                     deadline.release(&parts.timeout);
                     return poll;
                 }
-                Poll::Pending if attempt.is_sent() => return Poll::Pending,
+                // Still not on a connection (a request never goes back to one).
                 Poll::Pending => match deadline.poll_expired(&parts.timeout, cx) {
                     Poll::Ready(timeout) => timeout,
                     Poll::Pending => return Poll::Pending,

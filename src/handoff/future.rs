@@ -400,7 +400,7 @@ impl Drop for Left {
 /// Whether the server refused the command for now for a reason of its own (`LOADING`,
 /// `MASTERDOWN`): it did not run, and this layer waits and sends it again.
 fn refusal(error: &Error) -> bool {
-    matches!(error, Error::Server(e) if e.is_transient_refusal() && e.code() != "TRYAGAIN")
+    matches!(error, Error::Server(e) if e.is_transient_refusal()) && !slot_refusal(error)
 }
 
 /// Whether the server refused the command for its slot (`TRYAGAIN`: a multi-key command whose
