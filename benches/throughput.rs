@@ -10,8 +10,10 @@
 //!
 //! The bench starts its own `redis-server` (from `PATH`, or `REDIS_SERVER`) on a free loopback
 //! port with persistence off, opens one connection per client, and runs each workload through
-//! each client: a warm-up, then a timed window. Rounds interleave the clients (in a rotating
-//! order) so that machine noise falls on all of them alike; the tables report the median.
+//! each client: a warm-up, then a timed window. Rounds interleave the clients (in an order
+//! reversed every other round) so that machine noise falls on all of them alike. The tables
+//! report the median of each client's rounds, and each ratio as the median over the rounds of
+//! the ratio within one round, the two clients it compares having run one after the other.
 //!
 //! Besides operations per second it reports, per operation, the CPU time of the bench process
 //! (the client under test: only one runs at a time) and of the server, and how many commands the
@@ -812,11 +814,19 @@ fn run() -> Result<()> {
             w.prepare(&clients[0]).await?;
         }
         let mut results = vec![vec![Vec::new(); kinds.len()]; workloads.len()];
+        let order = run_order(&kinds);
         for round in 0..settings.rounds {
             for (wi, w) in workloads.iter().enumerate() {
                 for i in 0..kinds.len() {
-                    // Rotate who goes first, so no client always runs right after another.
-                    let ki = (i + round + wi) % kinds.len();
+                    // Every other round the other way round, so that no client always runs
+                    // first, last or right after the same one; the clients a ratio compares
+                    // stay next to each other (see `run_order`).
+                    let pos = if (round + wi) % 2 == 0 {
+                        i
+                    } else {
+                        kinds.len() - 1 - i
+                    };
+                    let ki = order[pos];
                     let client = &clients[ki];
                     let label = kinds[ki].label();
                     let fail =
@@ -875,6 +885,24 @@ struct Report<'a> {
     server_version: String,
 }
 
+/// The order the clients run in within a round (indices into `kinds`): the bare connection
+/// right before the `Stack`, the two `send` rows together, the redis-rs API on the `Stack` right
+/// after it, so that the pairs the ratios compare are measured seconds apart; the peers after.
+fn run_order(kinds: &[Kind]) -> Vec<usize> {
+    let rank = |k: Kind| match k {
+        Kind::Send => 0,
+        Kind::StackSend => 1,
+        Kind::Tower => 2,
+        Kind::Stack => 3,
+        Kind::Compat => 4,
+        _ => 5,
+    };
+    let mut order: Vec<usize> = (0..kinds.len()).collect();
+    // Stable: the peers keep their order.
+    order.sort_by_key(|&i| rank(kinds[i]));
+    order
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     v.sort_by(f64::total_cmp);
@@ -911,9 +939,9 @@ fn fixed(x: f64, decimals: usize) -> String {
     }
 }
 
-fn ratio(ours: f64, theirs: Option<f64>) -> String {
-    match theirs {
-        Some(t) if t > 0.0 && ours.is_finite() => format!("{:.2}x", ours / t),
+fn ratio(r: Option<f64>) -> String {
+    match r {
+        Some(r) if r.is_finite() => format!("{r:.2}x"),
         _ => "-".to_owned(),
     }
 }
@@ -931,6 +959,20 @@ impl Report<'_> {
     fn median_ops(&self, wi: usize, kind: Kind) -> Option<f64> {
         let ki = self.kinds.iter().position(|&k| k == kind)?;
         Some(median(&self.values(wi, ki, |s| s.ops)))
+    }
+
+    /// `a` over `b`: the median over the rounds of their ratio within each round, so that a
+    /// machine whose speed drifts between rounds moves both sides of a ratio together.
+    fn paired_ratio(&self, wi: usize, a: Kind, b: Kind) -> Option<f64> {
+        let ai = self.kinds.iter().position(|&k| k == a)?;
+        let bi = self.kinds.iter().position(|&k| k == b)?;
+        let ratios: Vec<f64> = self.results[wi][ai]
+            .iter()
+            .zip(&self.results[wi][bi])
+            .filter(|(_, theirs)| theirs.ops > 0.0)
+            .map(|(ours, theirs)| ours.ops / theirs.ops)
+            .collect();
+        Some(median(&ratios))
     }
 
     /// Every client on its own row, with the spread of the rounds and where the CPU went.
@@ -988,20 +1030,21 @@ impl Report<'_> {
                     .map(|&k| thousands(self.median_ops(wi, k).unwrap_or(f64::NAN))),
             );
             // "Ours" is the tower row, the way users call it; `send` when only it ran.
-            let ours = self
-                .median_ops(wi, Kind::Tower)
-                .or_else(|| self.median_ops(wi, Kind::Send))
-                .unwrap_or(f64::NAN);
-            row.push(ratio(ours, self.median_ops(wi, Kind::RedisRs)));
-            row.push(ratio(ours, self.median_ops(wi, Kind::Fred)));
-            let stack = self.median_ops(wi, Kind::Stack).unwrap_or(f64::NAN);
-            row.push(ratio(stack, self.median_ops(wi, Kind::RedisRs)));
-            row.push(ratio(stack, Some(ours)));
-            let stack_send = self.median_ops(wi, Kind::StackSend).unwrap_or(f64::NAN);
-            row.push(ratio(stack_send, self.median_ops(wi, Kind::Send)));
-            row.push(ratio(stack, self.median_ops(wi, Kind::RedisTower)));
-            let compat = self.median_ops(wi, Kind::Compat).unwrap_or(f64::NAN);
-            row.push(ratio(compat, Some(stack)));
+            let ours = if self.kinds.contains(&Kind::Tower) {
+                Kind::Tower
+            } else {
+                Kind::Send
+            };
+            let pairs = [
+                (ours, Kind::RedisRs),
+                (ours, Kind::Fred),
+                (Kind::Stack, Kind::RedisRs),
+                (Kind::Stack, ours),
+                (Kind::StackSend, Kind::Send),
+                (Kind::Stack, Kind::RedisTower),
+                (Kind::Compat, Kind::Stack),
+            ];
+            row.extend(pairs.map(|(a, b)| ratio(self.paired_ratio(wi, a, b))));
             rows.push(row);
         }
         Table {
@@ -1025,7 +1068,7 @@ impl Report<'_> {
                 std::thread::available_parallelism().map_or(0, |n| n.get())
             ),
             format!(
-                "median of {} round(s); each round runs every client in turn: {:.1} s warm-up, then {:.1} s timed",
+                "median of {} round(s); each round runs every client in turn (the order reversed every other round): {:.1} s warm-up, then {:.1} s timed",
                 s.rounds,
                 s.warmup.as_secs_f64(),
                 s.window.as_secs_f64()
@@ -1039,7 +1082,8 @@ impl Report<'_> {
             "redis-tower 0.1: `MultiplexedClient::connect_url(url)`, default config (RESP3 when the server speaks it; TCP_NODELAY always on), typed commands (`Incr`, `Get`, `Set`), `redis_tower::Pipeline` and `redis_tower::Transaction`".to_owned(),
             "redis-handoff Stack: `Stack::connect(url)` with every layer on (metrics, circuit breaker, relaxed timeout, handoff, demux), through tower; the (send) row: `stack.send(cmd)`, the stack borrowed".to_owned(),
             "redis-rs API on Stack (feature `redis-rs`): the redis-rs rows' code (`AsyncCommands`, `redis::cmd`, `redis::pipe()`, `.atomic()`) with a `Stack` as its connection".to_owned(),
-            "ours/x: median ops/s of redis-handoff (tower, the bare connection) over x's; Stack/x: the full Stack's over x's; Stack (send)/ours (send): both borrowed, through their `send`; redis-rs API on Stack/Stack: what redis-rs's API costs over the Stack's own".to_owned(),
+            "ours/x: redis-handoff's ops/s (tower, the bare connection) over x's; Stack/x: the full Stack's over x's; Stack (send)/ours (send): both borrowed, through their `send`; redis-rs API on Stack/Stack: what redis-rs's API costs over the Stack's own".to_owned(),
+            "every ratio is the median over the rounds of the two clients' ratio within one round (the clients a ratio compares run one after the other in each round), not the ratio of the medians".to_owned(),
         ]
     }
 
