@@ -13,7 +13,8 @@
 //! each client: a warm-up, then a timed window. Rounds interleave the clients (in an order
 //! reversed every other round) so that machine noise falls on all of them alike. The tables
 //! report the median of each client's rounds, and each ratio as the median over the rounds of
-//! the ratio within one round, the two clients it compares having run one after the other.
+//! the ratio within one round. Our clients run side by side, the bare connection next to the
+//! `Stack`, so that the ratios between them compare runs seconds apart.
 //!
 //! Besides operations per second it reports, per operation, the CPU time of the bench process
 //! (the client under test: only one runs at a time) and of the server, and how many commands the
@@ -885,9 +886,10 @@ struct Report<'a> {
     server_version: String,
 }
 
-/// The order the clients run in within a round (indices into `kinds`): the bare connection
-/// right before the `Stack`, the two `send` rows together, the redis-rs API on the `Stack` right
-/// after it, so that the pairs the ratios compare are measured seconds apart; the peers after.
+/// The order the clients run in within a round (indices into `kinds`; reversed every other
+/// round): the two `send` rows together, the bare connection next to the `Stack`, the redis-rs
+/// API on the `Stack` next to it, so that the pairs those ratios compare are measured seconds
+/// apart; the peers after.
 fn run_order(kinds: &[Kind]) -> Vec<usize> {
     let rank = |k: Kind| match k {
         Kind::Send => 0,
@@ -1083,7 +1085,7 @@ impl Report<'_> {
             "redis-handoff Stack: `Stack::connect(url)` with every layer on (metrics, circuit breaker, relaxed timeout, handoff, demux), through tower; the (send) row: `stack.send(cmd)`, the stack borrowed".to_owned(),
             "redis-rs API on Stack (feature `redis-rs`): the redis-rs rows' code (`AsyncCommands`, `redis::cmd`, `redis::pipe()`, `.atomic()`) with a `Stack` as its connection".to_owned(),
             "ours/x: redis-handoff's ops/s (tower, the bare connection) over x's; Stack/x: the full Stack's over x's; Stack (send)/ours (send): both borrowed, through their `send`; redis-rs API on Stack/Stack: what redis-rs's API costs over the Stack's own".to_owned(),
-            "every ratio is the median over the rounds of the two clients' ratio within one round (the clients a ratio compares run one after the other in each round), not the ratio of the medians".to_owned(),
+            "every ratio is the median over the rounds of the two clients' ratio within one round (the Connection and the Stack run one after the other, as do the two send rows, and the Stack and the redis-rs API on it), not the ratio of the medians".to_owned(),
         ]
     }
 
