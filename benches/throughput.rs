@@ -820,8 +820,8 @@ fn run() -> Result<()> {
             for (wi, w) in workloads.iter().enumerate() {
                 for i in 0..kinds.len() {
                     // Every other round the other way round, so that no client always runs
-                    // first, last or right after the same one; the clients a ratio compares
-                    // stay next to each other (see `run_order`).
+                    // first, last or right after the same one; our clients that a ratio
+                    // compares stay next to each other (see `run_order`).
                     let pos = if (round + wi) % 2 == 0 {
                         i
                     } else {
@@ -958,21 +958,24 @@ impl Report<'_> {
         self.results[wi][ki].iter().map(f).collect()
     }
 
+    fn index(&self, kind: Kind) -> Option<usize> {
+        self.kinds.iter().position(|&k| k == kind)
+    }
+
     fn median_ops(&self, wi: usize, kind: Kind) -> Option<f64> {
-        let ki = self.kinds.iter().position(|&k| k == kind)?;
-        Some(median(&self.values(wi, ki, |s| s.ops)))
+        Some(median(&self.values(wi, self.index(kind)?, |s| s.ops)))
     }
 
     /// `a` over `b`: the median over the rounds of their ratio within each round, so that a
     /// machine whose speed drifts between rounds moves both sides of a ratio together.
     fn paired_ratio(&self, wi: usize, a: Kind, b: Kind) -> Option<f64> {
-        let ai = self.kinds.iter().position(|&k| k == a)?;
-        let bi = self.kinds.iter().position(|&k| k == b)?;
-        let ratios: Vec<f64> = self.results[wi][ai]
+        let ours = self.values(wi, self.index(a)?, |s| s.ops);
+        let theirs = self.values(wi, self.index(b)?, |s| s.ops);
+        let ratios: Vec<f64> = ours
             .iter()
-            .zip(&self.results[wi][bi])
-            .filter(|(_, theirs)| theirs.ops > 0.0)
-            .map(|(ours, theirs)| ours.ops / theirs.ops)
+            .zip(&theirs)
+            .filter(|(_, &t)| t > 0.0)
+            .map(|(o, t)| o / t)
             .collect();
         Some(median(&ratios))
     }
